@@ -1,0 +1,91 @@
+"""Vero Track API v2 (seeds 000-003): identify (`users/track`) and track (`events/track`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from importer.destinations.base import Action
+from importer.model import Verdict
+
+IDENTIFY = Action(
+    name="identify",
+    method="POST",
+    path="users/track",
+    fields=frozenset({"id", "email", "channels"}),
+    object_fields=frozenset({"data"}),
+)
+TRACK = Action(
+    name="track",
+    method="POST",
+    path="events/track",
+    fields=frozenset(
+        {
+            "identity.id",
+            "identity.email",
+            "event_name",
+            "extras.created_at",
+            "extras.source",
+            "extras.check_id",
+        }
+    ),
+    object_fields=frozenset({"data"}),
+    time_fields=frozenset({"extras.created_at"}),
+)
+
+# Vero answers these when the fault is passing (rate limit, overload); everything else is final.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Vero:
+    """Vero's rules for where the token goes and what its answers mean."""
+
+    name: str = "vero"
+    default_endpoint: str = "https://api.getvero.com/api/v2"
+    token_env: str = "VERO_AUTH_TOKEN"
+    actions: Mapping[str, Action] = field(
+        default_factory=lambda: {IDENTIFY.name: IDENTIFY, TRACK.name: TRACK}
+    )
+
+    def authorize(self, body: bytes, token: str) -> tuple[bytes, dict[str, str]]:
+        """Splice `auth_token` into the JSON body, so the token never sits in a URL or a log line.
+
+        The body stays the bytes the payload stage built; only the token's member is prepended.
+        """
+        member = b'"auth_token":' + json.dumps(token).encode()
+        rest = body[1:].lstrip()
+        glue = b"" if rest.startswith(b"}") else b","
+        return b"{" + member + glue + rest, {"Content-Type": "application/json"}
+
+    def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
+        """Map an HTTP answer onto delivered, retry, dead letter or stop, with Vero's message."""
+        message = _message(body) or f"HTTP {status}"
+        if 200 <= status < 300:
+            return Verdict.DELIVERED, message
+        if status == 401:
+            return Verdict.STOP, f"the API refused the token (HTTP 401): {message}"
+        if 300 <= status < 400:
+            return Verdict.STOP, (
+                f"the endpoint answered with a redirect (HTTP {status}); redirects are not "
+                "followed, because a POST would be re-sent elsewhere or turned into a GET: "
+                "use the final URL as --endpoint"
+            )
+        if status in RETRYABLE_STATUSES:
+            return Verdict.RETRY, message
+        return Verdict.DEAD, message
+
+
+def _message(body: bytes) -> str:
+    """Vero's `message` field when the body is its JSON error shape, else the start of the text."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return parsed["message"]
+    return body[:200].decode("utf-8", "replace").strip()
+
+
+VERO = Vero()
