@@ -1,0 +1,158 @@
+"""A job from files to checked payloads: the loop the `validate` and `run` commands share.
+
+Every input is opened and checked (encoding, structure, mapped columns) before the first row of
+any of them is read, so a bad file fails the job before anything is sent. Then batches flow
+read -> validate -> rejects file, dedup analysis -> payload bodies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from importer.dedup import DedupTracker
+from importer.payload import build_bodies, payload_lines
+from importer.read import DEFAULT_BATCH_ROWS, LINE, InputFile, iter_batches, open_input
+from importer.report import RejectsWriter, Summary
+from importer.schema import Mapping
+from importer.validate import FileState, validate_frame
+
+
+class Progress(Protocol):
+    """How the core reports progress; the CLI draws it, tests may count it."""
+
+    def begin(self, name: str, total: int | None) -> None:
+        """A new input starts; `total` is its row count where known."""
+
+    def advance(self, rows: int) -> None:
+        """`rows` more rows were read."""
+
+    def end(self) -> None:
+        """The input is done."""
+
+
+class NoProgress:
+    """Progress that goes nowhere."""
+
+    def begin(self, name: str, total: int | None) -> None:
+        """Ignore."""
+
+    def advance(self, rows: int) -> None:
+        """Ignore."""
+
+    def end(self) -> None:
+        """Ignore."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOptions:
+    """What to read and how; `now` fixes the clock that future times are judged by."""
+
+    inputs: tuple[Path, ...]
+    mapping: Mapping
+    rejects_path: Path | None = None
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+
+
+def open_inputs(options: JobOptions) -> list[InputFile]:
+    """Open every input and check the mapping against each CSV header, before any row is read."""
+    sources = [open_input(path) for path in options.inputs]
+    for source in sources:
+        if source.format != "jsonl" and source.header:
+            options.mapping.check_columns(source.columns, source=source.name)
+    return sources
+
+
+def iter_valid(
+    options: JobOptions,
+    sources: list[InputFile],
+    summary: Summary,
+    *,
+    dedup: DedupTracker,
+    progress: Progress,
+) -> Iterator[tuple[InputFile, pl.DataFrame]]:
+    """Each input's validated batches; rejects are counted, written and left behind."""
+    rejects = RejectsWriter(options.rejects_path) if options.rejects_path else None
+    try:
+        for source in sources:
+            summary.inputs.append({"file": source.name, "fingerprint": source.fingerprint})
+            if source.size == 0 or (source.format != "jsonl" and source.records == 0):
+                what = "empty" if source.size == 0 or not source.header else "only a header"
+                summary.warnings.append(f"{source.name} is {what}: nothing to send")
+                continue
+            state = FileState()
+            progress.begin(source.name, source.records or source.lines)
+            first = True
+            rows_before = summary.rows_read
+            for batch in iter_batches(source, batch_rows=options.batch_rows):
+                if first and source.format == "jsonl" and batch.frame.width > 1:
+                    keys = [c for c in batch.frame.columns if c != LINE]
+                    options.mapping.check_columns(keys, source=source.name)
+                first = False
+                summary.rows_read += batch.frame.height + batch.rejects.height
+                summary.blank_lines += batch.blank_lines
+                checked = validate_frame(batch.frame, options.mapping, state=state, now=options.now)
+                bad = pl.concat([batch.rejects, checked.rejects], how="diagonal_relaxed").sort(LINE)
+                summary.add_rejects(bad, source=source.name)
+                if rejects is not None:
+                    rejects.write(bad, source=source.name)
+                summary.rows_valid += checked.valid.height
+                summary.naive_times += checked.naive_times
+                dedup.add(checked.valid)
+                yield source, checked.valid
+                progress.advance(batch.frame.height + batch.rejects.height + batch.blank_lines)
+            progress.end()
+            if summary.rows_read == rows_before:
+                summary.warnings.append(f"{source.name} has no rows: nothing to send")
+    finally:
+        if rejects is not None:
+            rejects.close()
+
+
+def validate_inputs(options: JobOptions, *, progress: Progress | None = None) -> Summary:
+    """`importer validate`: every check, no payloads."""
+    started = time.monotonic()
+    summary = Summary(dry_run=True)
+    dedup = DedupTracker(options.mapping)
+    sources = open_inputs(options)
+    for _ in iter_valid(options, sources, summary, dedup=dedup, progress=progress or NoProgress()):
+        pass
+    summary.dedup = dedup.report() if dedup.applies else None
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def dry_run(
+    options: JobOptions, *, out: Path | None = None, progress: Progress | None = None
+) -> Summary:
+    """`importer run --dry-run`: build every payload, send nothing, write them to `out`."""
+    started = time.monotonic()
+    summary = Summary(dry_run=True)
+    dedup = DedupTracker(options.mapping)
+    sources = open_inputs(options)
+    handle = out.open("w", encoding="utf-8") if out is not None else None
+    try:
+        for source, valid in iter_valid(
+            options, sources, summary, dedup=dedup, progress=progress or NoProgress()
+        ):
+            bodies = build_bodies(valid, options.mapping, source=source)
+            if handle is not None and bodies.height:
+                lines = payload_lines(bodies, options.mapping, source=source)
+                handle.write("\n".join(lines.to_list()) + "\n")
+    finally:
+        if handle is not None:
+            handle.close()
+    summary.dedup = dedup.report() if dedup.applies else None
+    summary.elapsed_s = time.monotonic() - started
+    return summary

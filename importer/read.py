@@ -1,0 +1,492 @@
+"""Read CSV, TSV and JSONL inputs into bounded batches of rows that keep every value exactly.
+
+Every batch is a DataFrame with a `LINE` column (the row's line: JSONL's line number, or the CSV
+record's row as a spreadsheet numbers it, header = 1) and one String column per input column that
+holds the cell as JSON text: `"007"` for text, `7` for a number, `{"a":1}` for an object, null
+when the cell is empty or the key absent. Text stays text unless every value of a CSV column
+round-trips exactly as a number or boolean, so `007`, zip codes and 9007199254740993 survive.
+
+Polars' own defaults lose data and hide bad input (type widening, keys dropped after row 100,
+silent padding of short rows, one bad line failing a whole NDJSON read), so a file is read in
+passes: a byte pass (encoding, line endings, fingerprint), for CSV a record pass that finds
+records with the wrong number of fields, and a streaming Polars pass that decides column types;
+then the batches. Rows that cannot be read become rejects; files that cannot be read raise
+InputError with the file, line and column.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from importer.errors import InputError
+
+LINE = "__line"
+RULE = "__rule"
+ERROR = "__error"
+COLUMN = "__column"
+RAW = "_raw"
+# A rejects file carries these before the row's own columns; reading it again drops them.
+REJECT_META = ("_file", "_line", "_rule", "_error")
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+CHUNK_BYTES = 1 << 20
+DEFAULT_BATCH_ROWS = 100_000
+EXTRA = "__extra_fields"
+
+_INT_RE = r"^-?(?:0|[1-9][0-9]*)$"
+_NUMBER_RE = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """An input that passed the byte checks: where it is, how to parse it, what it contains.
+
+    `fingerprint` is a hash of the content, so a renamed file keeps its identity and a changed
+    one does not. `lines` counts newline-terminated lines (a progress total, not a row count).
+    """
+
+    path: Path
+    format: str
+    fingerprint: str
+    size: int
+    lines: int
+    columns: tuple[str, ...] = ()
+    header: tuple[str, ...] = ()
+    column_kinds: dict[str, str] = field(default_factory=dict)
+    records: int = 0
+    bad_records: dict[int, int] = field(default_factory=dict)
+    blank_records: frozenset[int] = frozenset()
+
+    @property
+    def name(self) -> str:
+        """The path as the user gave it, for messages."""
+        return str(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Up to N rows of one input: readable rows in `frame`, unreadable ones in `rejects`.
+
+    `rejects` has LINE, RULE, COLUMN, ERROR and the row's own columns as JSON text (for a line
+    that is not JSON, its text in `_raw`). `blank_lines` were skipped and are not rows.
+    """
+
+    input: InputFile
+    frame: pl.DataFrame
+    rejects: pl.DataFrame
+    blank_lines: int = 0
+
+
+def open_input(path: Path) -> InputFile:
+    """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it."""
+    input_format = FORMATS.get(path.suffix.lower())
+    if input_format is None:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: cannot tell the format from the name (known endings: {known})")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
+    fingerprint, size, lines = _scan_bytes(path)
+    facts = InputFile(
+        path=path, format=input_format, fingerprint=fingerprint, size=size, lines=lines
+    )
+    if input_format == "jsonl" or size == 0:
+        return facts
+    return _profile_csv(facts)
+
+
+def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
+    """The rows of `source` in batches of at most `batch_rows`, in file order."""
+    if source.size == 0:
+        return iter(())
+    if source.format == "jsonl":
+        return _iter_jsonl(source, batch_rows)
+    if not source.columns or source.records == 0:
+        return iter(())
+    return _iter_csv(source, batch_rows)
+
+
+def _scan_bytes(path: Path) -> tuple[str, int, int]:
+    """One pass over the bytes: refuse UTF-16, CR-only and non-UTF-8 files; hash and count lines."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    lines = 0
+    pending = b""
+    with path.open("rb") as handle:
+        first = handle.read(CHUNK_BYTES)
+        _check_start(path, first)
+        chunk = first
+        while chunk:
+            digest.update(chunk)
+            size += len(chunk)
+            buffer = pending + chunk
+            # UTF-8 never puts a newline byte inside a character, so line-aligned pieces decode
+            # on their own and an error's position maps straight onto a line and column.
+            cut = buffer.rfind(b"\n") + 1
+            piece, pending = buffer[:cut], buffer[cut:]
+            _check_utf8(path, piece, lines)
+            lines += piece.count(b"\n")
+            chunk = handle.read(CHUNK_BYTES)
+        _check_utf8(path, pending, lines)
+    return digest.hexdigest(), size, lines
+
+
+def _check_start(path: Path, first: bytes) -> None:
+    if first.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        encoding = "UTF-32"
+    elif first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in first[:4096]:
+        encoding = "UTF-16"
+    else:
+        encoding = ""
+    if encoding:
+        raise InputError(
+            f"{path}: the file is {encoding}, not UTF-8",
+            hint=f"convert it first, e.g. iconv -f {encoding} -t UTF-8 {path} > utf8-{path.name}",
+        )
+    if b"\r" in first and b"\n" not in first:
+        raise InputError(
+            f"{path}: lines end with CR only (old Mac style); only LF and CRLF are read",
+            hint=f"convert it first, e.g. tr '\\r' '\\n' < {path} > lf-{path.name}",
+        )
+
+
+def _check_utf8(path: Path, piece: bytes, lines_before: int) -> None:
+    try:
+        piece.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = piece.rfind(b"\n", 0, exc.start) + 1
+        line = lines_before + piece.count(b"\n", 0, exc.start) + 1
+        column = len(piece[line_start : exc.start].decode("utf-8", "replace")) + 1
+        bad = piece[exc.start : exc.end].hex(" ")
+        raise InputError(
+            f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8",
+            hint="re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)",
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------- CSV
+
+
+def _profile_csv(facts: InputFile) -> InputFile:
+    """Find the header, the records with a wrong field count, and each column's lossless type."""
+    separator = SEPARATORS[facts.format]
+    header, records, bad, blank = _check_records(facts.path, separator)
+    if not header:
+        return facts
+    frame = _scan_csv(facts.path, header, separator)
+    kinds_exprs: list[pl.Expr] = [pl.len().alias("\x00rows")]
+    for column in header:
+        value = pl.col(column)
+        is_int = value.str.contains(_INT_RE) & (
+            value.str.to_integer(strict=False).cast(pl.String) == value
+        )
+        is_number = value.str.contains(_NUMBER_RE) & (
+            value.cast(pl.Float64, strict=False).cast(pl.String) == value
+        )
+        kinds_exprs += [
+            (is_int.fill_null(True)).all().alias(f"{column}\x00integer"),
+            ((is_int | is_number).fill_null(True)).all().alias(f"{column}\x00number"),
+            (value.is_in(["true", "false"]).fill_null(True)).all().alias(f"{column}\x00boolean"),
+        ]
+    try:
+        stats = frame.select(kinds_exprs).collect(engine="streaming").row(0, named=True)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(
+            f"{facts.path}: cannot be parsed as {facts.format.upper()}: {exc}"
+        ) from exc
+    polars_records = stats.pop("\x00rows")
+    if polars_records != records:
+        raise InputError(
+            f"{facts.path}: two CSV parsers disagree on the number of records "
+            f"({records} vs {polars_records}); the file's quoting is probably broken"
+        )
+    kinds = {}
+    for column in header:
+        if stats[f"{column}\x00integer"]:
+            kinds[column] = "integer"
+        elif stats[f"{column}\x00number"]:
+            kinds[column] = "number"
+        elif stats[f"{column}\x00boolean"]:
+            kinds[column] = "boolean"
+        else:
+            kinds[column] = "string"
+    return InputFile(
+        path=facts.path,
+        format=facts.format,
+        fingerprint=facts.fingerprint,
+        size=facts.size,
+        lines=facts.lines,
+        columns=tuple(_without_meta(header)),
+        header=tuple(header),
+        column_kinds=kinds,
+        records=records,
+        bad_records=bad,
+        blank_records=frozenset(blank),
+    )
+
+
+def _check_records(path: Path, separator: str) -> tuple[list[str], int, dict[int, int], list[int]]:
+    """The header, the record count, records with the wrong field count, and blank records.
+
+    Python's csv module (strict) gives the exact field count of every record, which Polars does
+    not: it pads short records with nulls. Counting lengths runs in C; only a file that has odd
+    records gets a second pass to find which ones.
+    """
+
+    def reader(handle: io.TextIOWrapper) -> Any:
+        return csv.reader(handle, delimiter=separator, strict=True)
+
+    with _text(path) as handle:
+        rows = reader(handle)
+        try:
+            header = next(rows, [])
+            lengths = Counter(map(len, rows))
+        except csv.Error as exc:
+            raise _csv_error(path, rows.line_num, exc) from None
+    if not header:
+        return [], 0, {}, []
+    _check_header(path, header)
+    records = sum(lengths.values())
+    if set(lengths) <= {len(header)}:
+        return header, records, {}, []
+    bad: dict[int, int] = {}
+    blank: list[int] = []
+    with _text(path) as handle:
+        rows = reader(handle)
+        next(rows)
+        for index, record in enumerate(rows):
+            if not record:
+                blank.append(index)
+            elif len(record) != len(header):
+                bad[index] = len(record)
+    return header, records, bad, blank
+
+
+def _text(path: Path) -> io.TextIOWrapper:
+    return io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="")
+
+
+def _csv_error(path: Path, line: int, exc: csv.Error) -> InputError:
+    return InputError(
+        f"{path}, line {line}: the CSV quoting is broken ({exc})",
+        hint="a quoted field must end with a quote followed by a separator or the end of "
+        'the line; a quote inside a quoted field is written twice ("")',
+    )
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    empty = [index + 1 for index, name in enumerate(header) if not name.strip()]
+    if empty:
+        raise InputError(f"{path}, line 1: header column(s) {empty} have no name")
+    seen = Counter(header)
+    twice = sorted(name for name, count in seen.items() if count > 1)
+    if twice:
+        raise InputError(
+            f"{path}, line 1: header names {', '.join(map(repr, twice))} more than once"
+        )
+
+
+def _scan_csv(path: Path, header: list[str], separator: str) -> pl.LazyFrame:
+    # One column more than the header catches the fields of records that are too long;
+    # records that are too short are known from the record pass.
+    schema = dict.fromkeys([*header, EXTRA], pl.String)
+    return pl.scan_csv(
+        path,
+        has_header=False,
+        skip_rows=1,
+        separator=separator,
+        schema=schema,
+        missing_columns="insert",
+        truncate_ragged_lines=True,
+        row_index_name=LINE,
+        row_index_offset=2,
+    )
+
+
+def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
+    separator = SEPARATORS[source.format]
+    encode = [_json_text(column, source.column_kinds[column]) for column in source.columns]
+    frame = _scan_csv(source.path, list(source.header), separator).with_columns(
+        pl.col(LINE).cast(pl.Int64)
+    )
+    bad_lines = pl.DataFrame(
+        {
+            LINE: [index + 2 for index in source.bad_records],
+            "fields": list(source.bad_records.values()),
+        },
+        schema={LINE: pl.Int64, "fields": pl.Int64},
+    )
+    blank_lines = pl.Series(LINE, [index + 2 for index in source.blank_records], dtype=pl.Int64)
+    try:
+        for chunk in frame.collect_batches(chunk_size=batch_rows):
+            is_blank = pl.col(LINE).is_in(blank_lines)
+            rows = chunk.filter(~is_blank).select(LINE, *encode)
+            blanks = chunk.height - rows.height
+            is_bad = pl.col(LINE).is_in(bad_lines[LINE])
+            rejects = (
+                rows.filter(is_bad)
+                .join(bad_lines, on=LINE, how="left")
+                .select(
+                    LINE,
+                    pl.lit("csv_fields").alias(RULE),
+                    pl.lit(None, pl.String).alias(COLUMN),
+                    pl.format(
+                        "record has {} fields, the header has {}",
+                        pl.col("fields"),
+                        pl.lit(len(source.columns)),
+                    ).alias(ERROR),
+                    *source.columns,
+                )
+            )
+            yield Batch(source, rows.filter(~is_bad), rejects, blanks)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(
+            f"{source.path}: cannot be parsed as {source.format.upper()}: {exc}"
+        ) from exc
+
+
+def _json_text(column: str, kind: str) -> pl.Expr:
+    """The CSV cell as JSON text: lossless numbers and booleans are already JSON; text is quoted."""
+    if kind == "string":
+        return json_string(pl.col(column)).alias(column)
+    return pl.col(column)
+
+
+def json_string(value: pl.Expr) -> pl.Expr:
+    """Text as a JSON string literal, escaped by Polars' JSON encoder; null stays null."""
+    return (
+        pl.when(value.is_not_null())
+        .then(pl.struct(value.alias("")).struct.json_encode().str.slice(4).str.strip_suffix("}"))
+        .otherwise(None)
+    )
+
+
+# -------------------------------------------------------------------------------------- JSONL
+
+
+def _iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
+    """Parse JSONL a line at a time: one bad line is a reject, not the end of the file.
+
+    Polars' NDJSON reader fails the whole read on one bad line and coerces types across lines, so
+    lines go through Python's json (C); each value is kept as its own JSON text.
+    """
+    numbers: list[int] = []
+    texts: list[bytes] = []
+    blanks = 0
+    with source.path.open("rb") as handle:
+        for number, text in enumerate(handle, start=1):
+            if number == 1 and text.startswith(codecs.BOM_UTF8):
+                text = text[len(codecs.BOM_UTF8) :]
+            if not text.strip():
+                blanks += 1
+                continue
+            numbers.append(number)
+            texts.append(text)
+            if len(texts) >= batch_rows:
+                yield _jsonl_batch(source, numbers, texts, blanks)
+                numbers, texts, blanks = [], [], 0
+    if texts or blanks:
+        yield _jsonl_batch(source, numbers, texts, blanks)
+
+
+def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blanks: int) -> Batch:
+    good_lines: list[int] = []
+    rows: list[dict[str, str]] = []
+    bad: list[tuple[int, str, str, str]] = []
+    for number, text in zip(numbers, texts, strict=True):
+        try:
+            value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        except (ValueError, RecursionError) as exc:
+            bad.append((number, "json", _json_error(exc), _line_text(text)))
+            continue
+        if not isinstance(value, dict):
+            kind = type(value).__name__.replace("NoneType", "null")
+            bad.append(
+                (number, "json_object", f"line is a JSON {kind}, not an object", _line_text(text))
+            )
+            continue
+        row = {
+            key: json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+            for key, item in value.items()
+        }
+        if _SURROGATE_ESCAPE.search(text) and not _encodable(row):
+            bad.append(
+                (number, "json", "a string holds a lone UTF-16 surrogate escape", _line_text(text))
+            )
+            continue
+        good_lines.append(number)
+        rows.append(row)
+    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    frame = frame.select(pl.Series(LINE, good_lines, dtype=pl.Int64), pl.all().cast(pl.String))
+    frame = frame.select(LINE, *_without_meta(frame.columns[1:]))
+    rejects = pl.DataFrame(
+        {
+            LINE: [item[0] for item in bad],
+            RULE: [item[1] for item in bad],
+            COLUMN: [None] * len(bad),
+            ERROR: [item[2] for item in bad],
+            RAW: [item[3] for item in bad],
+        },
+        schema={
+            LINE: pl.Int64,
+            RULE: pl.String,
+            COLUMN: pl.String,
+            ERROR: pl.String,
+            RAW: pl.String,
+        },
+    )
+    return Batch(source, frame, rejects, blanks)
+
+
+def _without_meta(columns: list[str]) -> list[str]:
+    if all(meta in columns for meta in REJECT_META):
+        return [c for c in columns if c not in (*REJECT_META, RAW)]
+    return list(columns)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is too large for a double")
+    return value
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line is not valid JSON: {exc.msg} (column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "line is nested too deeply"
+    return f"line is not valid JSON: {exc}"
+
+
+def _line_text(text: bytes) -> str:
+    return text.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _encodable(row: dict[str, str]) -> bool:
+    try:
+        for key, value in row.items():
+            key.encode("utf-8")
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

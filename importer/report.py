@@ -1,0 +1,227 @@
+"""What a job tells the user afterwards: the summary, the rejects file and the JSON report.
+
+The summary is built as text here and printed by the CLI. The rejects file (`--rejects`) is CSV
+or JSONL by its ending; each row carries `_file`, `_line`, `_rule`, `_error` and then the row's
+own columns, so a fixed rejects file can be imported again (the reader drops those columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from importer.dedup import DedupReport
+from importer.read import COLUMN, ERROR, LINE, REJECT_META, RULE, json_string
+from importer.validate import _as_text, json_object
+
+EXAMPLES_PER_RULE = 3
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts of one job, filled in as it goes; `as_report()` is the `--report` JSON."""
+
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    rows_sent: int = 0
+    rows_skipped: int = 0
+    rows_failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+    blank_lines: int = 0
+    naive_times: int = 0
+    rejects_by_rule: Counter[str] = field(default_factory=Counter)
+    reject_examples: dict[str, list[str]] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    dedup: DedupReport | None = None
+    dry_run: bool = False
+    stopped: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def add_rejects(self, rejects: pl.DataFrame, *, source: str) -> None:
+        """Count a batch's rejects by rule and keep a few examples of each."""
+        if rejects.height == 0:
+            return
+        self.rows_rejected += rejects.height
+        for rule, count in rejects[RULE].value_counts().iter_rows():
+            self.rejects_by_rule[rule] += count
+        for rule, group in rejects.group_by(RULE, maintain_order=True):
+            examples = self.reject_examples.setdefault(str(rule[0]), [])
+            for line, message in group.select(LINE, ERROR).head(EXAMPLES_PER_RULE).iter_rows():
+                if len(examples) < EXAMPLES_PER_RULE:
+                    examples.append(f"{source}, line {line}: {message}")
+
+    def as_report(self) -> dict[str, Any]:
+        """The JSON report: the contract's fields first, then the details."""
+        report = {
+            key: getattr(self, key)
+            for key in (
+                "rows_read",
+                "rows_valid",
+                "rows_rejected",
+                "rows_sent",
+                "rows_skipped",
+                "rows_failed",
+                "requests",
+                "retries",
+            )
+        }
+        report["elapsed_s"] = round(self.elapsed_s, 3)
+        report.update(
+            dry_run=self.dry_run,
+            blank_lines=self.blank_lines,
+            naive_times=self.naive_times,
+            rejects_by_rule=dict(self.rejects_by_rule),
+            reject_examples=self.reject_examples,
+            dedup=asdict(self.dedup) if self.dedup else None,
+            inputs=self.inputs,
+            stopped=self.stopped,
+            warnings=self.warnings,
+        )
+        return report
+
+
+def write_report(path: Path, summary: Summary) -> None:
+    """Write the JSON report atomically, so a reader never sees half of one."""
+    write_atomic(path, json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` through a synced temporary file beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def format_summary(summary: Summary) -> str:
+    """The table printed at the end of a job."""
+    rows = [
+        ("rows read", summary.rows_read),
+        ("valid", summary.rows_valid),
+        ("rejected", summary.rows_rejected),
+    ]
+    if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
+        rows += [
+            ("delivered", summary.rows_sent),
+            ("skipped (done before)", summary.rows_skipped),
+            ("failed (dead letters)", summary.rows_failed),
+            ("requests", summary.requests),
+            ("retries", summary.retries),
+        ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"  {label:<{width}}  {value:>10,}" for label, value in rows]
+    lines.append(f"  {'elapsed':<{width}}  {summary.elapsed_s:>9.1f}s")
+    if summary.blank_lines:
+        lines.append(f"  ({summary.blank_lines:,} blank line(s) skipped)")
+    if summary.naive_times:
+        lines.append(
+            f"  {summary.naive_times:,} time(s) had no offset and were read in the mapping's timezone"
+        )
+    if summary.rejects_by_rule:
+        lines.append("rejected by rule:")
+        for rule, count in summary.rejects_by_rule.most_common():
+            lines.append(f"  {rule:<14} {count:>8,}")
+            lines.extend(f"      {example}" for example in summary.reject_examples.get(rule, []))
+    lines.extend(_dedup_lines(summary.dedup))
+    lines.extend(f"warning: {warning}" for warning in summary.warnings)
+    if summary.stopped:
+        lines.append(f"stopped: {summary.stopped}")
+    return "\n".join(lines)
+
+
+def _dedup_lines(dedup: DedupReport | None) -> list[str]:
+    if dedup is None:
+        return []
+    lines = []
+    if dedup.would_drop:
+        lines.append(
+            f"dedup: Vero would drop {dedup.total:,} event(s) as duplicates (same user, same "
+            "event name, same data, sent within its few-minute window, as a replay does):"
+        )
+        lines.extend(
+            f"  {name!r}: {count:,}" for name, count in list(dedup.would_drop.items())[:10]
+        )
+        lines.append('  to keep them, set [dedup] data_key = "import_row" in the mapping')
+    elif dedup.protected:
+        lines.append("dedup: every event carries a unique data key; Vero will drop none")
+    for folded, names in list(dedup.folded_names.items())[:10]:
+        shown = ", ".join(repr(n) for n in names)
+        lines.append(f"dedup: {shown} are one event to Vero ({folded!r})")
+    return lines
+
+
+class RejectsWriter:
+    """Appends rejected rows to `--rejects`, CSV or JSONL by the path's ending.
+
+    Batches differ in their columns (JSONL keys, several inputs), so a CSV is written at close
+    from a JSONL spool beside it, with the union of columns as its header.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._csv = path.suffix.lower() in (".csv", ".tsv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = path.with_name(f".{path.name}.spool") if self._csv else path
+        self._spool_path = target
+        self._handle: IO[str] = target.open("w", encoding="utf-8")
+
+    def write(self, rejects: pl.DataFrame, *, source: str) -> None:
+        """Append a batch's rejects (LINE, RULE, COLUMN, ERROR, then the row's JSON text cells)."""
+        if rejects.height == 0:
+            return
+        row_columns = [c for c in rejects.columns if c not in (LINE, RULE, COLUMN, ERROR)]
+        if self._csv:
+            # The CSV holds the text a person typed, not JSON: strings decoded, objects as JSON.
+            cells = [
+                pl.coalesce(_as_text(pl.col(c)), pl.col(c).replace("null", None))
+                for c in row_columns
+            ]
+            members = [(c, json_string(cell)) for c, cell in zip(row_columns, cells, strict=True)]
+        else:
+            members = [(c, pl.col(c)) for c in row_columns]
+        meta = [
+            ("_file", pl.lit(json.dumps(source, ensure_ascii=False))),
+            ("_line", pl.col(LINE).cast(pl.String)),
+            ("_rule", json_string(pl.col(RULE))),
+            ("_error", json_string(pl.col(ERROR))),
+        ]
+        lines = rejects.select(json_object(meta + members)).to_series()
+        self._handle.write("\n".join(lines.to_list()) + "\n")
+
+    def close(self) -> None:
+        """Flush, and for a CSV target convert the spool."""
+        self._handle.close()
+        if not self._csv:
+            return
+        header: dict[str, None] = dict.fromkeys(REJECT_META)
+        with self._spool_path.open(encoding="utf-8") as spool:
+            for line in spool:
+                header.update(dict.fromkeys(json.loads(line)))
+        delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        with (
+            self._spool_path.open(encoding="utf-8") as spool,
+            self.path.open("w", encoding="utf-8", newline="") as out,
+        ):
+            writer = csv.DictWriter(out, fieldnames=list(header), delimiter=delimiter)
+            writer.writeheader()
+            for line in spool:
+                writer.writerow(json.loads(line))
+        self._spool_path.unlink()

@@ -1,0 +1,468 @@
+"""Check a batch against the destination's rules, column-wise, and normalise what passes.
+
+Input: a Batch frame (JSON text cells, see read.py) and a Mapping. Output: a frame with one JSON
+text column per payload path (`identity.id`, `event_name`, `extras.created_at`, `data`), ready
+for payload.py, and a rejects frame naming line, rule, column and message for every row that
+fails. Rules are Polars expressions that yield a message where a row breaks them; the first
+failing rule of a row is its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+
+from importer.read import COLUMN, ERROR, LINE, RULE, json_string
+from importer.schema import ALL_COLUMNS, Mapping
+
+MAX_CHARS = 255
+USER = "__user"
+EVENT = "__event"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
+MS_THRESHOLD = 1e11  # 1e11 s is the year 5138 and 1e11 ms is 1973: the magnitudes never overlap
+
+# WHATWG's e-mail grammar, with a dot required in the domain as Vero wants a deliverable address.
+EMAIL_RE = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+ISO_RE = (
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:[.,]\d+)?)?)?"
+    r" ?(Z|z|UTC|GMT|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$"
+)
+EPOCH_RE = r"^-?\d+(?:\.\d+)?$"
+INT_RE = r"^-?(?:0|[1-9]\d*)$"
+NUMBER_RE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$"
+TRUE_WORDS = ["true", "yes", "1"]
+FALSE_WORDS = ["false", "no", "0"]
+
+STRING_PATHS = frozenset(
+    {
+        "id",
+        "email",
+        "identity.id",
+        "identity.email",
+        "event_name",
+        "extras.source",
+        "extras.check_id",
+    }
+)
+
+
+@dataclass(slots=True)
+class FileState:
+    """What validation learns about one input as its batches go by (epoch unit per column)."""
+
+    epoch_units: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A validated batch: payload-path columns of the good rows, and the rejected rows."""
+
+    valid: pl.DataFrame
+    rejects: pl.DataFrame
+    naive_times: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    column: str | None
+    message: pl.Expr
+
+
+def validate_frame(
+    frame: pl.DataFrame, mapping: Mapping, *, state: FileState, now: datetime
+) -> Checked:
+    """Split `frame` into normalised good rows and rejects, following the mapping's destination."""
+    columns = [c for c in frame.columns if c != LINE]
+    original = frame
+    work = frame.with_columns(
+        [pl.lit(None, pl.String).alias(c) for c in mapping.source_columns if c not in columns]
+    )
+    rules: list[_Rule] = []
+
+    def add_rules(new_rules: list[_Rule], *converted: pl.Expr) -> pl.DataFrame:
+        # Messages are materialised next to the conversion, so both see the value as it was.
+        named = [r.message.alias(f"__message{len(rules) + i}") for i, r in enumerate(new_rules)]
+        for i, rule in enumerate(new_rules):
+            rules.append(_Rule(rule.name, rule.column, pl.col(f"__message{len(rules)}")))
+            del i
+        return work.with_columns(*named, *converted)
+
+    for column, type_name in mapping.types.items():
+        if type_name != "timestamp":
+            converted, message = _coerce(pl.col(column), type_name)
+            work = add_rules([_Rule("type", column, message)], converted.alias(column))
+    time_columns = {c for c, t in mapping.types.items() if t == "timestamp"}
+    time_columns |= {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
+    naive: list[pl.Expr] = []
+    for column in sorted(time_columns):
+        unit = _epoch_unit(work, column, state)
+        parsed, is_naive, message = _parse_time(pl.col(column), mapping.timezone, unit, now)
+        naive.append(pl.col(f"__naive_{column}"))
+        work = add_rules(
+            [_Rule("timestamp", column, message)],
+            parsed.alias(column),
+            is_naive.fill_null(False).alias(f"__naive_{column}"),
+        )
+
+    data_path = next(iter(mapping.action.object_fields), None)
+    outputs: dict[str, pl.Expr] = {}
+    checks: list[_Rule] = []
+    for payload_path, column in mapping.fields.items():
+        if column == ALL_COLUMNS or payload_path.startswith(f"{data_path}."):
+            continue
+        value = pl.col(column)
+        if payload_path in STRING_PATHS:
+            checks.extend(_string_rules(payload_path, column))
+            outputs[payload_path] = json_string(_as_text(value))
+        elif payload_path in mapping.action.object_fields:
+            checks.append(_Rule("data_object", column, _object_message(value, payload_path)))
+            outputs[payload_path] = value
+        else:
+            outputs[payload_path] = value
+    checks.extend(_identity_rules(mapping))
+    work = add_rules(checks)
+
+    if data_path is not None:
+        outputs[data_path] = _data_object(mapping, data_path, columns)
+    identity = [p for p in ("identity.id", "id", "identity.email", "email") if p in mapping.fields]
+    user = pl.coalesce([_as_text(pl.col(mapping.fields[p])) for p in identity])
+    event = (
+        _as_text(pl.col(mapping.fields["event_name"])) if "event_name" in mapping.fields else None
+    )
+    if mapping.action.name == "identify" and "email" in outputs:
+        # Vero uses an email alone as the id; say so in the payload rather than rely on it.
+        outputs["id"] = (
+            pl.coalesce(outputs["id"], outputs["email"]) if "id" in outputs else outputs["email"]
+        )
+
+    nothing = pl.lit(None, pl.String)
+    work = work.with_columns(
+        pl.coalesce([r.message for r in rules] or [nothing]).alias(ERROR),
+        pl.coalesce(
+            [pl.when(r.message.is_not_null()).then(pl.lit(r.name)) for r in rules] or [nothing]
+        ).alias(RULE),
+        pl.coalesce(
+            [pl.when(r.message.is_not_null()).then(pl.lit(r.column)) for r in rules] or [nothing]
+        ).alias(COLUMN),
+        pl.any_horizontal(naive).alias("__naive") if naive else pl.lit(False).alias("__naive"),
+    )
+    is_bad = work[ERROR].is_not_null()
+    rejects = pl.concat(
+        [
+            work.filter(is_bad).select(LINE, RULE, COLUMN, ERROR),
+            original.filter(is_bad).select(columns),
+        ],
+        how="horizontal",
+    )
+    good = work.filter(~is_bad)
+    valid = good.select(
+        LINE,
+        *[expr.alias(path) for path, expr in outputs.items()],
+        user.alias(USER),
+        (event if event is not None else nothing).alias(EVENT),
+    )
+    return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+
+
+# --------------------------------------------------------------------------- values and kinds
+
+
+def _kind(value: pl.Expr) -> pl.Expr:
+    """The JSON kind of a JSON text cell, from its first character."""
+    first = value.str.slice(0, 1)
+    return (
+        pl.when(first == '"')
+        .then(pl.lit("string"))
+        .when(first == "{")
+        .then(pl.lit("object"))
+        .when(first == "[")
+        .then(pl.lit("array"))
+        .when(value.is_in(["true", "false"]))
+        .then(pl.lit("boolean"))
+        .when(value == "null")
+        .then(pl.lit("null"))
+        .when(value.is_not_null())
+        .then(pl.lit("number"))
+    )
+
+
+def _as_text(value: pl.Expr) -> pl.Expr:
+    """A scalar JSON text cell as plain text: strings decoded, numbers and booleans as written."""
+    kind = _kind(value)
+    decoded = pl.when(kind == "string").then(value).str.json_decode(pl.String)
+    return (
+        pl.when(kind == "string").then(decoded).when(kind.is_in(["number", "boolean"])).then(value)
+    )
+
+
+def _string_rules(payload_path: str, column: str) -> list[_Rule]:
+    value = pl.col(column)
+    kind = _kind(value)
+    text = _as_text(value)
+    rules = [
+        _Rule(
+            "type",
+            column,
+            pl.when(kind.is_in(["object", "array"])).then(
+                pl.format("{} must be text, not a JSON {}", pl.lit(payload_path), kind)
+            ),
+        ),
+        _Rule(
+            "length",
+            column,
+            pl.when(text.str.len_chars() >= MAX_CHARS).then(
+                pl.format(
+                    "{} is {} characters; Vero needs fewer than 255",
+                    pl.lit(payload_path),
+                    text.str.len_chars(),
+                )
+            ),
+        ),
+    ]
+    if payload_path.endswith("email"):
+        rules.append(
+            _Rule(
+                "email",
+                column,
+                pl.when(text.is_not_null() & (text != "") & ~text.str.contains(EMAIL_RE)).then(
+                    pl.format("{} {} is not a valid email address", pl.lit(payload_path), value)
+                ),
+            )
+        )
+    if payload_path == "event_name":
+        rules.append(
+            _Rule(
+                "event_name",
+                column,
+                pl.when(text.is_null() | (text.str.strip_chars() == "")).then(
+                    pl.lit("event_name is empty")
+                ),
+            )
+        )
+    return rules
+
+
+def _identity_rules(mapping: Mapping) -> list[_Rule]:
+    paths = [p for p in ("identity.id", "identity.email", "id", "email") if p in mapping.fields]
+    if not paths:
+        return []
+    present = [
+        (_as_text(pl.col(mapping.fields[p])).str.strip_chars() != "").fill_null(False)
+        for p in paths
+    ]
+    names = " and ".join(f"{p} ({mapping.fields[p]})" for p in paths)
+    return [
+        _Rule(
+            "identity",
+            mapping.fields[paths[0]],
+            pl.when(~pl.any_horizontal(present)).then(pl.lit(f"no user identity: {names} empty")),
+        )
+    ]
+
+
+def _object_message(value: pl.Expr, payload_path: str) -> pl.Expr:
+    kind = _kind(value)
+    return pl.when(value.is_not_null() & (kind != "object")).then(
+        pl.format(
+            "{} must be a JSON object, not a {} (a text column holding JSON needs "
+            '[types] <column> = "json")',
+            pl.lit(payload_path),
+            kind,
+        )
+    )
+
+
+def _data_object(mapping: Mapping, data_path: str, columns: list[str]) -> pl.Expr:
+    """The data object: the column mapped to it, or every unmapped column, plus `data.<key>` ones.
+
+    Null cells are left out: an empty CSV cell or an absent JSONL key is no value, not a null.
+    """
+    named = {c for c in mapping.fields.values() if c != ALL_COLUMNS}
+    members: list[tuple[str, str]] = []
+    if mapping.fields.get(data_path) == ALL_COLUMNS:
+        members += [(c, c) for c in columns if c not in named]
+    prefix = f"{data_path}."
+    members += [(p[len(prefix) :], c) for p, c in mapping.fields.items() if p.startswith(prefix)]
+    base = (
+        pl.col(mapping.fields[data_path])
+        if mapping.fields.get(data_path, ALL_COLUMNS) != ALL_COLUMNS
+        else None
+    )
+    if not members:
+        return base if base is not None else pl.lit(None, pl.String)
+    body = json_object([(key, pl.col(column)) for key, column in members])
+    if base is None:
+        return body
+    # A data column and data.<key> columns together: merge by splicing the members in.
+    extra = body.str.slice(1).str.strip_suffix("}")
+    return (
+        pl.when(base.is_null() | (base == "{}"))
+        .then(body)
+        .when(extra == "")
+        .then(base)
+        .otherwise(base.str.strip_suffix("}") + pl.lit(",") + extra + pl.lit("}"))
+    )
+
+
+def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:
+    """A JSON object from (key, JSON text) pairs; null members are left out, none at all is null."""
+    parts = [pl.lit(json.dumps(key, ensure_ascii=False) + ":") + value for key, value in members]
+    inner = pl.concat_str(parts, separator=",", ignore_nulls=True)
+    return pl.when(inner != "").then(pl.lit("{") + inner + pl.lit("}"))
+
+
+# --------------------------------------------------------------------------------- coercion
+
+
+def _coerce(value: pl.Expr, type_name: str) -> tuple[pl.Expr, pl.Expr]:
+    """The cell converted to the forced type, and a message where it cannot be."""
+    kind = _kind(value)
+    text = _as_text(value)
+    if type_name == "string":
+        converted = (
+            pl.when(kind == "string").then(value).otherwise(json_string(pl.coalesce(text, value)))
+        )
+        return pl.when(kind == "null").then(None).otherwise(converted), pl.lit(None, pl.String)
+    if type_name in ("integer", "number"):
+        pattern = INT_RE if type_name == "integer" else NUMBER_RE
+        ok = text.str.contains(pattern)
+        message = pl.when(value.is_not_null() & (kind != "null") & ~ok.fill_null(False)).then(
+            pl.format(
+                "{} is not {}",
+                value,
+                pl.lit("an integer" if type_name == "integer" else "a number"),
+            )
+        )
+        return pl.when(ok).then(text), message
+    if type_name == "boolean":
+        lowered = text.str.to_lowercase()
+        converted = (
+            pl.when(lowered.is_in(TRUE_WORDS))
+            .then(pl.lit("true"))
+            .when(lowered.is_in(FALSE_WORDS))
+            .then(pl.lit("false"))
+        )
+        message = pl.when(value.is_not_null() & (kind != "null") & converted.is_null()).then(
+            pl.format("{} is not a boolean (true/false, yes/no, 1/0)", value)
+        )
+        return converted, message
+    # json: a text cell that holds JSON, as CSV exports write nested data
+    parsed = (
+        pl.when(kind == "string")
+        .then(text)
+        .otherwise(value)
+        .map_batches(_reencode, return_dtype=pl.String)
+    )
+    message = pl.when(value.is_not_null() & parsed.is_null()).then(
+        pl.format("{} is not valid JSON", value)
+    )
+    return parsed, message
+
+
+def _reencode(texts: pl.Series) -> pl.Series:
+    """Each text's JSON re-encoded compactly, null where it is not JSON (a Python pass, json only)."""
+
+    def one(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            return None
+
+    return pl.Series(texts.name, [one(t) for t in texts.to_list()], dtype=pl.String)
+
+
+# ---------------------------------------------------------------------------------- time
+
+
+def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
+    """Seconds or milliseconds for the epoch values of `column`, decided once per file."""
+    if column in state.epoch_units:
+        return state.epoch_units[column]
+    numbers = frame.select(
+        _as_text(pl.col(column))
+        .filter(_as_text(pl.col(column)).str.contains(EPOCH_RE))
+        .cast(pl.Float64)
+    ).to_series()
+    if numbers.len() == 0:
+        return "s"
+    unit = "ms" if (numbers.abs() >= MS_THRESHOLD).mean() >= 0.5 else "s"  # type: ignore[operator]
+    state.epoch_units[column] = unit
+    return unit
+
+
+def _parse_time(
+    value: pl.Expr, timezone: str, unit: str, now: datetime
+) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(the time as Vero's UTC text, whether it was naive, a message where it is not a time)."""
+    text = _as_text(value).str.strip_chars()
+    parts = text.str.extract_groups(ISO_RE)
+    naive_text = pl.format(
+        "{}-{}-{} {}:{}:{}",
+        parts.struct.field("1"),
+        parts.struct.field("2"),
+        parts.struct.field("3"),
+        parts.struct.field("4").fill_null("00"),
+        parts.struct.field("5").fill_null("00"),
+        parts.struct.field("6").fill_null("00"),
+    )
+    local = naive_text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
+    offset = parts.struct.field("7")
+    is_naive = text.str.contains(ISO_RE) & offset.is_null()
+    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
+    digits = offset.str.replace_all(r"[^0-9]", "")
+    offset_minutes = sign * (
+        digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0) * 60
+        + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+    )
+    if timezone == "UTC":
+        naive_utc = local
+    else:
+        naive_utc = (
+            local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+            .dt.convert_time_zone("UTC")
+            .dt.replace_time_zone(None)
+        )
+    from_iso = (
+        pl.when(offset.is_null())
+        .then(naive_utc)
+        .otherwise(local - pl.duration(minutes=offset_minutes))
+    )
+    epoch = text
+    is_epoch = epoch.str.contains(EPOCH_RE)
+    factor = 1000.0 if unit == "s" else 1.0
+    millis = (epoch.cast(pl.Float64, strict=False) * factor).cast(pl.Int64, strict=False)
+    from_epoch = pl.from_epoch(millis, time_unit="ms")
+    magnitude = epoch.cast(pl.Float64, strict=False).abs()
+    wrong_unit = is_epoch & ((magnitude >= MS_THRESHOLD) != (unit == "ms"))
+    utc = pl.when(is_epoch).then(from_epoch).otherwise(from_iso)
+    now_naive = now.astimezone(UTC).replace(tzinfo=None)
+    message = (
+        pl.when(text.is_null() | (text == ""))
+        .then(pl.lit("time is empty; a row without its time is not sent as 'now'"))
+        .when(_kind(value).is_in(["object", "array", "boolean"]))
+        .then(pl.format("{} is not a time", value))
+        .when(wrong_unit)
+        .then(
+            pl.format(
+                "epoch {} does not look like {} as the rest of the column does",
+                text,
+                pl.lit("milliseconds" if unit == "ms" else "seconds"),
+            )
+        )
+        .when(utc.is_null() & is_naive & local.is_not_null())
+        .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
+        .when(utc.is_null())
+        .then(pl.format("{} is not a time (ISO 8601, epoch seconds or milliseconds)", text))
+        .when(utc > pl.lit(now_naive))
+        .then(pl.format("{} is in the future", text))
+    )
+    return json_string(utc.dt.strftime(TIME_FORMAT)), is_naive, message
