@@ -446,10 +446,10 @@ def _parse_time(
     utc = pl.when(is_epoch).then(from_epoch).otherwise(from_iso)
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
     message = (
-        pl.when(text.is_null() | (text == ""))
-        .then(pl.lit("time is empty; a row without its time is not sent as 'now'"))
-        .when(_kind(value).is_in(["object", "array", "boolean"]))
+        pl.when(_kind(value).is_in(["object", "array", "boolean"]))
         .then(pl.format("{} is not a time", value))
+        .when(text.is_null() | (text == ""))
+        .then(pl.lit("time is empty; a row without its time is not sent as 'now'"))
         .when(wrong_unit)
         .then(
             pl.format(

@@ -1,0 +1,105 @@
+"""Shared helpers for tests that run files through read -> validate -> payload."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import polars as pl
+
+from importer.payload import BODY, build_bodies
+from importer.read import LINE, iter_batches, open_input
+from importer.schema import Mapping, parse_mapping
+from importer.validate import FileState, validate_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+TRACK = {
+    "destination": "vero",
+    "action": "track",
+    "fields": {
+        "identity.id": "user_id",
+        "identity.email": "email",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "data": "*",
+    },
+}
+IDENTIFY = {
+    "destination": "vero",
+    "action": "identify",
+    "fields": {"id": "user_id", "email": "email", "data": "*"},
+}
+
+_SCHEMAS = {
+    action: jsonschema.Draft202012Validator(
+        json.loads((ROOT / "schemas" / f"vero-{action}.schema.json").read_text())
+    )
+    for action in ("track", "identify")
+}
+
+
+def make_mapping(raw: dict[str, Any] | None = None, **changes: Any) -> Mapping:
+    """A checked mapping from a dict (TRACK by default) with top-level keys replaced."""
+    merged = {**(raw or TRACK), **changes}
+    return parse_mapping(merged, path=Path("test-mapping.toml"))
+
+
+@dataclass
+class Outcome:
+    """Everything a file produced: valid rows, rejects, payload bodies."""
+
+    valid: pl.DataFrame
+    rejects: pl.DataFrame
+    bodies: list[dict[str, Any]]
+    naive_times: int
+    lines: list[int]
+
+
+def run_file(
+    path: Path, mapping: Mapping, *, batch_rows: int = 1000, now: datetime = NOW
+) -> Outcome:
+    """Read, validate and build every row of `path`; check each body against the JSON Schema."""
+    source = open_input(path)
+    state = FileState()
+    valid, rejects, bodies, lines = [], [], [], []
+    naive = 0
+    for batch in iter_batches(source, batch_rows=batch_rows):
+        checked = validate_frame(batch.frame, mapping, state=state, now=now)
+        valid.append(checked.valid)
+        rejects.extend([batch.rejects, checked.rejects])
+        naive += checked.naive_times
+        built = build_bodies(checked.valid, mapping, source=source)
+        bodies.extend(json.loads(text) for text in built[BODY].to_list())
+        lines.extend(built[LINE].to_list())
+    for body in bodies:
+        _SCHEMAS[mapping.action.name].validate(body)
+    empty = pl.DataFrame()
+    return Outcome(
+        valid=pl.concat(valid, how="diagonal_relaxed") if valid else empty,
+        rejects=pl.concat(rejects, how="diagonal_relaxed") if rejects else empty,
+        bodies=bodies,
+        naive_times=naive,
+        lines=lines,
+    )
+
+
+def write_csv(tmp_path: Path, header: str, *rows: str, name: str = "in.csv") -> Path:
+    """A CSV file with LF line ends."""
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def write_jsonl(tmp_path: Path, *rows: dict[str, Any] | str, name: str = "in.jsonl") -> Path:
+    """A JSONL file; dict rows are encoded, str rows are written as they are."""
+    path = tmp_path / name
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

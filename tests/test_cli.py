@@ -1,0 +1,160 @@
+"""The command line: exit codes of the contract, exact messages, and files it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from pipeline_helpers import ROOT
+
+from importer.cli import main
+
+TRACK = str(ROOT / "schemas" / "vero-track.toml")
+IDENTIFY = str(ROOT / "schemas" / "vero-identify.toml")
+EVENTS_CSV = str(ROOT / "samples" / "events.csv")
+EVENTS_JSONL = str(ROOT / "samples" / "events.jsonl")
+USERS_CSV = str(ROOT / "samples" / "users.csv")
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_samples_reports_rejects_and_exits_3(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, out, err = invoke(
+        "validate", EVENTS_CSV, EVENTS_JSONL, "--schema", TRACK, "--report", str(report)
+    )
+    assert code == 3, err
+    assert "rejected by rule:" in out
+    assert "samples/events.csv, line 6: 2023-02-30T10:00:00Z is not a time" in out
+    data = json.loads(report.read_text())
+    for key in (
+        "rows_read",
+        "rows_valid",
+        "rows_rejected",
+        "rows_sent",
+        "rows_skipped",
+        "rows_failed",
+        "requests",
+        "retries",
+        "elapsed_s",
+    ):
+        assert key in data
+    assert data["rows_read"] == data["rows_valid"] + data["rows_rejected"] == 802
+
+
+def test_validate_a_clean_file_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_text(
+        "user_id,email,event,occurred_at\nu1,a@example.com,Login,2023-05-30T10:00:00Z\n"
+    )
+    code, out, _ = invoke("validate", str(path), "--schema", TRACK)
+    assert code == 0
+    assert re.search(r"rejected +0\n", out)
+
+
+def test_rejects_csv_can_be_fixed_and_imported_again(tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.csv"
+    code, _, _ = invoke("validate", USERS_CSV, "--schema", IDENTIFY, "--rejects", str(rejects))
+    assert code == 3
+    with rejects.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["_line"] for row in rows] == ["11", "21", "31", "51"]
+    assert list(rows[0])[:4] == ["_file", "_line", "_rule", "_error"]
+    assert rows[0]["zip"].isdigit()
+    assert len(rows[0]["zip"]) == 5
+    for row in rows:
+        row["user_id"] = row["user_id"][:20] or "fixed"
+        row["email"] = "fixed@example.com"
+    fixed = tmp_path / "fixed.csv"
+    with fixed.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["_rule"] != "csv_fields")
+    out_path = tmp_path / "payloads.jsonl"
+    code, _, err = invoke(
+        "run", str(fixed), "--schema", IDENTIFY, "--dry-run", "--out", str(out_path)
+    )
+    assert code == 0, err
+    bodies = [json.loads(line)["body"] for line in out_path.read_text().splitlines()]
+    assert len(bodies) == 3
+    assert not any(key.startswith("_") for body in bodies for key in body["data"])
+
+
+def test_dry_run_writes_payloads_without_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERO_AUTH_TOKEN", "s3cret-token-value")
+    out_path = tmp_path / "payloads.jsonl"
+    code, _out, _ = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--dry-run", "--out", str(out_path)
+    )
+    assert code == 3
+    lines = out_path.read_text().splitlines()
+    assert len(lines) == 395
+    assert "s3cret" not in out_path.read_text()
+    assert "auth_token" not in out_path.read_text()
+    first = json.loads(lines[0])
+    assert set(first) == {"method", "path", "body", "source"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"\xff\xfeu\x00", "the file is UTF-16, not UTF-8", id="utf16"),
+        pytest.param(b"user_id,event\ru1,x\r", "lines end with CR only", id="cr-only"),
+        pytest.param(
+            b"user_id,email,event,occurred_at\nu1,caf\xe9,x,y\n",
+            "line 2, column 7: bytes e9 are not UTF-8",
+            id="latin1",
+        ),
+        pytest.param(
+            b'user_id,email,event,occurred_at\nu1,"a,x,y\n',
+            "line 2: the CSV quoting is broken",
+            id="open-quote",
+        ),
+    ],
+)
+def test_bad_files_are_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    code, out, err = invoke("validate", str(path), "--schema", TRACK)
+    assert code == 1
+    assert err.startswith(f"Error: {path}")
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_a_missing_file_and_a_missing_column(tmp_path: Path) -> None:
+    code, _, err = invoke("validate", str(tmp_path / "nope.csv"), "--schema", TRACK)
+    assert (code, err) == (1, f"Error: {tmp_path / 'nope.csv'}: no such file\n")
+    path = tmp_path / "cols.csv"
+    path.write_text("user_id,email,event\nu1,a@example.com,x\n")
+    code, _, err = invoke("validate", str(path), "--schema", TRACK)
+    assert code == 1
+    assert "column(s) 'occurred_at' named in mapping" in err
+    assert "Hint: the file has: email, event, user_id" in err
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"user_id,email,event,occurred_at\n"], ids=["empty", "header-only"]
+)
+def test_an_empty_night_is_a_warning_and_exit_0(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "tonight.csv"
+    path.write_bytes(content)
+    code, out, _ = invoke("run", str(path), "--schema", TRACK, "--dry-run")
+    assert code == 0
+    assert "warning: " in out
+    assert "nothing to send" in out
+
+
+def test_usage_errors_exit_2() -> None:
+    code, _, err = invoke("validate", EVENTS_CSV)
+    assert code == 2
+    assert "Missing option '--schema'" in err

@@ -1,0 +1,103 @@
+"""Mapping files: the presets load, and every mistake is reported with the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import ROOT, TRACK, make_mapping
+
+from importer.errors import MappingError
+from importer.schema import load_mapping
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "schemas").glob("*.toml")), ids=lambda p: p.name)
+def test_presets_load(preset: Path) -> None:
+    mapping = load_mapping(preset)
+    assert mapping.destination.name == "vero"
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        pytest.param(
+            {"destination": "hubspot"},
+            "unknown destination 'hubspot' (known: vero)",
+            id="destination",
+        ),
+        pytest.param(
+            {"action": "teleport"},
+            "unknown action 'teleport' for destination 'vero' (supported: identify, track)",
+            id="action",
+        ),
+        pytest.param(
+            {"fields": {**TRACK["fields"], "identity.phone": "phone"}},
+            "fields.'identity.phone': the track payload has no such path",
+            id="payload-path",
+        ),
+        pytest.param(
+            {"fields": {**TRACK["fields"], "event_name": "*"}},
+            "fields.'event_name' = \"*\" is only allowed for an object such as data",
+            id="star-on-scalar",
+        ),
+        pytest.param(
+            {"fields": {"event_name": "event"}},
+            "map at least one of identity.id or identity.email to identify the user",
+            id="no-identity",
+        ),
+        pytest.param(
+            {"fields": {"identity.id": "user_id"}},
+            "fields.'event_name' is required for track",
+            id="no-event-name",
+        ),
+        pytest.param(
+            {"types": {"zip": "zipcode"}}, "types.zip = 'zipcode' is not a type", id="type"
+        ),
+        pytest.param(
+            {"timezone": "Mars/Olympus"},
+            "timezone = 'Mars/Olympus' is not an IANA time zone",
+            id="timezone",
+        ),
+        pytest.param({"colour": "blue"}, "unknown key 'colour'", id="unknown-key"),
+        pytest.param(
+            {"dedup": {"data_key": ""}}, "dedup.data_key must be a non-empty string", id="dedup-key"
+        ),
+    ],
+)
+def test_mapping_problems_name_the_key(changes: dict[str, object], problem: str) -> None:
+    with pytest.raises(MappingError) as caught:
+        make_mapping(**changes)
+    assert "mapping file test-mapping.toml has" in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(MappingError) as caught:
+        make_mapping(action="teleport", types={"a": "b"}, timezone="Nowhere")
+    assert "has 3 problem(s)" in str(caught.value)
+
+
+def test_a_missing_or_broken_mapping_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match=r"mapping file .*nope.toml does not exist"):
+        load_mapping(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text('destination = "vero"\naction = ', encoding="utf-8")
+    with pytest.raises(MappingError, match=r"broken.toml is not valid TOML"):
+        load_mapping(broken)
+
+
+def test_a_mapped_column_missing_from_the_file_names_mapping_and_key() -> None:
+    mapping = make_mapping()
+    with pytest.raises(MappingError) as caught:
+        mapping.check_columns(["user_id", "email", "event"], source="events.csv")
+    message = str(caught.value)
+    assert message == (
+        "events.csv: column(s) 'occurred_at' named in mapping test-mapping.toml "
+        "(fields.'extras.created_at' = 'occurred_at') are not in the file"
+    )
+    assert caught.value.hint == "the file has: email, event, user_id"
+
+
+def test_the_fingerprint_follows_meaning_not_formatting() -> None:
+    assert make_mapping().fingerprint == make_mapping(timezone="UTC").fingerprint
+    assert make_mapping().fingerprint != make_mapping(timezone="Europe/Berlin").fingerprint
