@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
+import polars.selectors as cs
 
 from importer.read import COLUMN, ERROR, LINE, RULE, json_string
 from importer.schema import ALL_COLUMNS, Mapping
@@ -98,18 +99,19 @@ def validate_frame(
         if type_name != "timestamp":
             converted, message = _coerce(pl.col(column), type_name)
             work = add_rules([_Rule("type", column, message)], converted.alias(column))
+    named = mapping.source_columns
+    work = work.with_columns(
+        *[_as_text(pl.col(c)).alias(text_of(c)) for c in named],
+        *[_kind(pl.col(c)).alias(kind_of(c)) for c in named],
+    )
     time_columns = {c for c, t in mapping.types.items() if t == "timestamp"}
     time_columns |= {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
     naive: list[pl.Expr] = []
     for column in sorted(time_columns):
         unit = _epoch_unit(work, column, state)
-        parsed, is_naive, message = _parse_time(pl.col(column), mapping.timezone, unit, now)
-        naive.append(pl.col(f"__naive_{column}"))
-        work = add_rules(
-            [_Rule("timestamp", column, message)],
-            parsed.alias(column),
-            is_naive.fill_null(False).alias(f"__naive_{column}"),
-        )
+        work = _parse_times(work, column, timezone=mapping.timezone, unit=unit, now=now)
+        naive.append(pl.col(naive_of(column)))
+        rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
 
     data_path = next(iter(mapping.action.object_fields), None)
     outputs: dict[str, pl.Expr] = {}
@@ -120,7 +122,7 @@ def validate_frame(
         value = pl.col(column)
         if payload_path in STRING_PATHS:
             checks.extend(_string_rules(payload_path, column))
-            outputs[payload_path] = json_string(_as_text(value))
+            outputs[payload_path] = json_string(pl.col(text_of(column)))
         elif payload_path in mapping.action.object_fields:
             checks.append(_Rule("data_object", column, _object_message(value, payload_path)))
             outputs[payload_path] = value
@@ -132,9 +134,9 @@ def validate_frame(
     if data_path is not None:
         outputs[data_path] = _data_object(mapping, data_path, columns)
     identity = [p for p in ("identity.id", "id", "identity.email", "email") if p in mapping.fields]
-    user = pl.coalesce([_as_text(pl.col(mapping.fields[p])) for p in identity])
+    user = pl.coalesce([pl.col(text_of(mapping.fields[p])) for p in identity])
     event = (
-        _as_text(pl.col(mapping.fields["event_name"])) if "event_name" in mapping.fields else None
+        pl.col(text_of(mapping.fields["event_name"])) if "event_name" in mapping.fields else None
     )
     if mapping.action.name == "identify" and "email" in outputs:
         # Vero uses an email alone as the id; say so in the payload rather than rely on it.
@@ -204,8 +206,8 @@ def _as_text(value: pl.Expr) -> pl.Expr:
 
 def _string_rules(payload_path: str, column: str) -> list[_Rule]:
     value = pl.col(column)
-    kind = _kind(value)
-    text = _as_text(value)
+    kind = pl.col(kind_of(column))
+    text = pl.col(text_of(column))
     rules = [
         _Rule(
             "type",
@@ -254,8 +256,7 @@ def _identity_rules(mapping: Mapping) -> list[_Rule]:
     if not paths:
         return []
     present = [
-        (_as_text(pl.col(mapping.fields[p])).str.strip_chars() != "").fill_null(False)
-        for p in paths
+        (pl.col(text_of(mapping.fields[p])).str.strip_chars() != "").fill_null(False) for p in paths
     ]
     names = " and ".join(f"{p} ({mapping.fields[p]})" for p in paths)
     return [
@@ -399,30 +400,50 @@ def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
     return unit
 
 
-def _parse_time(
-    value: pl.Expr, timezone: str, unit: str, now: datetime
-) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(the time as Vero's UTC text, whether it was naive, a message where it is not a time)."""
-    text = _as_text(value).str.strip_chars()
-    parts = text.str.extract_groups(ISO_RE)
-    naive_text = pl.format(
-        "{}-{}-{} {}:{}:{}",
-        parts.struct.field("1"),
-        parts.struct.field("2"),
-        parts.struct.field("3"),
-        parts.struct.field("4").fill_null("00"),
-        parts.struct.field("5").fill_null("00"),
-        parts.struct.field("6").fill_null("00"),
+def _parse_times(
+    work: pl.DataFrame, column: str, *, timezone: str, unit: str, now: datetime
+) -> pl.DataFrame:
+    """Replace `column` with Vero's UTC text; add `naive_of(column)` and `time_message_of(column)`.
+
+    Done in stages of materialised columns: an eager frame does not share subexpressions, and
+    the regex groups feed several later expressions.
+    """
+    text = pl.col(text_of(column)).str.strip_chars()
+    work = work.with_columns(
+        text.str.extract_groups(ISO_RE).alias("__t_iso"),
+        text.str.contains(EPOCH_RE).fill_null(False).alias("__t_is_epoch"),
+        text.cast(pl.Float64, strict=False).alias("__t_epoch"),
+        text.alias("__t_text"),
+    ).unnest("__t_iso", separator="")
+    group = {i: pl.col(f"__t_iso{i}") for i in range(1, 8)}
+    sign = pl.when(group[7].str.starts_with("-")).then(-1).otherwise(1)
+    digits = group[7].str.replace_all(r"[^0-9]", "")
+    work = work.with_columns(
+        pl.concat_str(
+            group[1],
+            pl.lit("-"),
+            group[2],
+            pl.lit("-"),
+            group[3],
+            pl.lit(" "),
+            group[4].fill_null("00"),
+            pl.lit(":"),
+            group[5].fill_null("00"),
+            pl.lit(":"),
+            group[6].fill_null("00"),
+        )
+        .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
+        .alias("__t_local"),
+        (
+            sign
+            * (
+                digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0) * 60
+                + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+            )
+        ).alias("__t_offset"),
+        (group[1].is_not_null() & group[7].is_null()).alias(naive_of(column)),
     )
-    local = naive_text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
-    offset = parts.struct.field("7")
-    is_naive = text.str.contains(ISO_RE) & offset.is_null()
-    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
-    digits = offset.str.replace_all(r"[^0-9]", "")
-    offset_minutes = sign * (
-        digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0) * 60
-        + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
-    )
+    local = pl.col("__t_local")
     if timezone == "UTC":
         naive_utc = local
     else:
@@ -431,23 +452,26 @@ def _parse_time(
             .dt.convert_time_zone("UTC")
             .dt.replace_time_zone(None)
         )
-    from_iso = (
-        pl.when(offset.is_null())
-        .then(naive_utc)
-        .otherwise(local - pl.duration(minutes=offset_minutes))
-    )
-    epoch = text
-    is_epoch = epoch.str.contains(EPOCH_RE)
     factor = 1000.0 if unit == "s" else 1.0
-    millis = (epoch.cast(pl.Float64, strict=False) * factor).cast(pl.Int64, strict=False)
-    from_epoch = pl.from_epoch(millis, time_unit="ms")
-    magnitude = epoch.cast(pl.Float64, strict=False).abs()
-    wrong_unit = is_epoch & ((magnitude >= MS_THRESHOLD) != (unit == "ms"))
-    utc = pl.when(is_epoch).then(from_epoch).otherwise(from_iso)
+    from_epoch = pl.from_epoch(
+        (pl.col("__t_epoch") * factor).cast(pl.Int64, strict=False), time_unit="ms"
+    )
+    work = work.with_columns(
+        pl.when(pl.col("__t_is_epoch"))
+        .then(from_epoch)
+        .when(pl.col(naive_of(column)))
+        .then(naive_utc)
+        .otherwise(local - pl.duration(minutes=pl.col("__t_offset")))
+        .alias("__t_utc")
+    )
+    utc = pl.col("__t_utc")
+    is_epoch = pl.col("__t_is_epoch")
+    text = pl.col("__t_text")
+    wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != (unit == "ms"))
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
     message = (
-        pl.when(_kind(value).is_in(["object", "array", "boolean"]))
-        .then(pl.format("{} is not a time", value))
+        pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
+        .then(pl.format("{} is not a time", pl.col(column)))
         .when(text.is_null() | (text == ""))
         .then(pl.lit("time is empty; a row without its time is not sent as 'now'"))
         .when(wrong_unit)
@@ -458,11 +482,35 @@ def _parse_time(
                 pl.lit("milliseconds" if unit == "ms" else "seconds"),
             )
         )
-        .when(utc.is_null() & is_naive & local.is_not_null())
+        .when(utc.is_null() & pl.col(naive_of(column)) & local.is_not_null())
         .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
         .when(utc.is_null())
         .then(pl.format("{} is not a time (ISO 8601, epoch seconds or milliseconds)", text))
         .when(utc > pl.lit(now_naive))
         .then(pl.format("{} is in the future", text))
     )
-    return json_string(utc.dt.strftime(TIME_FORMAT)), is_naive, message
+    work = work.with_columns(
+        message.alias(time_message_of(column)),
+        json_string(utc.dt.strftime(TIME_FORMAT)).alias(column),
+    )
+    return work.drop(cs.starts_with("__t_"))
+
+
+def text_of(column: str) -> str:
+    """Name of the materialised plain-text view of a source column."""
+    return f"__text:{column}"
+
+
+def kind_of(column: str) -> str:
+    """Name of the materialised JSON kind of a source column."""
+    return f"__kind:{column}"
+
+
+def naive_of(column: str) -> str:
+    """Name of the flag: this row's time in `column` had no offset."""
+    return f"__naive:{column}"
+
+
+def time_message_of(column: str) -> str:
+    """Name of the message column of the time rule on `column`."""
+    return f"__time_message:{column}"
