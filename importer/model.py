@@ -1,6 +1,6 @@
 """The small frozen values that carry work from one stage of the pipeline to the next.
 
-    Path -> Batch -> (valid frame | Reject) -> Request -> Result -> checkpoint
+Path -> Batch -> (valid frame | Reject) -> Request -> Result -> checkpoint
 """
 
 from __future__ import annotations

@@ -1,0 +1,458 @@
+"""A stand-in for Vero's Track API v2 with Vero's rules, its dedup window and injectable faults.
+
+Tests run it in-process; users run it for dry rehearsals (`importer mock-server`, or
+`--endpoint embedded`). Every accepted body can be appended to a JSONL record, without the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import random
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aiohttp import web
+
+from importer.errors import MappingError
+
+BASE_PATH = "/api/v2"
+DROP = 0  # a `status_script` entry that closes the connection instead of answering
+MAX_LENGTH = 255  # Vero: id, email and event_name must be *less than* 255 characters
+PRUNE_AT = 100_000  # dedup keys held before expired ones are swept
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MESSAGES = {
+    200: "Success.",
+    401: "Invalid authentication: You must provide a valid auth_token to access this resource.",
+    404: "The resource doesn't exist",
+    429: "Too many requests",
+    500: "An error occurred with our API",
+    502: "Bad gateway",
+    503: "Service unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """How the mock behaves; every fault is off by default, so it answers like a healthy Vero.
+
+    Rates are shares of requests in [0, 1]; `rate_429 + rate_5xx + rate_drop` may not exceed 1.
+    `status_script` answers the first requests with these statuses in order (200: handle the
+    request for real, 0: drop the connection); then `fail_first` answers the first N requests
+    of each distinct body with 503; then the seeded random faults apply.
+    """
+
+    token: str = "test-token"
+    record: Path | None = None
+    keep_bodies: bool = False  # hold accepted bodies in MockState.bodies; off keeps memory flat
+    dedup_window_s: float = 300.0
+    seed: int = 0
+    rate_429: float = 0.0
+    retry_after: str = "1"
+    rate_5xx: float = 0.0
+    rate_drop: float = 0.0
+    rate_slow: float = 0.0
+    slow_s: float = 0.0
+    fail_first: int = 0
+    status_script: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.record is not None and not isinstance(self.record, Path):
+            object.__setattr__(self, "record", Path(self.record))
+        object.__setattr__(self, "status_script", tuple(self.status_script))
+        rates = ("rate_429", "rate_5xx", "rate_drop", "rate_slow")
+        problems = [
+            f"{name} must be between 0 and 1, not {getattr(self, name)}"
+            for name in rates
+            if not 0.0 <= getattr(self, name) <= 1.0
+        ]
+        if self.rate_429 + self.rate_5xx + self.rate_drop > 1.0:
+            problems.append("rate_429 + rate_5xx + rate_drop must not exceed 1")
+        if not self.token:
+            problems.append("token must not be empty")
+        for name in ("dedup_window_s", "slow_s", "fail_first"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative, not {getattr(self, name)}")
+        if not _valid_retry_after(self.retry_after):
+            problems.append(
+                f"retry_after must be seconds or an HTTP date, not {self.retry_after!r}"
+            )
+        bad = [s for s in self.status_script if s != DROP and not 100 <= s <= 599]
+        if bad:
+            problems.append(f"status_script holds statuses that are not HTTP statuses: {bad}")
+        if problems:
+            raise MappingError("mock server: " + "; ".join(problems))
+
+
+@dataclass(slots=True)
+class MockState:
+    """What the server has seen; `accepted` counts every 200, duplicates included.
+
+    `bodies` holds accepted bodies as recorded (no `auth_token`; `_path`, `_duplicate` added)
+    when the config's `keep_bodies` is on.
+    """
+
+    requests: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        """The counters as JSON-ready values (what `GET /_mock/stats` answers)."""
+        return {
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "dropped": self.dropped,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+        }
+
+
+STATE = web.AppKey("mock_state", MockState)
+
+
+def _valid_retry_after(value: str) -> bool:
+    """Whether `value` is a Retry-After a client must understand: delta-seconds or an HTTP date."""
+    if value.isdigit():
+        return True
+    try:
+        return parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_id(value: object) -> bool:
+    """Vero takes a string or a number as an identifier (a JSON bool is neither)."""
+    return (isinstance(value, str) and value != "") or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    )
+
+
+def _check_user(user: dict[str, Any], prefix: str) -> str | None:
+    """Vero's rules for `id` and `email`; `prefix` is how the message names their object."""
+    if not (_is_id(user.get("id")) or _is_id(user.get("email"))):
+        owner = prefix.rstrip(".") or "the body"
+        return f"{owner} must have an id or an email (a string or a number)"
+    for name in ("id", "email"):
+        value = user.get(name)
+        if value in (None, ""):  # absent, as a blank value is to Vero; the other one is set
+            continue
+        if not _is_id(value):
+            return f"{prefix}{name} must be a string or a number"
+        if len(str(value)) >= MAX_LENGTH:
+            return f"{prefix}{name} must be less than {MAX_LENGTH} characters"
+    email = user.get("email")
+    if email not in (None, "") and not (isinstance(email, str) and EMAIL.fullmatch(email)):
+        return f"{prefix}email must be a valid email address"
+    return None
+
+
+def _check_objects(body: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if name in body and not isinstance(body[name], dict):
+            return f"{name} must be a JSON object"
+    return None
+
+
+def check_identify(body: dict[str, Any]) -> str | None:
+    """Why Vero would answer 400 to this `users/track` body, or None when it is fine."""
+    problem = _check_user(body, "") or _check_objects(body, ("data",))
+    if problem is None and "channels" in body and not isinstance(body["channels"], list):
+        problem = "channels must be a JSON array"
+    return problem
+
+
+def check_track(body: dict[str, Any]) -> str | None:
+    """Why Vero would answer 400 to this `events/track` body, or None when it is fine."""
+    identity = body.get("identity")
+    if not isinstance(identity, dict):
+        return "identity must be a JSON object with an id or an email"
+    problem = _check_user(identity, "identity.")
+    if problem is not None:
+        return problem
+    name = body.get("event_name")
+    if not isinstance(name, str) or not name:
+        return "event_name must be a non-empty string"
+    if len(name) >= MAX_LENGTH:
+        return f"event_name must be less than {MAX_LENGTH} characters"
+    return _check_objects(body, ("data", "extras"))
+
+
+def dedup_key(body: dict[str, Any]) -> tuple[str, ...]:
+    """What Vero compares to call a valid track body a duplicate (seed 000's three rules).
+
+    An empty `data` counts as no data, as a Rails backend's `present?` would see it.
+    """
+    identity = body["identity"]
+    user = identity.get("id")
+    user = str(user if _is_id(user) else identity.get("email"))
+    name = body["event_name"].lower().replace(" ", "_")
+    data = body.get("data")
+    if data:
+        return (user, name, "data", json.dumps(data, sort_keys=True, separators=(",", ":")))
+    check_id = (body.get("extras") or {}).get("check_id")
+    if check_id is not None:
+        return (user, name, "check_id", json.dumps(check_id))
+    return (user, name)
+
+
+def _answer(status: int, message: str | None = None) -> web.Response:
+    text = json.dumps({"status": status, "message": message or MESSAGES.get(status, "Error")})
+    return web.Response(status=status, text=text, content_type="application/json")
+
+
+class _MockVero:
+    """The request handlers and the per-server memory behind them (rng, dedup, fault counts)."""
+
+    def __init__(self, config: MockConfig, state: MockState, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.state = state
+        self.clock = clock
+        self.token = config.token.encode()
+        self.rng = random.Random(config.seed)
+        self.random_faults = config.rate_429 + config.rate_5xx + config.rate_drop > 0
+        self.statuses_5xx: Iterator[int] = itertools.cycle((500, 502, 503))
+        self.failures: dict[int, int] = {}
+        self.first_seen: dict[int, float] = {}
+        self.prune_at = PRUNE_AT
+        self.record: BinaryIO | None = None
+        self.calls = 0
+        self.ok_body = json.dumps({"status": 200, "message": MESSAGES[200]}).encode()
+
+    async def open_record(self, app: web.Application) -> AsyncIterator[None]:
+        """Hold one append handle for the server's life: no open() per request."""
+        if self.config.record is None:
+            yield
+            return
+        try:
+            record = self.config.record.open("ab")
+        except OSError as exc:
+            msg = f"mock server: cannot open the record file {self.config.record}: {exc.strerror}"
+            raise MappingError(msg) from exc
+        with record:
+            self.record = record
+            yield
+            self.record = None
+
+    def pick_fault(self, raw: bytes) -> int | None:
+        """The status to inject for this request (0: drop it), or None to answer for real."""
+        config, n = self.config, self.calls
+        self.calls += 1
+        if n < len(config.status_script):
+            scripted = config.status_script[n]
+            return None if scripted == 200 else scripted
+        if config.fail_first:
+            # hash() keeps 200k bodies' worth of keys small; a collision would be one missed 503
+            key = hash(raw)
+            failed = self.failures.get(key, 0)
+            if failed < config.fail_first:
+                self.failures[key] = failed + 1
+                return 503
+        if self.random_faults:
+            draw = self.rng.random()
+            if draw < config.rate_429:
+                return 429
+            draw -= config.rate_429
+            if draw < config.rate_5xx:
+                return next(self.statuses_5xx)
+            if draw - config.rate_5xx < config.rate_drop:
+                return DROP
+        return None
+
+    def is_duplicate(self, body: dict[str, Any]) -> bool:
+        """Whether Vero would drop this event; the window runs from the first sighting."""
+        if not self.config.dedup_window_s:
+            return False
+        key, now = hash(dedup_key(body)), self.clock()
+        first = self.first_seen.get(key)
+        if first is not None and now - first < self.config.dedup_window_s:
+            return True
+        self.first_seen[key] = now
+        if len(self.first_seen) > self.prune_at:
+            # forget keys past their window, so a long rehearsal's memory stays flat
+            window = self.config.dedup_window_s
+            self.first_seen = {k: t for k, t in self.first_seen.items() if now - t < window}
+            self.prune_at = max(PRUNE_AT, 2 * len(self.first_seen))
+        return False
+
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """One identify or track call: faults, then auth, then Vero's rules, dedup and record."""
+        state, config = self.state, self.config
+        state.requests += 1
+        raw = await request.read()
+        fault = self.pick_fault(raw)
+        if config.rate_slow and self.rng.random() < config.rate_slow:
+            await asyncio.sleep(config.slow_s)
+        if fault is not None:
+            return self.inject(request, fault)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        token = body.pop("auth_token", None) if isinstance(body, dict) else None
+        if token is None:
+            token = request.query.get("auth_token")
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode("utf-8", "surrogatepass"), self.token
+        ):
+            state.by_status[401] += 1
+            return _answer(401)
+        if not isinstance(body, dict):
+            return self.reject("the request body must be a JSON object")
+        problem = check_track(body) if path == "events/track" else check_identify(body)
+        if problem is not None:
+            return self.reject(problem)
+        duplicate = path == "events/track" and self.is_duplicate(body)
+        state.accepted += 1
+        state.duplicates += duplicate
+        state.by_status[200] += 1
+        body["_path"], body["_duplicate"] = path, duplicate
+        if config.keep_bodies:
+            state.bodies.append(body)
+        if self.record is not None:
+            self.record.write(json.dumps(body, separators=(",", ":")).encode() + b"\n")
+            self.record.flush()
+        return web.Response(body=self.ok_body, content_type="application/json")
+
+    def reject(self, problem: str) -> web.StreamResponse:
+        """Vero's 400, saying which documented rule the body breaks."""
+        self.state.by_status[400] += 1
+        return _answer(400, problem)
+
+    def inject(self, request: web.Request, status: int) -> web.StreamResponse:
+        """Answer with an injected failure, or close the connection without a word."""
+        if status == DROP:
+            self.state.dropped += 1
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client: the socket is gone
+        self.state.by_status[status] += 1
+        response = _answer(status)
+        if status == 429:
+            response.headers["Retry-After"] = self.config.retry_after
+        return response
+
+    async def users_track(self, request: web.Request) -> web.StreamResponse:
+        return await self.handle(request, "users/track")
+
+    async def events_track(self, request: web.Request) -> web.StreamResponse:
+        return await self.handle(request, "events/track")
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state.stats())
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        self.state.by_status[404] += 1
+        return _answer(404)
+
+
+def create_app(
+    config: MockConfig, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The mock as an aiohttp app; `app[STATE]` is its MockState, `clock` drives the dedup window."""
+    app = web.Application()
+    mock = _MockVero(config, MockState(), clock)
+    app[STATE] = mock.state
+    app.cleanup_ctx.append(mock.open_record)
+    app.router.add_post(f"{BASE_PATH}/users/track", mock.users_track)
+    app.router.add_post(f"{BASE_PATH}/events/track", mock.events_track)
+    app.router.add_get("/_mock/stats", mock.stats)
+    app.router.add_route("*", "/{tail:.*}", mock.not_found)
+    return app
+
+
+@dataclass(slots=True)
+class RunningMock:
+    """A started mock: `url` is the base URL to send to (ends in /api/v2)."""
+
+    url: str
+    state: MockState
+    runner: web.AppRunner
+
+    @property
+    def stats_url(self) -> str:
+        """Where `GET` answers the counters as JSON, for a test in another process."""
+        return self.url.removesuffix(BASE_PATH) + "/_mock/stats"
+
+    async def close(self) -> None:
+        """Stop listening, let in-flight requests finish briefly, close the record."""
+        await self.runner.cleanup()
+
+
+async def start_mock_server(
+    config: MockConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunningMock:
+    """Listen on host:port (0: a free port) inside the running event loop."""
+    app = create_app(config, clock=clock)
+    # no access log: it would print query strings, and a token may travel in one
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise MappingError(f"mock server: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return RunningMock(f"http://{shown}:{bound_port}{BASE_PATH}", app[STATE], runner)
+
+
+@asynccontextmanager
+async def embedded_mock(config: MockConfig | None = None) -> AsyncIterator[RunningMock]:
+    """A mock on a free loopback port for the length of a `with` block (`--endpoint embedded`)."""
+    mock = await start_mock_server(config or MockConfig())
+    try:
+        yield mock
+    finally:
+        await mock.close()
+
+
+def serve(
+    config: MockConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the mock until SIGINT or SIGTERM; `on_ready` gets the base URL once it listens."""
+    asyncio.run(_serve(config, host, port, on_ready))
+
+
+async def _serve(
+    config: MockConfig, host: str, port: int, on_ready: Callable[[str], None] | None
+) -> None:
+    mock = await start_mock_server(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    with suppress(NotImplementedError):  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if on_ready is not None:
+            on_ready(mock.url)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            with suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+        await mock.close()
