@@ -1,0 +1,617 @@
+"""The sending stage: one aiohttp session, a fixed pool of workers, retries, limits and a drain.
+
+    requests ──producer──▶ bounded queue ──▶ `concurrency` workers ──▶ on_result(Result)
+
+Every answer is judged by the destination's `classify()`: delivered and dead letters are
+reported, retries back off with full jitter (honouring `Retry-After`), and a STOP verdict or the
+caller's `stop` event ends the run after the requests in flight finish. Requests that were never
+answered are never reported, so a resumed run sends them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from importer.destinations.base import Destination
+from importer.errors import MappingError
+from importer.model import Request, Result, Verdict
+
+# Looked up at call time, so tests can swap in a fake clock instead of really waiting.
+_now: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendOptions:
+    """How hard to push the API and how long to keep trying; checked when built."""
+
+    concurrency: int = 32
+    rate: float | None = None
+    max_retries: int = 8
+    timeout_s: float = 30.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    retry_after_cap_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not _is_int(self.concurrency) or self.concurrency < 1:
+            problems.append(
+                f"concurrency must be a whole number of at least 1, not {self.concurrency!r}"
+            )
+        if self.rate is not None and not (_is_number(self.rate) and self.rate > 0):
+            problems.append(
+                f"rate must be a number of requests per second above 0, not {self.rate!r}"
+            )
+        if not _is_int(self.max_retries) or self.max_retries < 0:
+            problems.append(
+                f"max_retries must be a whole number of at least 0, not {self.max_retries!r}"
+            )
+        if not (_is_number(self.timeout_s) and self.timeout_s > 0):
+            problems.append(
+                f"timeout_s must be a number of seconds above 0, not {self.timeout_s!r}"
+            )
+        for name in ("backoff_base_s", "backoff_cap_s", "drain_timeout_s", "retry_after_cap_s"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value >= 0):
+                problems.append(f"{name} must be a number of seconds of at least 0, not {value!r}")
+        if problems:
+            raise MappingError("invalid send options: " + "; ".join(problems))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendStats:
+    """What a run did: HTTP attempts, retries among them, outcomes, and why it stopped early.
+
+    `unfinished` counts requests taken from the input but neither delivered nor dead-lettered
+    (stopped, drained away, or cut off in a backoff): a resumed run sends them again.
+    """
+
+    requests: int
+    retries: int
+    delivered: int
+    dead: int
+    stopped_reason: str | None
+    elapsed_s: float
+    interrupted: bool = False
+    unfinished: int = 0
+
+
+def check_endpoint(endpoint: str) -> str:
+    """The endpoint normalised (lower-case scheme and host, no trailing slash), or a MappingError.
+
+    Only loopback may be plain http: anywhere else the token would cross the network in clear.
+    """
+    parts = urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower()
+    if parts.username is not None or parts.password is not None:
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise MappingError(
+            f"endpoint {shown}: credentials in the URL are not allowed",
+            hint="pass the token through the environment or --token-file",
+        )
+    if scheme not in ("http", "https"):
+        raise MappingError(f"endpoint {endpoint!r}: the scheme must be https (or http on loopback)")
+    host = (parts.hostname or "").lower()
+    try:
+        _ = parts.port  # the property raises on a port that is not a number
+    except ValueError:
+        raise MappingError(f"endpoint {endpoint!r}: the port is not valid") from None
+    if not host:
+        raise MappingError(f"endpoint {endpoint!r}: no host name")
+    if parts.query or parts.fragment:
+        raise MappingError(f"endpoint {endpoint!r}: a base URL takes no query or fragment")
+    if scheme == "http" and not is_loopback(host):
+        raise MappingError(
+            f"endpoint {endpoint!r}: plain http is only allowed to loopback (127.0.0.1, ::1, "
+            "localhost); anywhere else the token would travel unencrypted",
+            hint="use https://",
+        )
+    return f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an IP address, IPv6 with or without brackets) is this machine."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str, *, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta seconds or an HTTP date), None if unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Full-jitter exponential backoff before retry number `attempt` (0 for the first retry)."""
+    return random.uniform(0.0, min(cap, base * 2.0 ** min(attempt, 64)))
+
+
+class AdaptiveLimit:
+    """An AIMD cap on requests in flight, shared by all workers, that backs off on 429.
+
+    A 429 halves the cap (down to 1) and pauses every new request until its Retry-After has
+    passed; each run of `limit` successes in a row raises the cap by one, up to `maximum`.
+    A 429 to a request sent before the latest cut does not cut again, so a burst of 429s from
+    one overloaded moment halves once rather than collapsing the cap to 1.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self._epoch = 0
+        self._successes = 0
+        self._clock = clock or _now
+        self._sleep = sleep or _sleep
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_acquire(self) -> int:
+        """Take a slot without waiting: the epoch to hand back on a 429, or -1 to call acquire()."""
+        if self.in_flight < self.limit and not self._waiters and not self.paused_until:
+            self.in_flight += 1
+            return self._epoch
+        return -1
+
+    async def acquire(self) -> int:
+        """Wait for a pause to end and a slot to free up; return the epoch as try_acquire does."""
+        woken = False
+        while True:
+            if self.paused_until:
+                delay = self.paused_until - self._clock()
+                if delay > 0:
+                    await self._sleep(delay)
+                    continue
+                self.paused_until = 0.0
+            # Newcomers queue behind waiters; a woken waiter has already waited its turn.
+            if self.in_flight < self.limit and (woken or not self._waiters):
+                self.in_flight += 1
+                return self._epoch
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._waiters.remove(waiter)
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass on the wake this cancelled waiter will not use
+                raise
+            self._waiters.remove(waiter)
+            woken = True
+
+    def release(self) -> None:
+        """Give a slot back and wake the longest waiter if the cap allows it to go."""
+        self.in_flight -= 1
+        self._wake()
+
+    def on_success(self) -> None:
+        """Count an answered request; a full run of them raises the cap by one."""
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.maximum:
+            self._successes = 0
+            self.limit += 1
+            self._wake()
+
+    def on_throttled(self, epoch: int, retry_after: float | None) -> None:
+        """React to a 429: halve the cap once per epoch and pause everyone for `retry_after`."""
+        self._successes = 0
+        if epoch == self._epoch:
+            self._epoch += 1
+            self.limit = max(1, self.limit // 2)
+        if retry_after:
+            self.paused_until = max(self.paused_until, self._clock() + retry_after)
+
+    def _wake(self) -> None:
+        # Wake one waiter per free slot; each re-checks the cap itself, so an extra wake is harmless.
+        free = self.limit - self.in_flight
+        for waiter in self._waiters:
+            if free <= 0:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class Pacer:
+    """Spaces request starts `1/rate` seconds apart by reserving start times: no busy loop."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._clock = clock or _now
+        self._sleep = sleep or _sleep
+
+    async def wait(self) -> None:
+        """Return at this caller's reserved start time; an idle spell earns no burst."""
+        now = self._clock()
+        start = self._next if self._next > now else now
+        self._next = start + self._interval
+        if start > now:
+            await self._sleep(start - now)
+
+
+def make_scrubber(token: str) -> Callable[[str], str]:
+    """A function that replaces the token (raw, JSON-escaped or URL-quoted) in text with '***'."""
+    forms = {token, _json_escaped(token), quote(token, safe="")} - {""}
+    ordered = sorted(forms, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for form in ordered:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+    return scrub
+
+
+def _json_escaped(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+async def send_all(
+    requests: AsyncIterable[Request] | Iterable[Request],
+    *,
+    endpoint: str,
+    token: str,
+    destination: Destination,
+    options: SendOptions,
+    on_result: Callable[[Result], None],
+    on_retry: Callable[[Request, str], None] | None = None,
+    stop: asyncio.Event | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> SendStats:
+    """Send every request and report each delivered or dead one through `on_result`.
+
+    The input is pulled lazily into a queue of 2 x concurrency, so memory stays bounded. When the
+    API says STOP (401, a redirect) or `stop` is set, no new request starts, those in flight get
+    `drain_timeout_s` to finish, and the rest are dropped unreported. A generator given as
+    `requests` is closed when the run ends before it is exhausted. An exception from the input
+    or a callback ends the run the same way and is raised after the drain.
+    """
+    base = check_endpoint(endpoint) + "/"
+    started = time.monotonic()
+    own_session = session is None
+    if session is None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=options.concurrency),
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API client has no use for cookies
+        )
+    sender = _Sender(
+        base=base,
+        token=token,
+        destination=destination,
+        options=options,
+        session=session,
+        on_result=on_result,
+        on_retry=on_retry,
+    )
+    try:
+        await sender.run(requests, stop)
+    finally:
+        if own_session:
+            await session.close()
+    if sender.error is not None:
+        raise sender.error
+    return SendStats(
+        requests=sender.requests,
+        retries=sender.retries,
+        delivered=sender.delivered,
+        dead=sender.dead,
+        stopped_reason=sender.stopped_reason,
+        elapsed_s=time.monotonic() - started,
+        interrupted=sender.interrupted,
+        unfinished=sender.pulled - sender.delivered - sender.dead,
+    )
+
+
+class _Sender:
+    """The state of one run, shared by the producer and the workers; single-threaded by asyncio."""
+
+    def __init__(
+        self,
+        *,
+        base: str,
+        token: str,
+        destination: Destination,
+        options: SendOptions,
+        session: aiohttp.ClientSession,
+        on_result: Callable[[Result], None],
+        on_retry: Callable[[Request, str], None] | None,
+    ) -> None:
+        self.base = base
+        self.token = token
+        self.destination = destination
+        self.options = options
+        self.session = session
+        self.on_result = on_result
+        self.on_retry = on_retry
+        self.scrub = make_scrubber(token)
+        self.timeout = aiohttp.ClientTimeout(total=options.timeout_s)
+        self.limit = AdaptiveLimit(options.concurrency, clock=_now, sleep=_sleep)
+        self.pacer = Pacer(options.rate, clock=_now, sleep=_sleep) if options.rate else None
+        self.sleep = _sleep
+        self.queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=2 * options.concurrency)
+        self.halt = asyncio.Event()
+        # Checked before each send as well as watched: a stop set mid-step must not let one more out.
+        self.stop_is_set: Callable[[], bool] = _never
+        self.busy: set[asyncio.Task[None] | None] = set()
+        self.requests = self.retries = self.delivered = self.dead = self.pulled = 0
+        self.stopped_reason: str | None = None
+        self.interrupted = False
+        self.error: BaseException | None = None
+
+    async def run(
+        self, requests: AsyncIterable[Request] | Iterable[Request], stop: asyncio.Event | None
+    ) -> None:
+        """Start producer and workers, wait for the end or a halt, then drain."""
+        if stop is not None:
+            if stop.is_set():
+                self.interrupted = True
+                return
+            self.stop_is_set = stop.is_set
+        producer = asyncio.create_task(self._produce(requests))
+        workers = [asyncio.create_task(self._work()) for _ in range(self.options.concurrency)]
+        halted = asyncio.create_task(self.halt.wait())
+        helpers: list[asyncio.Task[Any]] = [halted]
+        if stop is not None:
+            helpers.append(asyncio.create_task(self._watch(stop)))
+        finished = asyncio.gather(*workers, return_exceptions=True)
+        ends: list[asyncio.Future[Any]] = [finished, halted]
+        try:
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            if self.halt.is_set():
+                await self._drain(producer, workers)
+            await finished
+        finally:
+            # Also reached when the caller cancels us: leave no task behind.
+            for task in (producer, *workers, *helpers):
+                task.cancel()
+            await asyncio.gather(producer, *workers, *helpers, return_exceptions=True)
+
+    async def _drain(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
+        """Cancel everything that is not waiting on an answer; give the rest drain_timeout_s."""
+        producer.cancel()
+        in_flight = [w for w in workers if w in self.busy]
+        for worker in workers:
+            if worker not in self.busy:
+                worker.cancel()
+        if in_flight:
+            _, late = await asyncio.wait(in_flight, timeout=self.options.drain_timeout_s)
+            for worker in late:
+                worker.cancel()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        # Only a stop that cuts the run short counts: after a STOP verdict it changes nothing.
+        if not self.halt.is_set():
+            self.interrupted = True
+            self.halt.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.halt.set()
+
+    async def _produce(self, requests: AsyncIterable[Request] | Iterable[Request]) -> None:
+        """Feed the queue from the input, pulling only as fast as the workers take.
+
+        A plain iterable is iterated on the event loop, so each item must be cheap to produce
+        (prepared bodies); slow sources should be async iterables.
+        """
+        queue = self.queue
+        exhausted = False
+        try:
+            if isinstance(requests, AsyncIterable):
+                async for request in requests:
+                    self.pulled += 1
+                    await queue.put(request)
+            else:
+                for request in requests:
+                    self.pulled += 1
+                    if queue.full():
+                        await queue.put(request)
+                    else:
+                        queue.put_nowait(request)
+            exhausted = True
+            await queue.put(None)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            if not exhausted:
+                await _close(requests)
+
+    async def _work(self) -> None:
+        """Take requests until the input ends or the run halts; never raises."""
+        queue, halt, stop_is_set = self.queue, self.halt, self.stop_is_set
+        me = asyncio.current_task()
+        try:
+            while not halt.is_set():
+                if stop_is_set():
+                    self._interrupt()
+                    return
+                request = await queue.get()
+                if request is None:
+                    queue.put_nowait(None)  # the end marker goes back for the next worker
+                    return
+                await self._deliver(request, me)
+        except Exception as exc:
+            self._fail(exc)
+
+    async def _deliver(self, request: Request, me: asyncio.Task[None] | None) -> None:
+        """Send one request until it is delivered, dead, or the run halts."""
+        body, headers = self.destination.authorize(request.body, self.token)
+        url = self.base + request.path
+        limit, halt, busy, stop_is_set = self.limit, self.halt, self.busy, self.stop_is_set
+        attempt = 0
+        while True:
+            epoch = limit.try_acquire()
+            if epoch < 0:
+                epoch = await limit.acquire()
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                if self.pacer is not None:
+                    await self.pacer.wait()
+                if halt.is_set():
+                    return
+                if stop_is_set():
+                    self._interrupt()
+                    return
+                attempt += 1
+                self.requests += 1
+                if attempt > 1:
+                    self.retries += 1
+                busy.add(me)
+                response = await self.session.request(
+                    request.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self.timeout,
+                )
+                try:
+                    payload = await response.read()
+                finally:
+                    response.release()
+                status = response.status
+                verdict, message = self.destination.classify(status, payload)
+                if status in _RETRY_AFTER_STATUSES and verdict is Verdict.RETRY:
+                    retry_after = self._retry_after(response.headers.get("Retry-After"))
+            except TimeoutError:
+                verdict, message = Verdict.RETRY, f"no answer within {self.options.timeout_s:g} s"
+            except (
+                aiohttp.ClientSSLError,
+                aiohttp.ServerFingerprintMismatch,
+                aiohttp.InvalidURL,
+            ) as exc:
+                # Every later request would fail the same way: stop rather than retry them all.
+                verdict, message = Verdict.STOP, f"cannot reach the endpoint: {exc}"
+            except (aiohttp.ClientError, OSError) as exc:
+                verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+            finally:
+                busy.discard(me)
+                limit.release()
+
+            if verdict is Verdict.DELIVERED:
+                self.delivered += 1
+                limit.on_success()
+                self.on_result(Result(request, True, status, None, attempt))
+                return
+            if verdict is Verdict.DEAD:
+                self.dead += 1
+                limit.on_success()
+                self.on_result(Result(request, False, status, self.scrub(message), attempt))
+                return
+            if verdict is Verdict.STOP:
+                if self.stopped_reason is None:
+                    self.stopped_reason = self.scrub(message)
+                halt.set()
+                return
+            if status == 429:
+                limit.on_throttled(epoch, retry_after)
+            if halt.is_set():
+                return
+            if stop_is_set():
+                self._interrupt()
+                return
+            reason = self.scrub(_describe(status, message))
+            if attempt > self.options.max_retries:
+                self.dead += 1
+                error = f"gave up after {attempt} attempts: {reason}"
+                self.on_result(Result(request, False, status, error, attempt))
+                return
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                delay = backoff_delay(
+                    attempt - 1, base=self.options.backoff_base_s, cap=self.options.backoff_cap_s
+                )
+            if self.on_retry is not None:
+                self.on_retry(
+                    request,
+                    f"{reason}; retry {attempt} of {self.options.max_retries} in {delay:.1f} s",
+                )
+            await self.sleep(delay)
+
+    def _retry_after(self, value: str | None) -> float | None:
+        if value is None:
+            return None
+        seconds = parse_retry_after(value, now=datetime.now(UTC))
+        return None if seconds is None else min(seconds, self.options.retry_after_cap_s)
+
+
+def _never() -> bool:
+    return False
+
+
+def _describe(status: int | None, message: str) -> str:
+    """A retry reason that always names the HTTP status when there was one."""
+    if status is None or message.startswith(f"HTTP {status}"):
+        return message
+    return f"HTTP {status}: {message}"
+
+
+async def _close(iterable: object) -> None:
+    """Close a generator we stopped reading early, so its files and cursors are released."""
+    aclose = getattr(iterable, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
