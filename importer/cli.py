@@ -6,6 +6,9 @@ unreadable file, refused token); 2 a usage error; 3 finished, but rows were reje
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,18 @@ import click
 from tqdm import tqdm
 
 from importer import __version__
-from importer.errors import ImporterError
-from importer.job import JobOptions, dry_run, validate_inputs
+from importer.checkpoint import read_status
+from importer.delivery import EMBEDDED, EXIT_INTERRUPTED, DeliveryOptions, DeliveryProgress
+from importer.destinations import DESTINATIONS, Destination, get_destination
+from importer.errors import CredentialError, ImporterError
+from importer.job import JobOptions, replay_job, send_job, validate_inputs
+from importer.job import dry_run as dry_run_job
+from importer.mock_server import MockConfig, serve
 from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
 from importer.schema import load_mapping
+from importer.send import SendOptions, check_endpoint, is_loopback
+from importer.status import format_status, status_report
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -152,9 +162,182 @@ def validate(
     _finish(summary, report=report, quiet=quiet)
 
 
+def _token(destination: Destination, token_file: Path | None, endpoint: str) -> str | None:
+    """The token from --token-file or the environment; never from an argument."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CredentialError(
+                f"token file {token_file} cannot be read: {exc.strerror}"
+            ) from None
+        if not token:
+            raise CredentialError(f"token file {token_file} is empty")
+        return token
+    token = os.environ.get(destination.token_env, "").strip()
+    if token:
+        return token
+    if endpoint == EMBEDDED:
+        return None
+    raise CredentialError(
+        f"no API token: set {destination.token_env} or pass --token-file PATH",
+        hint="tokens are never taken from the command line, where other users and shell "
+        "history can read them",
+    )
+
+
+class BarDelivery(DeliveryProgress):
+    """A tqdm bar of rows acknowledged, with retries and failures, on stderr."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: tqdm[Any] | None = None
+        self._retries = 0
+        self._failed = 0
+        self._seen = 0
+
+    def begin(self, total: int | None) -> None:
+        """Start the bar."""
+        if self._enabled:
+            self._bar = tqdm(
+                total=total, desc="sent", unit=" rows", unit_scale=True, file=sys.stderr
+            )
+
+    def result(self, *, delivered: bool, retries: int) -> None:
+        """Count one row."""
+        self._retries += retries
+        self._failed += not delivered
+        self._seen += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            if self._seen % 500 == 0:
+                self._bar.set_postfix(retries=self._retries, failed=self._failed, refresh=False)
+
+    def notice(self, message: str) -> None:
+        """Print a message above the bar."""
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+    def end(self) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.set_postfix(retries=self._retries, failed=self._failed)
+            self._bar.close()
+            self._bar = None
+
+
+endpoint_option = click.option(
+    "--endpoint",
+    help="Base URL of the API (default: the destination's production URL), or 'embedded' to "
+    "start the built-in mock server on a free loopback port and send there.",
+)
+state_option = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".importer"),
+    show_default=True,
+    help="Checkpoint directory: running the same command again resumes from it.",
+)
+fresh_option = click.option(
+    "--fresh", is_flag=True, help="Set the old checkpoint aside; start over."
+)
+token_file_option = click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the API token from this file (default: the VERO_AUTH_TOKEN environment variable).",
+)
+concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=1024),
+    default=32,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+rate_option = click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="At most this many requests per second (default: no limit).",
+)
+retries_option = click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Retries of one request (429, 5xx, timeouts) before it becomes a dead letter.",
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds one request may take.",
+)
+dead_letter_option = click.option(
+    "--dead-letter",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write undeliverable requests here (payload JSONL with status and error; default: "
+    "STATE/dead-letters.jsonl). Fix them and send them again with `importer replay`.",
+)
+
+
+def _delivery_options(
+    *,
+    endpoint: str | None,
+    destination: Destination,
+    token_file: Path | None,
+    state_dir: Path,
+    fresh: bool,
+    dead_letter: Path | None,
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    timeout: float,
+) -> DeliveryOptions:
+    endpoint = endpoint or destination.default_endpoint
+    if endpoint != EMBEDDED:
+        endpoint = check_endpoint(endpoint)
+    return DeliveryOptions(
+        endpoint=endpoint,
+        token=_token(destination, token_file, endpoint),
+        state_dir=state_dir,
+        fresh=fresh,
+        dead_letter=dead_letter,
+        send=SendOptions(
+            concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
+        ),
+        handle_signals=True,
+    )
+
+
+def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
+    if report is not None:
+        write_report(report, summary)
+    if not quiet or summary.stopped:
+        click.echo(format_summary(summary))
+    if summary.stopped:
+        click.echo(f"Error: {summary.stopped}", err=True)
+        sys.exit(EXIT_FATAL)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    problems = summary.rows_rejected or summary.rows_failed
+    sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
+
+
+def _bar_enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
 @main.command()
 @inputs_argument
 @schema_option
+@endpoint_option
+@concurrency_option
+@rate_option
+@state_option
+@fresh_option
 @click.option(
     "--dry-run", is_flag=True, help="Read, validate and build every payload; send nothing."
 )
@@ -164,37 +347,273 @@ def validate(
     help="With --dry-run: write the payloads here as JSONL (no credentials), for review or replay.",
 )
 @rejects_option
+@dead_letter_option
 @report_option
+@token_file_option
+@retries_option
+@timeout_option
 @batch_option
 @quiet_option
 def run(
     inputs: tuple[Path, ...],
     schema_path: Path,
+    endpoint: str | None,
+    concurrency: int,
+    rate: float | None,
+    state_dir: Path,
+    fresh: bool,
     dry_run: bool,
     out: Path | None,
     rejects: Path | None,
+    dead_letter: Path | None,
     report: Path | None,
+    token_file: Path | None,
+    max_retries: int,
+    timeout: float,
     batch_rows: int,
     quiet: bool,
 ) -> None:
-    """Validate INPUTS, build a payload per row and send them (or, with --dry-run, don't)."""
+    """Validate INPUTS, build a payload per row and send them (with --dry-run: don't send).
+
+    Each acknowledged row is recorded in the checkpoint (--state); run the same command again
+    after a crash or Ctrl-C and only the rest is sent. Rejected rows go to --rejects, rows the
+    API refuses for good to --dead-letter. The token comes from VERO_AUTH_TOKEN or --token-file.
+
+    \b
+    Example, against the built-in mock server:
+      importer run samples/events.csv --schema schemas/vero-track.toml --endpoint embedded
+    """
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
     try:
+        mapping = load_mapping(schema_path)
         options = JobOptions(
-            inputs=inputs,
-            mapping=load_mapping(schema_path),
-            rejects_path=rejects,
-            batch_rows=batch_rows,
+            inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows
         )
-        summary = _dry_run(options, out=out, quiet=quiet)
+        if dry_run:
+            summary = dry_run_job(options, out=out, progress=_progress(quiet))
+        else:
+            delivery = _delivery_options(
+                endpoint=endpoint,
+                destination=mapping.destination,
+                token_file=token_file,
+                state_dir=state_dir,
+                fresh=fresh,
+                dead_letter=dead_letter,
+                concurrency=concurrency,
+                rate=rate,
+                max_retries=max_retries,
+                timeout=timeout,
+            )
+            summary = asyncio.run(
+                send_job(options, delivery, progress=BarDelivery(enabled=_bar_enabled(quiet)))
+            )
     except ImporterError as exc:
         _fail(exc)
-    _finish(summary, report=report, quiet=quiet)
+    if dry_run:
+        _finish(summary, report=report, quiet=quiet)
+    _finish_delivery(summary, report=report, quiet=quiet)
 
 
-def _dry_run(options: JobOptions, *, out: Path | None, quiet: bool) -> Summary:
-    return dry_run(options, out=out, progress=_progress(quiet))
+@main.command()
+@click.argument("payloads", type=click.Path(path_type=Path, dir_okay=False))
+@endpoint_option
+@concurrency_option
+@rate_option
+@state_option
+@fresh_option
+@click.option(
+    "--destination",
+    type=click.Choice(sorted(DESTINATIONS)),
+    default="vero",
+    show_default=True,
+    help="The API the payloads are for.",
+)
+@rejects_option
+@dead_letter_option
+@report_option
+@token_file_option
+@retries_option
+@timeout_option
+@quiet_option
+def replay(
+    payloads: Path,
+    endpoint: str | None,
+    concurrency: int,
+    rate: float | None,
+    state_dir: Path,
+    fresh: bool,
+    destination: str,
+    rejects: Path | None,
+    dead_letter: Path | None,
+    report: Path | None,
+    token_file: Path | None,
+    max_retries: int,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """Send a payload file as it is: a reviewed dry run (--out) or fixed dead letters.
+
+    Uses the same engine, limits and checkpoint as `run`; running it again resumes. Each line is
+    {"method", "path", "body", "source"}; a line that is not such a request is rejected.
+    """
+    try:
+        target = get_destination(destination)
+        delivery = _delivery_options(
+            endpoint=endpoint,
+            destination=target,
+            token_file=token_file,
+            state_dir=state_dir,
+            fresh=fresh,
+            dead_letter=dead_letter,
+            concurrency=concurrency,
+            rate=rate,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        summary = asyncio.run(
+            replay_job(
+                payloads,
+                target,
+                delivery,
+                rejects_path=rejects,
+                progress=BarDelivery(enabled=_bar_enabled(quiet)),
+            )
+        )
+    except ImporterError as exc:
+        _fail(exc)
+    _finish_delivery(summary, report=report, quiet=quiet)
+
+
+@main.command()
+@state_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(state_dir: Path, as_json: bool) -> None:
+    """Say how far the job in --state got: per input, rows delivered and failed, and why."""
+    try:
+        state = read_status(state_dir)
+    except ImporterError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(status_report(state), indent=2, default=str))
+    else:
+        click.echo(format_status(state))
+
+
+@main.command("mock-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append every accepted request body (without the token) to this JSONL file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the token to accept (default: $VERO_AUTH_TOKEN, else 'test-token').",
+)
+@click.option(
+    "--dedup-window",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds in which Vero drops a repeated event; 0 turns the emulation off.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault dice.")
+@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share answered 429.")
+@click.option(
+    "--retry-after",
+    default="1",
+    show_default=True,
+    help="Retry-After of a 429: seconds or an HTTP date.",
+)
+@click.option(
+    "--rate-5xx", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500/502/503."
+)
+@click.option(
+    "--rate-drop", type=click.FloatRange(0, 1), default=0.0, help="Share dropped unanswered."
+)
+@click.option("--rate-slow", type=click.FloatRange(0, 1), default=0.0, help="Share answered late.")
+@click.option(
+    "--slow", type=click.FloatRange(min=0), default=0.0, help="Seconds a slow answer waits."
+)
+@click.option(
+    "--fail-first",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Answer the first N requests of each distinct body with 503.",
+)
+@click.option(
+    "--status-script",
+    default="",
+    help="Comma-separated statuses for the first requests (200: real answer, 0: drop).",
+)
+def mock_server(
+    host: str,
+    port: int,
+    record: Path | None,
+    token_file: Path | None,
+    dedup_window: float,
+    seed: int,
+    rate_429: float,
+    retry_after: str,
+    rate_5xx: float,
+    rate_drop: float,
+    rate_slow: float,
+    slow: float,
+    fail_first: int,
+    status_script: str,
+) -> None:
+    """Run a Vero-compatible mock API for rehearsals and tests; Ctrl-C stops it.
+
+    It checks the token (auth_token in the body or query) and Vero's documented rules, flags
+    events Vero would drop as duplicates, and injects faults on request.
+    """
+    if token_file is not None:
+        token = token_file.read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get("VERO_AUTH_TOKEN") or "test-token"
+    try:
+        script = tuple(int(s) for s in status_script.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "a comma-separated list of HTTP statuses", param_hint="--status-script"
+        ) from None
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: {host} is not loopback: the mock speaks plain HTTP to the network.",
+            err=True,
+        )
+    try:
+        config = MockConfig(
+            token=token,
+            record=record,
+            dedup_window_s=dedup_window,
+            seed=seed,
+            rate_429=rate_429,
+            retry_after=retry_after,
+            rate_5xx=rate_5xx,
+            rate_drop=rate_drop,
+            rate_slow=rate_slow,
+            slow_s=slow,
+            fail_first=fail_first,
+            status_script=script,
+        )
+
+        def on_ready(url: str) -> None:
+            click.echo(f"Mock Vero API listening: --endpoint {url}", err=True)
+            click.echo("Press Ctrl-C to stop.", err=True)
+
+        serve(config, host, port, on_ready=on_ready)
+    except ImporterError as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":

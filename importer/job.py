@@ -16,12 +16,19 @@ from typing import Protocol
 
 import polars as pl
 
+from importer.checkpoint import JobIdentity
 from importer.dedup import DedupTracker
+from importer.delivery import DeliveryOptions, DeliveryProgress, Feed, body_frame, deliver
+from importer.destinations import Destination
 from importer.payload import build_bodies, payload_lines
 from importer.read import DEFAULT_BATCH_ROWS, LINE, InputFile, iter_batches, open_input
+from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
 from importer.schema import Mapping
 from importer.validate import FileState, validate_frame
+
+# A replay has no mapping; its checkpoint is bound to this instead.
+REPLAY_MAPPING = "replay-of-payload-file"
 
 
 class Progress(Protocol):
@@ -154,5 +161,88 @@ def dry_run(
         if handle is not None:
             handle.close()
     summary.dedup = dedup.report() if dedup.applies else None
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def iter_feeds(
+    options: JobOptions,
+    sources: list[InputFile],
+    summary: Summary,
+    *,
+    dedup: DedupTracker,
+    progress: Progress,
+) -> Iterator[Feed]:
+    """The bodies of every input, batch by batch, for `delivery.deliver`."""
+    action = options.mapping.action
+    for source, valid in iter_valid(options, sources, summary, dedup=dedup, progress=progress):
+        bodies = build_bodies(valid, options.mapping, source=source)
+        yield Feed(
+            fingerprint=source.fingerprint,
+            name=source.name,
+            frame=body_frame(bodies, method=action.method, path=action.path),
+        )
+
+
+async def send_job(
+    options: JobOptions, delivery: DeliveryOptions, *, progress: DeliveryProgress | None = None
+) -> Summary:
+    """`importer run`: read, validate, build and send every row not yet acknowledged."""
+    started = time.monotonic()
+    summary = Summary()
+    dedup = DedupTracker(options.mapping)
+    sources = open_inputs(options)
+    identity = JobIdentity(
+        mapping_fingerprint=options.mapping.fingerprint,
+        destination=options.mapping.destination.name,
+        endpoint=delivery.endpoint,
+    )
+    feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
+    try:
+        await deliver(
+            feeds,
+            identity=identity,
+            destination=options.mapping.destination,
+            options=delivery,
+            summary=summary,
+            progress=progress,
+            total=sum(source.records or source.lines for source in sources),
+        )
+    finally:
+        feeds.close()
+    summary.dedup = dedup.report() if dedup.applies else None
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+async def replay_job(
+    payloads: Path,
+    destination: Destination,
+    delivery: DeliveryOptions,
+    *,
+    rejects_path: Path | None = None,
+    progress: DeliveryProgress | None = None,
+) -> Summary:
+    """`importer replay`: send a payload file as it is, resumable like a run."""
+    started = time.monotonic()
+    summary = Summary()
+    rejects = RejectsWriter(rejects_path) if rejects_path else None
+    identity = JobIdentity(
+        mapping_fingerprint=REPLAY_MAPPING, destination=destination.name, endpoint=delivery.endpoint
+    )
+    feeds = iter_payload_feeds(payloads, destination=destination, summary=summary, rejects=rejects)
+    try:
+        await deliver(
+            feeds,
+            identity=identity,
+            destination=destination,
+            options=delivery,
+            summary=summary,
+            progress=progress,
+        )
+    finally:
+        feeds.close()
+        if rejects is not None:
+            rejects.close()
     summary.elapsed_s = time.monotonic() - started
     return summary

@@ -19,7 +19,7 @@ from typing import IO, Any
 import polars as pl
 
 from importer.dedup import DedupReport
-from importer.read import COLUMN, ERROR, LINE, REJECT_META, RULE, json_string
+from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE, json_string
 from importer.validate import _as_text, json_object
 
 EXAMPLES_PER_RULE = 3
@@ -46,6 +46,9 @@ class Summary:
     dedup: DedupReport | None = None
     dry_run: bool = False
     stopped: str | None = None
+    interrupted: bool = False
+    embedded: dict[str, Any] | None = None
+    dead_letter_file: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def add_rejects(self, rejects: pl.DataFrame, *, source: str) -> None:
@@ -86,6 +89,9 @@ class Summary:
             dedup=asdict(self.dedup) if self.dedup else None,
             inputs=self.inputs,
             stopped=self.stopped,
+            interrupted=self.interrupted,
+            dead_letter_file=self.dead_letter_file,
+            embedded_server=self.embedded,
             warnings=self.warnings,
         )
         return report
@@ -141,7 +147,18 @@ def format_summary(summary: Summary) -> str:
             lines.append(f"  {rule:<14} {count:>8,}")
             lines.extend(f"      {example}" for example in summary.reject_examples.get(rule, []))
     lines.extend(_dedup_lines(summary.dedup))
+    if summary.dead_letter_file:
+        lines.append(f"dead letters: {summary.rows_failed:,} in {summary.dead_letter_file}")
+        lines.append("  fix them, then send them again with: importer replay <that file>")
+    if summary.embedded is not None:
+        embedded = summary.embedded
+        lines.append(
+            f"embedded server received {embedded['accepted']:,} accepted request(s), "
+            f"{embedded['duplicates']:,} of them duplicates Vero would drop"
+        )
     lines.extend(f"warning: {warning}" for warning in summary.warnings)
+    if summary.interrupted:
+        lines.append("interrupted: run the same command again to send the rest")
     if summary.stopped:
         lines.append(f"stopped: {summary.stopped}")
     return "\n".join(lines)
@@ -187,7 +204,9 @@ class RejectsWriter:
         """Append a batch's rejects (LINE, RULE, COLUMN, ERROR, then the row's JSON text cells)."""
         if rejects.height == 0:
             return
-        row_columns = [c for c in rejects.columns if c not in (LINE, RULE, COLUMN, ERROR)]
+        row_columns = [c for c in rejects.columns if c not in (LINE, RULE, COLUMN, ERROR, RAW)]
+        # `_raw` is the plain text of a line that could not be parsed, not a JSON text cell.
+        raw = [(RAW, json_string(pl.col(RAW)))] if RAW in rejects.columns else []
         if self._csv:
             # The CSV holds the text a person typed, not JSON: strings decoded, objects as JSON.
             cells = [
@@ -203,7 +222,7 @@ class RejectsWriter:
             ("_rule", json_string(pl.col(RULE))),
             ("_error", json_string(pl.col(ERROR))),
         ]
-        lines = rejects.select(json_object(meta + members)).to_series()
+        lines = rejects.select(json_object(meta + members + raw)).to_series()
         self._handle.write("\n".join(lines.to_list()) + "\n")
 
     def close(self) -> None:

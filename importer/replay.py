@@ -1,0 +1,103 @@
+"""Read a payload file (a dry run's --out, or a dead-letter file) back into request bodies.
+
+Each line is `{"method", "path", "body", "source", ...}`. A line that is not such an object, or
+names a call the destination does not have, is a reject with its line; the rest are sent as
+they are, with the same engine, limits and checkpoint as a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from importer.delivery import METHOD, PATH, Feed
+from importer.destinations import Destination
+from importer.errors import InputError
+from importer.payload import BODY
+from importer.read import COLUMN, ERROR, LINE, RAW, RULE, open_input
+from importer.report import RejectsWriter, Summary
+
+BATCH_LINES = 50_000
+
+
+def iter_payload_feeds(
+    path: Path,
+    *,
+    destination: Destination,
+    summary: Summary,
+    rejects: RejectsWriter | None = None,
+) -> Iterator[Feed]:
+    """The requests of the payload file at `path`, in batches, with its bad lines rejected."""
+    source = open_input(path)
+    if source.format != "jsonl":
+        raise InputError(
+            f"{path}: a payload file is JSONL (.jsonl), as written by --out or --dead-letter"
+        )
+    calls = {(a.method, a.path) for a in destination.actions.values()}
+    good: dict[str, list[object]] = {LINE: [], BODY: [], METHOD: [], PATH: []}
+    bad: dict[str, list[object]] = {LINE: [], RULE: [], ERROR: [], RAW: []}
+    with path.open("rb") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                summary.blank_lines += 1
+                continue
+            summary.rows_read += 1
+            problem, request = _parse(text, calls)
+            if problem is not None:
+                for key, value in zip(
+                    bad,
+                    (number, "payload", problem, text.decode("utf-8", "replace").rstrip()),
+                    strict=True,
+                ):
+                    bad[key].append(value)
+                continue
+            summary.rows_valid += 1
+            for key, value in zip(good, (number, *request), strict=True):
+                good[key].append(value)
+            if len(good[LINE]) >= BATCH_LINES:
+                yield _feed(source.fingerprint, str(path), good)
+                good = {key: [] for key in good}
+    if bad[LINE]:
+        frame = pl.DataFrame(
+            bad, schema={LINE: pl.Int64, RULE: pl.String, ERROR: pl.String, RAW: pl.String}
+        )
+        summary.add_rejects(frame, source=str(path))
+        if rejects is not None:
+            rejects.write(
+                frame.with_columns(pl.lit(None, pl.String).alias(COLUMN)), source=str(path)
+            )
+    if good[LINE]:
+        yield _feed(source.fingerprint, str(path), good)
+
+
+def _parse(text: bytes, calls: set[tuple[str, str]]) -> tuple[str | None, tuple[str, str, str]]:
+    try:
+        line = json.loads(text)
+    except ValueError as exc:
+        return f"line is not valid JSON: {exc}", ("", "", "")
+    if not isinstance(line, dict):
+        return "line is not a JSON object", ("", "", "")
+    method, call, body = line.get("method"), line.get("path"), line.get("body")
+    if (method, call) not in calls:
+        known = ", ".join(f"{m} {p}" for m, p in sorted(calls))
+        return f"{method} {call} is not a call of this destination ({known})", ("", "", "")
+    if not isinstance(body, dict):
+        return "body must be a JSON object", ("", "", "")
+    if "auth_token" in body:
+        return "body carries an auth_token; remove it (the token comes from the environment)", (
+            "",
+            "",
+            "",
+        )
+    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return None, (encoded, str(method), str(call))
+
+
+def _feed(fingerprint: str, name: str, columns: dict[str, list[object]]) -> Feed:
+    frame = pl.DataFrame(
+        columns, schema={LINE: pl.Int64, BODY: pl.String, METHOD: pl.String, PATH: pl.String}
+    )
+    return Feed(fingerprint=fingerprint, name=name, frame=frame)
