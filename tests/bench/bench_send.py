@@ -1,0 +1,87 @@
+"""Benchmark: send N generated events to a local sink and print rows/s.
+
+    python tests/bench/bench_send.py [--rows 200000] [--concurrency 32]
+
+The sink is `importer mock-server` in its own process on 127.0.0.1 (dedup emulation off, no
+record), so the importer's figure is measured against a real HTTP server over real sockets.
+Both share this machine's cores, so the figure is a floor for a remote API's own ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_dry_run import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "bench-token"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    env = {**os.environ, "VERO_AUTH_TOKEN": TOKEN}
+    with tempfile.TemporaryDirectory() as temp:
+        source = Path(temp) / "events.csv"
+        generate(source, args.rows, "csv")
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "importer", "mock-server", "--port", "0", "--dedup-window", "0"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert sink.stderr is not None
+            url = sink.stderr.readline().split("--endpoint ")[1].strip()
+            report = Path(temp) / "report.json"
+            command = [
+                sys.executable,
+                "-m",
+                "importer",
+                "run",
+                str(source),
+                "--schema",
+                str(ROOT / "schemas" / "vero-track.toml"),
+                "--endpoint",
+                url,
+                "--state",
+                str(Path(temp) / "state"),
+                "--concurrency",
+                str(args.concurrency),
+                "--quiet",
+                "--report",
+                str(report),
+            ]
+            started = time.perf_counter()
+            finished = subprocess.run(command, env=env, check=False)
+            elapsed = time.perf_counter() - started
+        finally:
+            sink.terminate()
+            sink.wait(timeout=10)
+            sink.stderr.close()
+        if finished.returncode != 0:
+            sys.exit(f"run failed with exit code {finished.returncode}")
+        summary = json.loads(report.read_text())
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"rows sent         {summary['rows_sent']:,}")
+        print(f"concurrency       {args.concurrency}")
+        print(f"requests          {summary['requests']:,} ({summary['retries']:,} retries)")
+        print(f"elapsed           {elapsed:,.2f} s (process start to exit)")
+        print(f"rows/s            {summary['rows_sent'] / elapsed:,.0f}")
+        print(f"peak RSS          {peak_mb:,.0f} MB (largest of sink and importer)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The README's promises: its commands run as written, and every command is documented."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import ROOT
+
+from importer.cli import main
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_command(marker: str) -> list[str]:
+    """The shell command in the README that contains `marker`, split into its `&&` parts."""
+    [line] = [line for line in README.splitlines() if marker in line and "&&" in line]
+    return [part.strip() for part in line.split("&&")]
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_is_in_the_readme(command: str) -> None:
+    assert re.search(rf"^importer {command}\b", README, re.MULTILINE), command
+
+
+def test_the_tests_command_is_the_one_ci_runs() -> None:
+    parts = readme_command(".[test]")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert parts[-1] == ".venv/bin/python -m pytest"
+    assert ".venv/bin/python -m pytest" in ci
+    assert '-e ".[test]"' in ci
+
+
+def test_the_main_job_command_works_as_written(tmp_path: Path) -> None:
+    *install, job = readme_command("--endpoint embedded")
+    assert install == ["python3 -m venv .venv", ".venv/bin/pip install -e ."]
+    args = shlex.split(job)
+    assert args[0] == ".venv/bin/importer"
+    for folder in ("samples", "schemas"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    command = [sys.executable, "-m", "importer", *args[1:]]
+    first = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert first.returncode == 3, first.stderr
+    assert re.search(r"delivered +395\n", first.stdout)
+    assert "embedded server received 395 accepted request(s)" in first.stdout
+    assert (tmp_path / "rejects.csv").read_text().count("samples/events.csv") == 6
+    again = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert re.search(r"delivered +0\n", again.stdout)
+    assert re.search(r"skipped \(done before\) +395\n", again.stdout)
