@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from importer import __version__
 from importer.checkpoint import read_status

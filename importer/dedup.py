@@ -63,7 +63,7 @@ class DedupTracker:
             return
         if "data" in valid.columns:
             has_data = pl.col("data").is_not_null() & (pl.col("data") != "{}")
-            payload = pl.when(has_data).then(pl.lit("d") + pl.col("data"))
+            payload: pl.Expr = pl.when(has_data).then(pl.lit("d") + pl.col("data")).otherwise(None)
         else:
             payload = pl.lit(None, pl.String)
         if "extras.check_id" in valid.columns:

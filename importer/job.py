@@ -8,7 +8,7 @@ read -> validate -> rejects file, dedup analysis -> payload bodies.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,7 +172,7 @@ def iter_feeds(
     *,
     dedup: DedupTracker,
     progress: Progress,
-) -> Iterator[Feed]:
+) -> Generator[Feed, None, None]:
     """The bodies of every input, batch by batch, for `delivery.deliver`."""
     action = options.mapping.action
     for source, valid in iter_valid(options, sources, summary, dedup=dedup, progress=progress):

@@ -8,7 +8,7 @@ they are, with the same engine, limits and checkpoint as a run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import polars as pl
@@ -29,7 +29,7 @@ def iter_payload_feeds(
     destination: Destination,
     summary: Summary,
     rejects: RejectsWriter | None = None,
-) -> Iterator[Feed]:
+) -> Generator[Feed, None, None]:
     """The requests of the payload file at `path`, in batches, with its bad lines rejected."""
     source = open_input(path)
     if source.format != "jsonl":

@@ -147,12 +147,8 @@ def validate_frame(
     nothing = pl.lit(None, pl.String)
     work = work.with_columns(
         pl.coalesce([r.message for r in rules] or [nothing]).alias(ERROR),
-        pl.coalesce(
-            [pl.when(r.message.is_not_null()).then(pl.lit(r.name)) for r in rules] or [nothing]
-        ).alias(RULE),
-        pl.coalesce(
-            [pl.when(r.message.is_not_null()).then(pl.lit(r.column)) for r in rules] or [nothing]
-        ).alias(COLUMN),
+        pl.coalesce([_when(r.message, pl.lit(r.name)) for r in rules] or [nothing]).alias(RULE),
+        pl.coalesce([_when(r.message, pl.lit(r.column)) for r in rules] or [nothing]).alias(COLUMN),
         pl.any_horizontal(naive).alias("__naive") if naive else pl.lit(False).alias("__naive"),
     )
     is_bad = work[ERROR].is_not_null()
@@ -171,6 +167,11 @@ def validate_frame(
         (event if event is not None else nothing).alias(EVENT),
     )
     return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+
+
+def _when(message: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """`value` on the rows where a rule has a message, null elsewhere."""
+    return pl.when(message.is_not_null()).then(value).otherwise(None)
 
 
 # --------------------------------------------------------------------------- values and kinds

@@ -36,10 +36,25 @@ class Action:
 class Destination(Protocol):
     """What the pipeline needs to know about one API."""
 
-    name: str
-    default_endpoint: str
-    token_env: str
-    actions: Mapping[str, Action]
+    @property
+    def name(self) -> str:
+        """The name mappings use, e.g. "vero"."""
+        ...
+
+    @property
+    def default_endpoint(self) -> str:
+        """The production base URL."""
+        ...
+
+    @property
+    def token_env(self) -> str:
+        """The environment variable that holds the token."""
+        ...
+
+    @property
+    def actions(self) -> Mapping[str, Action]:
+        """The calls a mapping can target, by action name."""
+        ...
 
     def authorize(self, body: bytes, token: str) -> tuple[bytes, dict[str, str]]:
         """The body and headers to send, with the credential placed where the API wants it."""

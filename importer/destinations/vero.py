@@ -87,7 +87,7 @@ def _message(body: bytes) -> str:
     except (ValueError, UnicodeDecodeError):
         return body[:200].decode("utf-8", "replace").strip()
     if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return parsed["message"]
+        return str(parsed["message"])
     return body[:200].decode("utf-8", "replace").strip()
 
 
