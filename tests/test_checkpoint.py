@@ -1,0 +1,319 @@
+"""The checkpoint log: round trips, resuming, crashes at any byte, corruption, job binding, lock."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from importer.checkpoint import (
+    CORRUPT_NAME,
+    LOG_NAME,
+    PREV_NAME,
+    CheckpointLog,
+    JobIdentity,
+    fingerprint_file,
+    fingerprint_mapping,
+    read_status,
+)
+from importer.errors import CheckpointError, MappingError
+
+JOB = JobIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
+FP = "f" * 32
+
+
+def done_lines(log: CheckpointLog, upto: int, fingerprint: str = FP) -> set[int]:
+    """Every line in 0..upto the log says is done, read through the vectorised query."""
+    lines = pl.Series("line", range(upto + 1))
+    return set(lines.filter(log.done_mask(fingerprint, lines)).to_list())
+
+
+def write_log(state: Path, batches: list[list[int]]) -> None:
+    """A log with one `done` record per batch."""
+    with CheckpointLog.open(state, job=JOB) as log:
+        log.register_input("events.csv", FP)
+        for batch in batches:
+            for line in batch:
+                log.mark_done(FP, line)
+            log.sync()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("events.csv", FP)
+        for line in (2, 3, 4, 7):
+            log.mark_done(FP, line)
+        log.mark_failed(FP, 5, 400, "bad email")
+        assert log.is_done(FP, 3)  # visible before sync: it was acknowledged
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert log.warnings == []
+        assert done_lines(log, 10) == {2, 3, 4, 5, 7}
+        assert (log.delivered_count(FP), log.failed_count(FP)) == (4, 1)
+        assert not log.is_done(FP, 6)
+        assert not log.is_done("other", 2)
+        assert log.done_mask("other", pl.Series([1, 2])).to_list() == [False, False]
+
+
+def test_out_of_order_lines_with_gaps(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    expected = set(rng.sample(range(1, 5000), 3000))
+    order = list(expected)
+    rng.shuffle(order)
+    write_log(tmp_path, [order[i : i + 250] for i in range(0, len(order), 250)])
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert done_lines(log, 5100) == expected
+        assert log.delivered_count(FP) == len(expected)
+        assert all(log.is_done(FP, x) == (x in expected) for x in range(5100))
+
+
+def test_done_mask_keeps_name_and_treats_null_as_not_done(tmp_path: Path) -> None:
+    write_log(tmp_path, [[3, 4]])
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        mask = log.done_mask(FP, pl.Series("_line", [4, None, 3, 9], dtype=pl.Int32))
+    assert mask.name == "_line"
+    assert mask.to_list() == [True, False, True, False]
+
+
+def test_marking_a_line_twice_counts_once(tmp_path: Path) -> None:
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("events.csv", FP)
+        log.mark_done(FP, 3)
+        log.mark_done(FP, 3)
+        log.sync()
+        log.mark_done(FP, 3)
+        log.mark_failed(FP, 3, 500, "late failure of a delivered row")
+    assert read_status(tmp_path).inputs[0].delivered == 1
+    assert read_status(tmp_path).inputs[0].failed == 0
+
+
+def test_resume_sends_each_row_exactly_once(tmp_path: Path) -> None:
+    """Fail at row N with acks finishing out of order, resume, and count deliveries per row."""
+    rows = [line for line in range(2, 400) if line % 13]  # gaps: blank lines, rejects
+    sent: list[int] = []
+
+    def run(fail_after: int | None) -> None:
+        with CheckpointLog.open(tmp_path, job=JOB) as log:
+            log.register_input("events.csv", FP)
+            todo = pl.Series("line", rows)
+            todo = todo.filter(~log.done_mask(FP, todo)).to_list()
+            for start in range(0, len(todo), 8):
+                window = todo[start : start + 8][::-1]  # acks arrive out of order
+                for line in window:
+                    if fail_after is not None and len(sent) == fail_after:
+                        raise KeyboardInterrupt
+                    sent.append(line)
+                    log.mark_done(FP, line)
+                if start % 40 == 0:
+                    log.sync()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(fail_after=123)
+    run(fail_after=None)
+    assert sorted(sent) == rows
+
+
+def test_torn_tail_at_every_cut_point(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_log(source, [[2, 3, 4], [5, 6, 8], [9, 10, 20]])
+    data = (source / LOG_NAME).read_bytes()
+    last = data.rindex(b"\n", 0, len(data) - 1) + 1  # the last record starts here
+    for cut in range(last, len(data)):
+        state = tmp_path / f"cut{cut}"
+        state.mkdir()
+        (state / LOG_NAME).write_bytes(data[:cut])
+        with CheckpointLog.open(state, job=JOB) as log:
+            assert len(log.warnings) == (0 if cut == last else 1), cut
+            assert done_lines(log, 30) == {2, 3, 4, 5, 6, 8}, cut
+            log.mark_done(FP, 11)
+        with CheckpointLog.open(state, job=JOB) as log:
+            assert log.warnings == [], cut
+            assert done_lines(log, 30) == {2, 3, 4, 5, 6, 8, 11}, cut
+        assert not (state / CORRUPT_NAME).exists()
+
+
+def test_corrupt_middle_record_keeps_what_came_before(tmp_path: Path) -> None:
+    write_log(tmp_path, [[2, 3], [5, 6], [9, 10]])
+    path = tmp_path / LOG_NAME
+    data = bytearray(path.read_bytes())
+    starts = [0] + [i + 1 for i, byte in enumerate(data[:-1]) if byte == ord("\n")]
+    middle = starts[3] + 20  # header, input, first done, then the second done record
+    data[middle] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    status = read_status(tmp_path)
+    assert status.inputs[0].delivered == 2
+    assert len(status.warnings) == 1
+    assert "corrupt" in status.warnings[0]
+    assert path.read_bytes() == bytes(data)  # status is read-only
+
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert done_lines(log, 12) == {2, 3}
+        assert "corrupt" in log.warnings[0]
+        assert CORRUPT_NAME in log.warnings[0]
+        log.mark_done(FP, 5)
+    assert (tmp_path / CORRUPT_NAME).read_bytes() == bytes(data)
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert log.warnings == []
+        assert done_lines(log, 12) == {2, 3, 5}
+
+
+def test_unreadable_header_is_refused(tmp_path: Path) -> None:
+    (tmp_path / LOG_NAME).write_bytes(b"this is not a checkpoint log\n")
+    with pytest.raises(CheckpointError, match="--fresh"):
+        CheckpointLog.open(tmp_path, job=JOB)
+    with CheckpointLog.open(tmp_path, job=JOB, fresh=True) as log:
+        assert log.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("other", "what"),
+    [
+        pytest.param(JobIdentity("m2", "vero", "embedded"), "mapping fingerprint", id="mapping"),
+        pytest.param(JobIdentity("m1", "userpilot", "embedded"), "destination", id="destination"),
+        pytest.param(JobIdentity("m1", "vero", "https://api.example"), "endpoint", id="endpoint"),
+    ],
+)
+def test_other_job_is_refused(tmp_path: Path, other: JobIdentity, what: str) -> None:
+    write_log(tmp_path, [[2]])
+    with pytest.raises(CheckpointError, match="--fresh") as info:
+        CheckpointLog.open(tmp_path, job=other)
+    assert f"{what} differs" in str(info.value)
+    with CheckpointLog.open(tmp_path, job=JOB) as log:  # the refusal left the state alone
+        assert log.is_done(FP, 2)
+
+
+def test_fresh_starts_over_and_sets_the_old_log_aside(tmp_path: Path) -> None:
+    write_log(tmp_path, [[2, 3]])
+    old = (tmp_path / LOG_NAME).read_bytes()
+    other = JobIdentity("m2", "vero", "embedded")
+    with CheckpointLog.open(tmp_path, job=other, fresh=True) as log:
+        assert not log.is_done(FP, 2)
+        assert log.delivered_count(FP) == 0
+    assert (tmp_path / PREV_NAME).read_bytes() == old
+    assert read_status(tmp_path).job == other
+
+
+def test_renamed_input_keeps_its_progress(tmp_path: Path) -> None:
+    write_log(tmp_path, [[2, 3]])
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("renamed.csv", FP)
+        assert log.is_done(FP, 3)
+    assert [i.name for i in read_status(tmp_path).inputs] == ["renamed.csv"]
+
+
+def test_fingerprint_follows_content_not_name(tmp_path: Path) -> None:
+    first = tmp_path / "a.csv"
+    first.write_bytes(b"x" * (3 << 20) + b"tail")  # several 1 MiB chunks
+    fingerprint = fingerprint_file(first)
+    renamed = first.rename(tmp_path / "b.csv")
+    assert fingerprint_file(renamed) == fingerprint
+    renamed.write_bytes(b"x" * (3 << 20) + b"tall")
+    assert fingerprint_file(renamed) != fingerprint
+    assert fingerprint_mapping({"a": 1, "b": {"c": 2}}) == fingerprint_mapping(
+        {"b": {"c": 2}, "a": 1}
+    )
+
+
+def test_lock_refuses_a_second_run(tmp_path: Path) -> None:
+    first = CheckpointLog.open(tmp_path, job=JOB)
+    with pytest.raises(CheckpointError, match=f"another importer run is using {tmp_path}$"):
+        CheckpointLog.open(tmp_path, job=JOB)
+    first.close()
+    CheckpointLog.open(tmp_path, job=JOB).close()  # released on close
+
+
+def test_unregistered_input_and_credentials_in_endpoint_are_rejected(tmp_path: Path) -> None:
+    with (
+        CheckpointLog.open(tmp_path, job=JOB) as log,
+        pytest.raises(ValueError, match="registered"),
+    ):
+        log.mark_done(FP, 2)
+    with pytest.raises(MappingError, match="credentials"):
+        JobIdentity("m1", "vero", "https://user:secret@api.example")
+
+
+def test_read_status(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint log"):
+        read_status(tmp_path)
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("users.csv", "u" * 32)
+        log.register_input("events.csv", FP)
+        for line in range(2, 12):
+            log.mark_done(FP, line)
+        for line in range(12, 20):
+            log.mark_failed(FP, line, 400, f"bad row {line}")
+        log.mark_failed(FP, 20, None, "connection reset\nafter 5 attempts")
+    status = read_status(tmp_path)
+    assert status.job == JOB
+    assert status.created_at is not None
+    assert status.warnings == ()
+    users, events = status.inputs
+    assert (users.name, users.delivered, users.failed, users.updated_at) == (
+        "users.csv",
+        0,
+        0,
+        None,
+    )
+    assert (events.name, events.fingerprint, events.delivered, events.failed) == (
+        "events.csv",
+        FP,
+        10,
+        9,
+    )
+    assert events.updated_at is not None
+    assert 0 < len(events.failures) < 9
+    assert (events.failures[0].line, events.failures[0].status) == (12, 400)
+    assert events.failures[0].error == "bad row 12"
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from importer.checkpoint import CheckpointLog, JobIdentity
+
+    job = JobIdentity("m1", "vero", "embedded")
+    log = CheckpointLog.open(Path(sys.argv[1]), job=job)
+    log.register_input("events.csv", sys.argv[2])
+    count = 0
+    for start in range(0, 10_000_000, 300):
+        # gappy, out of order within each group, as concurrent acks are
+        for line in reversed(range(start, start + 300, 3)):
+            log.mark_done(sys.argv[2], line)
+        log.sync()
+        count += 100
+        print(count, flush=True)
+    """
+)
+
+
+def test_survives_sigkill_at_any_moment(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-c", CHILD, str(tmp_path), FP]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True) as child:
+        assert child.stdout is not None
+        synced = 0
+        for reported in child.stdout:
+            synced = int(reported)
+            if synced >= 3000:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert synced >= 3000
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        count = log.delivered_count(FP)
+        # Every reported row is done, and what is done is exactly a prefix of whole syncs.
+        assert count >= synced
+        assert count % 100 == 0
+        assert done_lines(log, count * 3 + 600) == set(range(0, count * 3, 3))
+        log.mark_done(FP, 1)
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert log.warnings == []
+        assert log.delivered_count(FP) == count + 1
