@@ -11,7 +11,8 @@ silent padding of short rows, one bad line failing a whole NDJSON read), so a fi
 passes: a byte pass (encoding, line endings, fingerprint), for CSV a record pass that finds
 records with the wrong number of fields, and a streaming Polars pass that decides column types;
 then the batches. Rows that cannot be read become rejects; files that cannot be read raise
-InputError with the file, line and column.
+InputError with the file, line and column. Should the two CSV parsers fail or disagree (a bare
+quote or a lone CR in an unquoted field), a last pass names the first record that is not RFC 4180.
 """
 
 from __future__ import annotations
@@ -39,16 +40,28 @@ COLUMN = "__column"
 RAW = "_raw"
 # A rejects file carries these before the row's own columns; reading it again drops them.
 REJECT_META = ("_file", "_line", "_rule", "_error")
+# The importer's own columns sit next to the input's, so an input may not use their names.
+RESERVED = frozenset({LINE, RULE, ERROR, COLUMN})
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 CHUNK_BYTES = 1 << 20
 DEFAULT_BATCH_ROWS = 100_000
 EXTRA = "__extra_fields"
+# JSON's whitespace; bytes.strip() would also drop VT and FF, which JSON does not allow.
+JSON_SPACE = b" \t\r\n"
+JSON_KINDS: dict[type, str] = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+}
 
 _INT_RE = r"^-?(?:0|[1-9][0-9]*)$"
 _NUMBER_RE = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+# \uD800-\uDFFF: a high or a low surrogate, either of which may stand alone.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,10 @@ def open_input(path: Path) -> InputFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file")
-    fingerprint, size, lines = _scan_bytes(path)
+    try:
+        fingerprint, size, lines = _scan_bytes(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     facts = InputFile(
         path=path, format=input_format, fingerprint=fingerprint, size=size, lines=lines
     )
@@ -149,7 +165,7 @@ def _scan_bytes(path: Path) -> tuple[str, int, int]:
 def _check_start(path: Path, first: bytes) -> None:
     if first.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         encoding = "UTF-32"
-    elif first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in first[:4096]:
+    elif first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(first):
         encoding = "UTF-16"
     else:
         encoding = ""
@@ -165,12 +181,27 @@ def _check_start(path: Path, first: bytes) -> None:
         )
 
 
+def _looks_utf16(first: bytes) -> bool:
+    """UTF-16 without a BOM: mostly-Latin text puts a NUL in every other byte.
+
+    A NUL anywhere is not enough, as UTF-8 may hold one (a JSONL line with a raw NUL is a bad
+    row, not a UTF-16 file).
+    """
+    sample = first[:4096]
+    return any(
+        half.count(0) >= 2 and half.count(0) * 4 >= len(half) * 3
+        for half in (sample[::2], sample[1::2])
+    )
+
+
 def _check_utf8(path: Path, piece: bytes, lines_before: int) -> None:
     try:
         piece.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = piece.rfind(b"\n", 0, exc.start) + 1
         line = lines_before + piece.count(b"\n", 0, exc.start) + 1
+        if line == 1 and piece.startswith(codecs.BOM_UTF8):
+            line_start += len(codecs.BOM_UTF8)  # the BOM is not a character the user sees
         column = len(piece[line_start : exc.start].decode("utf-8", "replace")) + 1
         bad = piece[exc.start : exc.end].hex(" ")
         raise InputError(
@@ -192,25 +223,34 @@ def _profile_csv(facts: InputFile) -> InputFile:
     kinds_exprs: list[pl.Expr] = [pl.len().alias("\x00rows")]
     for column in header:
         value = pl.col(column)
+        # A failed cast is null too (an integer beyond Int64), so only an empty cell may pass
+        # as null: the others must round-trip.
         is_int = value.str.contains(_INT_RE) & (
             value.str.to_integer(strict=False).cast(pl.String) == value
-        )
+        ).fill_null(False)
         is_number = value.str.contains(_NUMBER_RE) & (
             value.cast(pl.Float64, strict=False).cast(pl.String) == value
-        )
+        ).fill_null(False)
+        is_empty = value.is_null()
         kinds_exprs += [
-            (is_int.fill_null(True)).all().alias(f"{column}\x00integer"),
-            ((is_int | is_number).fill_null(True)).all().alias(f"{column}\x00number"),
-            (value.is_in(["true", "false"]).fill_null(True)).all().alias(f"{column}\x00boolean"),
+            (is_empty | is_int).all().alias(f"{column}\x00integer"),
+            (is_empty | is_int | is_number).all().alias(f"{column}\x00number"),
+            (is_empty | value.is_in(["true", "false"])).all().alias(f"{column}\x00boolean"),
         ]
     try:
         stats = frame.select(kinds_exprs).collect(engine="streaming").row(0, named=True)
     except pl.exceptions.PolarsError as exc:
+        broken = _find_broken_record(facts.path, separator)
+        if broken is not None:
+            raise broken from exc
         raise InputError(
             f"{facts.path}: cannot be parsed as {facts.format.upper()}: {exc}"
         ) from exc
     polars_records = stats.pop("\x00rows")
     if polars_records != records:
+        broken = _find_broken_record(facts.path, separator)
+        if broken is not None:
+            raise broken
         raise InputError(
             f"{facts.path}: two CSV parsers disagree on the number of records "
             f"({records} vs {polars_records}); the file's quoting is probably broken"
@@ -257,7 +297,9 @@ def _check_records(path: Path, separator: str) -> tuple[list[str], int, dict[int
             header = next(rows, [])
             lengths = Counter(map(len, rows))
         except csv.Error as exc:
-            raise _csv_error(path, rows.line_num, exc) from None
+            line = rows.line_num
+            broken = _find_broken_record(path, separator)
+            raise broken or _csv_error(path, line, str(exc)) from None
     if not header:
         return [], 0, {}, []
     _check_header(path, header)
@@ -281,18 +323,70 @@ def _text(path: Path) -> io.TextIOWrapper:
     return io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="")
 
 
-def _csv_error(path: Path, line: int, exc: csv.Error) -> InputError:
+def _csv_error(path: Path, line: int, reason: str) -> InputError:
     return InputError(
-        f"{path}, line {line}: the CSV quoting is broken ({exc})",
-        hint="a quoted field must end with a quote followed by a separator or the end of "
-        'the line; a quote inside a quoted field is written twice ("")',
+        f"{path}, line {line}: the CSV quoting is broken ({reason})",
+        hint="a field with a quote, separator or line break is quoted whole; a quoted field "
+        "ends with a quote followed by a separator or the end of the line; a quote inside a "
+        'quoted field is written twice ("")',
     )
+
+
+def _find_broken_record(path: Path, separator: str) -> InputError | None:
+    """The first record that is not RFC 4180 CSV, named by the line (as an editor counts) it
+    starts on; None if every record is well formed.
+
+    Runs only when the parsers fail or disagree, so it can afford to look at each record's text:
+    Python's csv takes a quote inside an unquoted field as text where Polars opens a quoted
+    field, and a lone CR ends a record for one and not the other.
+    """
+    sep = re.escape(separator)
+    quoted = '"(?:[^"]|"")*"'
+    strict = re.compile(_record_re(f'[^"{sep}\\r\\n]*', quoted, sep) + "(?:\\r?\\n)?")
+    loose_cr = re.compile(_record_re(f'[^"{sep}\\n]*', quoted, sep) + "\\n?")
+    consumed: list[str] = []
+
+    def lines(handle: io.TextIOWrapper) -> Iterator[str]:
+        for line in handle:
+            consumed.append(line)
+            yield line
+
+    start = 1
+    with _text(path) as handle:
+        records = csv.reader(lines(handle), delimiter=separator, strict=True)
+        while True:
+            try:
+                if next(records, None) is None:
+                    return None
+            except csv.Error as exc:
+                return _csv_error(path, start, str(exc))
+            text = "".join(consumed)
+            consumed.clear()
+            if not strict.fullmatch(text):
+                reason = (
+                    "a lone CR inside a field that is not quoted"
+                    if loose_cr.fullmatch(text)
+                    else "a quote inside a field that is not quoted, or text after a closing quote"
+                )
+                return _csv_error(path, start, reason)
+            start += text.count("\n")
+
+
+def _record_re(unquoted: str, quoted: str, sep: str) -> str:
+    field = f"(?:{unquoted}|{quoted})"
+    return f"{field}(?:{sep}{field})*"
 
 
 def _check_header(path: Path, header: list[str]) -> None:
     empty = [index + 1 for index, name in enumerate(header) if not name.strip()]
     if empty:
         raise InputError(f"{path}, line 1: header column(s) {empty} have no name")
+    reserved = sorted((RESERVED | {EXTRA}).intersection(header))
+    if reserved:
+        raise InputError(
+            f"{path}, line 1: header names {', '.join(map(repr, reserved))} are the importer's "
+            "own; rename the column(s)"
+        )
     seen = Counter(header)
     twice = sorted(name for name, count in seen.items() if count > 1)
     if twice:
@@ -312,6 +406,7 @@ def _scan_csv(path: Path, header: list[str], separator: str) -> pl.LazyFrame:
         separator=separator,
         schema=schema,
         missing_columns="insert",
+        extra_columns="ignore",
         truncate_ragged_lines=True,
         row_index_name=LINE,
         row_index_offset=2,
@@ -355,6 +450,9 @@ def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
             )
             yield Batch(source, rows.filter(~is_bad), rejects, blanks)
     except pl.exceptions.PolarsError as exc:
+        broken = _find_broken_record(source.path, separator)
+        if broken is not None:
+            raise broken from exc
         raise InputError(
             f"{source.path}: cannot be parsed as {source.format.upper()}: {exc}"
         ) from exc
@@ -392,7 +490,9 @@ def _iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
         for number, text in enumerate(handle, start=1):
             if number == 1 and text.startswith(codecs.BOM_UTF8):
                 text = text[len(codecs.BOM_UTF8) :]
-            if not text.strip():
+                if not text:
+                    break  # a BOM and nothing else: an empty file
+            if not text.strip(JSON_SPACE):
                 blanks += 1
                 continue
             numbers.append(number)
@@ -408,26 +508,30 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
     good_lines: list[int] = []
     rows: list[dict[str, str]] = []
     bad: list[tuple[int, str, str, str]] = []
-    for number, text in zip(numbers, texts, strict=True):
+    for number, raw in zip(numbers, texts, strict=True):
+        # The file is known to be UTF-8 (json.loads(bytes) would guess an encoding per line);
+        # without its line ending, an error's column is the column in the line.
+        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
         try:
             value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
-            bad.append((number, "json", _json_error(exc), _line_text(text)))
+            bad.append((number, "json", _json_error(exc), text))
             continue
         if not isinstance(value, dict):
-            kind = type(value).__name__.replace("NoneType", "null")
-            bad.append(
-                (number, "json_object", f"line is a JSON {kind}, not an object", _line_text(text))
-            )
+            kind = JSON_KINDS.get(type(value), "boolean" if isinstance(value, bool) else "null")
+            bad.append((number, "json_object", f"line is a JSON {kind}, not an object", text))
+            continue
+        reserved = sorted(RESERVED.intersection(value))
+        if reserved:
+            message = f"key(s) {', '.join(map(repr, reserved))} are the importer's own"
+            bad.append((number, "json_object", message, text))
             continue
         row = {
             key: json.dumps(item, ensure_ascii=False, separators=(",", ":"))
             for key, item in value.items()
         }
         if _SURROGATE_ESCAPE.search(text) and not _encodable(row):
-            bad.append(
-                (number, "json", "a string holds a lone UTF-16 surrogate escape", _line_text(text))
-            )
+            bad.append((number, "json", "a string holds a lone UTF-16 surrogate escape", text))
             continue
         good_lines.append(number)
         rows.append(row)
@@ -472,14 +576,12 @@ def _finite_float(text: str) -> float:
 
 def _json_error(exc: Exception) -> str:
     if isinstance(exc, json.JSONDecodeError):
+        if exc.msg.endswith(" at"):  # "Invalid control character at", "... starting at"
+            return f"line is not valid JSON: {exc.msg} column {exc.colno}"
         return f"line is not valid JSON: {exc.msg} (column {exc.colno})"
     if isinstance(exc, RecursionError):
         return "line is nested too deeply"
     return f"line is not valid JSON: {exc}"
-
-
-def _line_text(text: bytes) -> str:
-    return text.decode("utf-8", "replace").rstrip("\r\n")
 
 
 def _encodable(row: dict[str, str]) -> bool:
