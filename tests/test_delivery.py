@@ -1,0 +1,343 @@
+"""End to end: real importer processes against the real mock server on 127.0.0.1.
+
+Faults on, Ctrl-C and kill -9 in the middle of a run, a torn checkpoint, a refused token: every
+test counts what the server received (its --record file), not what the importer says it sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import ROOT
+
+TOKEN = "tok-e2e-5f3a9c1d7b"
+TRACK = str(ROOT / "schemas" / "vero-track.toml")
+DEADLINE_S = 60.0
+
+
+@dataclass
+class Mock:
+    url: str
+    record: Path
+    process: subprocess.Popen[str]
+
+    def received(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        lines = self.record.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def check_ids(self) -> Counter[str]:
+        return Counter(str(body["extras"]["check_id"]) for body in self.received())  # type: ignore[index]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "VERO_AUTH_TOKEN"}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def mock_server(tmp_path: Path, *options: str) -> Iterator[Mock]:
+    """`importer mock-server` in its own process on a free port; ended when the test ends."""
+    record = tmp_path / "received.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "importer",
+        "mock-server",
+        "--port",
+        "0",
+        "--record",
+        str(record),
+    ]
+    process = subprocess.Popen(
+        [*command, "--dedup-window", "0", *options],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_env(VERO_AUTH_TOKEN=TOKEN),
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "listening: --endpoint " in line, line
+        yield Mock(url=line.split("--endpoint ")[1].strip(), record=record, process=process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def write_events(path: Path, rows: int) -> Path:
+    lines = ["user_id,email,event,occurred_at,item"]
+    lines += [
+        f"u{i % 97},user{i % 97}@example.com,Viewed product,2024-01-01T00:{i % 60:02d}:00Z,sku-{i}"
+        for i in range(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def importer(*args: str, token: str | None = TOKEN) -> list[str]:
+    return [sys.executable, "-m", "importer", *args]
+
+
+def run(args: list[str], *, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    env = _env(VERO_AUTH_TOKEN=token) if token else _env()
+    return subprocess.run(
+        args, capture_output=True, text=True, env=env, timeout=DEADLINE_S, check=False
+    )
+
+
+def start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(VERO_AUTH_TOKEN=TOKEN),
+    )
+
+
+def wait_for_received(mock: Mock, count: int, process: subprocess.Popen[str]) -> None:
+    """Block until the server has recorded `count` requests (the event), or fail at the deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    while len(mock.received()) < count:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "the server never received enough requests"
+        time.sleep(0.02)
+
+
+def run_args(events: Path, mock: Mock, state: Path, *extra: str) -> list[str]:
+    return importer(
+        "run", str(events), "--schema", TRACK, "--endpoint", mock.url, "--state", str(state), *extra
+    )
+
+
+def test_every_valid_row_arrives_through_faults(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 1500)
+    report = tmp_path / "report.json"
+    faults = (
+        "--rate-429",
+        "0.03",
+        "--retry-after",
+        "0",
+        "--rate-5xx",
+        "0.05",
+        "--rate-drop",
+        "0.03",
+    )
+    with mock_server(tmp_path, *faults, "--seed", "7") as mock:
+        done = run(run_args(events, mock, tmp_path / "state", "--report", str(report)))
+        assert done.returncode == 0, done.stderr
+        ids = mock.check_ids()
+    assert len(ids) == 1500
+    assert max(ids.values()) == 1
+    summary = json.loads(report.read_text())
+    assert summary["rows_sent"] == 1500
+    assert summary["retries"] > 0
+    assert summary["requests"] == 1500 + summary["retries"]
+
+
+def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 2000)
+    state = tmp_path / "state"
+    with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
+        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        wait_for_received(mock, 200, process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=DEADLINE_S)
+        assert process.returncode == 130, err
+        assert "interrupted: run the same command again" in out
+        first = sum(mock.check_ids().values())
+        assert first < 2000
+        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        assert again.returncode == 0, again.stderr
+        ids = mock.check_ids()
+    assert len(ids) == 2000
+    assert sum(ids.values()) == 2000  # not one row sent twice
+
+
+def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 2000)
+    state = tmp_path / "state"
+    with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
+        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        wait_for_received(mock, 300, process)
+        process.kill()
+        process.communicate(timeout=DEADLINE_S)
+        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        assert again.returncode == 0, again.stderr
+        ids = mock.check_ids()
+    assert len(ids) == 2000
+    assert sum(ids.values()) - 2000 <= 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_torn_or_corrupt_checkpoint_tail_is_survived(tmp_path: Path, damage: str) -> None:
+    events = write_events(tmp_path / "events.csv", 600)
+    state = tmp_path / "state"
+    with mock_server(tmp_path) as mock:
+        first = run(run_args(events, mock, state))
+        assert first.returncode == 0, first.stderr
+        [log] = [p for p in state.iterdir() if p.suffix == ".log"]
+        data = log.read_bytes()
+        log.write_bytes(data[:-7] if damage == "truncated" else data + b"\x00garbage\xff\x13")
+        again = run(run_args(events, mock, state))
+        assert again.returncode == 0, again.stderr
+        assert "warning:" in again.stdout
+        ids = mock.check_ids()
+    assert len(ids) == 600
+
+
+def test_a_refused_token_stops_the_run_at_once_without_printing_it(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 500)
+    wrong = "wrong-token-0d9e8f"
+    with mock_server(tmp_path) as mock:
+        done = run(run_args(events, mock, tmp_path / "state", "--concurrency", "4"), token=wrong)
+        stats = mock.received()
+    assert done.returncode == 1
+    assert "Error: the API refused the token (HTTP 401)" in done.stderr
+    assert wrong not in done.stdout + done.stderr
+    assert stats == []
+
+
+def test_a_400_becomes_a_dead_letter_and_the_run_goes_on(tmp_path: Path) -> None:
+    payloads = tmp_path / "payloads.jsonl"
+    good = {"identity": {"id": "u1"}, "event_name": "Login", "extras": {"check_id": "a"}}
+    bad = {"identity": {"id": "u1"}, "event_name": "", "extras": {"check_id": "b"}}
+    lines = [
+        {
+            "method": "POST",
+            "path": "events/track",
+            "body": body,
+            "source": {"file": "x.csv", "line": n},
+        }
+        for n, body in enumerate([good, bad, {**good, "extras": {"check_id": "c"}}], start=2)
+    ]
+    payloads.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dead = tmp_path / "dead.jsonl"
+    with mock_server(tmp_path) as mock:
+        done = run(
+            importer(
+                "replay",
+                str(payloads),
+                "--endpoint",
+                mock.url,
+                "--state",
+                str(tmp_path / "s"),
+                "--dead-letter",
+                str(dead),
+            )
+        )
+        ids = mock.check_ids()
+    assert done.returncode == 3, done.stderr
+    assert set(ids) == {"a", "c"}
+    [letter] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert letter["status"] == 400
+    assert letter["body"] == bad
+    assert letter["source"] == {"file": str(payloads), "line": 2}
+    assert "event_name" in letter["error"]
+
+
+def test_retry_after_is_honoured_and_counted(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 20)
+    report = tmp_path / "report.json"
+    with mock_server(tmp_path, "--status-script", "429,429,503", "--retry-after", "0") as mock:
+        done = run(run_args(events, mock, tmp_path / "state", "--report", str(report)))
+        ids = mock.check_ids()
+    assert done.returncode == 0, done.stderr
+    assert len(ids) == 20
+    assert json.loads(report.read_text())["retries"] == 3
+
+
+def test_the_token_is_never_written_anywhere(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 50)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    with mock_server(tmp_path, "--status-script", "500,400") as mock:
+        done = run(
+            run_args(
+                events,
+                mock,
+                outputs / "state",
+                "--report",
+                str(outputs / "report.json"),
+                "--dead-letter",
+                str(outputs / "dead.jsonl"),
+                "--rejects",
+                str(outputs / "rejects.csv"),
+                "--max-retries",
+                "1",
+            )
+        )
+    assert done.returncode == 3, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    written = [p for p in outputs.rglob("*") if p.is_file()]
+    assert len(written) >= 3
+    for path in written:
+        assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_different_mapping_does_not_resume_without_fresh(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 10)
+    other = tmp_path / "other.toml"
+    other.write_text(
+        Path(TRACK).read_text().replace('timezone = "UTC"', 'timezone = "Europe/Paris"')
+    )
+    state = tmp_path / "state"
+    with mock_server(tmp_path) as mock:
+        assert run(run_args(events, mock, state)).returncode == 0
+        refused = run(
+            importer(
+                "run",
+                str(events),
+                "--schema",
+                str(other),
+                "--endpoint",
+                mock.url,
+                "--state",
+                str(state),
+            )
+        )
+        assert refused.returncode == 1
+        assert "--fresh" in refused.stderr
+        fresh = run(
+            importer(
+                "run",
+                str(events),
+                "--schema",
+                str(other),
+                "--endpoint",
+                mock.url,
+                "--state",
+                str(state),
+                "--fresh",
+            )
+        )
+        assert fresh.returncode == 0, fresh.stderr
+        assert sum(mock.check_ids().values()) == 20
+
+
+def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 30)
+    state = tmp_path / "state"
+    with mock_server(tmp_path, "--status-script", "200,400") as mock:
+        run(run_args(events, mock, state))
+    status = run(importer("status", "--state", str(state)))
+    assert status.returncode == 0
+    assert f"{events}: 29 delivered, 1 failed" in status.stdout
+    assert "line 3: 400:" in status.stdout
