@@ -26,8 +26,9 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -46,8 +47,12 @@ RESERVED = frozenset({LINE, RULE, ERROR, COLUMN})
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 CHUNK_BYTES = 1 << 20
+# The record pass notes the byte offset of every CHUNK_RECORDS-th record, so Polars parses the
+# file a known slice at a time: memory stays bounded and each slice's record count is checked.
+CHUNK_RECORDS = 10_000
 DEFAULT_BATCH_ROWS = 100_000
 EXTRA = "__extra_fields"
+KINDS = ("integer", "number", "boolean")
 # JSON's whitespace; bytes.strip() would also drop VT and FF, which JSON does not allow.
 JSON_SPACE = b" \t\r\n"
 JSON_KINDS: dict[type, str] = {
@@ -83,6 +88,7 @@ class InputFile:
     records: int = 0
     bad_records: dict[int, int] = field(default_factory=dict)
     blank_records: frozenset[int] = frozenset()
+    chunk_offsets: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -216,11 +222,10 @@ def _check_utf8(path: Path, piece: bytes, lines_before: int) -> None:
 def _profile_csv(facts: InputFile) -> InputFile:
     """Find the header, the records with a wrong field count, and each column's lossless type."""
     separator = SEPARATORS[facts.format]
-    header, records, bad, blank = _check_records(facts.path, separator)
+    header, records, bad, blank, offsets = _check_records(facts.path, separator)
     if not header:
         return facts
-    frame = _scan_csv(facts.path, header, separator)
-    kinds_exprs: list[pl.Expr] = [pl.len().alias("\x00rows")]
+    kinds_exprs: list[pl.Expr] = []
     for column in header:
         value = pl.col(column)
         # A failed cast is null too (an integer beyond Int64), so only an empty cell may pass
@@ -237,24 +242,10 @@ def _profile_csv(facts: InputFile) -> InputFile:
             (is_empty | is_int | is_number).all().alias(f"{column}\x00number"),
             (is_empty | value.is_in(["true", "false"])).all().alias(f"{column}\x00boolean"),
         ]
-    try:
-        stats = frame.select(kinds_exprs).collect(engine="streaming").row(0, named=True)
-    except pl.exceptions.PolarsError as exc:
-        broken = _find_broken_record(facts.path, separator)
-        if broken is not None:
-            raise broken from exc
-        raise InputError(
-            f"{facts.path}: cannot be parsed as {facts.format.upper()}: {exc}"
-        ) from exc
-    polars_records = stats.pop("\x00rows")
-    if polars_records != records:
-        broken = _find_broken_record(facts.path, separator)
-        if broken is not None:
-            raise broken
-        raise InputError(
-            f"{facts.path}: two CSV parsers disagree on the number of records "
-            f"({records} vs {polars_records}); the file's quoting is probably broken"
-        )
+    stats = {f"{column}\x00{kind}": True for column in header for kind in KINDS}
+    for chunk in _iter_chunks(facts.path, header, separator, offsets, records, step=10):
+        part = chunk.select(kinds_exprs).row(0, named=True)
+        stats = {name: ok and bool(part[name]) for name, ok in stats.items()}
     kinds = {}
     for column in header:
         if stats[f"{column}\x00integer"]:
@@ -277,46 +268,96 @@ def _profile_csv(facts: InputFile) -> InputFile:
         records=records,
         bad_records=bad,
         blank_records=frozenset(blank),
+        chunk_offsets=offsets,
     )
 
 
-def _check_records(path: Path, separator: str) -> tuple[list[str], int, dict[int, int], list[int]]:
-    """The header, the record count, records with the wrong field count, and blank records.
+def _check_records(
+    path: Path, separator: str
+) -> tuple[list[str], int, dict[int, int], list[int], tuple[int, ...]]:
+    """The header, the record count, records with the wrong field count, blank records, and the
+    byte offset of every CHUNK_RECORDS-th record (the first after the header, the last the end).
 
     Python's csv module (strict) gives the exact field count of every record, which Polars does
-    not: it pads short records with nulls. Counting lengths runs in C; only a file that has odd
-    records gets a second pass to find which ones.
+    not: it pads short records with nulls. Counting lengths runs in C, CHUNK_RECORDS at a time;
+    the binary file's position after each slice is where the next record starts. Only a file
+    that has odd records gets a second pass to find which ones.
     """
-
-    def reader(handle: io.TextIOWrapper) -> Any:
-        return csv.reader(handle, delimiter=separator, strict=True)
-
-    with _text(path) as handle:
-        rows = reader(handle)
+    with path.open("rb") as raw:
+        if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            raw.seek(0)
+        # Binary lines split at LF only; a lone CR splits a line for Python's csv as it reads
+        # text, so such a file goes through the (slower) text reader to keep its meaning.
+        position = _TextPosition(raw) if _has_lone_cr(raw) else None
+        lines = position.lines() if position else map(bytes.decode, raw)
+        tell = position.tell if position else raw.tell
+        rows = csv.reader(lines, delimiter=separator, strict=True)
+        lengths: Counter[int] = Counter()
         try:
             header = next(rows, [])
-            lengths = Counter(map(len, rows))
+            offsets = [tell()]
+            records = 0
+            while True:
+                lengths.update(map(len, islice(rows, CHUNK_RECORDS)))
+                counted = lengths.total()
+                if counted == records:
+                    break
+                records = counted
+                offsets.append(tell())
         except csv.Error as exc:
             line = rows.line_num
             broken = _find_broken_record(path, separator)
             raise broken or _csv_error(path, line, str(exc)) from None
     if not header:
-        return [], 0, {}, []
+        return [], 0, {}, [], ()
     _check_header(path, header)
-    records = sum(lengths.values())
     if set(lengths) <= {len(header)}:
-        return header, records, {}, []
+        return header, records, {}, [], tuple(offsets)
     bad: dict[int, int] = {}
     blank: list[int] = []
-    with _text(path) as handle:
-        rows = reader(handle)
+    with _text(path) as text:
+        rows = csv.reader(text, delimiter=separator, strict=True)
         next(rows)
         for index, record in enumerate(rows):
             if not record:
                 blank.append(index)
             elif len(record) != len(header):
                 bad[index] = len(record)
-    return header, records, bad, blank
+    return header, records, bad, blank, tuple(offsets)
+
+
+class _TextPosition:
+    """Text lines split as Python's text mode splits them, with the byte offset reached."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._start = raw.tell()
+        self._consumed = 0
+        self._text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+    def lines(self) -> Iterator[str]:
+        """Each line; UTF-8 was checked, so a line's encoding is exactly the bytes it came from."""
+        for line in iter(self._text.readline, ""):
+            self._consumed += len(line.encode())
+            yield line
+
+    def tell(self) -> int:
+        """The byte offset after the last line handed out."""
+        return self._start + self._consumed
+
+
+def _has_lone_cr(raw: IO[bytes]) -> bool:
+    """Whether the file has a CR that is not part of a CRLF; leaves the position where it was."""
+    start = raw.tell()
+    found = False
+    while chunk := raw.read(CHUNK_BYTES):
+        # A chunk ending in CR may be followed by LF in the next one: read one byte more.
+        if chunk.endswith(b"\r"):
+            chunk += raw.read(1)
+        if chunk.count(b"\r") != chunk.count(b"\r\n"):
+            found = True
+            break
+    raw.seek(start)
+    return found
 
 
 def _text(path: Path) -> io.TextIOWrapper:
@@ -395,30 +436,64 @@ def _check_header(path: Path, header: list[str]) -> None:
         )
 
 
-def _scan_csv(path: Path, header: list[str], separator: str) -> pl.LazyFrame:
+def _iter_chunks(
+    path: Path,
+    header: list[str],
+    separator: str,
+    offsets: tuple[int, ...],
+    records: int,
+    *,
+    step: int,
+) -> Iterator[pl.DataFrame]:
+    """The records of `path`, `step` offsets (step x CHUNK_RECORDS records) at a time, as text.
+
+    Each slice is parsed on its own, so memory is bounded by the slice; a slice whose record
+    count differs from the record pass's means the two parsers disagree on the quoting there.
+    """
     # One column more than the header catches the fields of records that are too long;
     # records that are too short are known from the record pass.
     schema = dict.fromkeys([*header, EXTRA], pl.String)
-    return pl.scan_csv(
-        path,
-        has_header=False,
-        skip_rows=1,
-        separator=separator,
-        schema=schema,
-        missing_columns="insert",
-        extra_columns="ignore",
-        truncate_ragged_lines=True,
-        row_index_name=LINE,
-        row_index_offset=2,
-    )
+    with path.open("rb") as handle:
+        for first in range(0, len(offsets) - 1, step):
+            last = min(first + step, len(offsets) - 1)
+            handle.seek(offsets[first])
+            data = handle.read(offsets[last] - offsets[first])
+            expected = min(last * CHUNK_RECORDS, records) - first * CHUNK_RECORDS
+            try:
+                chunk = pl.read_csv(
+                    data,
+                    has_header=False,
+                    separator=separator,
+                    schema=schema,
+                    missing_columns="insert",
+                    extra_columns="ignore",
+                    truncate_ragged_lines=True,
+                    row_index_name=LINE,
+                    row_index_offset=first * CHUNK_RECORDS + 2,
+                )
+            except pl.exceptions.PolarsError as exc:
+                raise _disagreement(path, separator, f"{exc}") from exc
+            if chunk.height != expected:
+                raise _disagreement(
+                    path,
+                    separator,
+                    f"two CSV parsers disagree on the number of records from row "
+                    f"{first * CHUNK_RECORDS + 2} ({expected} vs {chunk.height}); "
+                    "the file's quoting is probably broken",
+                )
+            yield chunk
+
+
+def _disagreement(path: Path, separator: str, detail: str) -> InputError:
+    broken = _find_broken_record(path, separator)
+    if broken is not None:
+        return broken
+    return InputError(f"{path}: cannot be parsed as CSV: {detail}")
 
 
 def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
     separator = SEPARATORS[source.format]
     encode = [_json_text(column, source.column_kinds[column]) for column in source.columns]
-    frame = _scan_csv(source.path, list(source.header), separator).with_columns(
-        pl.col(LINE).cast(pl.Int64)
-    )
     bad_lines = pl.DataFrame(
         {
             LINE: [index + 2 for index in source.bad_records],
@@ -427,12 +502,17 @@ def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
         schema={LINE: pl.Int64, "fields": pl.Int64},
     )
     blank_lines = pl.Series(LINE, [index + 2 for index in source.blank_records], dtype=pl.Int64)
-    try:
-        for chunk in frame.collect_batches(chunk_size=batch_rows):
-            is_blank = pl.col(LINE).is_in(blank_lines)
-            rows = chunk.filter(~is_blank).select(LINE, *encode)
-            blanks = chunk.height - rows.height
-            is_bad = pl.col(LINE).is_in(bad_lines[LINE])
+    is_blank = pl.col(LINE).is_in(blank_lines.implode())
+    is_bad = pl.col(LINE).is_in(bad_lines[LINE].implode())
+    step = max(1, batch_rows // CHUNK_RECORDS)
+    chunks = _iter_chunks(
+        source.path, list(source.header), separator, source.chunk_offsets, source.records, step=step
+    )
+    for chunk in chunks:
+        for start in range(0, chunk.height, batch_rows):
+            part = chunk.slice(start, batch_rows).with_columns(pl.col(LINE).cast(pl.Int64))
+            rows = part.filter(~is_blank).select(LINE, *encode)
+            blanks = part.height - rows.height
             rejects = (
                 rows.filter(is_bad)
                 .join(bad_lines, on=LINE, how="left")
@@ -449,13 +529,6 @@ def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
                 )
             )
             yield Batch(source, rows.filter(~is_bad), rejects, blanks)
-    except pl.exceptions.PolarsError as exc:
-        broken = _find_broken_record(source.path, separator)
-        if broken is not None:
-            raise broken from exc
-        raise InputError(
-            f"{source.path}: cannot be parsed as {source.format.upper()}: {exc}"
-        ) from exc
 
 
 def _json_text(column: str, kind: str) -> pl.Expr:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_dry_run import generate
+from bench_dry_run import generate_in_child, run_measured
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
@@ -35,7 +34,7 @@ def main() -> None:
     env = {**os.environ, "VERO_AUTH_TOKEN": TOKEN}
     with tempfile.TemporaryDirectory() as temp:
         source = Path(temp) / "events.csv"
-        generate(source, args.rows, "csv")
+        generate_in_child(source, args.rows, "csv")
         sink = subprocess.Popen(
             [sys.executable, "-m", "importer", "mock-server", "--port", "0", "--dedup-window", "0"],
             stderr=subprocess.PIPE,
@@ -65,22 +64,22 @@ def main() -> None:
                 str(report),
             ]
             started = time.perf_counter()
-            finished = subprocess.run(command, env=env, check=False)
+            os.environ["VERO_AUTH_TOKEN"] = TOKEN
+            returncode, peak_mb = run_measured(command)
             elapsed = time.perf_counter() - started
         finally:
             sink.terminate()
             sink.wait(timeout=10)
             sink.stderr.close()
-        if finished.returncode != 0:
-            sys.exit(f"run failed with exit code {finished.returncode}")
+        if returncode != 0:
+            sys.exit(f"run failed with exit code {returncode}")
         summary = json.loads(report.read_text())
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"rows sent         {summary['rows_sent']:,}")
         print(f"concurrency       {args.concurrency}")
         print(f"requests          {summary['requests']:,} ({summary['retries']:,} retries)")
         print(f"elapsed           {elapsed:,.2f} s (process start to exit)")
         print(f"rows/s            {summary['rows_sent'] / elapsed:,.0f}")
-        print(f"peak RSS          {peak_mb:,.0f} MB (largest of sink and importer)")
+        print(f"peak RSS          {peak_mb:,.0f} MB (the importer)")
 
 
 if __name__ == "__main__":
