@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +172,29 @@ def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(tmp_path: Path) -
     assert sum(ids.values()) == 2000  # not one row sent twice
 
 
+@pytest.mark.parametrize(
+    "signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c-twice"]
+)
+def test_sigterm_drains_and_a_second_ctrl_c_quits_at_once(
+    tmp_path: Path, signals: tuple[str, ...]
+) -> None:
+    events = write_events(tmp_path / "events.csv", 2000)
+    state = tmp_path / "state"
+    with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
+        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        wait_for_received(mock, 100, process)
+        for name in signals:
+            process.send_signal(getattr(signal, name))
+        _, err = process.communicate(timeout=DEADLINE_S)
+        assert process.returncode == 130, err
+        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        assert again.returncode == 0, again.stderr
+        ids = mock.check_ids()
+    assert len(ids) == 2000
+    # Quitting at once abandons what was in flight: those may arrive twice, nothing else.
+    assert sum(ids.values()) - 2000 <= (4 if len(signals) > 1 else 0)
+
+
 def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
     state = tmp_path / "state"
@@ -251,6 +275,26 @@ def test_a_400_becomes_a_dead_letter_and_the_run_goes_on(tmp_path: Path) -> None
     assert letter["body"] == bad
     assert letter["source"] == {"file": str(payloads), "line": 2}
     assert "event_name" in letter["error"]
+
+
+def test_a_reviewed_dry_run_replays_as_it_is(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 40)
+    payloads = tmp_path / "payloads.jsonl"
+    dry = run(importer("run", str(events), "--schema", TRACK, "--dry-run", "--out", str(payloads)))
+    assert dry.returncode == 0, dry.stderr
+    state = tmp_path / "state"
+    with mock_server(tmp_path) as mock:
+        sent = run(importer("replay", str(payloads), "--endpoint", mock.url, "--state", str(state)))
+        again = run(
+            importer("replay", str(payloads), "--endpoint", mock.url, "--state", str(state))
+        )
+        received = mock.received()
+    assert sent.returncode == 0, sent.stderr
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"skipped \(done before\) +40\n", again.stdout)
+    expected = [json.loads(line)["body"] for line in payloads.read_text().splitlines()]
+    arrived = [{k: v for k, v in body.items() if not k.startswith("_")} for body in received]
+    assert sorted(map(json.dumps, arrived)) == sorted(map(json.dumps, expected))
 
 
 def test_retry_after_is_honoured_and_counted(tmp_path: Path) -> None:
