@@ -483,6 +483,16 @@ def _parse_times(
                 pl.lit("milliseconds" if unit == "ms" else "seconds"),
             )
         )
+        .when(group[1].is_not_null() & local.is_null())
+        .then(
+            pl.format(
+                "{} is not a calendar date: {}-{}-{} does not exist",
+                text,
+                group[1],
+                group[2],
+                group[3],
+            )
+        )
         .when(utc.is_null() & pl.col(naive_of(column)) & local.is_not_null())
         .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
         .when(utc.is_null())

@@ -32,7 +32,7 @@ def test_validate_samples_reports_rejects_and_exits_3(tmp_path: Path) -> None:
     )
     assert code == 3, err
     assert "rejected by rule:" in out
-    assert "samples/events.csv, line 6: 2023-02-30T10:00:00Z is not a time" in out
+    assert "samples/events.csv, line 6: 2023-02-30T10:00:00Z is not a calendar date" in out
     data = json.loads(report.read_text())
     for key in (
         "rows_read",

@@ -49,9 +49,11 @@ def test_times_are_sent_in_utc(tmp_path: Path, when: str, sent: str) -> None:
     ("when", "message"),
     [
         pytest.param(
-            "2021-02-30T10:00:00Z", "2021-02-30T10:00:00Z is not a time", id="impossible-date"
+            "2021-02-30T10:00:00Z",
+            "2021-02-30T10:00:00Z is not a calendar date: 2021-02-30 does not exist",
+            id="impossible-date",
         ),
-        pytest.param("2023-13-01T10:00:00Z", "is not a time", id="month-13"),
+        pytest.param("2023-13-01T10:00:00Z", "2023-13-01 does not exist", id="month-13"),
         pytest.param("2023-05-30T24:00:00Z", "is not a time", id="hour-24"),
         pytest.param("2023-05-30T23:59:60Z", "is not a time", id="leap-second"),
         pytest.param("yesterday", "yesterday is not a time", id="words"),
