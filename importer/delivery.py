@@ -180,10 +180,16 @@ async def deliver(
             await asyncio.sleep(SYNC_INTERVAL_S)
             sync()
 
+    # The batch being read in a worker thread. A thread cannot be cancelled: when the run stops
+    # while one is busy, deliver() waits for it, so nobody closes or reads `feeds` under it.
+    reading: asyncio.Future[Feed | None] | None = None
+
     async def requests() -> AsyncIterator[Request]:
+        nonlocal reading
         registered: set[str] = set()
         while True:
-            feed = await asyncio.to_thread(next, feeds, None)
+            reading = asyncio.ensure_future(asyncio.to_thread(next, feeds, None))
+            feed = await asyncio.shield(reading)
             if feed is None:
                 return
             if feed.fingerprint not in registered:
@@ -251,6 +257,9 @@ async def deliver(
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
+        if reading is not None:
+            # Its result or error was already seen, unless the run stopped while it was busy.
+            await asyncio.gather(reading, return_exceptions=True)
         if options.handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)

@@ -6,6 +6,7 @@ test counts what the server received (its --record file), not what the importer 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
@@ -385,3 +387,42 @@ def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
     assert status.returncode == 0
     assert f"{events}: 29 delivered, 1 failed" in status.stdout
     assert "line 3: 400:" in status.stdout
+
+
+def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) -> None:
+    """A 401 while the next batch is still being built: deliver() returns only after that
+    thread is done, so closing the input afterwards is safe and nothing touches the summary."""
+    from importer.checkpoint import JobIdentity
+    from importer.delivery import DeliveryOptions, Feed, body_frame, deliver
+    from importer.destinations.vero import VERO
+    from importer.mock_server import MockConfig, start_mock_server
+    from importer.report import Summary
+
+    order: list[str] = []
+    frame = pl.DataFrame({"__line": [2], "__body": ['{"identity":{"id":"u"},"event_name":"e"}']})
+
+    def feeds() -> Iterator[Feed]:
+        yield Feed("fp", "in.csv", body_frame(frame, method="POST", path="events/track"))
+        time.sleep(0.3)  # reading and validating the next batch takes a while
+        order.append("batch 2 built")
+        yield Feed("fp", "in.csv", body_frame(frame, method="POST", path="events/track"))
+
+    async def main() -> Summary:
+        mock = await start_mock_server(MockConfig(token=TOKEN, status_script=(401,)))
+        try:
+            return await deliver(
+                batches,
+                identity=JobIdentity("m", "vero", mock.url),
+                destination=VERO,
+                options=DeliveryOptions(endpoint=mock.url, token=TOKEN, state_dir=tmp_path),
+                summary=Summary(),
+            )
+        finally:
+            await mock.close()
+
+    batches = feeds()
+    summary = asyncio.run(main())
+    order.append("deliver returned")
+    batches.close()  # raised "generator already executing" while the thread was still inside
+    assert summary.stopped is not None
+    assert order == ["batch 2 built", "deliver returned"]
