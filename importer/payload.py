@@ -30,13 +30,16 @@ def check_id_prefix(fingerprint: str) -> str:
 def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) -> pl.DataFrame:
     """LINE and BODY (the JSON text of the request body) for every validated row."""
     paths = {c: pl.col(c) for c in valid.columns if not c.startswith("__")}
-    if "extras" in {p.split(".")[0] for p in mapping.action.fields} and CHECK_ID not in paths:
+    if CHECK_ID in mapping.action.fields:
         # Same file content and line give the same id, so a re-sent row is still absorbed by
-        # Vero's deduplication, while two different rows never share one.
-        row_id = pl.lit(check_id_prefix(source.fingerprint) + ":") + pl.col(LINE).cast(pl.String)
-        paths[CHECK_ID] = json_string(row_id)
+        # Vero's deduplication, while two different rows never share one. A mapped check_id
+        # wins where the row has one; an empty one would let Vero merge the row with others.
+        row_id = json_string(
+            pl.lit(check_id_prefix(source.fingerprint) + ":") + pl.col(LINE).cast(pl.String)
+        )
+        paths[CHECK_ID] = pl.coalesce(paths[CHECK_ID], row_id) if CHECK_ID in paths else row_id
         if mapping.dedup_data_key is not None and "data" in paths:
-            paths["data"] = _with_member(paths["data"], mapping.dedup_data_key, json_string(row_id))
+            paths["data"] = _with_member(paths["data"], mapping.dedup_data_key, row_id)
     return valid.select(LINE, _nest(paths).alias(BODY))
 
 

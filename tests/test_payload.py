@@ -71,6 +71,47 @@ def test_dedup_data_key_makes_identical_events_distinct(tmp_path: Path) -> None:
     assert outcome.bodies[2]["data"] == {"product": "shoes", "import_row": rows[2]}
 
 
+def test_a_mapped_check_id_is_kept_and_an_empty_one_is_generated(tmp_path: Path) -> None:
+    header = "user_id,event,occurred_at,ref"
+    rows = [
+        "u1,Logged in,2023-05-30T10:00:00Z,ref-1",
+        "u1,Logged in,2023-05-30T11:00:00Z,",
+        "u1,Logged in,2023-05-30T12:00:00Z,",
+    ]
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "extras.check_id": "ref",
+    }
+    outcome = run_file(write_csv(tmp_path, header, *rows), make_mapping(fields=fields))
+    ids = [body["extras"]["check_id"] for body in outcome.bodies]
+    assert ids[0] == "ref-1"
+    # Without an id of their own, the two logins would be one event to Vero.
+    assert ids[1] != ids[2]
+    assert ids[1].endswith(":3")
+
+
+def test_the_data_key_applies_when_check_id_is_mapped(tmp_path: Path) -> None:
+    header = "user_id,event,occurred_at,ref,product"
+    rows = [
+        "u1,Purchased,2023-05-30T10:00:00Z,r1,shoes",
+        "u1,Purchased,2023-05-30T11:00:00Z,r2,shoes",
+    ]
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "extras.check_id": "ref",
+        "data": "*",
+    }
+    mapping = make_mapping(fields=fields, dedup={"data_key": "import_row"})
+    outcome = run_file(write_csv(tmp_path, header, *rows), mapping)
+    keys = [body["data"]["import_row"] for body in outcome.bodies]
+    assert len(set(keys)) == 2
+    assert [body["extras"]["check_id"] for body in outcome.bodies] == ["r1", "r2"]
+
+
 def dedup_report(path: Path, **changes: object) -> DedupReport:
     mapping = make_mapping(**changes)
     tracker = DedupTracker(mapping)
