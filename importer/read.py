@@ -653,6 +653,21 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_flo
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
+def load_json(text: str) -> Any:
+    """Parse strict JSON: NaN, Infinity and numbers beyond a double are errors, as RFC 8259 says.
+
+    Raises ValueError (json.JSONDecodeError among them) or RecursionError.
+    """
+    return _DECODER.decode(text)
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text that is valid UTF-8: a lone surrogate raises ValueError, not bad bytes."""
+    text = _ENCODER.encode(value)
+    text.encode("utf-8")  # UnicodeEncodeError is a ValueError
+    return text
+
+
 def _json_error(exc: Exception) -> str:
     if isinstance(exc, json.JSONDecodeError):
         if exc.msg.endswith(" at"):  # "Invalid control character at", "... starting at"

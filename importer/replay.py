@@ -7,7 +7,6 @@ they are, with the same engine, limits and checkpoint as a run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from importer.delivery import METHOD, PATH, Feed
 from importer.destinations import Destination
 from importer.errors import InputError
 from importer.payload import BODY
-from importer.read import COLUMN, ERROR, LINE, RAW, RULE, open_input
+from importer.read import COLUMN, ERROR, LINE, RAW, RULE, dump_json, load_json, open_input
 from importer.report import RejectsWriter, Summary
 
 BATCH_LINES = 50_000
@@ -75,8 +74,8 @@ def iter_payload_feeds(
 
 def _parse(text: bytes, calls: set[tuple[str, str]]) -> tuple[str | None, tuple[str, str, str]]:
     try:
-        line = json.loads(text)
-    except ValueError as exc:
+        line = load_json(text.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         return f"line is not valid JSON: {exc}", ("", "", "")
     if not isinstance(line, dict):
         return "line is not a JSON object", ("", "", "")
@@ -92,7 +91,10 @@ def _parse(text: bytes, calls: set[tuple[str, str]]) -> tuple[str | None, tuple[
             "",
             "",
         )
-    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        encoded = dump_json(body)
+    except ValueError:
+        return "body holds a lone UTF-16 surrogate, which is not text", ("", "", "")
     return None, (encoded, str(method), str(call))
 
 

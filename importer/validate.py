@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import polars as pl
 import polars.selectors as cs
 
-from importer.read import COLUMN, ERROR, LINE, RULE, json_string
+from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, json_string, load_json
 from importer.schema import ALL_COLUMNS, Mapping
 
 MAX_CHARS = 255
@@ -375,7 +375,7 @@ def _reencode(texts: pl.Series) -> pl.Series:
         if text is None:
             return None
         try:
-            return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+            return dump_json(load_json(text))
         except (ValueError, RecursionError):
             return None
 

@@ -288,6 +288,30 @@ def test_a_json_text_column_becomes_data_with_types_json(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
+    "cell",
+    [
+        pytest.param('"{""a"": NaN}"', id="nan"),
+        pytest.param('"{""a"": -Infinity}"', id="infinity"),
+        pytest.param('"{""a"": 1e400}"', id="beyond-a-double"),
+        pytest.param('"{""a"": ""\\ud800""}"', id="lone-surrogate"),
+    ],
+)
+def test_a_json_column_is_strict_json(tmp_path: Path, cell: str) -> None:
+    path = write_csv(tmp_path, "user_id,event,occurred_at,props", f"u1,Buy,2023-05-30,{cell}")
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "data": "props",
+    }
+    outcome = run_file(path, make_mapping(fields=fields, types={"props": "json"}))
+    assert outcome.bodies == []
+    [(rule, error)] = outcome.rejects.select("__rule", "__error").rows()
+    assert rule == "type"
+    assert error.endswith("is not valid JSON")
+
+
+@pytest.mark.parametrize(
     ("type_name", "cell", "sent"),
     [
         pytest.param("string", "01234", "01234", id="zip-stays-text"),
