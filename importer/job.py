@@ -21,7 +21,14 @@ from importer.dedup import DedupTracker
 from importer.delivery import DeliveryOptions, DeliveryProgress, Feed, body_frame, deliver
 from importer.destinations import Destination
 from importer.payload import build_bodies, payload_lines
-from importer.read import DEFAULT_BATCH_ROWS, LINE, InputFile, iter_batches, open_input
+from importer.read import (
+    DEFAULT_BATCH_ROWS,
+    LINE,
+    SAMPLE_LINES,
+    InputFile,
+    iter_batches,
+    open_input,
+)
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
 from importer.schema import Mapping
@@ -76,8 +83,9 @@ def open_inputs(options: JobOptions) -> list[InputFile]:
     """Open every input and check the mapping against each CSV header, before any row is read."""
     sources = [open_input(path) for path in options.inputs]
     for source in sources:
-        if source.format != "jsonl" and source.header:
-            options.mapping.check_columns(source.columns, source=source.name)
+        if source.columns:
+            scope = "the file" if source.format != "jsonl" else f"its first {SAMPLE_LINES:,} lines"
+            options.mapping.check_columns(source.columns, source=source.name, scope=scope)
     return sources
 
 
@@ -100,13 +108,8 @@ def iter_valid(
                 continue
             state = FileState()
             progress.begin(source.name, source.records or source.lines)
-            first = True
             rows_before = summary.rows_read
             for batch in iter_batches(source, batch_rows=options.batch_rows):
-                if first and source.format == "jsonl" and batch.frame.width > 1:
-                    keys = [c for c in batch.frame.columns if c != LINE]
-                    options.mapping.check_columns(keys, source=source.name)
-                first = False
                 summary.rows_read += batch.frame.height + batch.rejects.height
                 summary.blank_lines += batch.blank_lines
                 checked = validate_frame(batch.frame, options.mapping, state=state, now=options.now)

@@ -25,7 +25,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +51,7 @@ CHUNK_BYTES = 1 << 20
 # file a known slice at a time: memory stays bounded and each slice's record count is checked.
 CHUNK_RECORDS = 10_000
 DEFAULT_BATCH_ROWS = 100_000
+SAMPLE_LINES = 10_000  # JSONL lines whose keys the mapping is checked against before reading
 EXTRA = "__extra_fields"
 KINDS = ("integer", "number", "boolean")
 # JSON's whitespace; bytes.strip() would also drop VT and FF, which JSON does not allow.
@@ -75,6 +76,7 @@ class InputFile:
 
     `fingerprint` is a hash of the content, so a renamed file keeps its identity and a changed
     one does not. `lines` counts newline-terminated lines (a progress total, not a row count).
+    `columns` are the CSV header's names, or the keys seen on the first SAMPLE_LINES of JSONL.
     """
 
     path: Path
@@ -127,8 +129,10 @@ def open_input(path: Path) -> InputFile:
     facts = InputFile(
         path=path, format=input_format, fingerprint=fingerprint, size=size, lines=lines
     )
-    if input_format == "jsonl" or size == 0:
+    if size == 0:
         return facts
+    if input_format == "jsonl":
+        return replace(facts, columns=_sample_keys(path))
     return _profile_csv(facts)
 
 
@@ -575,6 +579,24 @@ def _iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
                 numbers, texts, blanks = [], [], 0
     if texts or blanks:
         yield _jsonl_batch(source, numbers, texts, blanks)
+
+
+def _sample_keys(path: Path) -> tuple[str, ...]:
+    """The keys of the objects on the first SAMPLE_LINES lines, for checking the mapping early.
+
+    JSONL has no header, and a key may be absent from a line: a mapped key that none of these
+    lines has is much more likely a typo in the mapping than a key that only comes later.
+    """
+    keys: dict[str, None] = {}
+    with path.open("rb") as handle:
+        for raw in islice(handle, SAMPLE_LINES):
+            try:
+                value = _DECODER.decode(raw.decode("utf-8").lstrip("\ufeff"))
+            except (ValueError, RecursionError):
+                continue  # a bad line is a reject later, with its line number
+            if isinstance(value, dict):
+                keys.update(dict.fromkeys(value))
+    return tuple(keys)
 
 
 def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blanks: int) -> Batch:

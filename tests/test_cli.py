@@ -142,6 +142,37 @@ def test_a_missing_file_and_a_missing_column(tmp_path: Path) -> None:
     assert "Hint: the file has: email, event, user_id" in err
 
 
+@pytest.mark.parametrize("batch_rows", ["1", "100000"])
+def test_a_jsonl_key_absent_from_some_lines_is_no_error_whatever_the_batch(
+    tmp_path: Path, batch_rows: str
+) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [
+        {"user_id": "u1", "event": "Logged in", "occurred_at": "2023-05-30T10:00:00Z"},
+        {"user_id": "u2", "email": "b@example.com", "event": "x", "occurred_at": "2023-05-30"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, _, err = invoke("validate", str(path), "--schema", TRACK, "--batch-rows", batch_rows)
+    assert (code, err) == (0, "")
+
+
+def test_a_mapped_key_no_jsonl_line_has_stops_every_input_before_a_row_is_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    line = {"userId": "u1", "email": "a@example.com", "event": "x", "occurred_at": "2023-05-30"}
+    path.write_text(json.dumps(line) + "\n")
+    out_file = tmp_path / "payloads.jsonl"
+    code, _, err = invoke(
+        "run", EVENTS_CSV, str(path), "--schema", TRACK, "--dry-run", "--out", str(out_file)
+    )
+    assert code == 1
+    assert f"Error: {path}: column(s) 'user_id' named in mapping" in err
+    assert "are not in its first 10,000 lines" in err
+    assert "Hint: its first 10,000 lines has: email, event, occurred_at, userId" in err
+    assert not out_file.exists()
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"user_id,email,event,occurred_at\n"], ids=["empty", "header-only"]
 )

@@ -217,8 +217,8 @@ def test_input_facts(tmp_path: Path) -> None:
     assert (one.format, one.size, one.lines, one.records) == ("csv", len(data), 4, 3)
     assert (one.columns, one.header, one.name) == (("a", "b"), ("a", "b"), str(one.path))
     assert one.column_kinds == {"a": "integer", "b": "integer"}
-    jsonl = open_input(write(tmp_path, "in.jsonl", '{"a":1}\n{"a":2}'))
-    assert (jsonl.format, jsonl.lines, jsonl.columns) == ("jsonl", 1, ())
+    jsonl = open_input(write(tmp_path, "in.jsonl", '{"a":1}\nnot json\n{"b":2,"a":3}'))
+    assert (jsonl.format, jsonl.lines, jsonl.columns) == ("jsonl", 2, ("a", "b"))
 
 
 # ---------------------------------------------------------------------------------- CSV types
