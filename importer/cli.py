@@ -21,7 +21,7 @@ from importer.checkpoint import read_status
 from importer.delivery import EMBEDDED, EXIT_INTERRUPTED, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
 from importer.errors import CredentialError, ImporterError
-from importer.job import JobOptions, replay_job, send_job, validate_inputs
+from importer.job import JobOptions, check_outputs, replay_job, send_job, validate_inputs
 from importer.job import dry_run as dry_run_job
 from importer.mock_server import MockConfig, serve
 from importer.read import DEFAULT_BATCH_ROWS
@@ -150,6 +150,7 @@ def validate(
     summary also counts events Vero would drop as duplicates. Exit 3 when any row is rejected.
     """
     try:
+        check_outputs(inputs, {"--rejects": rejects, "--report": report})
         options = JobOptions(
             inputs=inputs,
             mapping=load_mapping(schema_path),
@@ -386,6 +387,10 @@ def run(
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
     try:
+        check_outputs(
+            inputs,
+            {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
+        )
         mapping = load_mapping(schema_path)
         options = JobOptions(
             inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows
@@ -470,6 +475,14 @@ def replay(
             rate=rate,
             max_retries=max_retries,
             timeout=timeout,
+        )
+        check_outputs(
+            [payloads],
+            {
+                "--rejects": rejects,
+                "--report": report,
+                "--dead-letter": delivery.dead_letter_path,
+            },
         )
         summary = asyncio.run(
             replay_job(

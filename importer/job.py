@@ -7,8 +7,9 @@ read -> validate -> rejects file, dedup analysis -> payload bodies.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from importer.checkpoint import JobIdentity
 from importer.dedup import DedupTracker
 from importer.delivery import DeliveryOptions, DeliveryProgress, Feed, body_frame, deliver
 from importer.destinations import Destination
+from importer.errors import MappingError
 from importer.payload import build_bodies, payload_lines
 from importer.read import (
     DEFAULT_BATCH_ROWS,
@@ -77,6 +79,28 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
             raise ValueError("batch_rows must be positive")
+
+
+def check_outputs(inputs: Iterable[Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse an output file (by option name) that is one of the inputs: it would be truncated
+    before it is read, or appended to while it is read."""
+    problems = [
+        f"{option} {output} is also an input of this job"
+        for option, output in outputs.items()
+        if output is not None and any(_same_file(output, path) for path in inputs)
+    ]
+    if problems:
+        hint = "write it somewhere else"
+        if any(problem.startswith("--dead-letter") for problem in problems):
+            hint += "; to replay dead letters, move the file out of --state first"
+        raise MappingError("; ".join(problems) + ": writing it would destroy the input", hint=hint)
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist yet
+        return one.resolve() == other.resolve()
 
 
 def open_inputs(options: JobOptions) -> list[InputFile]:

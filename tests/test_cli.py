@@ -142,6 +142,31 @@ def test_a_missing_file_and_a_missing_column(tmp_path: Path) -> None:
     assert "Hint: the file has: email, event, user_id" in err
 
 
+@pytest.mark.parametrize("option", ["--rejects", "--report", "--out"])
+def test_an_output_that_is_an_input_is_refused_before_it_is_touched(
+    tmp_path: Path, option: str
+) -> None:
+    path = tmp_path / "events.jsonl"
+    original = (ROOT / "samples" / "events.jsonl").read_bytes()
+    path.write_bytes(original)
+    code, _, err = invoke("run", str(path), "--schema", TRACK, "--dry-run", option, str(path))
+    assert code == 1
+    assert f"Error: {option} {path} is also an input of this job" in err
+    assert "Hint: write it somewhere else\n" in err
+    assert path.read_bytes() == original
+
+
+def test_replaying_dead_letters_into_the_same_file_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    letters = state / "dead-letters.jsonl"
+    letters.write_text('{"method":"POST","path":"events/track","body":{}}\n')
+    code, _, err = invoke("replay", str(letters), "--endpoint", "embedded", "--state", str(state))
+    assert code == 1
+    assert f"--dead-letter {letters} is also an input of this job" in err
+    assert "move the file out of --state first" in err
+
+
 @pytest.mark.parametrize("batch_rows", ["1", "100000"])
 def test_a_jsonl_key_absent_from_some_lines_is_no_error_whatever_the_batch(
     tmp_path: Path, batch_rows: str
