@@ -40,6 +40,7 @@ NUMBER_RE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$"
 TRUE_WORDS = ["true", "yes", "1"]
 FALSE_WORDS = ["false", "no", "0"]
 
+IDENTITY_PATHS = frozenset({"id", "email", "identity.id", "identity.email"})
 STRING_PATHS = frozenset(
     {
         "id",
@@ -122,7 +123,10 @@ def validate_frame(
         value = pl.col(column)
         if payload_path in STRING_PATHS:
             checks.extend(_string_rules(payload_path, column))
-            outputs[payload_path] = json_string(pl.col(text_of(column)))
+            text = pl.col(text_of(column))
+            if payload_path in IDENTITY_PATHS:
+                text = _present(text)  # "" or "  " identifies nobody: leave it out
+            outputs[payload_path] = json_string(text)
         elif payload_path in mapping.action.object_fields:
             checks.append(_Rule("data_object", column, _object_message(value, payload_path)))
             outputs[payload_path] = value
@@ -134,7 +138,7 @@ def validate_frame(
     if data_path is not None:
         outputs[data_path] = _data_object(mapping, data_path, columns)
     identity = [p for p in ("identity.id", "id", "identity.email", "email") if p in mapping.fields]
-    user = pl.coalesce([pl.col(text_of(mapping.fields[p])) for p in identity])
+    user = pl.coalesce([_present(pl.col(text_of(mapping.fields[p]))) for p in identity])
     event = (
         pl.col(text_of(mapping.fields["event_name"])) if "event_name" in mapping.fields else None
     )
@@ -167,6 +171,11 @@ def validate_frame(
         (event if event is not None else nothing).alias(EVENT),
     )
     return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+
+
+def _present(text: pl.Expr) -> pl.Expr:
+    """The text where it has a character other than white space, else null."""
+    return pl.when(text.str.strip_chars() != "").then(text)
 
 
 def _when(message: pl.Expr, value: pl.Expr) -> pl.Expr:

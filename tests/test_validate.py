@@ -376,3 +376,19 @@ def test_data_sub_paths_and_star_merge(tmp_path: Path) -> None:
     }
     outcome = run_file(path, make_mapping(fields=fields))
     assert outcome.bodies[0]["data"] == {"qty": 2, "product_sku": "A1"}
+
+
+def test_a_blank_id_beside_an_email_is_left_out(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "user_id,email,event,occurred_at",
+        '"",a@example.com,Logged in,2023-05-30',
+        '"  ",b@example.com,Logged in,2023-05-30',
+    )
+    outcome = run_file(path, make_mapping())
+    assert [body["identity"] for body in outcome.bodies] == [
+        {"email": "a@example.com"},
+        {"email": "b@example.com"},
+    ]
+    # Two users, not one user called "": the dedup key must tell them apart.
+    assert outcome.valid["__user"].to_list() == ["a@example.com", "b@example.com"]
