@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -70,7 +70,7 @@ def _progress(quiet: bool) -> BarProgress:
     return BarProgress(enabled=not quiet and sys.stderr.isatty())
 
 
-def _fail(exc: ImporterError) -> None:
+def _fail(exc: ImporterError) -> NoReturn:
     click.echo(f"Error: {exc}", err=True)
     if exc.hint:
         click.echo(f"Hint: {exc.hint}", err=True)
@@ -163,18 +163,23 @@ def validate(
     _finish(summary, report=report, quiet=quiet)
 
 
+def _read_token_file(path: Path) -> str:
+    """The token in `path`, without surrounding white space; its text never enters a message."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CredentialError(f"token file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CredentialError(f"token file {path} is not UTF-8 text") from None
+    if not token:
+        raise CredentialError(f"token file {path} is empty")
+    return token
+
+
 def _token(destination: Destination, token_file: Path | None, endpoint: str) -> str | None:
     """The token from --token-file or the environment; never from an argument."""
     if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CredentialError(
-                f"token file {token_file} cannot be read: {exc.strerror}"
-            ) from None
-        if not token:
-            raise CredentialError(f"token file {token_file} is empty")
-        return token
+        return _read_token_file(token_file)
     token = os.environ.get(destination.token_env, "").strip()
     if token:
         return token
@@ -589,10 +594,13 @@ def mock_server(
     It checks the token (auth_token in the body or query) and Vero's documented rules, flags
     events Vero would drop as duplicates, and injects faults on request.
     """
-    if token_file is not None:
-        token = token_file.read_text(encoding="utf-8").strip()
-    else:
-        token = os.environ.get("VERO_AUTH_TOKEN") or "test-token"
+    try:
+        if token_file is not None:
+            token = _read_token_file(token_file)
+        else:
+            token = os.environ.get("VERO_AUTH_TOKEN") or "test-token"
+    except ImporterError as exc:
+        _fail(exc)
     try:
         script = tuple(int(s) for s in status_script.split(",") if s.strip())
     except ValueError:

@@ -214,3 +214,19 @@ def test_usage_errors_exit_2() -> None:
     code, _, err = invoke("validate", EVENTS_CSV)
     assert code == 2
     assert "Missing option '--schema'" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"", "is empty", id="empty"),
+        pytest.param(b"\xff\xfe\x00t", "is not UTF-8 text", id="not-utf8"),
+    ],
+)
+def test_a_bad_token_file_is_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    code, out, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--token-file", str(token), "--state", str(tmp_path)
+    )
+    assert (code, out, err) == (1, "", f"Error: token file {token} {message}\n")
