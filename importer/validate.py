@@ -316,7 +316,7 @@ def _data_object(mapping: Mapping, data_path: str, columns: list[str]) -> pl.Exp
     return (
         pl.when(base.is_null() | (base == "{}"))
         .then(body)
-        .when(extra == "")
+        .when(body.is_null() | (extra == ""))
         .then(base)
         .otherwise(base.str.strip_suffix("}") + pl.lit(",") + extra + pl.lit("}"))
     )

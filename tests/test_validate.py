@@ -392,3 +392,26 @@ def test_a_blank_id_beside_an_email_is_left_out(tmp_path: Path) -> None:
     ]
     # Two users, not one user called "": the dedup key must tell them apart.
     assert outcome.valid["__user"].to_list() == ["a@example.com", "b@example.com"]
+
+
+def test_a_data_column_survives_an_empty_data_key_column(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "user_id,event,occurred_at,props,extra",
+        'u1,Buy,2023-05-30,"{""a"": 1}",',
+        'u1,Buy,2023-05-30,"{""a"": 1}",x',
+        "u1,Buy,2023-05-30,,x",
+    )
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "data": "props",
+        "data.extra": "extra",
+    }
+    outcome = run_file(path, make_mapping(fields=fields, types={"props": "json"}))
+    assert [body.get("data") for body in outcome.bodies] == [
+        {"a": 1},
+        {"a": 1, "extra": "x"},
+        {"extra": "x"},
+    ]
