@@ -299,6 +299,12 @@ def _check_records(
         lengths: Counter[int] = Counter()
         try:
             header = next(rows, [])
+            if not header and next(rows, None) is not None:
+                raise InputError(
+                    f"{path}, line 1: the first line is blank, but the header (the column "
+                    "names) must be on line 1",
+                    hint="remove the blank line(s) before the header",
+                )
             offsets = [tell()]
             records = 0
             while True:

@@ -198,6 +198,17 @@ def test_a_mapped_key_no_jsonl_line_has_stops_every_input_before_a_row_is_read(
     assert not out_file.exists()
 
 
+@pytest.mark.parametrize("blank", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_a_blank_line_before_the_header_is_an_error_not_an_empty_night(
+    tmp_path: Path, blank: bytes
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(blank + (ROOT / "samples" / "events.csv").read_bytes())
+    code, out, err = invoke("validate", str(path), "--schema", TRACK)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"Error: {path}, line 1: the first line is blank, but the header")
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"user_id,email,event,occurred_at\n"], ids=["empty", "header-only"]
 )
