@@ -213,9 +213,12 @@ class RejectsWriter:
                 pl.coalesce(_as_text(pl.col(c)), pl.col(c).replace("null", None))
                 for c in row_columns
             ]
-            members = [(c, json_string(cell)) for c, cell in zip(row_columns, cells, strict=True)]
+            values = [json_string(cell) for cell in cells]
         else:
-            members = [(c, pl.col(c)) for c in row_columns]
+            values = [pl.col(c) for c in row_columns]
+        # Every column, empty ones too: a fixed rejects file must still fit the mapping.
+        null = pl.lit("null")
+        members = [(c, v.fill_null(null)) for c, v in zip(row_columns, values, strict=True)]
         meta = [
             ("_file", pl.lit(json.dumps(source, ensure_ascii=False))),
             ("_line", pl.col(LINE).cast(pl.String)),

@@ -87,6 +87,33 @@ def test_rejects_csv_can_be_fixed_and_imported_again(tmp_path: Path) -> None:
     assert not any(key.startswith("_") for body in bodies for key in body["data"])
 
 
+@pytest.mark.parametrize("ending", [".csv", ".jsonl"])
+def test_rejects_keep_every_column_even_where_every_cell_is_empty(
+    tmp_path: Path, ending: str
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,email,event,occurred_at,plan\nu1,,Buy,2999-01-01T00:00:00Z,\n")
+    rejects = tmp_path / f"rejects{ending}"
+    code, _, _ = invoke("validate", str(path), "--schema", TRACK, "--rejects", str(rejects))
+    assert code == 3
+    meta = ["_file", "_line", "_rule", "_error"]
+    if ending == ".csv":
+        text = rejects.read_text()
+        assert text.splitlines()[0] == ",".join(
+            [*meta, "user_id", "email", "event", "occurred_at", "plan"]
+        )
+        fixed = tmp_path / "fixed.csv"
+        fixed.write_text(text.replace("2999", "2023"))
+    else:
+        [row] = [json.loads(line) for line in rejects.read_text().splitlines()]
+        assert list(row) == [*meta, "user_id", "email", "event", "occurred_at", "plan"]
+        assert row["email"] is None
+        fixed = tmp_path / "fixed.jsonl"
+        fixed.write_text(json.dumps({**row, "occurred_at": "2023-01-01T00:00:00Z"}) + "\n")
+    code, _, err = invoke("validate", str(fixed), "--schema", TRACK)
+    assert (code, err) == (0, "")
+
+
 def test_dry_run_writes_payloads_without_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
