@@ -28,7 +28,8 @@ IDENTITY_PATHS = {
     "track": ("identity.id", "identity.email"),
     "identify": ("id", "email"),
 }
-REQUIRED_PATHS = {"track": ("event_name",), "identify": ()}
+# Without extras.created_at Vero stamps every event with the time it arrives: history is lost.
+REQUIRED_PATHS = {"track": ("event_name", "extras.created_at"), "identify": ()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +156,11 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             problems.append("dedup.data_key must be a non-empty string")
         elif isinstance(value, str):
             data_key = value
-            if action is not None and "data" not in action.object_fields:
-                problems.append(f"dedup.data_key needs an action with data, not {action.name!r}")
+            if action is not None and "event_name" not in action.fields:
+                problems.append(
+                    f"dedup.data_key only applies to track: Vero never drops {action.name} "
+                    "calls as duplicates"
+                )
 
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
@@ -193,12 +197,23 @@ def _string_table(raw: dict[str, object], name: str, problems: list[str]) -> dic
         problems.append(f"[{name}] must be a table")
         return {}
     result: dict[str, str] = {}
-    for key, value in table.items():
+    for key, value in _dotted(table).items():
         if not isinstance(value, str) or not value:
             problems.append(f"{name}.{key!r} must be a column name (a non-empty string)")
         else:
             result[key] = value
     return result
+
+
+def _dotted(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested tables as dotted keys: TOML reads an unquoted `identity.id = ...` as a table."""
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _check_fields(action: Action, fields: dict[str, str]) -> list[str]:

@@ -51,6 +51,16 @@ def test_presets_load(preset: Path) -> None:
             id="no-event-name",
         ),
         pytest.param(
+            {"fields": {k: v for k, v in TRACK["fields"].items() if k != "extras.created_at"}},
+            "fields.'extras.created_at' is required for track",
+            id="no-event-time",
+        ),
+        pytest.param(
+            {"action": "identify", "fields": {"id": "user_id"}, "dedup": {"data_key": "row"}},
+            "dedup.data_key only applies to track",
+            id="data-key-on-identify",
+        ),
+        pytest.param(
             {"types": {"zip": "zipcode"}}, "types.zip = 'zipcode' is not a type", id="type"
         ),
         pytest.param(
@@ -101,3 +111,17 @@ def test_a_mapped_column_missing_from_the_file_names_mapping_and_key() -> None:
 def test_the_fingerprint_follows_meaning_not_formatting() -> None:
     assert make_mapping().fingerprint == make_mapping(timezone="UTC").fingerprint
     assert make_mapping().fingerprint != make_mapping(timezone="Europe/Berlin").fingerprint
+
+
+def test_unquoted_dotted_keys_mean_the_same_paths(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    path.write_text(
+        'destination = "vero"\naction = "track"\n[fields]\nidentity.id = "user_id"\n'
+        'event_name = "event"\nextras.created_at = "occurred_at"\ndata.plan = "plan"\n'
+    )
+    assert load_mapping(path).fields == {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "data.plan": "plan",
+    }
