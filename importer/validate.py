@@ -105,12 +105,20 @@ def validate_frame(
         *[_as_text(pl.col(c)).alias(text_of(c)) for c in named],
         *[_kind(pl.col(c)).alias(kind_of(c)) for c in named],
     )
-    time_columns = {c for c, t in mapping.types.items() if t == "timestamp"}
-    time_columns |= {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
+    # The event time may never be empty (it would be sent as "now"); other times may.
+    required_times = {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
+    time_columns = required_times | {c for c, t in mapping.types.items() if t == "timestamp"}
     naive: list[pl.Expr] = []
     for column in sorted(time_columns):
         unit = _epoch_unit(work, column, state)
-        work = _parse_times(work, column, timezone=mapping.timezone, unit=unit, now=now)
+        work = _parse_times(
+            work,
+            column,
+            timezone=mapping.timezone,
+            unit=unit,
+            now=now,
+            required=column in required_times,
+        )
         naive.append(pl.col(naive_of(column)))
         rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
 
@@ -395,7 +403,8 @@ def _reencode(texts: pl.Series) -> pl.Series:
 
 
 def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
-    """Seconds or milliseconds for the epoch values of `column`, decided once per file."""
+    """Seconds or milliseconds for the epoch values of `column`, decided once per file by its
+    first epoch value, so the verdict does not depend on how the file is cut into batches."""
     if column in state.epoch_units:
         return state.epoch_units[column]
     numbers = frame.select(
@@ -405,13 +414,19 @@ def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
     ).to_series()
     if numbers.len() == 0:
         return "s"
-    unit = "ms" if (numbers.abs() >= MS_THRESHOLD).mean() >= 0.5 else "s"  # type: ignore[operator]
+    unit = "ms" if abs(numbers[0]) >= MS_THRESHOLD else "s"
     state.epoch_units[column] = unit
     return unit
 
 
 def _parse_times(
-    work: pl.DataFrame, column: str, *, timezone: str, unit: str, now: datetime
+    work: pl.DataFrame,
+    column: str,
+    *,
+    timezone: str,
+    unit: str,
+    now: datetime,
+    required: bool,
 ) -> pl.DataFrame:
     """Replace `column` with Vero's UTC text; add `naive_of(column)` and `time_message_of(column)`.
 
@@ -483,11 +498,23 @@ def _parse_times(
         pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
         .then(pl.format("{} is not a time", pl.col(column)))
         .when(text.is_null() | (text == ""))
-        .then(pl.lit("time is empty; a row without its time is not sent as 'now'"))
+        .then(
+            pl.lit("time is empty; a row without its time is not sent as 'now'")
+            if required
+            else pl.lit(None, pl.String)
+        )
+        .when(is_epoch & text.str.contains(r"^\d{8}$"))
+        .then(
+            pl.format(
+                "{} is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "
+                "write dates as YYYY-MM-DD",
+                text,
+            )
+        )
         .when(wrong_unit)
         .then(
             pl.format(
-                "epoch {} does not look like {} as the rest of the column does",
+                "epoch {} does not look like {} as the column's first epoch value does",
                 text,
                 pl.lit("milliseconds" if unit == "ms" else "seconds"),
             )

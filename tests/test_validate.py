@@ -97,18 +97,47 @@ def test_a_naive_time_in_a_daylight_saving_gap_is_rejected(tmp_path: Path) -> No
     ]
 
 
-def test_epoch_unit_is_decided_per_column_and_a_mixed_value_is_rejected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
+def test_epoch_unit_is_decided_by_the_first_value_whatever_the_batches(
+    tmp_path: Path, batch_rows: int
+) -> None:
     path = write_csv(
         tmp_path,
         HEADER,
-        "u1,a@example.com,Login,1685421991000",
+        "u1,a@example.com,Login,1685421991",
         "u1,a@example.com,Login,1685421992000",
-        "u1,a@example.com,Login,1685421993",
+        "u1,a@example.com,Login,1685421993000",
+        "u1,a@example.com,Login,1685421994",
     )
-    outcome = run_file(path, make_mapping())
-    assert len(outcome.bodies) == 2
+    outcome = run_file(path, make_mapping(), batch_rows=batch_rows)
+    assert outcome.lines == [2, 5]
     assert outcome.rejects["__error"].to_list() == [
-        "epoch 1685421993 does not look like milliseconds as the rest of the column does"
+        f"epoch {n} does not look like seconds as the column's first epoch value does"
+        for n in (1685421992000, 1685421993000)
+    ]
+
+
+def test_a_compact_date_is_not_taken_for_epoch_seconds(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, HEADER, "u1,a@example.com,Login,20230101")
+    outcome = run_file(path, make_mapping())
+    assert outcome.bodies == []
+    assert outcome.rejects["__error"].to_list() == [
+        "20230101 is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "
+        "write dates as YYYY-MM-DD"
+    ]
+
+
+def test_an_empty_optional_timestamp_is_no_value_not_a_reject(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "user_id,event,occurred_at,renewed_at",
+        "u1,Renew,2023-05-30T10:00:00Z,",
+        "u1,Renew,2023-05-30T10:00:00Z,2023-05-30 12:00",
+    )
+    outcome = run_file(path, make_mapping(types={"renewed_at": "timestamp"}))
+    assert [body.get("data") for body in outcome.bodies] == [
+        None,
+        {"renewed_at": "2023-05-30T12:00:00+0000"},
     ]
 
 
