@@ -64,6 +64,10 @@ JSON_KINDS: dict[type, str] = {
     float: "number",
 }
 
+# Python's csv refuses fields over 128 KiB by default and calls it a quoting error; a long
+# description or an embedded JSON document is still a field. Polars has no such limit.
+csv.field_size_limit(1 << 30)
+
 _INT_RE = r"^-?(?:0|[1-9][0-9]*)$"
 _NUMBER_RE = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 # \uD800-\uDFFF: a high or a low surrogate, either of which may stand alone.

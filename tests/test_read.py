@@ -1088,3 +1088,10 @@ def test_naughty_strings_survive_jsonl(
     assert [cell["value"].encode() for cell in result.cells] == [
         json.dumps(value, ensure_ascii=False).encode() for value in naughty
     ]
+
+
+def test_a_field_longer_than_pythons_csv_limit_is_read(tmp_path: Path) -> None:
+    long = "x" * 200_000
+    path = write(tmp_path, "long.csv", f'a,b\n1,"{long}"\n2,short\n')
+    [batch] = iter_batches(open_input(path))
+    assert batch.frame["b"].to_list() == [f'"{long}"', '"short"']
