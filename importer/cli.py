@@ -77,11 +77,20 @@ def _fail(exc: ImporterError) -> NoReturn:
     sys.exit(EXIT_FATAL)
 
 
-def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
-    if report is not None:
+def _write_report(report: Path | None, summary: Summary) -> None:
+    """Write --report after the summary was printed, so a bad path loses nothing else."""
+    if report is None:
+        return
+    try:
         write_report(report, summary)
+    except ImporterError as exc:
+        _fail(exc)
+
+
+def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     if not quiet:
         click.echo(format_summary(summary))
+    _write_report(report, summary)
     problems = summary.rows_rejected or summary.rows_failed or summary.stopped
     sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
 
@@ -319,10 +328,9 @@ def _delivery_options(
 
 
 def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
-    if report is not None:
-        write_report(report, summary)
     if not quiet or summary.stopped:
         click.echo(format_summary(summary))
+    _write_report(report, summary)
     if summary.stopped:
         click.echo(f"Error: {summary.stopped}", err=True)
         sys.exit(EXIT_FATAL)

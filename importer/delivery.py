@@ -30,7 +30,7 @@ from importer.mock_server import MockConfig, MockState, embedded_mock
 from importer.model import Request, Result
 from importer.payload import BODY
 from importer.read import LINE
-from importer.report import Summary
+from importer.report import Summary, open_output
 from importer.send import SendOptions, send_all
 
 EMBEDDED = "embedded"
@@ -96,8 +96,7 @@ class DeadLetters:
     def write(self, result: Result) -> None:
         """Append one undeliverable request (its body has no credential in it)."""
         if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("ab")
+            self._handle = open_output(self.path, "ab")
         request = result.request
         head = json.dumps({"method": request.method, "path": request.path}, separators=(",", ":"))
         tail = json.dumps(

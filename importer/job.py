@@ -32,7 +32,7 @@ from importer.read import (
     open_input,
 )
 from importer.replay import iter_payload_feeds
-from importer.report import RejectsWriter, Summary
+from importer.report import RejectsWriter, Summary, open_output
 from importer.schema import Mapping
 from importer.validate import FileState, validate_frame
 
@@ -175,7 +175,7 @@ def dry_run(
     summary = Summary(dry_run=True)
     dedup = DedupTracker(options.mapping)
     sources = open_inputs(options)
-    handle = out.open("w", encoding="utf-8") if out is not None else None
+    handle = open_output(out, "w") if out is not None else None
     try:
         for source, valid in iter_valid(
             options, sources, summary, dedup=dedup, progress=progress or NoProgress()

@@ -19,6 +19,7 @@ from typing import IO, Any
 import polars as pl
 
 from importer.dedup import DedupReport
+from importer.errors import MappingError
 from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE, json_string
 from importer.validate import _as_text, json_object
 
@@ -97,6 +98,18 @@ class Summary:
         return report
 
 
+def open_output(path: Path, mode: str, *, shown: Path | None = None) -> IO[Any]:
+    """Open a file the user asked for (`shown`, when `path` is a temporary one beside it),
+    creating its folder; one that cannot be written is a MappingError, not a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "b" in mode:
+            return path.open(mode)
+        return path.open(mode, encoding="utf-8")
+    except OSError as exc:
+        raise MappingError(f"cannot write {shown or path}: {exc.strerror or exc}") from None
+
+
 def write_report(path: Path, summary: Summary) -> None:
     """Write the JSON report atomically, so a reader never sees half of one."""
     write_atomic(path, json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n")
@@ -104,8 +117,11 @@ def write_report(path: Path, summary: Summary) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` through a synced temporary file beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise MappingError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -195,10 +211,9 @@ class RejectsWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._csv = path.suffix.lower() in (".csv", ".tsv")
-        path.parent.mkdir(parents=True, exist_ok=True)
         target = path.with_name(f".{path.name}.spool") if self._csv else path
         self._spool_path = target
-        self._handle: IO[str] = target.open("w", encoding="utf-8")
+        self._handle: IO[str] = open_output(target, "w", shown=path)
 
     def write(self, rejects: pl.DataFrame, *, source: str) -> None:
         """Append a batch's rejects (LINE, RULE, COLUMN, ERROR, then the row's JSON text cells)."""

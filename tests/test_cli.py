@@ -268,3 +268,23 @@ def test_a_bad_token_file_is_one_clear_error(tmp_path: Path, content: bytes, mes
         "run", EVENTS_CSV, "--schema", TRACK, "--token-file", str(token), "--state", str(tmp_path)
     )
     assert (code, out, err) == (1, "", f"Error: token file {token} {message}\n")
+
+
+@pytest.mark.parametrize("option", ["--out", "--rejects", "--report"])
+def test_an_output_that_cannot_be_written_is_one_clear_error(tmp_path: Path, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "out.jsonl"  # a folder inside a file cannot exist
+    code, _, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--dry-run", "--quiet", option, str(target)
+    )
+    assert code == 1
+    assert err.startswith(f"Error: cannot write {target}: ")
+    assert err.count("\n") == 1
+
+
+def test_outputs_in_folders_that_do_not_exist_yet_are_created(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder" / "payloads.jsonl"
+    code, _, err = invoke("run", EVENTS_CSV, "--schema", TRACK, "--dry-run", "--out", str(out))
+    assert code == 3, err
+    assert len(out.read_text().splitlines()) == 395
