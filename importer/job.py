@@ -29,6 +29,7 @@ from importer.read import (
     SAMPLE_LINES,
     InputFile,
     iter_batches,
+    jsonl_keys,
     open_input,
 )
 from importer.replay import iter_payload_feeds
@@ -107,9 +108,17 @@ def open_inputs(options: JobOptions) -> list[InputFile]:
     """Open every input and check the mapping against each CSV header, before any row is read."""
     sources = [open_input(path) for path in options.inputs]
     for source in sources:
-        if source.columns:
-            scope = "the file" if source.format != "jsonl" else f"its first {SAMPLE_LINES:,} lines"
-            options.mapping.check_columns(source.columns, source=source.name, scope=scope)
+        if not source.columns:
+            continue
+        if source.format != "jsonl" or source.lines < SAMPLE_LINES:
+            options.mapping.check_columns(source.columns, source=source.name)
+            continue
+        try:
+            options.mapping.check_columns(source.columns, source=source.name)
+        except MappingError:
+            # JSONL has no header: a key the first lines lack may still come later. Only then
+            # is the whole file read for its keys.
+            options.mapping.check_columns(jsonl_keys(source.path), source=source.name)
     return sources
 
 

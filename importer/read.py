@@ -136,7 +136,7 @@ def open_input(path: Path) -> InputFile:
     if size == 0:
         return facts
     if input_format == "jsonl":
-        return replace(facts, columns=_sample_keys(path))
+        return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
     return _profile_csv(facts)
 
 
@@ -591,22 +591,19 @@ def _iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
         yield _jsonl_batch(source, numbers, texts, blanks)
 
 
-def _sample_keys(path: Path) -> tuple[str, ...]:
-    """The keys of the objects on the first SAMPLE_LINES lines, for checking the mapping early.
-
-    JSONL has no header, and a key may be absent from a line: a mapped key that none of these
-    lines has is much more likely a typo in the mapping than a key that only comes later.
-    """
+def jsonl_keys(path: Path, *, limit: int | None = None) -> tuple[str, ...]:
+    """The keys of the objects on the first `limit` lines (all lines: None), in first-seen order,
+    without a rejects file's own columns; for checking a mapping before any row is read."""
     keys: dict[str, None] = {}
     with path.open("rb") as handle:
-        for raw in islice(handle, SAMPLE_LINES):
+        for raw in islice(handle, limit):
             try:
                 value = _DECODER.decode(raw.decode("utf-8").lstrip("\ufeff"))
             except (ValueError, RecursionError):
                 continue  # a bad line is a reject later, with its line number
             if isinstance(value, dict):
                 keys.update(dict.fromkeys(value))
-    return tuple(keys)
+    return tuple(_without_meta(list(keys)))
 
 
 def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blanks: int) -> Batch:

@@ -61,19 +61,16 @@ class Mapping:
         """The payload path that takes every unmapped column, if any."""
         return next((p for p, column in self.fields.items() if column == ALL_COLUMNS), None)
 
-    def check_columns(
-        self, columns: Iterable[str], *, source: str, scope: str = "the file"
-    ) -> None:
-        """Raise when a column the mapping names is not among `columns`, found in `scope` of the
-        input `source`."""
+    def check_columns(self, columns: Iterable[str], *, source: str) -> None:
+        """Raise when a column the mapping names is not among `columns` of the input `source`."""
         present = set(columns)
         missing = [column for column in self.source_columns if column not in present]
         if missing:
             where = ", ".join(f"{_key_of(self, column)} = {column!r}" for column in missing)
             raise MappingError(
                 f"{source}: column(s) {', '.join(map(repr, missing))} named in mapping "
-                f"{self.path} ({where}) are not in {scope}",
-                hint=f"{scope} has: {', '.join(sorted(present)) or '(no columns)'}",
+                f"{self.path} ({where}) are not in the file",
+                hint=f"the file has: {', '.join(sorted(present)) or '(no columns)'}",
             )
 
 
