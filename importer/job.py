@@ -104,12 +104,26 @@ def _same_file(one: Path, other: Path) -> bool:
         return one.resolve() == other.resolve()
 
 
+def _check_data_key(mapping: Mapping, source: InputFile) -> None:
+    """Refuse a [dedup] data_key that data already gets from the input: one key, two values."""
+    key = mapping.dedup_data_key
+    if key is None:
+        return
+    from_star = mapping.star_path == "data" and key in source.columns
+    if from_star or f"data.{key}" in mapping.fields:
+        raise MappingError(
+            f"mapping {mapping.path}: dedup.data_key {key!r} is also a key of data "
+            f"(from {source.name}); choose a name the data does not use"
+        )
+
+
 def open_inputs(options: JobOptions) -> list[InputFile]:
     """Open every input and check the mapping against each CSV header, before any row is read."""
     sources = [open_input(path) for path in options.inputs]
     for source in sources:
         if not source.columns:
             continue
+        _check_data_key(options.mapping, source)
         if source.format != "jsonl" or source.lines < SAMPLE_LINES:
             options.mapping.check_columns(source.columns, source=source.name)
             continue

@@ -304,11 +304,15 @@ def _data_object(mapping: Mapping, data_path: str, columns: list[str]) -> pl.Exp
     Null cells are left out: an empty CSV cell or an absent JSONL key is no value, not a null.
     """
     named = {c for c in mapping.fields.values() if c != ALL_COLUMNS}
+    prefix = f"{data_path}."
+    keyed = [(p[len(prefix) :], c) for p, c in mapping.fields.items() if p.startswith(prefix)]
     members: list[tuple[str, str]] = []
     if mapping.fields.get(data_path) == ALL_COLUMNS:
-        members += [(c, c) for c in columns if c not in named]
-    prefix = f"{data_path}."
-    members += [(p[len(prefix) :], c) for p, c in mapping.fields.items() if p.startswith(prefix)]
+        # A key named in the mapping wins over a column of the same name: a JSON object with
+        # one key twice means whatever the receiver's parser makes of it.
+        taken = named | {key for key, _ in keyed}
+        members += [(c, c) for c in columns if c not in taken]
+    members += keyed
     base = (
         pl.col(mapping.fields[data_path])
         if mapping.fields.get(data_path, ALL_COLUMNS) != ALL_COLUMNS

@@ -297,3 +297,13 @@ def test_a_jsonl_key_first_seen_after_the_sampled_lines_is_no_error(tmp_path: Pa
     path.write_text((json.dumps(line) + "\n") * 10_001 + json.dumps(late) + "\n")
     code, _, err = invoke("validate", str(path), "--schema", TRACK, "--quiet")
     assert (code, err) == (0, "")
+
+
+def test_a_data_key_that_is_a_column_is_refused(tmp_path: Path) -> None:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        (ROOT / "schemas" / "vero-track.toml").read_text() + '\n[dedup]\ndata_key = "product"\n'
+    )
+    code, _, err = invoke("validate", EVENTS_CSV, "--schema", str(mapping))
+    assert code == 1
+    assert f"Error: mapping {mapping}: dedup.data_key 'product' is also a key of data" in err

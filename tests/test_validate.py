@@ -444,3 +444,17 @@ def test_a_data_column_survives_an_empty_data_key_column(tmp_path: Path) -> None
         {"a": 1, "extra": "x"},
         {"extra": "x"},
     ]
+
+
+def test_a_data_key_named_in_the_mapping_wins_over_a_column_of_that_name(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "user_id,event,occurred_at,p,x", "u1,Buy,2023-05-30,1,2")
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "occurred_at",
+        "data": "*",
+        "data.p": "x",
+    }
+    outcome = run_file(path, make_mapping(fields=fields))
+    # The text, not a parsed dict: json.loads keeps the last of two equal keys silently.
+    assert outcome.valid["data"].to_list() == ['{"p":2}']
