@@ -138,6 +138,9 @@ def validate_frame(
         elif payload_path in mapping.action.object_fields:
             checks.append(_Rule("data_object", column, _object_message(value, payload_path)))
             outputs[payload_path] = value
+        elif payload_path == "channels":
+            checks.append(_Rule("channels", column, _channels_message(value)))
+            outputs[payload_path] = value
         else:
             outputs[payload_path] = value
     checks.extend(_identity_rules(mapping))
@@ -294,6 +297,19 @@ def _object_message(value: pl.Expr, payload_path: str) -> pl.Expr:
             '[types] <column> = "json")',
             pl.lit(payload_path),
             kind,
+        )
+    )
+
+
+def _channels_message(value: pl.Expr) -> pl.Expr:
+    """Vero's channels: an array of device objects ({"type", "address", "platform"})."""
+    objects = value.str.contains(r"^\[\s*(?:\]|\{)")
+    return pl.when(value.is_not_null() & (value != "null") & ~objects).then(
+        pl.format(
+            "channels must be a JSON array of objects such as "
+            '[{{"type": "push", "address": "...", "platform": "ios"}}], not {} (a text column '
+            'holding JSON needs [types] <column> = "json")',
+            value,
         )
     )
 

@@ -458,3 +458,20 @@ def test_a_data_key_named_in_the_mapping_wins_over_a_column_of_that_name(tmp_pat
     outcome = run_file(path, make_mapping(fields=fields))
     # The text, not a parsed dict: json.loads keeps the last of two equal keys silently.
     assert outcome.valid["data"].to_list() == ['{"p":2}']
+
+
+def test_channels_must_be_an_array_of_objects(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "user_id,ch",
+        'u1,"[{""type"": ""push"", ""address"": ""tok"", ""platform"": ""ios""}]"',
+        "u2,hello",
+        'u3,"[1, 2]"',
+        "u4,",
+    )
+    fields = {"id": "user_id", "channels": "ch"}
+    mapping = make_mapping(IDENTIFY, fields=fields, types={"ch": "json"})
+    outcome = run_file(path, mapping)
+    assert [body["id"] for body in outcome.bodies] == ["u1", "u4"]
+    assert outcome.bodies[0]["channels"] == [{"type": "push", "address": "tok", "platform": "ios"}]
+    assert outcome.rejects["__rule"].to_list() == ["type", "channels"]
