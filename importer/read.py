@@ -24,7 +24,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -41,8 +41,21 @@ COLUMN = "__column"
 RAW = "_raw"
 # A rejects file carries these before the row's own columns; reading it again drops them.
 REJECT_META = ("_file", "_line", "_rule", "_error")
-# The importer's own columns sit next to the input's, so an input may not use their names.
-RESERVED = frozenset({LINE, RULE, ERROR, COLUMN})
+# The importer's own columns sit next to the input's in read.py and validate.py, so an input
+# column may not start like one of them (Mongo's "__v" is fine).
+INTERNAL_PREFIXES = (
+    LINE,
+    RULE,
+    ERROR,
+    COLUMN,
+    "__extra_fields",
+    "__naive",
+    "__message",
+    "__text:",
+    "__kind:",
+    "__time_message:",
+    "__t_",
+)
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SEPARATORS = {"csv": ",", "tsv": "\t"}
@@ -432,15 +445,27 @@ def _record_re(unquoted: str, quoted: str, sep: str) -> str:
     return f"{field}(?:{sep}{field})*"
 
 
+def unusable_names(names: Iterable[str]) -> list[str]:
+    """Input column names the importer cannot carry: its own, and what Polars reads as a
+    pattern rather than a name (`*`, `^...$`)."""
+    return sorted(
+        name
+        for name in names
+        if name.startswith(INTERNAL_PREFIXES)
+        or name == "*"
+        or (name.startswith("^") and name.endswith("$"))
+    )
+
+
 def _check_header(path: Path, header: list[str]) -> None:
     empty = [index + 1 for index, name in enumerate(header) if not name.strip()]
     if empty:
         raise InputError(f"{path}, line 1: header column(s) {empty} have no name")
-    reserved = sorted((RESERVED | {EXTRA}).intersection(header))
-    if reserved:
+    unusable = unusable_names(header)
+    if unusable:
         raise InputError(
-            f"{path}, line 1: header names {', '.join(map(repr, reserved))} are the importer's "
-            "own; rename the column(s)"
+            f"{path}, line 1: header names {', '.join(map(repr, unusable))} cannot be column "
+            "names here (the importer's own, or a pattern to Polars); rename the column(s)"
         )
     seen = Counter(header)
     twice = sorted(name for name, count in seen.items() if count > 1)
@@ -626,9 +651,12 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
             kind = JSON_KINDS.get(type(value), "boolean" if isinstance(value, bool) else "null")
             bad.append((number, "json_object", f"line is a JSON {kind}, not an object", text))
             continue
-        reserved = sorted(RESERVED.intersection(value))
-        if reserved:
-            message = f"key(s) {', '.join(map(repr, reserved))} are the importer's own"
+        unusable = unusable_names(value)
+        if unusable:
+            message = (
+                f"key(s) {', '.join(map(repr, unusable))} cannot be column names here "
+                "(the importer's own, or a pattern to Polars)"
+            )
             bad.append((number, "json_object", message, text))
             continue
         row = {key: encode(item) for key, item in value.items()}

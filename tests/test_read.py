@@ -419,8 +419,16 @@ def test_a_repeated_jsonl_key_keeps_its_last_value(tmp_path: Path) -> None:
         pytest.param(
             '{"__line":7}',
             "json_object",
-            "key(s) '__line' are the importer's own",
+            "key(s) '__line' cannot be column names here (the importer's own, or a pattern "
+            "to Polars)",
             id="reserved-key",
+        ),
+        pytest.param(
+            '{"^x.*$":7,"*":1}',
+            "json_object",
+            "key(s) '*', '^x.*$' cannot be column names here (the importer's own, or a pattern "
+            "to Polars)",
+            id="pattern-keys",
         ),
     ],
 )
@@ -647,22 +655,30 @@ def test_quotes_inside_an_unquoted_field_that_both_parsers_read_as_text(
     assert result.rows[3] == {"a": data.splitlines()[2].split(",")[0], "b": 5}
 
 
+UNUSABLE = (
+    "cannot be column names here (the importer's own, or a pattern to Polars); rename the column(s)"
+)
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [
         pytest.param("a,,b", "header column(s) [2] have no name", id="empty-name"),
         pytest.param("a, ,b,", "header column(s) [2, 4] have no name", id="blank-names"),
         pytest.param("a,b,a", "header names 'a' more than once", id="duplicate"),
-        pytest.param(
-            "a,__line",
-            "header names '__line' are the importer's own; rename the column(s)",
-            id="reserved",
-        ),
+        pytest.param("a,__line", f"header names '__line' {UNUSABLE}", id="reserved"),
         pytest.param(
             "__rule,__extra_fields",
-            "header names '__extra_fields', '__rule' are the importer's own; rename the column(s)",
+            f"header names '__extra_fields', '__rule' {UNUSABLE}",
             id="reserved-two",
         ),
+        pytest.param(
+            "a,__naive,__text:a,__t_text",
+            f"header names '__naive', '__t_text', '__text:a' {UNUSABLE}",
+            id="internal-prefixes",
+        ),
+        pytest.param("^a.*$,ab", f"header names '^a.*$' {UNUSABLE}", id="regex"),
+        pytest.param("a,*", f"header names '*' {UNUSABLE}", id="wildcard"),
     ],
 )
 def test_a_bad_header(tmp_path: Path, header: str, message: str) -> None:
@@ -1095,3 +1111,9 @@ def test_a_field_longer_than_pythons_csv_limit_is_read(tmp_path: Path) -> None:
     path = write(tmp_path, "long.csv", f'a,b\n1,"{long}"\n2,short\n')
     [batch] = iter_batches(open_input(path))
     assert batch.frame["b"].to_list() == [f'"{long}"', '"short"']
+
+
+def test_a_mongo_version_key_is_an_ordinary_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", "_id,__v\n1,0\n")
+    [batch] = iter_batches(open_input(path))
+    assert batch.frame["__v"].to_list() == ["0"]
