@@ -87,6 +87,15 @@ def _write_report(report: Path | None, summary: Summary) -> None:
         _fail(exc)
 
 
+def _interrupted() -> NoReturn:
+    """Ctrl-C in a job that sends nothing: nothing to save, so say so and exit as the contract
+    says (130), not click's 'Aborted!' and 1."""
+    click.echo(
+        "\ninterrupted: nothing was sent; run the command again to check every row", err=True
+    )
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     if not quiet:
         click.echo(format_summary(summary))
@@ -169,6 +178,8 @@ def validate(
         summary = validate_inputs(options, progress=_progress(quiet))
     except ImporterError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
     _finish(summary, report=report, quiet=quiet)
 
 
@@ -409,7 +420,10 @@ def run(
             inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows
         )
         if dry_run:
-            summary = dry_run_job(options, out=out, progress=_progress(quiet))
+            try:
+                summary = dry_run_job(options, out=out, progress=_progress(quiet))
+            except KeyboardInterrupt:
+                _interrupted()
         else:
             delivery = _delivery_options(
                 endpoint=endpoint,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -307,3 +311,30 @@ def test_a_data_key_that_is_a_column_is_refused(tmp_path: Path) -> None:
     code, _, err = invoke("validate", EVENTS_CSV, "--schema", str(mapping))
     assert code == 1
     assert f"Error: mapping {mapping}: dedup.data_key 'product' is also a key of data" in err
+
+
+@pytest.mark.parametrize(
+    "command", [["validate"], ["run", "--dry-run"]], ids=["validate", "dry-run"]
+)
+def test_ctrl_c_while_reading_exits_130_with_a_word(tmp_path: Path, command: list[str]) -> None:
+    fifo = tmp_path / "events.jsonl"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "importer", command[0], str(fifo), "--schema", TRACK, *command[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with fifo.open("w") as writer:  # returns once the importer has opened it to read
+            writer.write('{"user_id": "u1"}\n')
+            writer.flush()
+            # The read restarts after the signal; Python raises KeyboardInterrupt once it
+            # returns, at the end of the input that closing the pipe makes.
+            process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted: nothing was sent" in err
+    assert "Traceback" not in err
