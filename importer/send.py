@@ -15,6 +15,7 @@ import ipaddress
 import json
 import math
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -35,6 +36,18 @@ _now: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+# An answer's body is read up to this many bytes: enough for any API message, and a server (or
+# a proxy) that answers with megabytes of HTML cannot fill memory, the log or the dead letters.
+ANSWER_BYTES = 64 * 1024
+# Messages are cut to this many characters, after the token was scrubbed out of the whole text.
+MESSAGE_CHARS = 500
+# A token echoed after its field name is hidden even when cut short or re-encoded by the server.
+_TOKEN_FIELD = re.compile(
+    r"""(auth_token(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?)[^"'\\\s&,;}]+""", re.IGNORECASE
+)
+# The shortest token prefix worth hiding at the end of a text cut at ANSWER_BYTES.
+_PREFIX_CHARS = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,29 +119,41 @@ def check_endpoint(endpoint: str) -> str:
     """The endpoint normalised (lower-case scheme and host, no trailing slash), or a MappingError.
 
     Only loopback may be plain http: anywhere else the token would cross the network in clear.
+    Messages show the URL without user info, query or fragment, where secrets tend to hide.
     """
-    parts = urlsplit(endpoint.strip())
+    text = endpoint.strip()
+    if not text:
+        raise MappingError(
+            "--endpoint is empty",
+            hint="give the API's base URL, or leave the option out to send to production",
+        )
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed IPv6 bracket, say
+        raise MappingError(f"--endpoint is not a URL: {exc}") from None
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
     scheme = parts.scheme.lower()
     if parts.username is not None or parts.password is not None:
-        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         raise MappingError(
             f"endpoint {shown}: credentials in the URL are not allowed",
             hint="pass the token through the environment or --token-file",
         )
     if scheme not in ("http", "https"):
-        raise MappingError(f"endpoint {endpoint!r}: the scheme must be https (or http on loopback)")
+        raise MappingError(f"endpoint {shown}: the scheme must be https (or http on loopback)")
     host = (parts.hostname or "").lower()
     try:
         _ = parts.port  # the property raises on a port that is not a number
     except ValueError:
-        raise MappingError(f"endpoint {endpoint!r}: the port is not valid") from None
+        raise MappingError(f"endpoint {shown}: the port is not valid") from None
     if not host:
-        raise MappingError(f"endpoint {endpoint!r}: no host name")
+        raise MappingError(f"endpoint {shown}: no host name")
+    if any(char.isspace() for char in text):
+        raise MappingError(f"endpoint {shown!r}: a URL holds no white space")
     if parts.query or parts.fragment:
-        raise MappingError(f"endpoint {endpoint!r}: a base URL takes no query or fragment")
+        raise MappingError(f"endpoint {shown}: a base URL takes no query or fragment")
     if scheme == "http" and not is_loopback(host):
         raise MappingError(
-            f"endpoint {endpoint!r}: plain http is only allowed to loopback (127.0.0.1, ::1, "
+            f"endpoint {shown}: plain http is only allowed to loopback (127.0.0.1, ::1, "
             "localhost); anywhere else the token would travel unencrypted",
             hint="use https://",
         )
@@ -282,7 +307,8 @@ class Pacer:
 
 
 def make_scrubber(token: str) -> Callable[[str], str]:
-    """A function that replaces the token (raw, JSON-escaped or URL-quoted) in text with '***'."""
+    """A function that hides the token in server text: raw, JSON-escaped or URL-quoted, any
+    value after an `auth_token` field name, and a start of the token that ends a cut text."""
     forms = {token, _json_escaped(token), quote(token, safe="")} - {""}
     ordered = sorted(forms, key=len, reverse=True)
 
@@ -290,9 +316,21 @@ def make_scrubber(token: str) -> Callable[[str], str]:
         for form in ordered:
             if form in text:
                 text = text.replace(form, "***")
+        text = _TOKEN_FIELD.sub(r"\1***", text)
+        for form in ordered:
+            for size in range(len(form) - 1, _PREFIX_CHARS - 1, -1):
+                if text.endswith(form[:size]):
+                    return text[:-size] + "***"
         return text
 
     return scrub
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def _json_escaped(text: str) -> str:
@@ -525,7 +563,7 @@ class _Sender:
                     timeout=self.timeout,
                 )
                 try:
-                    payload = await response.read()
+                    payload = await _read_capped(response, ANSWER_BYTES)
                 finally:
                     response.release()
                 status = response.status
@@ -552,14 +590,15 @@ class _Sender:
                 limit.on_success()
                 self.on_result(Result(request, True, status, None, attempt))
                 return
+            message = clip(self.scrub(message))
             if verdict is Verdict.DEAD:
                 self.dead += 1
                 limit.on_success()
-                self.on_result(Result(request, False, status, self.scrub(message), attempt))
+                self.on_result(Result(request, False, status, message, attempt))
                 return
             if verdict is Verdict.STOP:
                 if self.stopped_reason is None:
-                    self.stopped_reason = self.scrub(message)
+                    self.stopped_reason = message
                 halt.set()
                 return
             if status == 429:
@@ -569,7 +608,7 @@ class _Sender:
             if stop_is_set():
                 self._interrupt()
                 return
-            reason = self.scrub(_describe(status, message))
+            reason = _describe(status, message)
             if attempt > self.options.max_retries:
                 self.dead += 1
                 error = f"gave up after {attempt} attempts: {reason}"
@@ -593,6 +632,19 @@ class _Sender:
             return None
         seconds = parse_retry_after(value, now=datetime.now(UTC))
         return None if seconds is None else min(seconds, self.options.retry_after_cap_s)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of the body; releasing the response drops the rest with the socket."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _never() -> bool:

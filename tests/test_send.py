@@ -41,6 +41,7 @@ ENDPOINT = "https://api.example.test/api/v2"
 TRACK = f"{ENDPOINT}/events/track"
 IDENTIFY = f"{ENDPOINT}/users/track"
 BODY = b'{"identity":{"id":"u1"},"event_name":"login","extras":{"check_id":"c1"}}'
+OK = b'{"status":200,"message":"Success."}'
 
 
 class _Response(aiohttp.ClientResponse):
@@ -64,7 +65,7 @@ class MockAPI(aioresponses):
 
 
 def answer(status: int) -> CallbackResult:
-    return CallbackResult(status=status, response_class=_Response)
+    return CallbackResult(status=status, body=OK, response_class=_Response)
 
 
 class FakeTime:
@@ -136,7 +137,7 @@ def sent_to(m: MockAPI, url: str) -> list[Any]:
 
 def test_200_is_delivered_and_body_sent_as_built(fake_time: FakeTime) -> None:
     with MockAPI() as m:
-        m.post(TRACK, status=200, body=b'{"message":"ok"}')
+        m.post(TRACK, status=200, body=OK)
         run = run_send(make_requests(1))
     (result,) = run.results
     assert (result.delivered, result.status, result.error, result.attempts) == (True, 200, None, 1)
@@ -170,7 +171,7 @@ def test_429_waits_for_retry_after_then_delivers(
     monkeypatch.setattr(AdaptiveLimit, "on_throttled", spy)
     with MockAPI() as m:
         m.post(TRACK, status=429, headers={"Retry-After": retry_after}, body=b"slow down")
-        m.post(TRACK, status=200)
+        m.post(TRACK, status=200, body=OK)
         run = run_send(make_requests(1))
     (result,) = run.results
     assert (result.delivered, result.attempts) == (True, 2)
@@ -184,7 +185,7 @@ def test_429_waits_for_retry_after_then_delivers(
 def test_unreadable_retry_after_falls_back_to_backoff(fake_time: FakeTime) -> None:
     with MockAPI() as m:
         m.post(TRACK, status=503, headers={"Retry-After": "whenever"})
-        m.post(TRACK, status=200)
+        m.post(TRACK, status=200, body=OK)
         run = run_send(make_requests(1), backoff_base_s=0.5)
     assert run.results[0].delivered
     (delay,) = fake_time.sleeps
@@ -214,7 +215,7 @@ def test_400_is_a_dead_letter_with_the_server_message_and_others_continue(
 ) -> None:
     with MockAPI() as m:
         m.post(IDENTIFY, status=400, body=b'{"message":"Email is not valid"}')
-        m.post(TRACK, status=200, repeat=True)
+        m.post(TRACK, status=200, body=OK, repeat=True)
         requests = make_requests(2) + make_requests(1, path="users/track") + make_requests(2)
         run = run_send(requests, concurrency=2)
     dead = [r for r in run.results if not r.delivered]
@@ -252,7 +253,7 @@ def test_network_failure_is_retried_then_delivered(
 ) -> None:
     with MockAPI() as m:
         m.post(TRACK, **failure)
-        m.post(TRACK, status=200)
+        m.post(TRACK, status=200, body=OK)
         run = run_send(make_requests(1))
     (result,) = run.results
     assert (result.delivered, result.attempts) == (True, 2)
@@ -299,6 +300,67 @@ def test_token_echoed_by_the_server_never_reaches_a_message(
     assert TOKEN not in result.error
     assert "***" in result.error
     assert all(TOKEN not in message for message in run.retries)
+
+
+def test_long_error_body_is_scrubbed_before_it_is_cut(fake_time: FakeTime) -> None:
+    # The token straddles the 200th character: cutting first would leave most of it visible.
+    text = "x" * (200 - 20) + f' auth_token":"{TOKEN}" ' + "y" * 100_000
+    with MockAPI() as m:
+        m.post(TRACK, status=400, body=text.encode(), content_type="text/html")
+        run = run_send(make_requests(1))
+    (result,) = run.results
+    assert result.error is not None
+    assert TOKEN[:4] not in result.error
+    assert 'auth_token":"***' in result.error
+    assert len(result.error) < send.MESSAGE_CHARS + 50
+    assert result.error.endswith("more characters)")
+
+
+def test_token_cut_by_the_read_limit_is_hidden(fake_time: FakeTime) -> None:
+    text = "z" * (send.ANSWER_BYTES - 9) + TOKEN
+    with MockAPI() as m:
+        m.post(TRACK, status=400, body=text.encode())
+        run = run_send(make_requests(1))
+    (result,) = run.results
+    assert result.error is not None
+    assert TOKEN[:9] not in result.error
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{{"auth_token":"{TOKEN[:-1]}',  # echoed, then cut short by the server
+        f"auth_token={TOKEN[3:]}&x=1",  # re-encoded: not any form of the whole token
+        f'\\"auth_token\\": \\"{TOKEN.upper()}\\"',
+    ],
+)
+def test_value_after_an_auth_token_name_is_hidden(text: str) -> None:
+    scrubbed = make_scrubber(TOKEN)(text)
+    assert "S3CRET" not in scrubbed.upper()
+    assert "***" in scrubbed
+
+
+def test_200_without_veros_answer_stops_and_marks_nothing(fake_time: FakeTime) -> None:
+    with MockAPI() as m:
+        m.post(TRACK, status=200, body=b"<html>Welcome to nginx!</html>", repeat=True)
+        run = run_send(make_requests(5))
+    assert run.results == []
+    assert run.stats is not None
+    assert run.stats.stopped_reason is not None
+    assert "not with Vero's JSON answer" in run.stats.stopped_reason
+    assert run.stats.delivered == 0
+
+
+def test_200_whose_body_reports_an_error_is_a_dead_letter(fake_time: FakeTime) -> None:
+    with MockAPI() as m:
+        m.post(TRACK, status=200, body=b'{"status":400,"message":"Event name is missing"}')
+        run = run_send(make_requests(1))
+    (result,) = run.results
+    assert (result.delivered, result.status, result.error) == (
+        False,
+        200,
+        "Event name is missing",
+    )
 
 
 def test_scrubber_covers_escaped_and_quoted_forms() -> None:
@@ -430,7 +492,7 @@ def test_an_input_error_is_raised_after_the_drain(fake_time: FakeTime) -> None:
         raise InputError("file events.csv, line 4: unreadable")
 
     with MockAPI() as m:
-        m.post(TRACK, status=200, repeat=True)
+        m.post(TRACK, status=200, body=OK, repeat=True)
         run = Run()
         with pytest.raises(InputError, match="line 4"):
             asyncio.run(run.send(requests()))
@@ -452,7 +514,7 @@ def test_a_failing_callback_stops_the_run_and_is_raised(fake_time: FakeTime) -> 
         )
 
     with MockAPI() as m:
-        m.post(TRACK, status=200, repeat=True)
+        m.post(TRACK, status=200, body=OK, repeat=True)
         with pytest.raises(CheckpointError, match="disk full"):
             asyncio.run(scenario())
     assert len(sent_to(m, TRACK)) <= 2
@@ -460,7 +522,7 @@ def test_a_failing_callback_stops_the_run_and_is_raised(fake_time: FakeTime) -> 
 
 def test_rate_paces_request_starts(fake_time: FakeTime) -> None:
     with MockAPI() as m:
-        m.post(TRACK, status=200, repeat=True)
+        m.post(TRACK, status=200, body=OK, repeat=True)
         run = run_send(make_requests(5), rate=50.0)
     assert len(run.results) == 5
     assert fake_time.sleeps == pytest.approx([0.02] * 4)
@@ -498,6 +560,11 @@ def test_check_endpoint_accepts(endpoint: str, normalised: str) -> None:
         pytest.param("https://api.getvero.com:http/", "port", id="bad-port"),
         pytest.param("https://api.getvero.com/v2?x=1", "query", id="query"),
         pytest.param("https://me:hunter2@api.getvero.com/", "credentials", id="userinfo"),
+        pytest.param("ftp://api.getvero.com/?key=hunter2", "scheme", id="query-not-echoed"),
+        pytest.param("", "empty", id="empty"),
+        pytest.param("  ", "empty", id="blank"),
+        pytest.param("http://[::1:1/", "not a URL", id="unclosed-ipv6"),
+        pytest.param("https://api.getvero .com/", "white space", id="space-in-host"),
     ],
 )
 def test_check_endpoint_refuses(endpoint: str, complaint: str) -> None:

@@ -35,6 +35,8 @@ TRACK = Action(
     time_fields=frozenset({"extras.created_at"}),
 )
 
+PRODUCTION = "https://api.getvero.com/api/v2"
+
 # One dict for every request: aiohttp only reads it, and a copy per request is waste.
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -47,7 +49,7 @@ class Vero:
     """Vero's rules for where the token goes and what its answers mean."""
 
     name: str = "vero"
-    default_endpoint: str = "https://api.getvero.com/api/v2"
+    default_endpoint: str = PRODUCTION
     token_env: str = "VERO_AUTH_TOKEN"
     actions: Mapping[str, Action] = field(
         default_factory=lambda: {IDENTIFY.name: IDENTIFY, TRACK.name: TRACK}
@@ -64,9 +66,12 @@ class Vero:
         return b"{" + member + glue + rest, JSON_HEADERS
 
     def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
-        """Map an HTTP answer onto delivered, retry, dead letter or stop, with Vero's message."""
+        """Map an HTTP answer onto delivered, retry, dead letter or stop, with Vero's message.
+
+        `message` is the server's text in full: the caller scrubs the token out, then cuts it.
+        """
         if 200 <= status < 300:
-            return Verdict.DELIVERED, "delivered"  # the body says "Success."; no need to parse it
+            return _judge_success(status, body)
         message = _message(body) or f"HTTP {status}"
         if status == 401:
             return Verdict.STOP, f"the API refused the token (HTTP 401): {message}"
@@ -81,21 +86,45 @@ class Vero:
         return Verdict.DEAD, message
 
 
+def _judge_success(status: int, body: bytes) -> tuple[Verdict, str]:
+    """A 2xx counts only with Vero's JSON answer (`{"status": 200, "message": "Success."}`).
+
+    A proxy, a captive portal or a web server at the wrong path also answers 200, with HTML:
+    counting that as delivered would mark rows done that Vero never saw.
+    """
+    answer = _json_object(body)
+    if answer is None:
+        return Verdict.STOP, (
+            f"the endpoint answered HTTP {status} but not with Vero's JSON answer, so the rows "
+            "cannot be counted as delivered: is --endpoint the API's base URL "
+            f"(such as {PRODUCTION})?"
+        )
+    claimed = answer.get("status")
+    if isinstance(claimed, int) and not isinstance(claimed, bool) and not 200 <= claimed < 300:
+        return Verdict.DEAD, _message(body) or f"HTTP {status} with status {claimed}"
+    return Verdict.DELIVERED, "delivered"
+
+
 @functools.lru_cache(maxsize=4)
 def _token_member(token: str) -> bytes:
     """The body member that carries the token, encoded once per token rather than per request."""
     return b'"auth_token":' + json.dumps(token).encode()
 
 
-def _message(body: bytes) -> str:
-    """Vero's `message` field when the body is its JSON error shape, else the start of the text."""
+def _json_object(body: bytes) -> dict[str, object] | None:
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return body[:200].decode("utf-8", "replace").strip()
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _message(body: bytes) -> str:
+    """Vero's `message` field when the body is its JSON error shape, else the body's text."""
+    answer = _json_object(body)
+    if answer is not None and isinstance(answer.get("message"), str):
+        return str(answer["message"])
+    return body.decode("utf-8", "replace").strip()
 
 
 VERO = Vero()
