@@ -21,7 +21,14 @@ from importer.checkpoint import read_status
 from importer.delivery import EMBEDDED, EXIT_INTERRUPTED, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
 from importer.errors import CredentialError, ImporterError
-from importer.job import JobOptions, check_outputs, replay_job, send_job, validate_inputs
+from importer.job import (
+    JobOptions,
+    check_outputs,
+    open_inputs,
+    replay_job,
+    send_job,
+    validate_inputs,
+)
 from importer.job import dry_run as dry_run_job
 from importer.mock_server import MockConfig, serve
 from importer.read import DEFAULT_BATCH_ROWS
@@ -87,13 +94,20 @@ def _write_report(report: Path | None, summary: Summary) -> None:
         _fail(exc)
 
 
-def _interrupted() -> NoReturn:
-    """Ctrl-C in a job that sends nothing: nothing to save, so say so and exit as the contract
-    says (130), not click's 'Aborted!' and 1."""
-    click.echo(
-        "\ninterrupted: nothing was sent; run the command again to check every row", err=True
-    )
+def _interrupted(
+    what: str = "nothing was sent; run the command again to check every row",
+) -> NoReturn:
+    """Ctrl-C outside the sending loop (which drains and saves on its own): say where things
+    stand and exit 130, not click's 'Aborted!' and 1."""
+    click.echo(f"\ninterrupted: {what}", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+def _interrupted_delivery(state_dir: Path) -> NoReturn:
+    _interrupted(
+        f"the checkpoint in {state_dir} holds every row the API acknowledged; "
+        "run the same command again to go on"
+    )
 
 
 def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
@@ -322,7 +336,8 @@ def _delivery_options(
     max_retries: int,
     timeout: float,
 ) -> DeliveryOptions:
-    endpoint = endpoint or destination.default_endpoint
+    if endpoint is None:
+        endpoint = destination.default_endpoint
     if endpoint != EMBEDDED:
         endpoint = check_endpoint(endpoint)
     return DeliveryOptions(
@@ -437,11 +452,21 @@ def run(
                 max_retries=max_retries,
                 timeout=timeout,
             )
+            # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
+            # until every input was read through once.
+            sources = open_inputs(options)
             summary = asyncio.run(
-                send_job(options, delivery, progress=BarDelivery(enabled=_bar_enabled(quiet)))
+                send_job(
+                    options,
+                    sources,
+                    delivery,
+                    progress=BarDelivery(enabled=_bar_enabled(quiet)),
+                )
             )
     except ImporterError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # before the sending loop took the signal over, or after
+        _interrupted_delivery(state_dir)
     if dry_run:
         _finish(summary, report=report, quiet=quiet)
     _finish_delivery(summary, report=report, quiet=quiet)
@@ -522,6 +547,8 @@ def replay(
         )
     except ImporterError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted_delivery(state_dir)
     _finish_delivery(summary, report=report, quiet=quiet)
 
 

@@ -235,13 +235,17 @@ def iter_feeds(
 
 
 async def send_job(
-    options: JobOptions, delivery: DeliveryOptions, *, progress: DeliveryProgress | None = None
+    options: JobOptions,
+    sources: list[InputFile],
+    delivery: DeliveryOptions,
+    *,
+    progress: DeliveryProgress | None = None,
 ) -> Summary:
-    """`importer run`: read, validate, build and send every row not yet acknowledged."""
+    """`importer run`: read, validate, build and send every row of `sources` (from
+    `open_inputs`, called before the event loop starts) not yet acknowledged."""
     started = time.monotonic()
     summary = Summary()
     dedup = DedupTracker(options.mapping)
-    sources = open_inputs(options)
     identity = JobIdentity(
         mapping_fingerprint=options.mapping.fingerprint,
         destination=options.mapping.destination.name,
