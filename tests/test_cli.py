@@ -351,3 +351,23 @@ def test_ctrl_c_while_reading_exits_130_with_a_word(
     assert "interrupted: " in err
     assert word in err
     assert "Traceback" not in err
+
+
+def test_an_empty_endpoint_is_an_error_not_production(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    code, out, err = invoke(
+        "run",
+        EVENTS_CSV,
+        "--schema",
+        TRACK,
+        "--endpoint",
+        "",
+        "--token-file",
+        str(token),
+        "--state",
+        str(tmp_path / "state"),
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: --endpoint is empty\n")
+    assert not (tmp_path / "state").exists()
