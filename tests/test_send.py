@@ -663,6 +663,7 @@ def test_limit_pauses_everyone_until_retry_after() -> None:
         epoch = limit.try_acquire()
         limit.release()
         limit.on_throttled(epoch, 12.0)
+        limit.on_throttled(epoch, 12.0)
         assert limit.try_acquire() == -1
         await limit.acquire()
         return limit
@@ -671,6 +672,32 @@ def test_limit_pauses_everyone_until_retry_after() -> None:
     limit = asyncio.run(scenario(fake))
     assert fake.sleeps == [12.0]
     assert (limit.limit, limit.in_flight, limit.paused_until) == (4, 1, 0.0)
+
+
+def test_a_trickle_of_429s_cuts_the_limit_but_pauses_no_one() -> None:
+    fake = FakeTime()
+    limit = AdaptiveLimit(8, clock=fake.clock)
+    for _ in range(10):
+        for _ in range(20):
+            limit.on_success()
+        limit.on_throttled(limit.try_acquire(), 1.0)
+        limit.release()
+    assert limit.paused_until == 0.0
+    assert limit.limit < 8
+
+
+def test_most_answers_429_pause_everyone_for_retry_after() -> None:
+    fake = FakeTime()
+    limit = AdaptiveLimit(8, clock=fake.clock)
+    for _ in range(5):
+        limit.on_success()
+    first, second = limit.try_acquire(), limit.try_acquire()
+    limit.on_throttled(first, 3.0)
+    assert limit.paused_until == 0.0  # one 429 in six answers
+    for _ in range(4):
+        limit.on_throttled(second, 3.0)
+    assert limit.paused_until == fake.now + 3.0  # five in ten
+    assert limit.limit == 4  # both requests were sent before the one cut
 
 
 def test_pacer_spaces_starts_and_grants_no_burst_after_idling() -> None:

@@ -5,6 +5,8 @@
 The sink runs in its own process on 127.0.0.1: by default `raw_sink.py`, a minimal HTTP/1.1
 responder that costs little CPU, so the figure is the importer's own; with `--sink mock`, the
 project's `importer mock-server` (which checks every payload, and shares the two cores).
+`--rate-429 0.01` makes the mock answer that share of requests 429 with `Retry-After: 1`, to
+see how throughput holds up under throttling.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sink", choices=["raw", "mock"], default="raw")
+    parser.add_argument("--rate-429", type=float, default=0.0, help="implies --sink mock")
     args = parser.parse_args()
+    if args.rate_429:
+        args.sink = "mock"
     env = {**os.environ, "VERO_AUTH_TOKEN": TOKEN}
     with tempfile.TemporaryDirectory() as temp:
         source = Path(temp) / "events.csv"
@@ -51,6 +56,10 @@ def main() -> None:
                 "0",
                 "--dedup-window",
                 "0",
+                "--rate-429",
+                str(args.rate_429),
+                "--retry-after",
+                "1",
             ]
             sink = subprocess.Popen(mock, stderr=subprocess.PIPE, text=True, env=env)
         try:
@@ -95,6 +104,8 @@ def main() -> None:
         print(f"rows sent         {summary['rows_sent']:,}")
         print(f"sink              {args.sink}")
         print(f"concurrency       {args.concurrency}")
+        if args.rate_429:
+            print(f"429 share         {args.rate_429:.1%} (Retry-After: 1)")
         print(f"requests          {summary['requests']:,} ({summary['retries']:,} retries)")
         print(f"elapsed           {elapsed:,.2f} s (process start to exit)")
         print(f"rows/s            {summary['rows_sent'] / elapsed:,.0f}")
