@@ -625,6 +625,17 @@ class _Sender:
                 self._interrupt()
                 return
             reason = _describe(status, message)
+            if attempt > self.options.max_retries and status is None:
+                # Never answered: the endpoint is down or unreachable, not this row wrong.
+                # Stopping leaves the row unmarked, so the next run sends it, where a dead
+                # letter would have filed the whole night away for a manual replay.
+                if self.stopped_reason is None:
+                    self.stopped_reason = (
+                        f"no answer from the endpoint after {attempt} attempts ({reason}); "
+                        "the rows not acknowledged will be sent by the next run"
+                    )
+                halt.set()
+                return
             if attempt > self.options.max_retries:
                 self.dead += 1
                 error = f"gave up after {attempt} attempts: {reason}"

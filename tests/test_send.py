@@ -261,13 +261,19 @@ def test_network_failure_is_retried_then_delivered(
     assert len(fake_time.sleeps) == 1
 
 
-def test_network_failure_beyond_max_retries_has_no_status(fake_time: FakeTime) -> None:
+def test_no_answer_beyond_max_retries_stops_the_run_and_marks_nothing(
+    fake_time: FakeTime,
+) -> None:
     with MockAPI() as m:
         m.post(TRACK, timeout=True, repeat=True)
-        run = run_send(make_requests(1), max_retries=2, timeout_s=5)
-    (result,) = run.results
-    assert (result.delivered, result.status) == (False, None)
-    assert result.error == "gave up after 3 attempts: no answer within 5 s"
+        run = run_send(make_requests(20), max_retries=2, timeout_s=5, concurrency=2)
+    assert run.results == []  # no dead letters: the next run sends every row again
+    assert run.stats is not None
+    assert run.stats.stopped_reason == (
+        "no answer from the endpoint after 3 attempts (no answer within 5 s); "
+        "the rows not acknowledged will be sent by the next run"
+    )
+    assert run.stats.requests <= 6  # the two in flight, three tries each; no more rows started
 
 
 def test_redirect_stops_and_is_not_followed(fake_time: FakeTime) -> None:
