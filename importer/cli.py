@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +41,7 @@ from importer.status import format_status, status_report
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_PROBLEMS = 3
+RETRY_NOTICE_S = 10.0
 
 
 class BarProgress:
@@ -157,7 +159,8 @@ def main() -> None:
 
     Check files with `validate`, rehearse with `run --dry-run`, send with `run`, and re-send a
     reviewed payload file with `replay`. Exit codes: 0 all good, 1 fatal error, 2 usage error,
-    3 finished but some rows were rejected or undeliverable.
+    3 finished but some rows were rejected or undeliverable, 130 interrupted (run the same
+    command again to go on).
     """
 
 
@@ -229,12 +232,15 @@ def _token(destination: Destination, token_file: Path | None, endpoint: str) -> 
 class BarDelivery(DeliveryProgress):
     """A tqdm bar of rows acknowledged, with retries and failures, on stderr."""
 
-    def __init__(self, *, enabled: bool) -> None:
+    def __init__(self, *, enabled: bool, retries_shown: bool = True) -> None:
         self._enabled = enabled
         self._bar: tqdm[Any] | None = None
         self._retries = 0
         self._failed = 0
         self._seen = 0
+        self._retries_shown = retries_shown
+        self._retry_shown_at: float | None = None
+        self._retries_unshown = 0
 
     def begin(self, total: int | None) -> None:
         """Start the bar."""
@@ -259,6 +265,20 @@ class BarDelivery(DeliveryProgress):
             self._bar.write(message, file=sys.stderr)
         else:
             click.echo(message, err=True)
+
+    def retry(self, message: str) -> None:
+        """Show the first retry, then at most one every RETRY_NOTICE_S: a throttled run of a
+        million rows would otherwise print a line per request."""
+        if not self._retries_shown:
+            return
+        now = time.monotonic()
+        if self._retry_shown_at is not None and now - self._retry_shown_at < RETRY_NOTICE_S:
+            self._retries_unshown += 1
+            return
+        if self._retries_unshown:
+            message += f" (and {self._retries_unshown:,} more retries since the last notice)"
+        self._retry_shown_at, self._retries_unshown = now, 0
+        self.notice(f"retrying {message}")
 
     def end(self) -> None:
         """Close the bar."""
@@ -460,7 +480,7 @@ def run(
                     options,
                     sources,
                     delivery,
-                    progress=BarDelivery(enabled=_bar_enabled(quiet)),
+                    progress=BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet),
                 )
             )
     except ImporterError as exc:
@@ -542,7 +562,7 @@ def replay(
                 target,
                 delivery,
                 rejects_path=rejects,
-                progress=BarDelivery(enabled=_bar_enabled(quiet)),
+                progress=BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet),
             )
         )
     except ImporterError as exc:

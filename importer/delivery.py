@@ -81,6 +81,9 @@ class DeliveryProgress:
     def notice(self, message: str) -> None:
         """Something the user should read now (an interruption, a stop)."""
 
+    def retry(self, message: str) -> None:
+        """A request will be tried again: where it came from, why, and when."""
+
     def end(self) -> None:
         """Sending ended."""
 
@@ -247,6 +250,9 @@ async def deliver(
                 destination=destination,
                 options=options.send,
                 on_result=on_result,
+                on_retry=lambda request, message: progress.retry(
+                    f"{request.source_file}, line {request.line}: {message}"
+                ),
                 stop=stop,
             )
             progress.end()

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer.cli import main
+from importer import cli
+from importer.cli import BarDelivery, main
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 IDENTIFY = str(ROOT / "schemas" / "vero-identify.toml")
@@ -371,3 +372,18 @@ def test_an_empty_endpoint_is_an_error_not_production(tmp_path: Path) -> None:
     assert (code, out) == (1, "")
     assert err.startswith("Error: --endpoint is empty\n")
     assert not (tmp_path / "state").exists()
+
+
+def test_retries_are_shown_at_most_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    bar = BarDelivery(enabled=False)
+    for step in (0.0, 1.0, 2.0, cli.RETRY_NOTICE_S, 0.5):
+        now[0] += step
+        bar.retry(f"e.csv, line {int(now[0])}: HTTP 503")
+    assert capsys.readouterr().err.splitlines() == [
+        "retrying e.csv, line 100: HTTP 503",
+        "retrying e.csv, line 113: HTTP 503 (and 2 more retries since the last notice)",
+    ]

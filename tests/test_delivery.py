@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -335,6 +336,20 @@ def test_retry_after_is_honoured_and_counted(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert len(ids) == 20
     assert json.loads(report.read_text())["retries"] == 3
+    notices = [line for line in done.stderr.splitlines() if line.startswith("retrying ")]
+    assert 1 <= len(notices) <= 3, done.stderr  # how many depends on the clock: see test_cli
+    assert re.fullmatch(
+        rf"retrying {re.escape(str(events))}, line \d+: HTTP 429: Too many requests; "
+        r"retry 1 of 8 in 0\.0 s",
+        notices[0],
+    )
+
+
+def test_quiet_shows_no_retries(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", 5)
+    with mock_server(tmp_path, "--status-script", "503") as mock:
+        done = run(run_args(events, mock, tmp_path / "state", "--quiet"))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
 def test_the_token_is_never_written_anywhere(tmp_path: Path) -> None:
@@ -453,3 +468,24 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
     batches.close()  # raised "generator already executing" while the thread was still inside
     assert summary.stopped is not None
     assert order == ["batch 2 built", "deliver returned"]
+
+
+def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all(
+    tmp_path: Path,
+) -> None:
+    events = write_events(tmp_path / "events.csv", 300)
+    with socket.socket() as probe:  # a free port with nobody listening, kept for the second run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/v2"
+    state = tmp_path / "state"
+    args = importer("run", str(events), "--schema", TRACK, "--endpoint", url, "--state", str(state))
+    down = run([*args, "--max-retries", "1", "--concurrency", "4"])
+    assert down.returncode == 1, down.stderr
+    assert "Error: no answer from the endpoint after 2 attempts" in down.stderr
+    assert not (state / "dead-letters.jsonl").exists()  # nothing filed away as undeliverable
+    with mock_server(tmp_path, "--port", str(port)) as mock:
+        up = run(args)
+        ids = mock.check_ids()
+    assert up.returncode == 0, up.stderr
+    assert len(ids) == 300
