@@ -259,6 +259,11 @@ class BarDelivery(DeliveryProgress):
             if self._seen % 500 == 0:
                 self._bar.set_postfix(retries=self._retries, failed=self._failed, refresh=False)
 
+    def skip(self, rows: int) -> None:
+        """Move the bar past rows that will not be sent, so it ends at its total."""
+        if self._bar is not None and rows:
+            self._bar.update(rows)
+
     def notice(self, message: str) -> None:
         """Print a message above the bar."""
         if self._bar is not None:

@@ -78,6 +78,9 @@ class DeliveryProgress:
     def result(self, *, delivered: bool, retries: int) -> None:
         """One row ended."""
 
+    def skip(self, rows: int) -> None:
+        """Rows that will not be sent: done by an earlier run, rejected, or blank."""
+
     def notice(self, message: str) -> None:
         """Something the user should read now (an interruption, a stop)."""
 
@@ -186,19 +189,27 @@ async def deliver(
     # while one is busy, deliver() waits for it, so nobody closes or reads `feeds` under it.
     reading: asyncio.Future[Feed | None] | None = None
 
+    def settled() -> int:
+        return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
+
     async def requests() -> AsyncIterator[Request]:
         nonlocal reading
         registered: set[str] = set()
+        shown = settled()
         while True:
             reading = asyncio.ensure_future(asyncio.to_thread(next, feeds, None))
             feed = await asyncio.shield(reading)
             if feed is None:
+                progress.skip(settled() - shown)
                 return
             if feed.fingerprint not in registered:
                 checkpoint.register_input(feed.name, feed.fingerprint)
                 registered.add(feed.fingerprint)
             done = checkpoint.done_mask(feed.fingerprint, feed.frame[LINE])
             summary.rows_skipped += int(done.sum())
+            # The reading thread is idle until the next batch is asked for: the counts hold.
+            progress.skip(settled() - shown)
+            shown = settled()
             todo = feed.frame.filter(~done)
             for line, body, method, path in zip(
                 todo[LINE].to_list(),

@@ -489,3 +489,35 @@ def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all
         ids = mock.check_ids()
     assert up.returncode == 0, up.stderr
     assert len(ids) == 300
+
+
+def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: Path) -> None:
+    from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
+    from importer.job import JobOptions, open_inputs, send_job
+    from importer.schema import load_mapping
+
+    class Counting(DeliveryProgress):
+        def __init__(self) -> None:
+            self.total: int | None = None
+            self.moved = 0
+
+        def begin(self, total: int | None) -> None:
+            self.total = total
+
+        def result(self, *, delivered: bool, retries: int) -> None:
+            self.moved += 1
+
+        def skip(self, rows: int) -> None:
+            self.moved += rows
+
+    events = write_events(tmp_path / "events.csv", 50)
+    with events.open("a") as handle:
+        handle.write("u1,not-an-email,Viewed product,2024-01-01T00:00:00Z,sku\n\n")
+    options = JobOptions(inputs=(events,), mapping=load_mapping(Path(TRACK)), batch_rows=16)
+    delivery = DeliveryOptions(endpoint=EMBEDDED, token=None, state_dir=tmp_path / "state")
+    for attempt in ("first", "resumed"):
+        progress = Counting()
+        summary = asyncio.run(send_job(options, open_inputs(options), delivery, progress=progress))
+        assert summary.rows_rejected == 1
+        assert progress.total == progress.moved, attempt
+    assert (summary.rows_sent, summary.rows_skipped) == (0, 50)
