@@ -210,6 +210,10 @@ def _read_token_file(path: Path) -> str:
         raise CredentialError(f"token file {path} is not UTF-8 text") from None
     if not token:
         raise CredentialError(f"token file {path} is empty")
+    if any(char.isspace() for char in token):
+        raise CredentialError(
+            f"token file {path} holds more than one word or line: it should hold the token alone"
+        )
     return token
 
 

@@ -264,6 +264,11 @@ def test_usage_errors_exit_2() -> None:
     [
         pytest.param(b"", "is empty", id="empty"),
         pytest.param(b"\xff\xfe\x00t", "is not UTF-8 text", id="not-utf8"),
+        pytest.param(
+            b"t0ken\nVERO_AUTH_TOKEN=t0ken\n",
+            "holds more than one word or line: it should hold the token alone",
+            id="two-lines",
+        ),
     ],
 )
 def test_a_bad_token_file_is_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
