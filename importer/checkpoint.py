@@ -27,7 +27,6 @@ survives kill -9. Not thread-safe: one event loop owns a log.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -35,7 +34,6 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,21 +51,6 @@ PREV_NAME = "checkpoint.prev.log"
 CORRUPT_NAME = "checkpoint.corrupt.log"
 _MAX_ERROR = 1000  # the dead-letter file keeps the whole message; the log keeps a reminder
 _EXAMPLES = 5
-
-
-def fingerprint_file(path: Path) -> str:
-    """Hash a file's bytes: a renamed input keeps its identity, an edited one gets a new one."""
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fingerprint_mapping(content: Mapping[str, Any]) -> str:
-    """Hash a parsed mapping canonically, so comments, spacing and key order do not matter."""
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,9 @@ turns the bodies into Requests or payload-file lines. No row is encoded in Pytho
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import polars as pl
 
-from importer.model import Request
 from importer.read import LINE, InputFile, json_string
 from importer.schema import Mapping
 from importer.validate import json_object
@@ -82,20 +80,3 @@ def payload_lines(bodies: pl.DataFrame, mapping: Mapping, *, source: InputFile) 
             pl.lit("}}"),
         )
     ).to_series()
-
-
-def iter_requests(
-    bodies: pl.DataFrame, mapping: Mapping, *, source: InputFile
-) -> Iterator[Request]:
-    """A Request per row; the body bytes are the ones Polars built, never re-encoded."""
-    action = mapping.action
-    payloads = bodies[BODY].cast(pl.Binary).to_list()
-    for line, body in zip(bodies[LINE].to_list(), payloads, strict=True):
-        yield Request(
-            method=action.method,
-            path=action.path,
-            body=body,
-            input_id=source.fingerprint,
-            source_file=source.name,
-            line=line,
-        )

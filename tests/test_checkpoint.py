@@ -19,11 +19,10 @@ from importer.checkpoint import (
     PREV_NAME,
     CheckpointLog,
     JobIdentity,
-    fingerprint_file,
-    fingerprint_mapping,
     read_status,
 )
 from importer.errors import CheckpointError, MappingError
+from importer.read import open_input
 
 JOB = JobIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
 FP = "f" * 32
@@ -208,17 +207,14 @@ def test_renamed_input_keeps_its_progress(tmp_path: Path) -> None:
     assert [i.name for i in read_status(tmp_path).inputs] == ["renamed.csv"]
 
 
-def test_fingerprint_follows_content_not_name(tmp_path: Path) -> None:
+def test_an_inputs_fingerprint_follows_content_not_name(tmp_path: Path) -> None:
     first = tmp_path / "a.csv"
-    first.write_bytes(b"x" * (3 << 20) + b"tail")  # several 1 MiB chunks
-    fingerprint = fingerprint_file(first)
+    first.write_bytes(b"id\n" + b"x\n" * (3 << 20) + b"tail\n")  # several read chunks
+    fingerprint = open_input(first).fingerprint
     renamed = first.rename(tmp_path / "b.csv")
-    assert fingerprint_file(renamed) == fingerprint
-    renamed.write_bytes(b"x" * (3 << 20) + b"tall")
-    assert fingerprint_file(renamed) != fingerprint
-    assert fingerprint_mapping({"a": 1, "b": {"c": 2}}) == fingerprint_mapping(
-        {"b": {"c": 2}, "a": 1}
-    )
+    assert open_input(renamed).fingerprint == fingerprint
+    renamed.write_bytes(b"id\n" + b"x\n" * (3 << 20) + b"tall\n")
+    assert open_input(renamed).fingerprint != fingerprint
 
 
 def test_lock_refuses_a_second_run(tmp_path: Path) -> None:
