@@ -293,9 +293,10 @@ def _object_message(value: pl.Expr, payload_path: str) -> pl.Expr:
     kind = _kind(value)
     return pl.when(value.is_not_null() & (kind != "object")).then(
         pl.format(
-            "{} must be a JSON object, not a {} (a text column holding JSON needs "
+            "{} must be a JSON object, not {} {} (a text column holding JSON needs "
             '[types] <column> = "json")',
             pl.lit(payload_path),
+            pl.when(kind.str.contains("^[aeiou]")).then(pl.lit("an")).otherwise(pl.lit("a")),
             kind,
         )
     )

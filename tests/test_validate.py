@@ -293,7 +293,7 @@ def test_data_from_one_column_must_be_an_object(tmp_path: Path) -> None:
     outcome = run_file(path, make_mapping(fields=fields))
     assert [b.get("data") for b in outcome.bodies] == [{"sku": "A1"}, None]
     assert outcome.rejects["__rule"].to_list() == ["data_object"]
-    assert "data must be a JSON object, not a array" in outcome.rejects["__error"][0]
+    assert "data must be a JSON object, not an array" in outcome.rejects["__error"][0]
 
 
 def test_a_json_text_column_becomes_data_with_types_json(tmp_path: Path) -> None:
