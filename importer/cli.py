@@ -133,7 +133,8 @@ schema_option = click.option(
 rejects_option = click.option(
     "--rejects",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write rejected rows here (.csv or .jsonl) with _file, _line, _rule, _error.",
+    help="Write rejected rows here with _file, _line, _rule, _error and the row's own columns: "
+    "CSV when the name ends in .csv (.tsv: tab-separated), JSONL otherwise.",
 )
 report_option = click.option(
     "--report",
