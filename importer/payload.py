@@ -12,9 +12,9 @@ import json
 
 import polars as pl
 
-from importer.read import LINE, InputFile, json_string
+from importer.jsontext import json_object, json_string
+from importer.read import LINE, InputFile
 from importer.schema import Mapping
-from importer.validate import json_object
 
 BODY = "__body"
 CHECK_ID = "extras.check_id"

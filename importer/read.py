@@ -33,6 +33,7 @@ from typing import IO, Any
 import polars as pl
 
 from importer.errors import InputError
+from importer.jsontext import json_string
 
 LINE = "__line"
 RULE = "__rule"
@@ -575,15 +576,6 @@ def _json_text(column: str, kind: str) -> pl.Expr:
     if kind == "string":
         return json_string(pl.col(column)).alias(column)
     return pl.col(column)
-
-
-def json_string(value: pl.Expr) -> pl.Expr:
-    """Text as a JSON string literal, escaped by Polars' JSON encoder; null stays null."""
-    return (
-        pl.when(value.is_not_null())
-        .then(pl.struct(value.alias("")).struct.json_encode().str.slice(4).str.strip_suffix("}"))
-        .otherwise(None)
-    )
 
 
 # -------------------------------------------------------------------------------------- JSONL

@@ -20,8 +20,8 @@ import polars as pl
 
 from importer.dedup import DedupReport
 from importer.errors import MappingError
-from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE, json_string
-from importer.validate import _as_text, json_object
+from importer.jsontext import json_as_text, json_object, json_string
+from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 
 EXAMPLES_PER_RULE = 3
 
@@ -225,7 +225,7 @@ class RejectsWriter:
         if self._csv:
             # The CSV holds the text a person typed, not JSON: strings decoded, objects as JSON.
             cells = [
-                pl.coalesce(_as_text(pl.col(c)), pl.col(c).replace("null", None))
+                pl.coalesce(json_as_text(pl.col(c)), pl.col(c).replace("null", None))
                 for c in row_columns
             ]
             values = [json_string(cell) for cell in cells]

@@ -9,14 +9,14 @@ failing rule of a row is its reason.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 import polars.selectors as cs
 
-from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, json_string, load_json
+from importer.jsontext import json_as_text, json_kind, json_object, json_string
+from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, load_json
 from importer.schema import ALL_COLUMNS, Mapping
 
 MAX_CHARS = 255
@@ -102,8 +102,8 @@ def validate_frame(
             work = add_rules([_Rule("type", column, message)], converted.alias(column))
     named = mapping.source_columns
     work = work.with_columns(
-        *[_as_text(pl.col(c)).alias(text_of(c)) for c in named],
-        *[_kind(pl.col(c)).alias(kind_of(c)) for c in named],
+        *[json_as_text(pl.col(c)).alias(text_of(c)) for c in named],
+        *[json_kind(pl.col(c)).alias(kind_of(c)) for c in named],
     )
     # The event time may never be empty (it would be sent as "now"); other times may.
     required_times = {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
@@ -194,35 +194,7 @@ def _when(message: pl.Expr, value: pl.Expr) -> pl.Expr:
     return pl.when(message.is_not_null()).then(value).otherwise(None)
 
 
-# --------------------------------------------------------------------------- values and kinds
-
-
-def _kind(value: pl.Expr) -> pl.Expr:
-    """The JSON kind of a JSON text cell, from its first character."""
-    first = value.str.slice(0, 1)
-    return (
-        pl.when(first == '"')
-        .then(pl.lit("string"))
-        .when(first == "{")
-        .then(pl.lit("object"))
-        .when(first == "[")
-        .then(pl.lit("array"))
-        .when(value.is_in(["true", "false"]))
-        .then(pl.lit("boolean"))
-        .when(value == "null")
-        .then(pl.lit("null"))
-        .when(value.is_not_null())
-        .then(pl.lit("number"))
-    )
-
-
-def _as_text(value: pl.Expr) -> pl.Expr:
-    """A scalar JSON text cell as plain text: strings decoded, numbers and booleans as written."""
-    kind = _kind(value)
-    decoded = pl.when(kind == "string").then(value).str.json_decode(pl.String)
-    return (
-        pl.when(kind == "string").then(decoded).when(kind.is_in(["number", "boolean"])).then(value)
-    )
+# ------------------------------------------------------------------------------ value rules
 
 
 def _string_rules(payload_path: str, column: str) -> list[_Rule]:
@@ -290,7 +262,7 @@ def _identity_rules(mapping: Mapping) -> list[_Rule]:
 
 
 def _object_message(value: pl.Expr, payload_path: str) -> pl.Expr:
-    kind = _kind(value)
+    kind = json_kind(value)
     return pl.when(value.is_not_null() & (kind != "object")).then(
         pl.format(
             "{} must be a JSON object, not {} {} (a text column holding JSON needs "
@@ -351,20 +323,13 @@ def _data_object(mapping: Mapping, data_path: str, columns: list[str]) -> pl.Exp
     )
 
 
-def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:
-    """A JSON object from (key, JSON text) pairs; null members are left out, none at all is null."""
-    parts = [pl.lit(json.dumps(key, ensure_ascii=False) + ":") + value for key, value in members]
-    inner = pl.concat_str(parts, separator=",", ignore_nulls=True)
-    return pl.when(inner != "").then(pl.lit("{") + inner + pl.lit("}"))
-
-
 # --------------------------------------------------------------------------------- coercion
 
 
 def _coerce(value: pl.Expr, type_name: str) -> tuple[pl.Expr, pl.Expr]:
     """The cell converted to the forced type, and a message where it cannot be."""
-    kind = _kind(value)
-    text = _as_text(value)
+    kind = json_kind(value)
+    text = json_as_text(value)
     if type_name == "string":
         converted = (
             pl.when(kind == "string").then(value).otherwise(json_string(pl.coalesce(text, value)))
@@ -429,8 +394,8 @@ def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
     if column in state.epoch_units:
         return state.epoch_units[column]
     numbers = frame.select(
-        _as_text(pl.col(column))
-        .filter(_as_text(pl.col(column)).str.contains(EPOCH_RE))
+        json_as_text(pl.col(column))
+        .filter(json_as_text(pl.col(column)).str.contains(EPOCH_RE))
         .cast(pl.Float64)
     ).to_series()
     if numbers.len() == 0:

@@ -1,0 +1,55 @@
+"""Polars expressions over cells that hold JSON text, the form every value takes between stages.
+
+Read stores each cell as the JSON text of its value (`"a"`, `7`, `{...}`); validation, payload
+building and the rejects writer all look at kinds, decode scalars or build objects from them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+
+def json_string(value: pl.Expr) -> pl.Expr:
+    """Text as a JSON string literal, escaped by Polars' JSON encoder; null stays null."""
+    return (
+        pl.when(value.is_not_null())
+        .then(pl.struct(value.alias("")).struct.json_encode().str.slice(4).str.strip_suffix("}"))
+        .otherwise(None)
+    )
+
+
+def json_kind(value: pl.Expr) -> pl.Expr:
+    """The JSON kind of a JSON text cell, from its first character."""
+    first = value.str.slice(0, 1)
+    return (
+        pl.when(first == '"')
+        .then(pl.lit("string"))
+        .when(first == "{")
+        .then(pl.lit("object"))
+        .when(first == "[")
+        .then(pl.lit("array"))
+        .when(value.is_in(["true", "false"]))
+        .then(pl.lit("boolean"))
+        .when(value == "null")
+        .then(pl.lit("null"))
+        .when(value.is_not_null())
+        .then(pl.lit("number"))
+    )
+
+
+def json_as_text(value: pl.Expr) -> pl.Expr:
+    """A scalar JSON text cell as plain text: strings decoded, numbers and booleans as written."""
+    kind = json_kind(value)
+    decoded = pl.when(kind == "string").then(value).str.json_decode(pl.String)
+    return (
+        pl.when(kind == "string").then(decoded).when(kind.is_in(["number", "boolean"])).then(value)
+    )
+
+
+def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:
+    """A JSON object from (key, JSON text) pairs; null members are left out, none at all is null."""
+    parts = [pl.lit(json.dumps(key, ensure_ascii=False) + ":") + value for key, value in members]
+    inner = pl.concat_str(parts, separator=",", ignore_nulls=True)
+    return pl.when(inner != "").then(pl.lit("{") + inner + pl.lit("}"))
