@@ -19,7 +19,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from importer import __version__
 from importer.checkpoint import read_status
-from importer.delivery import EMBEDDED, EXIT_INTERRUPTED, DeliveryOptions, DeliveryProgress
+from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
 from importer.errors import CredentialError, ImporterError
 from importer.job import (
@@ -41,6 +41,7 @@ from importer.status import format_status, status_report
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_PROBLEMS = 3
+EXIT_INTERRUPTED = 130
 RETRY_NOTICE_S = 10.0
 
 
@@ -289,6 +290,12 @@ class BarDelivery(DeliveryProgress):
             message += f" (and {self._retries_unshown:,} more retries since the last notice)"
         self._retry_shown_at, self._retries_unshown = now, 0
         self.notice(f"retrying {message}")
+
+    def abandon(self) -> None:
+        """Quit at once on a second Ctrl-C: what was acknowledged is already synced."""
+        self.notice("quit at once; the checkpoint holds every acknowledged row synced so far")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # not sys.exit: that would wait for the requests in flight
 
     def end(self) -> None:
         """Close the bar."""

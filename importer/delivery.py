@@ -39,7 +39,6 @@ METHOD = "__method"
 PATH = "__path"
 SYNC_EVERY = 2_000
 SYNC_INTERVAL_S = 0.5
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +85,10 @@ class DeliveryProgress:
 
     def retry(self, message: str) -> None:
         """A request will be tried again: where it came from, why, and when."""
+
+    def abandon(self) -> None:
+        """A second interrupt: the checkpoint is synced, and the caller may end the process
+        now rather than wait for the requests in flight. Returning goes on draining."""
 
     def end(self) -> None:
         """Sending ended."""
@@ -244,8 +247,7 @@ async def deliver(
             return
         with contextlib.suppress(Exception):
             sync()
-        progress.notice("quit at once; the checkpoint holds every acknowledged row synced so far")
-        os._exit(EXIT_INTERRUPTED)
+        progress.abandon()
 
     if options.handle_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
