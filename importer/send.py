@@ -663,6 +663,8 @@ class _Sender:
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """At most `limit` bytes of the body; releasing the response drops the rest with the socket."""
+    if response.content_length is not None and response.content_length <= limit:
+        return await response.read()  # the common case, in one step
     chunks: list[bytes] = []
     size = 0
     while size < limit:
