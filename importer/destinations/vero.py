@@ -87,22 +87,31 @@ class Vero:
 
 
 def _judge_success(status: int, body: bytes) -> tuple[Verdict, str]:
-    """A 2xx counts only with Vero's JSON answer (`{"status": 200, "message": "Success."}`).
+    """A 2xx counts only with Vero's documented answer: a JSON object whose `status` is a 2xx
+    integer (`{"status": 200, "message": "Success."}`).
 
-    A proxy, a captive portal or a web server at the wrong path also answers 200, with HTML:
-    counting that as delivered would mark rows done that Vero never saw.
+    A proxy, a captive portal or a web server at the wrong path also answers 200, with HTML or
+    with JSON of its own (`{}`, `{"error": "no such route"}`): counting that as delivered would
+    mark rows done that Vero never saw, and a rerun would not send them.
     """
     answer = _json_object(body)
-    if answer is None:
+    claimed = None if answer is None else answer.get("status")
+    if not isinstance(claimed, int) or isinstance(claimed, bool):
+        shown = "not JSON" if answer is None else "JSON without Vero's integer status"
         return Verdict.STOP, (
-            f"the endpoint answered HTTP {status} but not with Vero's JSON answer, so the rows "
-            "cannot be counted as delivered: is --endpoint the API's base URL "
-            f"(such as {PRODUCTION})?"
+            f"the endpoint answered HTTP {status} but not with Vero's JSON answer ({shown}: "
+            f"{_excerpt(body)}), so no row can be counted as delivered: is --endpoint the "
+            f"API's base URL (such as {PRODUCTION})?"
         )
-    claimed = answer.get("status")
-    if isinstance(claimed, int) and not isinstance(claimed, bool) and not 200 <= claimed < 300:
+    if not 200 <= claimed < 300:
         return Verdict.DEAD, _message(body) or f"HTTP {status} with status {claimed}"
     return Verdict.DELIVERED, "delivered"
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of an unexpected answer, enough to recognise what answered instead of Vero."""
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return repr(text[:80] + ("…" if len(text) > 80 else "")) if text else "an empty body"
 
 
 @functools.lru_cache(maxsize=4)
