@@ -49,6 +49,7 @@ FORMAT_VERSION = 1
 LOG_NAME = "checkpoint.log"
 PREV_NAME = "checkpoint.prev.log"
 CORRUPT_NAME = "checkpoint.corrupt.log"
+LOCK_NAME = "lock"
 _MAX_ERROR = 1000  # the dead-letter file keeps the whole message; the log keeps a reminder
 _EXAMPLES = 5
 
@@ -286,7 +287,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _lock(state_dir: Path) -> int:
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

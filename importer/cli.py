@@ -24,7 +24,6 @@ from importer.destinations import DESTINATIONS, Destination, get_destination
 from importer.errors import CredentialError, ImporterError
 from importer.job import (
     JobOptions,
-    check_outputs,
     open_inputs,
     replay_job,
     send_job,
@@ -32,6 +31,7 @@ from importer.job import (
 )
 from importer.job import dry_run as dry_run_job
 from importer.mock_server import MockConfig, serve
+from importer.outputs import check_outputs
 from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
 from importer.schema import load_mapping
@@ -43,6 +43,8 @@ EXIT_FATAL = 1
 EXIT_PROBLEMS = 3
 EXIT_INTERRUPTED = 130
 RETRY_NOTICE_S = 10.0
+# `validate` has no --state; its outputs are still kept off the default one.
+DEFAULT_STATE = Path(".importer")
 
 
 class BarProgress:
@@ -187,7 +189,12 @@ def validate(
     summary also counts events Vero would drop as duplicates. Exit 3 when any row is rejected.
     """
     try:
-        check_outputs(inputs, {"--rejects": rejects, "--report": report})
+        check_outputs(
+            {"--rejects": rejects, "--report": report},
+            inputs=inputs,
+            mapping=schema_path,
+            state_dir=DEFAULT_STATE,
+        )
         options = JobOptions(
             inputs=inputs,
             mapping=load_mapping(schema_path),
@@ -314,7 +321,7 @@ state_option = click.option(
     "--state",
     "state_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=Path(".importer"),
+    default=DEFAULT_STATE,
     show_default=True,
     help="Checkpoint directory: running the same command again resumes from it.",
 )
@@ -464,8 +471,10 @@ def run(
         raise click.UsageError("--out goes with --dry-run")
     try:
         check_outputs(
-            inputs,
             {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
+            inputs=inputs,
+            mapping=schema_path,
+            state_dir=state_dir,
         )
         mapping = load_mapping(schema_path)
         options = JobOptions(
@@ -566,12 +575,13 @@ def replay(
             timeout=timeout,
         )
         check_outputs(
-            [payloads],
             {
                 "--rejects": rejects,
                 "--report": report,
                 "--dead-letter": delivery.dead_letter_path,
             },
+            inputs=[payloads],
+            state_dir=state_dir,
         )
         summary = asyncio.run(
             replay_job(

@@ -39,6 +39,9 @@ METHOD = "__method"
 PATH = "__path"
 SYNC_EVERY = 2_000
 SYNC_INTERVAL_S = 0.5
+# Files this module keeps in the state directory beside the checkpoint log.
+DEAD_LETTER_NAME = "dead-letters.jsonl"
+EMBEDDED_RECORD_NAME = "embedded-received.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class DeliveryOptions:
     @property
     def dead_letter_path(self) -> Path:
         """The dead-letter file: the one asked for, else one in the state directory."""
-        return self.dead_letter or self.state_dir / "dead-letters.jsonl"
+        return self.dead_letter or self.state_dir / DEAD_LETTER_NAME
 
 
 class DeliveryProgress:
@@ -301,7 +304,7 @@ async def _endpoint(
         yield options.endpoint, options.token, None
         return
     token = options.token or EMBEDDED_TOKEN
-    record = options.state_dir / "embedded-received.jsonl"
+    record = options.state_dir / EMBEDDED_RECORD_NAME
     async with embedded_mock(MockConfig(token=token, record=record)) as mock:
         yield mock.url, token, mock.state
 

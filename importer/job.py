@@ -7,7 +7,6 @@ read -> validate -> rejects file, dedup analysis -> payload bodies.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from importer.read import (
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary, open_output
-from importer.schema import Mapping
+from importer.schema import ALL_COLUMNS, Mapping
 from importer.validate import FileState, validate_frame
 
 # A replay has no mapping; its checkpoint is bound to this instead.
@@ -82,38 +81,36 @@ class JobOptions:
             raise ValueError("batch_rows must be positive")
 
 
-def check_outputs(inputs: Iterable[Path], outputs: dict[str, Path | None]) -> None:
-    """Refuse an output file (by option name) that is one of the inputs: it would be truncated
-    before it is read, or appended to while it is read."""
+def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]) -> None:
+    """Refuse a key of data that gets two values: one key, one value, or the receiver's parser
+    decides which one wins (json.loads keeps the last).
+
+    Two ways lead there: `data = "*"` takes a column whose name is also mapped as
+    `data.<name>`, or the [dedup] data_key is already a key of data.
+    """
+    star = mapping.star_path
+    present = set(columns)
+    named = {column for column in mapping.fields.values() if column != ALL_COLUMNS}
+    from_star = present - named if star is not None else set()
     problems = [
-        f"{option} {output} is also an input of this job"
-        for option, output in outputs.items()
-        if output is not None and any(_same_file(output, path) for path in inputs)
+        f'fields.{path!r} = {column!r} and {star} = "*" both fill {path}: {source.name} has '
+        f'a column {path.partition(".")[2]!r}, which "*" puts in {star} too'
+        for path, column in mapping.fields.items()
+        if star is not None and path.startswith(f"{star}.") and path.partition(".")[2] in from_star
     ]
-    if problems:
-        hint = "write it somewhere else"
-        if any(problem.startswith("--dead-letter") for problem in problems):
-            hint += "; to replay dead letters, move the file out of --state first"
-        raise MappingError("; ".join(problems) + ": writing it would destroy the input", hint=hint)
-
-
-def _same_file(one: Path, other: Path) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except OSError:  # one of them does not exist yet
-        return one.resolve() == other.resolve()
-
-
-def _check_data_key(mapping: Mapping, source: InputFile) -> None:
-    """Refuse a [dedup] data_key that data already gets from the input: one key, two values."""
     key = mapping.dedup_data_key
-    if key is None:
-        return
-    from_star = mapping.star_path == "data" and key in source.columns
-    if from_star or f"data.{key}" in mapping.fields:
+    twice = key is not None and (
+        (star == "data" and key in from_star) or f"data.{key}" in mapping.fields
+    )
+    if twice:
+        problems.append(
+            f"dedup.data_key {key!r} is also a key of data (from {source.name}); choose a name "
+            "the data does not use"
+        )
+    if problems:
         raise MappingError(
-            f"mapping {mapping.path}: dedup.data_key {key!r} is also a key of data "
-            f"(from {source.name}); choose a name the data does not use"
+            f"mapping {mapping.path}: " + "; ".join(problems),
+            hint="rename the key in the mapping, or map that column to another path",
         )
 
 
@@ -123,17 +120,27 @@ def open_inputs(options: JobOptions) -> list[InputFile]:
     for source in sources:
         if not source.columns:
             continue
-        _check_data_key(options.mapping, source)
-        if source.format != "jsonl" or source.lines < SAMPLE_LINES:
-            options.mapping.check_columns(source.columns, source=source.name)
-            continue
-        try:
-            options.mapping.check_columns(source.columns, source=source.name)
-        except MappingError:
+        columns: Iterable[str] = source.columns
+        if (
+            source.format == "jsonl"
+            and source.lines >= SAMPLE_LINES
+            and _needs_every_key(options.mapping, source)
+        ):
             # JSONL has no header: a key the first lines lack may still come later. Only then
             # is the whole file read for its keys.
-            options.mapping.check_columns(jsonl_keys(source.path), source=source.name)
+            columns = jsonl_keys(source.path)
+        options.mapping.check_columns(columns, source=source.name)
+        _check_data_keys(options.mapping, source, columns)
     return sources
+
+
+def _needs_every_key(mapping: Mapping, source: InputFile) -> bool:
+    """Whether a check needs keys beyond the sampled lines: a mapped column they lack, or
+    keys of data that "*" could also fill."""
+    star = mapping.star_path
+    keyed = star is not None and any(p.startswith(f"{star}.") for p in mapping.fields)
+    sampled = set(source.columns)
+    return keyed or any(column not in sampled for column in mapping.source_columns)
 
 
 def iter_valid(

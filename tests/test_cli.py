@@ -392,3 +392,120 @@ def test_retries_are_shown_at_most_once_per_interval(
         "retrying e.csv, line 100: HTTP 503",
         "retrying e.csv, line 113: HTTP 503 (and 2 more retries since the last notice)",
     ]
+
+
+def _star_and_key_mapping(tmp_path: Path, key: str, column: str) -> Path:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        'destination = "vero"\naction = "track"\n[fields]\n"identity.id" = "user_id"\n'
+        'event_name = "event"\n"extras.created_at" = "occurred_at"\ndata = "*"\n'
+        f'"data.{key}" = "{column}"\n'
+    )
+    return mapping
+
+
+def test_a_data_key_that_star_also_fills_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,event,occurred_at,plan,other\nu1,Buy,2023-05-30,pro,team\n")
+    mapping = _star_and_key_mapping(tmp_path, "plan", "other")
+    code, out, err = invoke("validate", str(path), "--schema", str(mapping))
+    assert code == 1
+    assert out == ""
+    assert (
+        f"Error: mapping {mapping}: fields.'data.plan' = 'other' and data = \"*\" both fill "
+        f"data.plan: {path} has a column 'plan', which \"*\" puts in data too"
+    ) in err
+
+
+def test_a_data_key_that_star_fills_from_a_late_jsonl_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    line = {"user_id": "u1", "event": "Buy", "occurred_at": "2023-05-30", "other": "team"}
+    path.write_text((json.dumps(line) + "\n") * 10_001 + json.dumps({**line, "plan": "pro"}) + "\n")
+    mapping = _star_and_key_mapping(tmp_path, "plan", "other")
+    code, _, err = invoke("validate", str(path), "--schema", str(mapping), "--quiet")
+    assert code == 1
+    assert "both fill data.plan" in err
+
+
+def test_a_data_key_from_a_column_mapped_elsewhere_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,event,occurred_at,plan\nu1,Buy,2023-05-30,pro\n")
+    mapping = _star_and_key_mapping(tmp_path, "tier", "plan")
+    code, _, err = invoke("validate", str(path), "--schema", str(mapping), "--quiet")
+    assert (code, err) == (0, "")
+
+
+def test_a_report_onto_the_mapping_is_refused_and_the_mapping_kept(tmp_path: Path) -> None:
+    mapping = tmp_path / "track.toml"
+    mapping.write_text(Path(TRACK).read_text())
+    before = mapping.read_bytes()
+    code, out, err = invoke(
+        "validate", EVENTS_CSV, "--schema", str(mapping), "--report", str(mapping)
+    )
+    assert (code, out) == (1, "")
+    assert f"Error: --report {mapping} is also the mapping file of this job" in err
+    assert mapping.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "what"),
+    [
+        pytest.param("--out", "checkpoint.log", "the checkpoint log", id="out-onto-log"),
+        pytest.param("--rejects", "lock", "the lock of a running job", id="rejects-onto-lock"),
+        pytest.param(
+            "--report", "dead-letters.jsonl", "the default dead-letter file", id="report-onto-dl"
+        ),
+        pytest.param(
+            "--dead-letter", "checkpoint.log", "the checkpoint log", id="dead-letter-onto-log"
+        ),
+    ],
+)
+def test_an_output_onto_a_file_of_the_state_directory_is_refused(
+    tmp_path: Path, option: str, name: str, what: str
+) -> None:
+    state = tmp_path / "state"
+    code, _, _ = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--endpoint", "embedded", "--state", str(state), "-q"
+    )
+    assert code == 3
+    target = state / name
+    target.touch()
+    before = target.read_bytes()
+    args = ["--dry-run"] if option == "--out" else ["--endpoint", "embedded"]
+    code, out, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--state", str(state), *args, option, str(target)
+    )
+    assert (code, out) == (1, "")
+    assert f"Error: {option} {target} is {what} in the state directory {state}" in err
+    assert target.read_bytes() == before
+
+
+def test_the_dead_letter_file_may_be_the_state_directorys_own(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    letters = state / "dead-letters.jsonl"
+    code, _, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--endpoint", "embedded", "--state", str(state),
+        "--dead-letter", str(letters), "-q",
+    )  # fmt: skip
+    assert code == 3, err
+
+
+def test_two_outputs_on_one_path_are_refused(tmp_path: Path) -> None:
+    both = tmp_path / "out.json"
+    code, _, err = invoke(
+        "validate", EVENTS_CSV, "--schema", TRACK, "--rejects", str(both), "--report", str(both)
+    )
+    assert code == 1
+    assert f"Error: --rejects and --report are the same file ({both}): one would overwrite" in err
+    assert not both.exists()
+
+
+@pytest.mark.parametrize("option", ["--rejects", "--report"])
+def test_an_output_that_is_a_symlink_loop_is_one_clear_error(tmp_path: Path, option: str) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(loop)
+    code, _, err = invoke("validate", EVENTS_CSV, "--schema", TRACK, option, str(loop))
+    assert code == 1
+    assert err.startswith(f"Error: {option} {loop} cannot be written: it is a loop of symbolic")
+    assert "Traceback" not in err
