@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,10 @@ EXIT_FATAL = 1
 EXIT_PROBLEMS = 3
 EXIT_INTERRUPTED = 130
 RETRY_NOTICE_S = 10.0
+# Real API tokens are tens of characters; a larger "token file" is the wrong file, and every
+# error message is scrubbed of the token, which costs time in proportion to its length.
+MAX_TOKEN_BYTES = 4096
+TOKEN_FILE = "the --token-file"
 # `validate` has no --state; its outputs are still kept off the default one.
 DEFAULT_STATE = Path(".importer")
 
@@ -210,18 +215,35 @@ def validate(
 
 
 def _read_token_file(path: Path) -> str:
-    """The token in `path`, without surrounding white space; its text never enters a message."""
+    """The token in `path`, without surrounding white space.
+
+    Neither its text nor its path enters a message: a token pasted where the path belongs
+    would otherwise be printed for anyone reading the terminal or the job's log.
+    """
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise CredentialError(f"{TOKEN_FILE} is not a regular file")
+            raw = handle.read(MAX_TOKEN_BYTES + 1)
     except OSError as exc:
-        raise CredentialError(f"token file {path} cannot be read: {exc.strerror}") from None
+        raise CredentialError(
+            f"{TOKEN_FILE} cannot be read: {exc.strerror or type(exc).__name__}",
+            hint="the path is not shown, in case it is the token itself",
+        ) from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise CredentialError(
+            f"{TOKEN_FILE} is larger than {MAX_TOKEN_BYTES // 1024} KiB: it should hold the "
+            "token alone"
+        )
+    try:
+        token = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise CredentialError(f"token file {path} is not UTF-8 text") from None
+        raise CredentialError(f"{TOKEN_FILE} is not UTF-8 text") from None
     if not token:
-        raise CredentialError(f"token file {path} is empty")
+        raise CredentialError(f"{TOKEN_FILE} is empty")
     if any(char.isspace() for char in token):
         raise CredentialError(
-            f"token file {path} holds more than one word or line: it should hold the token alone"
+            f"{TOKEN_FILE} holds more than one word or line: it should hold the token alone"
         )
     return token
 
@@ -231,6 +253,11 @@ def _token(destination: Destination, token_file: Path | None, endpoint: str) -> 
     if token_file is not None:
         return _read_token_file(token_file)
     token = os.environ.get(destination.token_env, "").strip()
+    if len(token.encode()) > MAX_TOKEN_BYTES:
+        raise CredentialError(
+            f"{destination.token_env} is longer than {MAX_TOKEN_BYTES // 1024} KiB: it should "
+            "hold the token alone"
+        )
     if token:
         return token
     if endpoint == EMBEDDED:
@@ -330,7 +357,7 @@ fresh_option = click.option(
 )
 token_file_option = click.option(
     "--token-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),
     help="Read the API token from this file (default: the VERO_AUTH_TOKEN environment variable).",
 )
 concurrency_option = click.option(
@@ -630,7 +657,7 @@ def status(state_dir: Path, as_json: bool) -> None:
 )
 @click.option(
     "--token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="File holding the token to accept (default: $VERO_AUTH_TOKEN, else 'test-token').",
 )
 @click.option(

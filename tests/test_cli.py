@@ -277,7 +277,53 @@ def test_a_bad_token_file_is_one_clear_error(tmp_path: Path, content: bytes, mes
     code, out, err = invoke(
         "run", EVENTS_CSV, "--schema", TRACK, "--token-file", str(token), "--state", str(tmp_path)
     )
-    assert (code, out, err) == (1, "", f"Error: token file {token} {message}\n")
+    assert (code, out, err) == (1, "", f"Error: the --token-file {message}\n")
+
+
+SECRET = "sk_live_0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run", EVENTS_CSV, "--schema", TRACK], id="run"),
+        pytest.param(["replay", EVENTS_JSONL], id="replay"),
+        pytest.param(["mock-server", "--port", "0"], id="mock-server"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_token_given_as_the_token_file_path_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], kind: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if kind == "directory":
+        (tmp_path / SECRET).mkdir()
+    code, out, err = invoke(*command, "--token-file", SECRET)
+    assert code == 1
+    assert SECRET not in out + err
+    assert err.startswith("Error: the --token-file ")
+    assert "Hint: the path is not shown, in case it is the token itself" in err or (
+        "not a regular file" in err
+    )
+
+
+def test_a_token_file_over_4_kib_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"x" * (5 * 1024 * 1024))
+    code, out, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--token-file", str(token), "--state", str(tmp_path)
+    )
+    assert (code, out) == (1, "")
+    assert err == "Error: the --token-file is larger than 4 KiB: it should hold the token alone\n"
+
+
+def test_a_token_over_4_kib_in_the_environment_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERO_AUTH_TOKEN", "x" * 5000)
+    code, out, err = invoke("run", EVENTS_CSV, "--schema", TRACK, "--state", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: VERO_AUTH_TOKEN is longer than 4 KiB")
 
 
 @pytest.mark.parametrize("option", ["--out", "--rejects", "--report"])
