@@ -84,7 +84,7 @@ def _key_of(mapping: Mapping, column: str) -> str:
 def load_mapping(path: Path) -> Mapping:
     """Read and check the mapping at `path`; raise MappingError listing every problem found."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except FileNotFoundError:
         raise MappingError(f"mapping file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -125,3 +125,10 @@ def test_unquoted_dotted_keys_mean_the_same_paths(tmp_path: Path) -> None:
         "extras.created_at": "occurred_at",
         "data.plan": "plan",
     }
+
+
+def test_a_mapping_saved_with_a_utf8_bom_loads(tmp_path: Path) -> None:
+    preset = ROOT / "schemas" / "vero-track.toml"
+    with_bom = tmp_path / "track.toml"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + preset.read_bytes())
+    assert load_mapping(with_bom).fingerprint == load_mapping(preset).fingerprint
