@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from importer.cli import main
+from importer.entry import main
 
 main()

@@ -22,6 +22,7 @@ from importer import __version__
 from importer.checkpoint import read_status
 from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
+from importer.entry import accept_interrupts
 from importer.errors import CredentialError, ImporterError
 from importer.job import (
     JobOptions,
@@ -194,6 +195,7 @@ def validate(
     summary also counts events Vero would drop as duplicates. Exit 3 when any row is rejected.
     """
     try:
+        accept_interrupts()
         check_outputs(
             {"--rejects": rejects, "--report": report},
             inputs=inputs,
@@ -497,6 +499,7 @@ def run(
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
     try:
+        accept_interrupts()
         check_outputs(
             {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
             inputs=inputs,
@@ -588,6 +591,7 @@ def replay(
     {"method", "path", "body", "source"}; a line that is not such a request is rejected.
     """
     try:
+        accept_interrupts()
         target = get_destination(destination)
         delivery = _delivery_options(
             endpoint=endpoint,

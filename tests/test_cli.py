@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -366,43 +364,50 @@ def test_a_data_key_that_is_a_column_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "word"),
+    ("command", "step", "word"),
     [
-        pytest.param(["validate"], "nothing was sent", id="validate"),
-        pytest.param(["run", "--dry-run"], "nothing was sent", id="dry-run"),
+        pytest.param(["validate"], "iter_batches", "nothing was sent", id="validate"),
+        pytest.param(["run", "--dry-run"], "iter_batches", "nothing was sent", id="dry-run"),
         pytest.param(
             ["run", "--endpoint", "embedded", "--quiet"],
+            "open_input",
             "holds every row the API acknowledged",
             id="run-before-sending",
         ),
     ],
 )
 def test_ctrl_c_while_reading_exits_130_with_a_word(
-    tmp_path: Path, command: list[str], word: str
+    tmp_path: Path, command: list[str], step: str, word: str
 ) -> None:
-    fifo = tmp_path / "events.jsonl"
-    os.mkfifo(fifo)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "importer", command[0], str(fifo), "--schema", TRACK, *command[1:]],
+    # The process interrupts itself right after a step of reading: a real SIGINT at a known
+    # moment, with no race against the clock.
+    code = f"""
+import os, signal, sys
+import importer.read as read
+from importer import entry
+
+def interrupted(*args, **kwargs):
+    result = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+    return result
+
+real = read.{step}
+read.{step} = interrupted
+sys.argv = ["importer", {command[0]!r}, {EVENTS_CSV!r}, "--schema", {TRACK!r}, *{command[1:]!r}]
+entry.main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=60,
+        check=False,
     )
-    try:
-        with fifo.open("w") as writer:  # returns once the importer has opened it to read
-            writer.write('{"user_id": "u1"}\n')
-            writer.flush()
-            # The read restarts after the signal; Python raises KeyboardInterrupt once it
-            # returns, at the end of the input that closing the pipe makes.
-            process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 130, err
-    assert "interrupted: " in err
-    assert word in err
-    assert "Traceback" not in err
+    assert done.returncode == 130, done.stderr
+    assert "interrupted: " in done.stderr
+    assert word in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_empty_endpoint_is_an_error_not_production(tmp_path: Path) -> None:
@@ -555,3 +560,27 @@ def test_an_output_that_is_a_symlink_loop_is_one_clear_error(tmp_path: Path, opt
     assert code == 1
     assert err.startswith(f"Error: {option} {loop} cannot be written: it is a loop of symbolic")
     assert "Traceback" not in err
+
+
+def test_ctrl_c_while_the_command_line_starts_exits_130_without_a_traceback() -> None:
+    # Deterministic stand-in for Ctrl-C in the first second: the process interrupts itself
+    # while it imports the command line (Polars and aiohttp), before any command runs.
+    code = f"""
+import os, signal, sys
+from importer import entry
+
+class InterruptOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "importer.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv = ["importer", "validate", {EVENTS_CSV!r}, "--schema", {TRACK!r}]
+entry.main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "\ninterrupted before anything was read or sent\n"
