@@ -700,6 +700,13 @@ def status(state_dir: Path, as_json: bool) -> None:
     default="",
     help="Comma-separated statuses for the first requests (200: real answer, 0: drop).",
 )
+@click.option(
+    "--limit-rps",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Requests per second each token may make, a second's worth in a burst; beyond, 429 "
+    "with the seconds to wait in Retry-After (default 0: no limit).",
+)
 def mock_server(
     host: str,
     port: int,
@@ -715,11 +722,12 @@ def mock_server(
     slow: float,
     fail_first: int,
     status_script: str,
+    limit_rps: float,
 ) -> None:
     """Run a Vero-compatible mock API for rehearsals and tests; Ctrl-C stops it.
 
     It checks the token (auth_token in the body or query) and Vero's documented rules, flags
-    events Vero would drop as duplicates, and injects faults on request.
+    events Vero would drop as duplicates, and injects faults or a rate limit on request.
     """
     try:
         if token_file is not None:
@@ -753,6 +761,7 @@ def mock_server(
             slow_s=slow,
             fail_first=fail_first,
             status_script=script,
+            limit_rps=limit_rps,
         )
 
         def on_ready(url: str) -> None:

@@ -289,6 +289,11 @@ async def deliver(
     summary.requests += stats.requests
     summary.retries += stats.retries
     summary.stopped = stats.stopped_reason
+    if stats.abandoned:
+        summary.warnings.append(
+            f"{stats.abandoned} rows were sent but got no answer before the run stopped; the next "
+            "run sends them again, so the API may receive them twice"
+        )
     if dead.count:
         summary.dead_letter_file = str(dead.path)
     return summary

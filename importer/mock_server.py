@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import itertools
 import json
+import math
 import random
 import re
 import signal
@@ -30,6 +31,7 @@ BASE_PATH = "/api/v2"
 DROP = 0  # a `status_script` entry that closes the connection instead of answering
 MAX_LENGTH = 255  # Vero: id, email and event_name must be *less than* 255 characters
 PRUNE_AT = 100_000  # dedup keys held before expired ones are swept
+BUCKETS_AT = 10_000  # rate-limit buckets held before the full ones are swept
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MESSAGES = {
     200: "Success.",
@@ -49,7 +51,9 @@ class MockConfig:
     Rates are shares of requests in [0, 1]; `rate_429 + rate_5xx + rate_drop` may not exceed 1.
     `status_script` answers the first requests with these statuses in order (200: handle the
     request for real, 0: drop the connection); then `fail_first` answers the first N requests
-    of each distinct body with 503; then the seeded random faults apply.
+    of each distinct body with 503; then the seeded random faults apply. `limit_rps` (0: off)
+    is a real rate limit, a token bucket per auth token carried, about a second's worth deep:
+    beyond it the answer is 429 with a Retry-After of the whole seconds until room comes back.
     """
 
     token: str = "test-token"
@@ -65,6 +69,7 @@ class MockConfig:
     slow_s: float = 0.0
     fail_first: int = 0
     status_script: tuple[int, ...] = ()
+    limit_rps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.record is not None and not isinstance(self.record, Path):
@@ -83,6 +88,10 @@ class MockConfig:
         for name in ("dedup_window_s", "slow_s", "fail_first"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, not {getattr(self, name)}")
+        if not (0 <= self.limit_rps < math.inf):
+            problems.append(
+                f"limit_rps must be a finite number of at least 0, not {self.limit_rps}"
+            )
         if not _valid_retry_after(self.retry_after):
             problems.append(
                 f"retry_after must be seconds or an HTTP date, not {self.retry_after!r}"
@@ -227,6 +236,8 @@ class _MockVero:
         self.failures: dict[int, int] = {}
         self.first_seen: dict[int, float] = {}
         self.prune_at = PRUNE_AT
+        self.buckets: dict[object, tuple[float, float]] = {}  # token -> (room, when)
+        self.buckets_at = BUCKETS_AT
         self.record: BinaryIO | None = None
         self.calls = 0
         self.ok_body = json.dumps({"status": 200, "message": MESSAGES[200]}).encode()
@@ -287,8 +298,29 @@ class _MockVero:
             self.prune_at = max(PRUNE_AT, 2 * len(self.first_seen))
         return False
 
+    def throttle(self, token: object) -> int | None:
+        """Seconds until `token`'s bucket has room again (at least 1), or None: take a request.
+
+        The bucket holds `limit_rps` requests (at least one) and refills at `limit_rps` a second.
+        """
+        rate, now = self.config.limit_rps, self.clock()
+        depth = max(1.0, rate)
+        room, when = self.buckets.get(token, (depth, now))
+        room = min(depth, room + (now - when) * rate)
+        if room >= 1.0:
+            self.buckets[token] = (room - 1.0, now)
+            if len(self.buckets) > self.buckets_at:
+                # a full bucket is the same as none: forget those, so random tokens cost no memory
+                self.buckets = {
+                    k: (r, t) for k, (r, t) in self.buckets.items() if r + (now - t) * rate < depth
+                }
+                self.buckets_at = max(BUCKETS_AT, 2 * len(self.buckets))
+            return None
+        self.buckets[token] = (room, now)
+        return max(1, math.ceil((1.0 - room) / rate))
+
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
-        """One identify or track call: faults, then auth, then Vero's rules, dedup and record."""
+        """One identify or track call: faults, rate limit, auth, Vero's rules, dedup, record."""
         state, config = self.state, self.config
         state.requests += 1
         raw = await request.read()
@@ -304,6 +336,13 @@ class _MockVero:
         token = body.pop("auth_token", None) if isinstance(body, dict) else None
         if token is None:
             token = request.query.get("auth_token")
+        if config.limit_rps:
+            wait = self.throttle(token if isinstance(token, str) else None)
+            if wait is not None:
+                self.state.by_status[429] += 1
+                response = _answer(429)
+                response.headers["Retry-After"] = str(wait)
+                return response
         if not isinstance(token, str) or not hmac.compare_digest(
             token.encode("utf-8", "surrogatepass"), self.token
         ):
@@ -361,7 +400,8 @@ class _MockVero:
 def create_app(
     config: MockConfig, *, clock: Callable[[], float] = time.monotonic
 ) -> web.Application:
-    """The mock as an aiohttp app; `app[STATE]` is its MockState, `clock` drives the dedup window."""
+    """The mock as an aiohttp app; `app[STATE]` is its MockState; `clock` drives the dedup
+    window and the rate limit."""
     app = web.Application()
     mock = _MockVero(config, MockState(), clock)
     app[STATE] = mock.state

@@ -48,11 +48,17 @@ _TOKEN_FIELD = re.compile(
 )
 # The shortest token prefix worth hiding at the end of a text cut at ANSWER_BYTES.
 _PREFIX_CHARS = 4
+# Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
+DRAIN_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendOptions:
-    """How hard to push the API and how long to keep trying; checked when built."""
+    """How hard to push the API and how long to keep trying; checked when built.
+
+    `drain_timeout_s` (None: timeout_s + DRAIN_MARGIN_S) is how long requests in flight may
+    still finish after a stop; by default as long as one may take, so none is cut off.
+    """
 
     concurrency: int = 32
     rate: float | None = None
@@ -60,7 +66,7 @@ class SendOptions:
     timeout_s: float = 30.0
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float | None = None
     retry_after_cap_s: float = 300.0
 
     def __post_init__(self) -> None:
@@ -83,10 +89,19 @@ class SendOptions:
             )
         for name in ("backoff_base_s", "backoff_cap_s", "drain_timeout_s", "retry_after_cap_s"):
             value = getattr(self, name)
+            if name == "drain_timeout_s" and value is None:
+                continue
             if not (_is_number(value) and value >= 0):
                 problems.append(f"{name} must be a number of seconds of at least 0, not {value!r}")
         if problems:
             raise MappingError("invalid send options: " + "; ".join(problems))
+
+    @property
+    def drain_s(self) -> float:
+        """How long requests in flight may finish after a stop."""
+        if self.drain_timeout_s is not None:
+            return self.drain_timeout_s
+        return self.timeout_s + DRAIN_MARGIN_S
 
 
 def _is_int(value: object) -> bool:
@@ -103,6 +118,9 @@ class SendStats:
 
     `unfinished` counts requests taken from the input but neither delivered nor dead-lettered
     (stopped, drained away, or cut off in a backoff): a resumed run sends them again.
+    `abandoned` counts those among them that were sent and never answered (cut off in flight,
+    or timed out or disconnected on their last try): the API may have them already, so the
+    resumed run may deliver them twice.
     """
 
     requests: int
@@ -113,6 +131,7 @@ class SendStats:
     elapsed_s: float
     interrupted: bool = False
     unfinished: int = 0
+    abandoned: int = 0
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -298,28 +317,104 @@ class AdaptiveLimit:
                 free -= 1
 
 
-class Pacer:
-    """Spaces request starts `1/rate` seconds apart by reserving start times: no busy loop."""
+class AdaptiveRate:
+    """Spaces request starts to a pace learnt from the API's 429s, never above `ceiling`.
+
+    Nothing is paced (but to `ceiling`, the user's --rate) until the first 429. The first 429 of
+    an epoch (to a request started after the latest cut), at most one every COOL_S, cuts the
+    pace: to the rate of answers other than 429 over the last WINDOW_S when unpaced, else by
+    the share of 429s among them. The pace then grows by GROWTH a second. A cap on requests in
+    flight cannot do this: on a fast link one request at a time is already thousands a second.
+    Measured (tests/bench/bench_rate_limit.py): 0.99 of a token-bucket limit, and random 429s,
+    which no pace avoids, cost no throughput: a slower growth or no cool-down let them ratchet
+    the pace down to a third.
+    """
+
+    WINDOW_S = 1.0
+    GROWTH = 0.2
+    COOL_S = 1.0
+    FLOOR = 1.0  # requests per second: the slowest pace a cut sets
 
     def __init__(
         self,
-        rate: float,
+        ceiling: float | None = None,
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        self._interval = 1.0 / rate
+        self.ceiling = ceiling
+        self._base = ceiling  # the pace at the latest cut; None: unpaced
+        self._cut_at = 0.0
         self._next = 0.0
+        self._epoch = 0
+        self._started: float | None = None
+        self._answers: deque[float] = deque()  # when the recent answers other than 429 came
+        self._throttles: deque[float] = deque()  # when the recent 429s came
         self._clock = clock or _now
         self._sleep = sleep or _sleep
 
-    async def wait(self) -> None:
-        """Return at this caller's reserved start time; an idle spell earns no burst."""
+    def rate(self) -> float | None:
+        """The pace now, in request starts per second; None while unpaced."""
+        if self._base is None or self._base == self.ceiling:
+            return self._base
+        grown = self._base * (1.0 + self.GROWTH) ** (self._clock() - self._cut_at)
+        return grown if self.ceiling is None else min(grown, self.ceiling)
+
+    async def wait(self) -> int:
+        """Return at this caller's reserved start time, with the epoch to hand back on a 429.
+
+        Start times are reserved 1/rate apart, so nobody polls, and an idle spell earns no burst.
+        """
+        epoch = self._epoch
         now = self._clock()
-        start = self._next if self._next > now else now
-        self._next = start + self._interval
-        if start > now:
-            await self._sleep(start - now)
+        if self._started is None:
+            self._started = now
+        rate = self.rate()
+        if rate is not None:
+            start = self._next if self._next > now else now
+            self._next = start + 1.0 / rate
+            if start > now:
+                await self._sleep(start - now)
+        return epoch
+
+    def on_answer(self) -> None:
+        """Count an answer other than 429: a request the API let through."""
+        now = self._clock()
+        self._answers.append(now)
+        _forget(self._answers, now - self.WINDOW_S)
+
+    def on_throttled(self, epoch: int) -> None:
+        """A 429: the first of an epoch, at most one a COOL_S, cuts the pace by the share of
+        429s among the answers of the last WINDOW_S (unpaced: to the rate of the others).
+
+        Cutting by the share, not to the rate let through, keeps a pace that is not what holds
+        the run back from ratcheting down to whatever the run happens to reach.
+        """
+        now = self._clock()
+        self._throttles.append(now)
+        since = now - self.WINDOW_S
+        _forget(self._throttles, since)
+        _forget(self._answers, since)
+        if epoch != self._epoch or (self._base is not None and now - self._cut_at < self.COOL_S):
+            return
+        self._epoch += 1
+        current = self.rate()
+        if current is not None:
+            let_through = len(self._answers) / (len(self._answers) + len(self._throttles))
+            pace = current * let_through
+        else:
+            span = min(self.WINDOW_S, now - (self._started if self._started is not None else now))
+            if not self._answers or span <= 0:
+                return  # nothing to go by yet: the throttled request waits its Retry-After
+            pace = len(self._answers) / span
+        self._base = max(self.FLOOR, pace)
+        self._cut_at = now
+
+
+def _forget(times: deque[float], since: float) -> None:
+    """Drop the times before `since` from the left of a deque kept in time order."""
+    while times and times[0] < since:
+        times.popleft()
 
 
 def make_scrubber(token: str) -> Callable[[str], str]:
@@ -334,12 +429,41 @@ def make_scrubber(token: str) -> Callable[[str], str]:
                 text = text.replace(form, "***")
         text = _TOKEN_FIELD.sub(r"\1***", text)
         for form in ordered:
-            for size in range(len(form) - 1, _PREFIX_CHARS - 1, -1):
-                if text.endswith(form[:size]):
-                    return text[:-size] + "***"
+            size = _prefix_ending(text, form)
+            if size >= _PREFIX_CHARS:
+                return text[:-size] + "***"
         return text
 
     return scrub
+
+
+def _prefix_ending(text: str, form: str) -> int:
+    """The length of the longest start of `form`, shorter than all of it, that ends `text`.
+
+    Knuth-Morris-Pratt over the last len(form) - 1 characters: linear in both lengths, where
+    trying every length was quadratic in the token's (a 5 MB token spun for many minutes).
+    """
+    tail = text[max(0, len(text) - len(form) + 1) :] if len(form) > 1 else ""
+    if form[:_PREFIX_CHARS] not in tail:
+        return 0  # the usual case, found at C speed
+    pattern = form[: len(tail)]
+    # fall[i]: the longest proper start of pattern that also ends pattern[: i + 1]
+    fall = [0] * len(pattern)
+    size = 0
+    for i in range(1, len(pattern)):
+        char = pattern[i]
+        while size and pattern[size] != char:
+            size = fall[size - 1]
+        if pattern[size] == char:
+            size += 1
+        fall[i] = size
+    size = 0
+    for char in tail:
+        while size and (size == len(pattern) or pattern[size] != char):
+            size = fall[size - 1]
+        if pattern[size] == char:
+            size += 1
+    return size
 
 
 def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -369,7 +493,7 @@ async def send_all(
 
     The input is pulled lazily into a queue of 2 x concurrency, so memory stays bounded. When the
     API says STOP (401, a redirect) or `stop` is set, no new request starts, those in flight get
-    `drain_timeout_s` to finish, and the rest are dropped unreported. A generator given as
+    `options.drain_s` to finish, and the rest are dropped unreported (counted in `abandoned`). A generator given as
     `requests` is closed when the run ends before it is exhausted. An exception from the input
     or a callback ends the run the same way and is raised after the drain.
     """
@@ -406,7 +530,16 @@ async def send_all(
         elapsed_s=time.monotonic() - started,
         interrupted=sender.interrupted,
         unfinished=sender.pulled - sender.delivered - sender.dead,
+        abandoned=sender.abandoned,
     )
+
+
+@dataclass(slots=True)
+class _Tries:
+    """Whether a request's try is out now, and whether one went out and got no answer."""
+
+    waiting: bool = False
+    unanswered: bool = False
 
 
 class _Sender:
@@ -433,7 +566,7 @@ class _Sender:
         self.scrub = make_scrubber(token)
         self.timeout = aiohttp.ClientTimeout(total=options.timeout_s)
         self.limit = AdaptiveLimit(options.concurrency, clock=_now, sleep=_sleep)
-        self.pacer = Pacer(options.rate, clock=_now, sleep=_sleep) if options.rate else None
+        self.pace = AdaptiveRate(options.rate, clock=_now, sleep=_sleep)
         self.sleep = _sleep
         self.queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=2 * options.concurrency)
         self.halt = asyncio.Event()
@@ -441,6 +574,7 @@ class _Sender:
         self.stop_is_set: Callable[[], bool] = _never
         self.busy: set[asyncio.Task[None] | None] = set()
         self.requests = self.retries = self.delivered = self.dead = self.pulled = 0
+        self.abandoned = 0
         self.stopped_reason: str | None = None
         self.interrupted = False
         self.error: BaseException | None = None
@@ -474,14 +608,14 @@ class _Sender:
             await asyncio.gather(producer, *workers, *helpers, return_exceptions=True)
 
     async def _drain(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
-        """Cancel everything that is not waiting on an answer; give the rest drain_timeout_s."""
+        """Cancel everything that is not waiting on an answer; give the rest options.drain_s."""
         producer.cancel()
         in_flight = [w for w in workers if w in self.busy]
         for worker in workers:
             if worker not in self.busy:
                 worker.cancel()
         if in_flight:
-            _, late = await asyncio.wait(in_flight, timeout=self.options.drain_timeout_s)
+            _, late = await asyncio.wait(in_flight, timeout=self.options.drain_s)
             for worker in late:
                 worker.cancel()
 
@@ -546,11 +680,38 @@ class _Sender:
             self._fail(exc)
 
     async def _deliver(self, request: Request, me: asyncio.Task[None] | None) -> None:
-        """Send one request until it is delivered, dead, or the run halts."""
+        """Send one request until it is delivered, dead, or the run halts.
+
+        One that ends unreported after a try that went out and got no answer is counted in
+        `abandoned`: the API may hold it already.
+        """
+        reported = False
+        tries = _Tries()
+        try:
+            reported = await self._send(request, me, tries)
+        finally:
+            if not reported and (tries.waiting or tries.unanswered):
+                self.abandoned += 1
+
+    async def _send(self, request: Request, me: asyncio.Task[None] | None, tries: _Tries) -> bool:
+        """The tries of one request; True once it was reported delivered or dead.
+
+        A 429 spends the retry budget only while nothing else is accepted: a throttled request
+        tries again as long as others get through, and after max_retries + 1 429s in a row with
+        nothing accepted anywhere in between the run stops, as when the API does not answer.
+        """
         body, headers = self.destination.authorize(request.body, self.token)
         url = self.base + request.path
-        limit, halt, busy, stop_is_set = self.limit, self.halt, self.busy, self.stop_is_set
-        attempt = 0
+        limit, pace, halt, busy, stop_is_set = (
+            self.limit,
+            self.pace,
+            self.halt,
+            self.busy,
+            self.stop_is_set,
+        )
+        max_retries = self.options.max_retries
+        attempt = failed = throttled = 0
+        accepted_then = -1  # requests accepted anywhere when this one last got a 429
         while True:
             epoch = limit.try_acquire()
             if epoch < 0:
@@ -558,18 +719,18 @@ class _Sender:
             status: int | None = None
             retry_after: float | None = None
             try:
-                if self.pacer is not None:
-                    await self.pacer.wait()
+                pace_epoch = await pace.wait()
                 if halt.is_set():
-                    return
+                    return False
                 if stop_is_set():
                     self._interrupt()
-                    return
+                    return False
                 attempt += 1
                 self.requests += 1
                 if attempt > 1:
                     self.retries += 1
                 busy.add(me)
+                tries.waiting = True
                 response = await self.session.request(
                     request.method,
                     url,
@@ -583,6 +744,7 @@ class _Sender:
                 finally:
                     response.release()
                 status = response.status
+                tries.waiting = False
                 verdict, message = self.destination.classify(status, payload)
                 if status in _RETRY_AFTER_STATUSES and verdict is Verdict.RETRY:
                     retry_after = self._retry_after(response.headers.get("Retry-After"))
@@ -595,62 +757,83 @@ class _Sender:
             ) as exc:
                 # Every later request would fail the same way: stop rather than retry them all.
                 verdict, message = Verdict.STOP, f"cannot reach the endpoint: {exc}"
+                tries.waiting = False  # refused before the request went out
+            except aiohttp.ClientConnectorError as exc:
+                verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+                tries.waiting = False  # no connection, so nothing went out
             except (aiohttp.ClientError, OSError) as exc:
                 verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
             finally:
                 busy.discard(me)
                 limit.release()
+            if tries.waiting:  # sent, and the answer never came
+                tries.waiting, tries.unanswered = False, True
 
             if verdict is Verdict.DELIVERED:
                 self.delivered += 1
                 limit.on_success()
+                pace.on_answer()
                 self.on_result(Result(request, True, status, None, attempt))
-                return
+                return True
             message = clip(self.scrub(message))
             if verdict is Verdict.DEAD:
                 self.dead += 1
                 limit.on_success()
+                pace.on_answer()
                 self.on_result(Result(request, False, status, message, attempt))
-                return
+                return True
             if verdict is Verdict.STOP:
                 if self.stopped_reason is None:
                     self.stopped_reason = message
                 halt.set()
-                return
+                return False
             if status == 429:
                 limit.on_throttled(epoch, retry_after)
+                pace.on_throttled(pace_epoch)
+                accepted = self.delivered + self.dead
+                if accepted != accepted_then:
+                    throttled = 0  # others got through meanwhile: the API is busy, not refusing
+                accepted_then = accepted
+                throttled += 1
+            else:
+                if status is not None:
+                    pace.on_answer()
+                failed += 1
             if halt.is_set():
-                return
+                return False
             if stop_is_set():
                 self._interrupt()
-                return
+                return False
             reason = _describe(status, message)
-            if attempt > self.options.max_retries and status is None:
-                # Never answered: the endpoint is down or unreachable, not this row wrong.
-                # Stopping leaves the row unmarked, so the next run sends it, where a dead
-                # letter would have filed the whole night away for a manual replay.
+            if (status is None and failed > max_retries) or throttled > max_retries:
+                # Never answered, or only ever refused: the endpoint is down or out of quota,
+                # not this row wrong. Stopping leaves the row unmarked, so the next run sends
+                # it, where a dead letter would have filed the whole night away for a replay.
                 if self.stopped_reason is None:
+                    what = "no answer from" if status is None else "only 429 answers from"
                     self.stopped_reason = (
-                        f"no answer from the endpoint after {attempt} attempts ({reason}); "
+                        f"{what} the endpoint after {attempt} attempts ({reason}); "
                         "the rows not acknowledged will be sent by the next run"
                     )
                 halt.set()
-                return
-            if attempt > self.options.max_retries:
+                return False
+            if failed + throttled > max_retries:
                 self.dead += 1
                 error = f"gave up after {attempt} attempts: {reason}"
                 self.on_result(Result(request, False, status, error, attempt))
-                return
+                return True
             if retry_after is not None:
                 delay = retry_after
             else:
                 delay = backoff_delay(
-                    attempt - 1, base=self.options.backoff_base_s, cap=self.options.backoff_cap_s
+                    failed + throttled - 1,
+                    base=self.options.backoff_base_s,
+                    cap=self.options.backoff_cap_s,
                 )
             if self.on_retry is not None:
                 self.on_retry(
                     request,
-                    f"{reason}; retry {attempt} of {self.options.max_retries} in {delay:.1f} s",
+                    f"{reason}; retry {failed + throttled} of {max_retries} in {delay:.1f} s",
                 )
             await self.sleep(delay)
 

@@ -449,3 +449,36 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     serve(MockConfig(record=tmp_path / "r.jsonl"), "127.0.0.1", 0, on_ready=on_ready)
     assert answers == [200]
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
+
+
+def test_rate_limit_is_a_token_bucket_per_token() -> None:
+    clock = FakeClock()
+    seen: list[tuple[int, str | None]] = []
+
+    async def scenario(mock: RunningMock, session: aiohttp.ClientSession) -> None:
+        async def call(token: str = TOKEN) -> None:
+            status, _, headers = await send(session, mock.url, EVENT, token=token)
+            seen.append((status, headers.get("Retry-After")))
+
+        for _ in range(3):
+            await call()  # a bucket of two: the third finds it empty
+        await call("other-token")  # its own bucket: let through, then refused by the auth
+        clock.now += 0.25  # half a request's worth of room: not yet
+        await call()
+        clock.now += 0.25
+        await call()
+
+    mock = run(scenario, MockConfig(limit_rps=2, dedup_window_s=0), clock)
+    assert seen == [(200, None), (200, None), (429, "1"), (401, None), (429, "1"), (200, None)]
+    assert mock.state.by_status[429] == 2
+
+
+def test_retry_after_of_the_rate_limit_rounds_up_to_whole_seconds() -> None:
+    seen: list[str | None] = []
+
+    async def scenario(mock: RunningMock, session: aiohttp.ClientSession) -> None:
+        for _ in range(2):
+            seen.append((await send(session, mock.url, EVENT))[2].get("Retry-After"))
+
+    run(scenario, MockConfig(limit_rps=0.4, dedup_window_s=0), FakeClock())
+    assert seen == [None, "3"]  # a bucket of one; the next room comes in 2.5 s

@@ -11,21 +11,29 @@ import json
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import polars as pl
 import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
 from importer import send
+from importer.checkpoint import JobIdentity
+from importer.delivery import DeliveryOptions, Feed, body_frame, deliver
 from importer.destinations.vero import VERO
 from importer.errors import CheckpointError, InputError, MappingError
+from importer.mock_server import MockConfig, start_mock_server
 from importer.model import Request, Result
+from importer.payload import BODY as BODY_COLUMN
+from importer.read import LINE
+from importer.report import Summary
 from importer.send import (
     AdaptiveLimit,
-    Pacer,
+    AdaptiveRate,
     SendOptions,
     SendStats,
     backoff_delay,
@@ -376,6 +384,17 @@ def test_scrubber_covers_escaped_and_quoted_forms() -> None:
     assert make_scrubber("")("nothing to hide") == "nothing to hide"
 
 
+def test_scrubber_hides_a_megabyte_token_and_its_starts() -> None:
+    # Trying every start length was quadratic: 11 s per text here, minutes for a 5 MB token.
+    token = "".join(chr(97 + i * 7 % 26) for i in range(1_000_000))
+    scrub = make_scrubber(token)
+    assert scrub("bad token " + token[:700_000]) == "bad token ***"
+    assert scrub("x" * 1000 + token + "y") == "x" * 1000 + "***y"
+    assert scrub("bad token " + token[:3]) == "bad token " + token[:3]  # too short to tell
+    # Every character is a candidate start: the worst case for a naive search.
+    assert make_scrubber("a" * 1_000_000 + "b")("a" * 60_000) == "***"
+
+
 def test_stop_event_drains_in_flight_and_sends_nothing_new(fake_time: FakeTime) -> None:
     async def scenario() -> tuple[Run, int]:
         stop, release = asyncio.Event(), asyncio.Event()
@@ -447,6 +466,7 @@ def test_drain_timeout_abandons_requests_still_in_flight(fake_time: FakeTime) ->
     assert run.stats is not None
     assert run.stats.interrupted
     assert run.stats.unfinished > 0
+    assert run.stats.abandoned == 1  # cancelled while waiting on its answer
 
 
 def test_stop_set_before_the_start_sends_nothing(fake_time: FakeTime) -> None:
@@ -708,7 +728,7 @@ def test_most_answers_429_pause_everyone_for_retry_after() -> None:
 
 def test_pacer_spaces_starts_and_grants_no_burst_after_idling() -> None:
     async def scenario(fake: FakeTime) -> None:
-        pacer = Pacer(100.0, clock=fake.clock, sleep=fake.sleep)
+        pacer = AdaptiveRate(100.0, clock=fake.clock, sleep=fake.sleep)
         for _ in range(3):
             await pacer.wait()
         fake.now += 60.0
@@ -769,3 +789,203 @@ def test_send_options_report_every_problem_at_once() -> None:
         SendOptions(concurrency=0, max_retries=-1)
     assert "concurrency" in str(caught.value)
     assert "max_retries" in str(caught.value)
+
+
+def test_pace_starts_at_the_first_429_from_what_the_api_let_through() -> None:
+    async def scenario(fake: FakeTime) -> None:
+        pace = AdaptiveRate(clock=fake.clock, sleep=fake.sleep)
+        epoch = await pace.wait()
+        assert pace.rate() is None  # nothing paced before the API says too many
+        for _ in range(50):
+            fake.now += 0.01
+            pace.on_answer()
+        pace.on_throttled(epoch)
+        assert pace.rate() == pytest.approx(100.0)  # 50 answers in the half second so far
+        fake.now += 2.0
+        pace.on_throttled(epoch)  # sent before the cut: the cut already answered it
+        assert pace.rate() == pytest.approx(100.0 * 1.2**2)  # grown 20% a second since
+
+    fake = FakeTime()
+    asyncio.run(scenario(fake))
+    assert fake.sleeps == []
+
+
+def test_pace_is_cut_by_the_share_of_429s_at_most_once_a_second() -> None:
+    async def scenario(fake: FakeTime) -> AdaptiveRate:
+        pace = AdaptiveRate(500.0, clock=fake.clock, sleep=fake.sleep)
+        assert pace.rate() == 500.0  # the user's --rate paces from the start
+        fake.now += 5.0
+        for _ in range(3):
+            pace.on_answer()
+        pace.on_throttled(await pace.wait())
+        assert pace.rate() == pytest.approx(375.0)  # one 429 in four answers
+        fake.now += 0.5
+        pace.on_throttled(await pace.wait())  # a new epoch, but within the cool-down
+        assert pace.rate() == pytest.approx(375.0 * 1.2**0.5)
+        fake.now += 10.0
+        assert pace.rate() == 500.0  # grown back, never above --rate
+        fake.now += 1.0  # the window now holds one 429 and nothing else
+        pace.on_throttled(await pace.wait())
+        return pace
+
+    pace = asyncio.run(scenario(FakeTime()))
+    assert pace.rate() == AdaptiveRate.FLOOR
+
+
+def test_without_answers_the_first_429_leaves_the_run_unpaced() -> None:
+    async def scenario(fake: FakeTime) -> AdaptiveRate:
+        pace = AdaptiveRate(clock=fake.clock, sleep=fake.sleep)
+        pace.on_throttled(await pace.wait())
+        return pace
+
+    assert asyncio.run(scenario(FakeTime())).rate() is None
+
+
+def test_429s_while_others_get_through_spend_no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row is refused five times while the others are accepted; max_retries is 1."""
+    fake = FakeTime()
+    monkeypatch.setattr(send, "_now", fake.clock)
+    throttled_body = b'"event_name":"busy"'
+
+    async def scenario() -> list[Result]:
+        results: list[Result] = []
+        accepted = asyncio.Event()
+        refusals = 0
+
+        def on_result(result: Result) -> None:
+            results.append(result)
+            accepted.set()
+
+        async def sleep(delay: float) -> None:
+            fake.now += delay
+            if delay == 7.0:  # the refused row's Retry-After: wait until another got through
+                accepted.clear()
+                await accepted.wait()
+            await asyncio.sleep(0)
+
+        async def respond(url: URL, **kwargs: Any) -> CallbackResult:
+            nonlocal refusals
+            if throttled_body in kwargs["data"] and refusals < 5:
+                refusals += 1
+                return CallbackResult(
+                    status=429, headers={"Retry-After": "7"}, body=b"busy", response_class=_Response
+                )
+            return answer(200)
+
+        monkeypatch.setattr(send, "_sleep", sleep)
+        busy = Request("POST", "events/track", BODY.replace(b'"login"', b'"busy"'), "i", "f", 1)
+        with MockAPI() as m:
+            m.post(TRACK, callback=respond, repeat=True)
+            await send_all(
+                [busy, *make_requests(20)],
+                endpoint=ENDPOINT,
+                token=TOKEN,
+                destination=VERO,
+                options=SendOptions(concurrency=2, max_retries=1),
+                on_result=on_result,
+            )
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(r.delivered for r in results)
+    assert len(results) == 21
+    (busy,) = [r for r in results if r.request.line == 1]
+    assert busy.attempts == 6
+
+
+def test_nothing_but_429s_stops_the_run_after_max_retries(fake_time: FakeTime) -> None:
+    with MockAPI() as m:
+        m.post(TRACK, status=429, headers={"Retry-After": "1"}, body=b"quota", repeat=True)
+        run = run_send(make_requests(5), max_retries=2)
+    assert run.results == []  # no dead letters: the next run sends every row again
+    assert run.stats is not None
+    assert run.stats.stopped_reason == (
+        "only 429 answers from the endpoint after 3 attempts (HTTP 429: quota); "
+        "the rows not acknowledged will be sent by the next run"
+    )
+    assert run.stats.requests == 3
+
+
+def test_a_throttled_run_against_the_mock_delivers_every_row_once(fake_time: FakeTime) -> None:
+    rows = 60
+
+    async def scenario() -> tuple[SendStats, dict[str, Any]]:
+        config = MockConfig(token=TOKEN, limit_rps=10)
+        mock = await start_mock_server(config, clock=fake_time.clock)
+        try:
+            requests = [
+                Request("POST", "events/track", BODY.replace(b'"u1"', b'"u%d"' % i), "i", "f", i)
+                for i in range(rows)
+            ]
+            stats = await send_all(
+                requests,
+                endpoint=mock.url,
+                token=TOKEN,
+                destination=VERO,
+                options=SendOptions(concurrency=8, max_retries=1),
+                on_result=lambda result: None,
+            )
+        finally:
+            await mock.close()
+        return stats, mock.state.stats()
+
+    stats, counters = asyncio.run(scenario())
+    assert (stats.delivered, stats.dead, stats.stopped_reason) == (rows, 0, None)
+    assert (counters["accepted"], counters["duplicates"]) == (rows, 0)
+    assert counters["by_status"]["429"] > 0  # the limit was reached, and waited out
+
+
+def test_drain_lasts_as_long_as_a_request_may_take() -> None:
+    assert SendOptions(timeout_s=60).drain_s == 60 + send.DRAIN_MARGIN_S
+    assert SendOptions(timeout_s=60, drain_timeout_s=2).drain_s == 2
+
+
+def test_requests_cut_off_unanswered_are_counted_as_abandoned(fake_time: FakeTime) -> None:
+    async def scenario() -> Run:
+        stop = asyncio.Event()
+
+        async def time_out(url: URL, **kwargs: Any) -> CallbackResult:
+            stop.set()  # Ctrl-C while the request is out; then it times out in the drain
+            raise TimeoutError
+
+        run = Run()
+        with MockAPI() as m:
+            m.post(TRACK, callback=time_out, repeat=True)
+            await run.send(make_requests(10), stop=stop, concurrency=2)
+        return run
+
+    run = asyncio.run(scenario())
+    assert run.results == []
+    assert run.stats is not None
+    assert (run.stats.interrupted, run.stats.abandoned) == (True, 1)
+
+
+def test_the_summary_warns_of_rows_that_may_arrive_twice(tmp_path: Path) -> None:
+    async def scenario() -> Summary:
+        mock = await start_mock_server(MockConfig(token=TOKEN, rate_drop=1.0))
+        frame = pl.DataFrame({LINE: [2, 3], BODY_COLUMN: [BODY.decode()] * 2}).pipe(
+            body_frame, method="POST", path="events/track"
+        )
+        try:
+            return await deliver(
+                iter([Feed("fingerprint", "events.csv", frame)]),
+                identity=JobIdentity("mapping", "vero", mock.url),
+                destination=VERO,
+                options=DeliveryOptions(
+                    endpoint=mock.url,
+                    token=TOKEN,
+                    state_dir=tmp_path,
+                    send=SendOptions(concurrency=1, max_retries=0),
+                ),
+                summary=Summary(),
+            )
+        finally:
+            await mock.close()
+
+    summary = asyncio.run(scenario())
+    assert summary.stopped is not None
+    assert summary.stopped.startswith("no answer from the endpoint after 1 attempts")
+    assert summary.warnings == [
+        "1 rows were sent but got no answer before the run stopped; the next run sends them "
+        "again, so the API may receive them twice"
+    ]
