@@ -5,13 +5,20 @@ A state directory (`--state DIR`) holds:
     checkpoint.log          the append-only log described below
     lock                    flock-ed while a run uses the directory
     checkpoint.prev.log     the log that `--fresh` set aside
-    checkpoint.corrupt.log  a copy of a log found corrupt in the middle, taken before cutting it
+    checkpoint.corrupt.log  a copy of a log found corrupt in the middle, taken before rewriting it
 
 The log is ASCII text, one record a line: `CRC JSON\\n`, CRC being the 8 hex digits of the CRC32
-of the JSON bytes. A line without its newline or with a wrong CRC is bad and reading stops there,
-keeping what came before. At the end of the file it is the torn tail of an interrupted write; in
-the middle (good records follow) it is corruption. Either way a writer cuts the log there before
-appending, and the reader reports it in `warnings`. Records, by their `t`:
+of the JSON bytes. A record without its newline or with a wrong CRC is damaged. Damaged bytes are
+cut into records where `CRC {"t":` starts one (a flipped newline joins two records, a byte flipped
+into a newline splits one), so damage costs only the records it touched. A damaged record is
+never trusted: its rows count as not done and are sent again. A good record that cannot be applied
+(a `done` whose `input` record was damaged) is skipped the same way. Damage at the end of the file
+with nothing good after it is the torn tail of an interrupted write: a writer cuts it before
+appending. Damage in the middle is corruption: a writer keeps a copy of the log, then rewrites it
+atomically with only the records it applied, so the next run starts clean. The reader reports
+either in `warnings`, with the rows to be sent again as far as the damaged content still tells
+them. A damaged `job` record (the first) makes the log unusable: resuming needs `--fresh`.
+Records, by their `t`:
 
     job    the first record: v (format), mapping, destination, endpoint, created (ISO, UTC)
     input  id (small int), fp (content fingerprint), name (display name; again on rename)
@@ -26,16 +33,20 @@ survives kill -9. Not thread-safe: one event loop owns a log.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import shutil
+import re
 import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -190,32 +201,72 @@ class _State:
                 raise ValueError("an input id and fingerprint disagree with earlier records")
             inp.name = str(rec["name"])
         elif kind == "done":
-            inp = self.by_id[rec["id"]]
+            # Check the whole record before changing anything: a skipped record must leave no trace.
+            inp, at = self.by_id[rec["id"]], float(rec["at"])
             ranges = [(int(a), int(b)) for a, b in rec["ranges"]]
             if any(a > b for a, b in ranges):
                 raise ValueError("an empty range")
             for a, b in ranges:
                 inp.lines.add_range(a, b)
-            inp.updated = float(rec["at"])
+            inp.updated = at
         elif kind == "fail":
-            inp = self.by_id[rec["id"]]
-            line = int(rec["line"])
-            if line not in inp.lines:
-                inp.lines.add_range(line, line)
+            inp, at = self.by_id[rec["id"]], float(rec["at"])
+            failure = Failure(int(rec["line"]), rec["status"], str(rec["error"]))
+            if failure.line not in inp.lines:
+                inp.lines.add_range(failure.line, failure.line)
                 inp.failed += 1
                 if len(inp.failures) < _EXAMPLES:
-                    inp.failures.append(Failure(line, rec["status"], str(rec["error"])))
-            inp.updated = float(rec["at"])
+                    inp.failures.append(failure)
+            inp.updated = at
         else:
             raise ValueError(f"unknown record type {kind!r}")
 
 
+@dataclass(slots=True)
+class _Skipped:
+    """Records a replay left out, and the rows they held as far as their content tells."""
+
+    damaged: int = 0  # records cut short or failing their CRC
+    dependent: int = 0  # good records that do not fit, as a `done` whose `input` was damaged
+    rows: int = 0  # rows held by the records that could be counted
+    unknown: int = 0  # records whose rows cannot be counted
+
+    def count(self, raw: bytes) -> None:
+        """Add what one skipped record held to the totals."""
+        rows = _rows_held(raw)
+        if rows is None:
+            self.unknown += 1
+        else:
+            self.rows += rows
+
+    def add(self, other: _Skipped) -> None:
+        """Take over another tally, as when a good record shows a tail was in the middle."""
+        self.damaged += other.damaged
+        self.dependent += other.dependent
+        self.rows += other.rows
+        self.unknown += other.unknown
+
+
 @dataclass(frozen=True, slots=True)
 class _Damage:
-    offset: int  # where the first bad record starts: the log is good up to here
-    size: int  # bytes from there to the end
-    kept: int  # good records before it
-    middle: bool  # good records follow, so this is corruption, not a torn write
+    """What a replay left out: records in the middle (corruption) and a torn tail."""
+
+    middle: _Skipped  # skipped with good records after them
+    tail: _Skipped  # damaged records after the last good one: an interrupted write
+    end: int  # where the last good record ends, so where the torn tail starts
+    size: int  # the file's size
+    kept: int  # records applied
+    spans: tuple[tuple[int, int], ...]  # byte ranges of the applied records, for a rewrite
+
+    @property
+    def in_middle(self) -> bool:
+        """Whether the log must be rewritten: cutting a tail would not drop what was skipped."""
+        return bool(self.middle.damaged or self.middle.dependent)
+
+
+# Where a record starts inside damaged bytes: JSON escapes quotes inside strings, so `{"t":`
+# with a bare quote can only open a record.
+_RECORD_START = re.compile(rb'[0-9a-f]{8} \{"t":')
 
 
 def _encode(rec: dict[str, Any]) -> bytes:
@@ -236,34 +287,136 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
+def _rows_held(raw: bytes) -> int | None:
+    """Rows a skipped record names, read without trusting it; None when that cannot be told."""
+    try:
+        rec, _ = json.JSONDecoder().raw_decode(raw[9:].decode("latin-1"))
+        kind = rec["t"]
+        if kind in ("job", "input"):
+            return 0
+        if kind == "fail":
+            return 1
+        if kind == "done":
+            rows = [int(b) - int(a) + 1 for a, b in rec["ranges"]]
+            if all(n > 0 for n in rows):
+                return sum(rows)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+class _Replay:
+    """Applies records to a _State, noting the bytes it applied and what it had to skip."""
+
+    def __init__(self) -> None:
+        self.state = _State()
+        self.kept = 0
+        self.end = 0
+        self.spans: list[list[int]] = []
+        self.middle = _Skipped()
+        self.pending = _Skipped()  # damaged since the last good record: a tail unless one follows
+
+    def good(self, rec: dict[str, Any], start: int, raw: bytes) -> None:
+        """Apply a record whose CRC holds, or skip it when it does not fit what came before."""
+        if self.pending.damaged:
+            self.middle.add(self.pending)
+            self.pending = _Skipped()
+        self.end = start + len(raw)
+        try:
+            self.state.apply(rec)
+        except (KeyError, TypeError, ValueError):
+            if self.middle.damaged:
+                self.middle.dependent += 1
+            else:
+                self.middle.damaged += 1  # nothing it could depend on was lost: it is bad itself
+            self.middle.count(raw)
+            return
+        self.kept += 1
+        if self.spans and self.spans[-1][1] == start:
+            self.spans[-1][1] = self.end
+        else:
+            self.spans.append([start, self.end])
+
+    def damaged(self, data: bytes, start: int) -> None:
+        """Take bytes that failed their CRC apart into records; keep those whose CRC holds."""
+        cuts = [0, *(m.start() for m in _RECORD_START.finditer(data, 1)), len(data)]
+        for a, b in pairwise(cuts):
+            piece = data[a:b]
+            rec = _decode(piece)
+            if rec is not None:
+                self.good(rec, start + a, piece)
+            else:
+                self.pending.damaged += 1
+                self.pending.count(piece)
+
+
 def _load(path: Path) -> tuple[_State, _Damage | None]:
-    """Replay the log up to its first bad record, and say where and what that was."""
-    state, kept, offset = _State(), 0, 0
+    """Replay every good record of the log, skipping the others, and say what was skipped.
+
+    Stops at once when the first record is not a good `job` record: nothing after it can be
+    trusted, and the caller refuses such a log for want of a job.
+    """
+    replay, offset, bad = _Replay(), 0, bytearray()
     with path.open("rb") as f:
         for raw in f:
             rec = _decode(raw)
-            try:
-                if rec is None:
-                    raise ValueError
-                state.apply(rec)
-            except (KeyError, TypeError, ValueError):
-                middle = any(_decode(later) is not None for later in f)
-                size = os.fstat(f.fileno()).st_size - offset
-                return state, _Damage(offset, size, kept, middle)
-            kept += 1
+            if rec is None:
+                bad += raw
+            else:
+                if bad:
+                    replay.damaged(bytes(bad), offset - len(bad))
+                    bad.clear()
+                replay.good(rec, offset, raw)
+            if replay.state.job is None:
+                return replay.state, None
             offset += len(raw)
-    return state, None
+        if bad:
+            replay.damaged(bytes(bad), offset - len(bad))
+    if not (replay.middle.damaged or replay.middle.dependent or replay.pending.damaged):
+        return replay.state, None
+    spans = tuple((a, b) for a, b in replay.spans)
+    return replay.state, _Damage(
+        replay.middle, replay.pending, replay.end, offset, replay.kept, spans
+    )
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _resent(skipped: _Skipped, they: str) -> str:
+    """How many rows will be sent again, and how far that figure can be trusted."""
+    guess = f"about {skipped.rows} (counted from unverified content)"
+    if not skipped.unknown:
+        if not skipped.rows:
+            return f"{they} held no rows (by their unverified content): nothing more is sent"
+        return f"the rows {they} held will be sent again: {guess}"
+    if skipped.unknown == skipped.damaged + skipped.dependent:
+        return (
+            f"the rows {they} held will be sent again: how many is unknown ({they} cannot be read)"
+        )
+    unreadable = _plural(skipped.unknown, "unreadable record")
+    return (
+        f"the rows {they} held will be sent again: {guess}, plus an unknown number in {unreadable}"
+    )
 
 
 def _describe(path: Path, damage: _Damage) -> str:
-    if damage.middle:
+    if damage.in_middle:
+        skipped = _Skipped()
+        skipped.add(damage.middle)
+        skipped.add(damage.tail)  # a rewrite drops a torn tail too
+        what = _plural(skipped.damaged, "damaged record")
+        if skipped.dependent:
+            it = "it" if skipped.damaged == 1 else "them"
+            what += f" and {_plural(skipped.dependent, 'record')} that depended on {it}"
         return (
-            f"{path} is corrupt at byte {damage.offset}: kept the {damage.kept} records before "
-            f"it and ignored the {damage.size} bytes after it; rows recorded there will be sent again"
+            f"{path} is corrupt: skipped {what}, kept {_plural(damage.kept, 'good record')}; "
+            f"{_resent(skipped, 'it' if skipped.damaged + skipped.dependent == 1 else 'they')}"
         )
     return (
-        f"{path} ended with an incomplete record ({damage.size} bytes) from an interrupted run; "
-        "ignored it: rows it held will be sent again"
+        f"{path} ended with an incomplete record ({damage.size - damage.end} bytes) from an "
+        f"interrupted run; ignored it: {_resent(damage.tail, 'it')}"
     )
 
 
@@ -275,28 +428,94 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Replace a whole file so that a crash leaves either the old one or the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
+
+
+def _read_spans(path: Path, spans: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+    """The bytes of a file in the given ranges, a bounded piece at a time."""
+    with path.open("rb") as f:
+        for start, end in spans:
+            f.seek(start)
+            while start < end:
+                chunk = f.read(min(end - start, 1 << 20))
+                if not chunk:
+                    raise OSError(errno.EIO, "the file shrank while it was being copied", str(path))
+                start += len(chunk)
+                yield chunk
 
 
 def _lock(state_dir: Path) -> int:
     fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except BaseException as exc:
         os.close(fd)
-        raise CheckpointError(
-            f"another importer run is using {state_dir}",
-            hint="wait for it to finish, or pass another --state directory",
-        ) from None
+        if isinstance(exc, BlockingIOError):
+            raise CheckpointError(
+                f"another importer run is using {state_dir}",
+                hint="wait for it to finish, or pass another --state directory",
+            ) from None
+        raise
     return fd
+
+
+def _check_paths(state_dir: Path, names: Iterable[str]) -> None:
+    """Refuse a --state that is not a directory, or a directory where one of our files goes.
+
+    Caught before anything moves: `--fresh` would otherwise rename a directory into place.
+    """
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CheckpointError(
+            f"--state {state_dir} is not a directory",
+            hint="pass a directory for --state (it is created when missing)",
+        )
+    for name in names:
+        path = state_dir / name
+        if path.exists() and not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise CheckpointError(
+                f"{path} is {what}, where the importer keeps a file",
+                hint="move it out of the way, or pass another --state directory",
+            )
+
+
+_HINTS = {
+    errno.EACCES: "give this user read and write access to it, or pass another --state directory",
+    errno.EPERM: "give this user read and write access to it, or pass another --state directory",
+    errno.EROFS: "the disk is read-only: pass a --state directory on a writable one",
+    errno.ENOSPC: "free some disk space, then run the same command again",
+    errno.EDQUOT: "free some disk space, then run the same command again",
+    errno.EISDIR: "move that directory out of the way, or pass another --state directory",
+    errno.ENOTDIR: "a file stands where a directory belongs: pass another --state directory",
+    errno.EEXIST: "a file stands where a directory belongs: pass another --state directory",
+}
+
+
+def _unusable(state_dir: Path, exc: OSError) -> CheckpointError:
+    """Say which path of the state directory the OS refused, and why, without a traceback."""
+    named = exc.filename is not None and str(exc.filename) != str(state_dir)
+    where = f"{exc.filename}: " if named else ""
+    if exc.filename2:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    reason = (exc.strerror or str(exc)).lower()
+    return CheckpointError(
+        f"cannot use the state directory {state_dir}: {where}{reason}",
+        hint=_HINTS.get(exc.errno or 0, "pass another --state directory"),
+    )
 
 
 def _check_job(path: Path, state: _State, job: JobIdentity) -> None:
@@ -343,8 +562,12 @@ class CheckpointLog:
     @classmethod
     def open(cls, state_dir: Path, *, job: JobIdentity, fresh: bool = False) -> CheckpointLog:
         """Resume the log in `state_dir` (or start one); `fresh` sets an old log aside first."""
-        state_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(state_dir)
+        try:
+            _check_paths(state_dir, (LOG_NAME, LOCK_NAME, PREV_NAME, CORRUPT_NAME))
+            state_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = _lock(state_dir)
+        except OSError as exc:
+            raise _unusable(state_dir, exc) from exc
         try:
             path = state_dir / LOG_NAME
             warnings: list[str] = []
@@ -368,6 +591,9 @@ class CheckpointLog:
                 state.apply(header)
                 _write_atomic(path, _encode(header))
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise _unusable(state_dir, exc) from exc
         except BaseException:
             os.close(lock_fd)
             raise
@@ -504,13 +730,19 @@ class CheckpointLog:
 
 
 def _repair(path: Path, damage: _Damage) -> str:
-    """Cut the log at its first bad record so new records are not appended behind it."""
+    """Drop what the replay skipped, so that new records are not appended behind damage."""
     message = _describe(path, damage)
-    if damage.middle:
-        shutil.copyfile(path, path.with_name(CORRUPT_NAME))
-        message += f" (a copy of the damaged log is in {path.with_name(CORRUPT_NAME)})"
+    if damage.in_middle:
+        # The copy is durable before the rewrite: the skipped bytes are never only in memory.
+        corrupt = path.with_name(CORRUPT_NAME)
+        _write_atomic(corrupt, _read_spans(path, [(0, damage.size)]))
+        _write_atomic(path, _read_spans(path, damage.spans))
+        return (
+            f"{message}; a copy of the damaged log is in {corrupt}, and the log was rewritten "
+            "with only the good records"
+        )
     with path.open("r+b") as f:
-        f.truncate(damage.offset)
+        f.truncate(damage.end)
         os.fsync(f.fileno())
     return message
 
@@ -518,11 +750,15 @@ def _repair(path: Path, damage: _Damage) -> str:
 def read_status(state_dir: Path) -> StateStatus:
     """Summarise a state directory without changing it (safe while a run is appending)."""
     path = state_dir / LOG_NAME
-    if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint log in {state_dir}: nothing has run with this --state"
-        )
-    state, damage = _load(path)
+    try:
+        _check_paths(state_dir, (LOG_NAME,))
+        if not path.is_file():
+            raise CheckpointError(
+                f"no checkpoint log in {state_dir}: nothing has run with this --state"
+            )
+        state, damage = _load(path)
+    except OSError as exc:
+        raise _unusable(state_dir, exc) from exc
     warnings = [] if damage is None else [_describe(path, damage)]
     if state.job is None:
         warnings.append(f"{path} has no readable job header")

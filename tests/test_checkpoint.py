@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
 import subprocess
 import sys
 import textwrap
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from importer.checkpoint import (
     CORRUPT_NAME,
+    LOCK_NAME,
     LOG_NAME,
     PREV_NAME,
     CheckpointLog,
@@ -137,30 +142,143 @@ def test_torn_tail_at_every_cut_point(tmp_path: Path) -> None:
         assert not (state / CORRUPT_NAME).exists()
 
 
-def test_corrupt_middle_record_keeps_what_came_before(tmp_path: Path) -> None:
-    write_log(tmp_path, [[2, 3], [5, 6], [9, 10]])
-    path = tmp_path / LOG_NAME
+BATCHES = [list(range(10 * i + 2, 10 * i + 7)) for i in range(30)]  # 5 rows each, then a gap
+
+
+def record_starts(data: bytes) -> list[int]:
+    """Where each record of a log starts."""
+    return [0] + [i + 1 for i, byte in enumerate(data[:-1]) if byte == ord("\n")]
+
+
+def flip(path: Path, offset: int) -> bytes:
+    """Flip one bit of a file at `offset`, and return what the file now holds."""
     data = bytearray(path.read_bytes())
-    starts = [0] + [i + 1 for i, byte in enumerate(data[:-1]) if byte == ord("\n")]
-    middle = starts[3] + 20  # header, input, first done, then the second done record
-    data[middle] ^= 0x01
+    data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("where", "counted"),
+    [
+        pytest.param("time", "about 5 (counted from unverified content)", id="time"),
+        pytest.param("crc", "about 5 (counted from unverified content)", id="crc"),
+        pytest.param("brace", "how many is unknown", id="unreadable-json"),
+        pytest.param("newline", "about 5 (counted from unverified content)", id="newline"),
+    ],
+)
+def test_a_flipped_byte_in_the_middle_resends_only_that_record(
+    tmp_path: Path, where: str, counted: str
+) -> None:
+    write_log(tmp_path, BATCHES)
+    path = tmp_path / LOG_NAME
+    data = path.read_bytes()
+    start = record_starts(data)[2 + 12]  # after the job and input records: batch 12's `done`
+    # A digit of the time stays a digit, the opening brace turns into 'z', and the newline
+    # into a vertical tab that joins the next record to this one.
+    offset = {
+        "time": data.index(b'"at":', start) + 6,
+        "crc": start + 3,
+        "brace": start + 9,
+        "newline": data.index(b"\n", start),
+    }[where]
+    data = flip(path, offset)
+    expected = {line for batch in BATCHES for line in batch} - set(BATCHES[12])
 
     status = read_status(tmp_path)
-    assert status.inputs[0].delivered == 2
-    assert len(status.warnings) == 1
-    assert "corrupt" in status.warnings[0]
-    assert path.read_bytes() == bytes(data)  # status is read-only
+    assert status.inputs[0].delivered == len(expected)
+    [warning] = status.warnings
+    assert "is corrupt: skipped 1 damaged record, kept 31 good records" in warning
+    assert counted in warning
+    assert path.read_bytes() == data  # status is read-only
 
     with CheckpointLog.open(tmp_path, job=JOB) as log:
-        assert done_lines(log, 12) == {2, 3}
-        assert "corrupt" in log.warnings[0]
-        assert CORRUPT_NAME in log.warnings[0]
-        log.mark_done(FP, 5)
-    assert (tmp_path / CORRUPT_NAME).read_bytes() == bytes(data)
+        [warning] = log.warnings
+        assert "skipped 1 damaged record, kept 31 good records" in warning
+        assert counted in warning
+        assert f"a copy of the damaged log is in {tmp_path / CORRUPT_NAME}" in warning
+        assert done_lines(log, 400) == expected
+        log.mark_done(FP, 400)
+    assert (tmp_path / CORRUPT_NAME).read_bytes() == data
+    assert read_status(tmp_path).warnings == ()  # rewritten: the warning is not repeated
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         assert log.warnings == []
-        assert done_lines(log, 12) == {2, 3, 5}
+        assert done_lines(log, 400) == expected | {400}
+
+
+def test_a_damaged_input_record_resends_that_inputs_rows(tmp_path: Path) -> None:
+    other = "u" * 32
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("events.csv", FP)
+        log.register_input("users.csv", other)
+        for batch in BATCHES[:10]:
+            for line in batch:
+                log.mark_done(FP, line)
+                log.mark_done(other, line)
+            log.sync()
+        log.mark_failed(FP, 500, 400, "bad email")
+    path = tmp_path / LOG_NAME
+    data = path.read_bytes()
+    flip(path, data.index(FP.encode()))  # the fingerprint still reads as JSON, but not as FP
+
+    status = read_status(tmp_path)
+    assert [i.name for i in status.inputs] == ["users.csv"]
+    [warning] = status.warnings
+    assert "skipped 1 damaged record and 11 records that depended on it" in warning
+    assert "about 51 (counted from unverified content)" in warning
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert log.warnings[0].startswith(f"{warning}; a copy of the damaged log is in")
+        assert done_lines(log, 600) == set()
+        assert done_lines(log, 400, other) == {line for b in BATCHES[:10] for line in b}
+        log.register_input("events.csv", FP)
+        log.mark_done(FP, 2)
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        assert log.warnings == []
+        assert done_lines(log, 600) == {2}
+        assert log.delivered_count(other) == 50
+
+
+def test_middle_damage_and_a_torn_tail_are_dropped_together(tmp_path: Path) -> None:
+    write_log(tmp_path, BATCHES[:5])
+    path = tmp_path / LOG_NAME
+    data = path.read_bytes()
+    flip(path, record_starts(data)[3] + 9)
+    path.write_bytes(path.read_bytes() + data[record_starts(data)[4] :][:20])
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        [warning] = log.warnings
+        assert "skipped 2 damaged records, kept 6 good records" in warning
+        assert "how many is unknown" in warning
+        assert done_lines(log, 100) == {line for b in BATCHES[:5] for line in b} - set(BATCHES[1])
+    assert path.read_bytes() == b"".join(
+        line + b"\n" for i, line in enumerate(data.split(b"\n")[:-1]) if i != 3
+    )
+
+
+def test_a_good_record_that_does_not_apply_leaves_no_trace(tmp_path: Path) -> None:
+    write_log(tmp_path, BATCHES[:3])
+    path = tmp_path / LOG_NAME
+    data = path.read_bytes()
+    payload = b'{"t":"done","id":1,"at":"soon","ranges":[[100,105]]}'
+    odd = b"%08x %s\n" % (zlib.crc32(payload), payload)  # its CRC holds, its time does not parse
+    cut = record_starts(data)[3]
+    path.write_bytes(data[:cut] + odd + data[cut:])
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        [warning] = log.warnings
+        assert "skipped 1 damaged record, kept 5 good records" in warning
+        assert "about 6 (counted from unverified content)" in warning
+        assert done_lines(log, 200) == {line for b in BATCHES[:3] for line in b}
+    assert path.read_bytes() == data
+
+
+def test_a_damaged_job_record_is_refused_and_left_alone(tmp_path: Path) -> None:
+    write_log(tmp_path, BATCHES[:3])
+    path = tmp_path / LOG_NAME
+    data = flip(path, path.read_bytes().index(b'"mapping"') + 3)
+    assert read_status(tmp_path).warnings == (f"{path} has no readable job header",)
+    with pytest.raises(CheckpointError, match="--fresh"):
+        CheckpointLog.open(tmp_path, job=JOB)
+    assert path.read_bytes() == data
+    assert not (tmp_path / CORRUPT_NAME).exists()
 
 
 def test_unreadable_header_is_refused(tmp_path: Path) -> None:
@@ -215,6 +333,151 @@ def test_an_inputs_fingerprint_follows_content_not_name(tmp_path: Path) -> None:
     assert open_input(renamed).fingerprint == fingerprint
     renamed.write_bytes(b"id\n" + b"x\n" * (3 << 20) + b"tall\n")
     assert open_input(renamed).fingerprint != fingerprint
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for a directory), bar the lock file."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in root.rglob("*")
+        if not (p.name == LOCK_NAME and p.is_file())
+    }
+
+
+def state_is_a_file(root: Path) -> Path:
+    (root / "state").write_text("notes\n")
+    return root / "state"
+
+
+def state_is_under_a_file(root: Path) -> Path:
+    return state_is_a_file(root) / "sub"
+
+
+def a_directory_at(
+    name: str, *, log: bool = False, damaged: bool = False
+) -> Callable[[Path], Path]:
+    """Set up a state directory with a directory where the file `name` belongs."""
+
+    def setup(root: Path) -> Path:
+        state = root / "state"
+        if log:
+            write_log(state, BATCHES[:3])
+        if damaged:
+            flip(state / LOG_NAME, record_starts((state / LOG_NAME).read_bytes())[3] + 9)
+        (state / name).mkdir(parents=True)
+        (state / name / "keep.txt").write_text("mine\n")
+        return state
+
+    return setup
+
+
+@pytest.mark.parametrize(
+    ("setup", "fresh", "message"),
+    [
+        pytest.param(state_is_a_file, False, "--state {state} is not a directory", id="state-file"),
+        pytest.param(
+            state_is_under_a_file,
+            False,
+            "cannot use the state directory {state}: not a directory",
+            id="state-under-file",
+        ),
+        pytest.param(
+            a_directory_at(LOG_NAME), False, "{state}/checkpoint.log is a directory", id="log-dir"
+        ),
+        pytest.param(
+            a_directory_at(LOG_NAME),
+            True,
+            "{state}/checkpoint.log is a directory",
+            id="log-dir-fresh",
+        ),
+        pytest.param(
+            a_directory_at(LOCK_NAME), False, "{state}/lock is a directory", id="lock-dir"
+        ),
+        pytest.param(
+            a_directory_at(PREV_NAME, log=True),
+            True,
+            "{state}/checkpoint.prev.log is a directory",
+            id="prev-dir",
+        ),
+        pytest.param(
+            a_directory_at(CORRUPT_NAME, log=True, damaged=True),
+            False,
+            "{state}/checkpoint.corrupt.log is a directory",
+            id="corrupt-copy-dir",
+        ),
+        pytest.param(
+            a_directory_at(LOG_NAME + ".tmp"),
+            False,
+            "cannot use the state directory {state}: {state}/checkpoint.log.tmp: is a directory",
+            id="new-log-tmp-dir",
+        ),
+        pytest.param(
+            a_directory_at(CORRUPT_NAME + ".tmp", log=True, damaged=True),
+            False,
+            "cannot use the state directory {state}: {state}/checkpoint.corrupt.log.tmp: is a dir",
+            id="corrupt-copy-tmp-dir",
+        ),
+    ],
+)
+def test_an_unusable_state_directory_is_one_clear_error(
+    tmp_path: Path, setup: Callable[[Path], Path], fresh: bool, message: str
+) -> None:
+    state = setup(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        CheckpointLog.open(state, job=JOB, fresh=fresh)
+    assert str(info.value).startswith(message.format(state=state))
+    assert info.value.hint
+    assert snapshot(tmp_path) == before  # nothing lost, nothing moved
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "reason"),
+    [
+        pytest.param(LOCK_NAME, errno.EROFS, "read-only file system", id="read-only"),
+        pytest.param(LOG_NAME, errno.EACCES, "permission denied", id="permission-denied"),
+    ],
+)
+def test_a_state_directory_the_os_refuses_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, code: int, reason: str
+) -> None:
+    """Root ignores permission bits, so the refusal is staged at the system call."""
+    write_log(tmp_path, BATCHES[:3])
+    before = snapshot(tmp_path)
+    real_open = os.open
+
+    def refuse(path: str | Path, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == tmp_path / name and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(CheckpointError) as info:
+        CheckpointLog.open(tmp_path, job=JOB)
+    monkeypatch.undo()
+    path = tmp_path / name
+    assert str(info.value) == f"cannot use the state directory {tmp_path}: {path}: {reason}"
+    assert "--state" in str(info.value.hint)
+    assert snapshot(tmp_path) == before
+    CheckpointLog.open(tmp_path, job=JOB).close()  # the failed open released the lock
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        pytest.param(state_is_a_file, "--state {state} is not a directory", id="state-file"),
+        pytest.param(
+            a_directory_at(LOG_NAME), "{state}/checkpoint.log is a directory", id="log-dir"
+        ),
+    ],
+)
+def test_status_of_an_unusable_state_directory_is_one_clear_error(
+    tmp_path: Path, setup: Callable[[Path], Path], message: str
+) -> None:
+    state = setup(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        read_status(state)
+    assert str(info.value).startswith(message.format(state=state))
 
 
 def test_lock_refuses_a_second_run(tmp_path: Path) -> None:
