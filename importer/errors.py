@@ -4,7 +4,8 @@
     ├── MappingError           the mapping file or an option is wrong
     ├── InputError             an input file cannot be read (missing, encoding, header)
     ├── CredentialError        no token, or the API refused it
-    └── CheckpointError        the state directory belongs to another job
+    └── CheckpointError        the state directory cannot be used: another job's, locked by
+                               a running one, unusable, or its log damaged beyond resuming
 
 Each message names the file (and line, column or key where there is one) and, where it helps,
 what to do about it.
@@ -34,4 +35,5 @@ class CredentialError(ImporterError):
 
 
 class CheckpointError(ImporterError):
-    """The state directory was written by a different job (mapping, destination or endpoint)."""
+    """The state directory cannot be used: written by a different job (mapping, destination or
+    endpoint), locked by a running one, not a usable directory, or its job record damaged."""
