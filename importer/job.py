@@ -156,8 +156,12 @@ def iter_valid(
     try:
         for source in sources:
             summary.inputs.append({"file": source.name, "fingerprint": source.fingerprint})
-            if source.size == 0 or (source.format != "jsonl" and source.records == 0):
-                what = "empty" if source.size == 0 or not source.header else "only a header"
+            if source.blank or (source.format != "jsonl" and source.records == 0):
+                # A night with no events may leave a file of blank lines: as empty as no bytes.
+                if source.blank and source.lines:
+                    what = "only blank lines"
+                else:
+                    what = "empty" if source.blank or not source.header else "only a header"
                 summary.warnings.append(f"{source.name} is {what}: nothing to send")
                 continue
             state = FileState()

@@ -13,6 +13,8 @@ records with the wrong number of fields, and a streaming Polars pass that decide
 then the batches. Rows that cannot be read become rejects; files that cannot be read raise
 InputError with the file, line and column. Should the two CSV parsers fail or disagree (a bare
 quote or a lone CR in an unquoted field), a last pass names the first record that is not RFC 4180.
+The batches are read through a check of each block against the byte pass's hash, so a file
+rewritten during a run stops it instead of sending new rows under the old content's fingerprint.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -109,6 +113,12 @@ class InputFile:
     bad_records: dict[int, int] = field(default_factory=dict)
     blank_records: frozenset[int] = frozenset()
     chunk_offsets: tuple[int, ...] = ()
+    # The fingerprint's running hash after each CHUNK_BYTES block, to check the batches against.
+    blocks: tuple[bytes, ...] = ()
+    # Nothing but whitespace (or nothing at all): no header, no rows, like an empty file.
+    blank: bool = False
+    # A NUL byte somewhere: only then are CSV batches searched for NUL characters.
+    nul_bytes: bool = False
 
     @property
     def name(self) -> str:
@@ -132,6 +142,7 @@ class Batch:
 
 def open_input(path: Path) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it."""
+    _refuse_special(path)
     input_format = FORMATS.get(path.suffix.lower())
     if input_format is None:
         known = ", ".join(sorted(FORMATS))
@@ -141,13 +152,20 @@ def open_input(path: Path) -> InputFile:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file")
     try:
-        fingerprint, size, lines = _scan_bytes(path)
+        fingerprint, size, lines, blocks, blank, nul_bytes = _scan_bytes(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     facts = InputFile(
-        path=path, format=input_format, fingerprint=fingerprint, size=size, lines=lines
+        path=path,
+        format=input_format,
+        fingerprint=fingerprint,
+        size=size,
+        lines=lines,
+        blocks=blocks,
+        blank=blank,
+        nul_bytes=nul_bytes,
     )
-    if size == 0:
+    if blank:
         return facts
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
@@ -156,7 +174,7 @@ def open_input(path: Path) -> InputFile:
 
 def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
     """The rows of `source` in batches of at most `batch_rows`, in file order."""
-    if source.size == 0:
+    if source.blank:
         return iter(())
     if source.format == "jsonl":
         return _iter_jsonl(source, batch_rows)
@@ -165,18 +183,57 @@ def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> 
     return _iter_csv(source, batch_rows)
 
 
-def _scan_bytes(path: Path) -> tuple[str, int, int]:
-    """One pass over the bytes: refuse UTF-16, CR-only and non-UTF-8 files; hash and count lines."""
+# What a pipe, device or socket is called in the message refusing it.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a pipe (a FIFO, or a <(...) process substitution)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse_special(path: Path) -> None:
+    """Refuse anything but a regular file or a directory (which is refused later, by name).
+
+    An input is read several times (fingerprint, profile, batches): a pipe would be drained by the
+    first pass and block the next one forever. stat() does not open the file, so it cannot block.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: said once the format is known
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+    raise InputError(
+        f"{path}: is {kind}, not a regular file; the importer reads an input more than once "
+        "(first to fingerprint it, so that a run can resume), which only a file allows",
+        hint="save it to a file first (e.g. `... > events.csv`) and import that file",
+    )
+
+
+def _scan_bytes(path: Path) -> tuple[str, int, int, tuple[bytes, ...], bool, bool]:
+    """One pass over the bytes: refuse UTF-16, CR-only, compressed and non-UTF-8 files; hash,
+    count lines, and tell whether there is anything but whitespace and whether a NUL byte."""
     digest = hashlib.blake2b(digest_size=16)
+    blocks: list[bytes] = []
     size = 0
     lines = 0
     pending = b""
+    blank = True
+    nul_bytes = False
     with path.open("rb") as handle:
         first = handle.read(CHUNK_BYTES)
         _check_start(path, first)
         chunk = first
         while chunk:
             digest.update(chunk)
+            # A copy of the running hash per block costs nothing; see _CheckedReader.
+            blocks.append(digest.copy().digest())
+            if blank:  # only the first block of a file with content is looked at
+                text = chunk.removeprefix(codecs.BOM_UTF8) if size == 0 else chunk
+                blank = not text.strip(JSON_SPACE)
+            nul_bytes = nul_bytes or b"\x00" in chunk  # memchr: a few ms a 100 MB
             size += len(chunk)
             buffer = pending + chunk
             # UTF-8 never puts a newline byte inside a character, so line-aligned pieces decode
@@ -187,10 +244,28 @@ def _scan_bytes(path: Path) -> tuple[str, int, int]:
             lines += piece.count(b"\n")
             chunk = handle.read(CHUNK_BYTES)
         _check_utf8(path, pending, lines)
-    return digest.hexdigest(), size, lines
+    return digest.hexdigest(), size, lines, tuple(blocks), blank, nul_bytes
+
+
+# The magic bytes of compressed files, the format's name and the command that undoes it. UTF-8
+# text cannot start like gzip, zstd or xz (invalid bytes) or zip (control characters); bzip2's
+# "BZh" can, so its block magic (or an empty stream's end magic) must follow too.
+_COMPRESSED = (
+    (re.compile(rb"\x1f\x8b"), "gzip", "gzip -dc"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstd -dc"),
+    (re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)"), "bzip2", "bzip2 -dc"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz", "xz -dc"),
+    (re.compile(rb"PK\x03\x04"), "zip", "unzip -p"),
+)
 
 
 def _check_start(path: Path, first: bytes) -> None:
+    for magic, name, command in _COMPRESSED:
+        if magic.match(first):
+            raise InputError(
+                f"{path}: the file is compressed ({name}), not text",
+                hint=f"decompress it first, e.g. {command} {path} > plain-{path.name}",
+            )
     if first.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         encoding = "UTF-32"
     elif first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(first):
@@ -206,6 +281,90 @@ def _check_start(path: Path, first: bytes) -> None:
         raise InputError(
             f"{path}: lines end with CR only (old Mac style); only LF and CRLF are read",
             hint=f"convert it first, e.g. tr '\\r' '\\n' < {path} > lf-{path.name}",
+        )
+
+
+class _CheckedReader:
+    """Reads an input front to back in the byte pass's blocks and hands out a block's bytes only
+    once the running hash up to its end matches the byte pass's, and the file ends where it
+    ended then: every row comes from the content its fingerprint names, even when the file is
+    rewritten during a run (same length or not)."""
+
+    def __init__(self, source: InputFile, handle: IO[bytes]) -> None:
+        self._source = source
+        self._handle = handle
+        self._digest = hashlib.blake2b(digest_size=16)
+        self._checked = 0  # blocks checked so far
+        self._tail = b""  # checked bytes not handed out yet: the end of the last block
+        self._start = 0  # the file offset of _tail[0]
+
+    def block(self) -> bytes:
+        """The next block, checked; b"" after the last one."""
+        expected = self._source.blocks
+        index = self._checked
+        if index == len(expected):
+            return b""
+        # One byte more than the last block had shows a file that grew.
+        last = index == len(expected) - 1
+        chunk = self._handle.read(CHUNK_BYTES + 1 if last else CHUNK_BYTES)
+        self._digest.update(chunk)
+        if self._digest.copy().digest() != expected[index]:
+            raise self._changed(index * CHUNK_BYTES)
+        self._checked += 1
+        return chunk
+
+    def read(self, start: int, end: int) -> bytes:
+        """The checked bytes from offset `start` to `end`; calls go forward, never back."""
+        parts = [self._tail]
+        reached = self._start + len(self._tail)
+        while reached < end and (block := self.block()):
+            parts.append(block)
+            reached += len(block)
+        keep = len(parts[-1]) - max(reached - end, 0)
+        parts[-1], self._tail = parts[-1][:keep], parts[-1][keep:]
+        skip = start - self._start  # the header, on the first call
+        self._start = end
+        while skip:
+            head = parts.pop(0)
+            if len(head) > skip:
+                parts.insert(0, head[skip:])
+                break
+            skip -= len(head)
+        # Joined once and the blocks let go: memory stays at one copy of the slice.
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        """Check the rest of the file, up to its end."""
+        while self.block():
+            pass
+
+    def lines(self) -> Iterator[bytes]:
+        """The checked lines, each with its LF (the last one may have none)."""
+        pending: list[bytes] = []
+        while block := self.block():
+            cut = block.rfind(b"\n") + 1
+            if not cut:  # a line longer than a block
+                pending.append(block)
+                continue
+            pending.append(block[:cut])
+            yield from io.BytesIO(b"".join(pending))
+            pending = [block[cut:]]
+        if tail := b"".join(pending):
+            yield tail
+
+    def _changed(self, offset: int) -> InputError:
+        path, size = self._source.path, self._source.size
+        now = os.fstat(self._handle.fileno()).st_size
+        if now != size:
+            detail = f"it had {size:,} bytes when it was opened and has {now:,} now"
+        else:
+            end = min(offset + CHUNK_BYTES, size)
+            detail = f"bytes {offset:,} to {end:,} are not what they were when it was opened"
+        return InputError(
+            f"{path}: the file changed while it was being read ({detail}); "
+            "nothing from the changed part was sent",
+            hint="restore it and run again, or run again once it is final: the new content "
+            "is a new input",
         )
 
 
@@ -278,12 +437,8 @@ def _profile_csv(facts: InputFile) -> InputFile:
             kinds[column] = "boolean"
         else:
             kinds[column] = "string"
-    return InputFile(
-        path=facts.path,
-        format=facts.format,
-        fingerprint=facts.fingerprint,
-        size=facts.size,
-        lines=facts.lines,
+    return replace(
+        facts,
         columns=tuple(_without_meta(header)),
         header=tuple(header),
         column_kinds=kinds,
@@ -484,8 +639,10 @@ def _iter_chunks(
     records: int,
     *,
     step: int,
+    checked: InputFile | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """The records of `path`, `step` offsets (step x CHUNK_RECORDS records) at a time, as text.
+    """The records of `path`, `step` offsets (step x CHUNK_RECORDS records) at a time, as text;
+    with `checked`, read through a check against its byte pass (see _CheckedReader).
 
     Each slice is parsed on its own, so memory is bounded by the slice; a slice whose record
     count differs from the record pass's means the two parsers disagree on the quoting there.
@@ -494,10 +651,16 @@ def _iter_chunks(
     # records that are too short are known from the record pass.
     schema = dict.fromkeys([*header, EXTRA], pl.String)
     with path.open("rb") as handle:
+        reader = _CheckedReader(checked, handle) if checked is not None else None
         for first in range(0, len(offsets) - 1, step):
             last = min(first + step, len(offsets) - 1)
-            handle.seek(offsets[first])
-            data = handle.read(offsets[last] - offsets[first])
+            if reader is None:
+                handle.seek(offsets[first])
+                data = handle.read(offsets[last] - offsets[first])
+            else:
+                data = reader.read(offsets[first], offsets[last])
+                if last == len(offsets) - 1:
+                    reader.finish()
             expected = min(last * CHUNK_RECORDS, records) - first * CHUNK_RECORDS
             try:
                 chunk = pl.read_csv(
@@ -546,7 +709,13 @@ def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
     is_bad = pl.col(LINE).is_in(bad_lines[LINE].implode())
     step = max(1, batch_rows // CHUNK_RECORDS)
     chunks = _iter_chunks(
-        source.path, list(source.header), separator, source.chunk_offsets, source.records, step=step
+        source.path,
+        list(source.header),
+        separator,
+        source.chunk_offsets,
+        source.records,
+        step=step,
+        checked=source,
     )
     for chunk in chunks:
         for start in range(0, chunk.height, batch_rows):
@@ -568,7 +737,11 @@ def _iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
                     *source.columns,
                 )
             )
-            yield Batch(source, rows.filter(~is_bad), rejects, blanks)
+            rows = rows.filter(~is_bad)
+            if source.nul_bytes:  # in CSV a NUL character is a NUL byte
+                rows, nul = _split_nul(rows)
+                rejects = pl.concat([rejects, nul]).sort(LINE)
+            yield Batch(source, rows, rejects, blanks)
 
 
 def _json_text(column: str, kind: str) -> pl.Expr:
@@ -591,7 +764,7 @@ def _iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
     texts: list[bytes] = []
     blanks = 0
     with source.path.open("rb") as handle:
-        for number, text in enumerate(handle, start=1):
+        for number, text in enumerate(_CheckedReader(source, handle).lines(), start=1):
             if number == 1 and text.startswith(codecs.BOM_UTF8):
                 text = text[len(codecs.BOM_UTF8) :]
                 if not text:
@@ -635,7 +808,7 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
         try:
             if text.startswith("\ufeff"):  # json.loads says so; JSONDecoder alone does not
                 raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-            value = _DECODER.decode(text)
+            value = _LINE_DECODER.decode(text)
         except (ValueError, RecursionError) as exc:
             bad.append((number, "json", _json_error(exc), text))
             continue
@@ -660,6 +833,10 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     frame = frame.select(pl.Series(LINE, good_lines, dtype=pl.Int64), pl.all().cast(pl.String))
     frame = frame.select(LINE, *_without_meta(frame.columns[1:]))
+    # In JSON a NUL character is the escape \u0000; no backslash in the batch, no escape.
+    nul = None
+    if b"\\" in b"".join(texts):
+        frame, nul = _split_nul(frame)
     rejects = pl.DataFrame(
         {
             LINE: [item[0] for item in bad],
@@ -676,7 +853,56 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
             RAW: pl.String,
         },
     )
+    if nul is not None and nul.height:
+        rejects = pl.concat([rejects, nul], how="diagonal").sort(LINE)
     return Batch(source, frame, rejects, blanks)
+
+
+# A NUL character in a cell's JSON text: the escape \u0000 after an even number of backslashes
+# (in `\\u0000` the backslash is escaped and u0000 is text).
+_NUL_ESCAPE = r"(?:^|[^\\])(?:\\\\)*\\u0000"
+
+
+def _split_nul(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows of `frame` without a NUL character, and those with one as rejects (rule "nul",
+    naming the first such column, then the row's columns); a key holding NUL is a column too.
+
+    A NUL passes JSON, Polars and HTTP, then cuts or breaks the text in whatever stores it.
+    """
+    names = frame.columns[1:]
+    nul_keys = [name for name in names if "\x00" in name]
+    checks = [(pl.col(name).is_not_null(), name, "key") for name in nul_keys]
+    if names:
+        # A literal search first: the regex runs only on the rare column that may hold one.
+        maybe = frame.select(
+            pl.col(name).str.contains("\\u0000", literal=True).any().alias(name) for name in names
+        ).row(0)
+        checks += [
+            (pl.col(name).str.contains(_NUL_ESCAPE), name, "column")
+            for name, suspect in zip(names, maybe, strict=True)
+            if suspect
+        ]
+    if not checks:
+        return frame, frame.clear().select(
+            LINE,
+            pl.lit(None, pl.String).alias(RULE),
+            pl.lit(None, pl.String).alias(COLUMN),
+            pl.lit(None, pl.String).alias(ERROR),
+            *names,
+        )
+    shown = {name: name.replace("\x00", "\\0") for _, name, _ in checks}
+    marked = frame.with_columns(
+        pl.coalesce(pl.when(hit).then(pl.lit(shown[name])) for hit, name, _ in checks).alias(
+            COLUMN
+        ),
+        pl.coalesce(
+            pl.when(hit).then(pl.lit(f"{what} {shown[name]} holds a NUL character (\\0)"))
+            for hit, name, what in checks
+        ).alias(ERROR),
+    )
+    is_bad = pl.col(ERROR).is_not_null()
+    rejects = marked.filter(is_bad).select(LINE, pl.lit("nul").alias(RULE), COLUMN, ERROR, *names)
+    return marked.filter(~is_bad).drop(COLUMN, ERROR, *nul_keys), rejects
 
 
 def _without_meta(columns: list[str]) -> list[str]:
@@ -696,9 +922,41 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class _DuplicateKeyError(ValueError):
+    """One JSON object names a key twice: json keeps the last value, which changed a row's user."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict, refusing a key named twice rather than keeping the last."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(f"key {_show_key(key)} appears twice in one object")
+            seen.add(key)
+    return value
+
+
+def _show_key(key: str) -> str:
+    """A key as JSON text, readable where it can be; a lone surrogate is escaped, not UTF-8."""
+    shown = json.dumps(key, ensure_ascii=False)
+    try:
+        shown.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = json.dumps(key)
+    return shown
+
+
+_INT_DIGITS = re.compile(r"limit \((\d+) digits\) for integer string conversion: value has (\d+)")
+
 # One decoder and encoder for all lines: json.loads/dumps with options build a new one per call,
 # which was a third of the time spent on a JSONL file.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+# Input lines also refuse a key named twice in one object; load_json keeps json's last-wins.
+_LINE_DECODER = json.JSONDecoder(
+    parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
@@ -718,12 +976,18 @@ def dump_json(value: Any) -> str:
 
 
 def _json_error(exc: Exception) -> str:
+    if isinstance(exc, _DuplicateKeyError):
+        return str(exc)
     if isinstance(exc, json.JSONDecodeError):
         if exc.msg.endswith(" at"):  # "Invalid control character at", "... starting at"
             return f"line is not valid JSON: {exc.msg} column {exc.colno}"
         return f"line is not valid JSON: {exc.msg} (column {exc.colno})"
     if isinstance(exc, RecursionError):
         return "line is nested too deeply"
+    # Python's own words name an interpreter setting; the user needs to hear what is wrong.
+    if match := _INT_DIGITS.search(str(exc)):
+        limit, digits = match.groups()
+        return f"a number is too long: {digits} digits, the limit is {limit}"
     return f"line is not valid JSON: {exc}"
 
 

@@ -6,17 +6,26 @@ The public corpora (JSONTestSuite, csv-spectrum, the Big List of Naughty Strings
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
+import os
 import random
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
+from pipeline_helpers import ROOT
 
+from importer import cli
 from importer.errors import InputError
 from importer.read import (
     COLUMN,
@@ -36,6 +45,7 @@ JSON_SUITE = CORPORA / "JSONTestSuite" / "test_parsing"
 SPECTRUM = CORPORA / "csv-spectrum"
 BLNS = CORPORA / "blns" / "blns.json"
 BOM = b"\xef\xbb\xbf"
+TRACK_SCHEMA = str(ROOT / "schemas" / "vero-track.toml")
 HINT_QUOTES = "a quoted field ends with a quote followed by a separator"
 
 
@@ -108,6 +118,12 @@ def input_error(path: Path) -> InputError:
     with pytest.raises(InputError) as caught:
         read(path)
     return caught.value
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """Run the command line in process: exit code, stdout, stderr."""
+    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
 
 
 def corpus_files(folder: Path, pattern: str = "*") -> list[Any]:
@@ -190,12 +206,12 @@ def test_a_quoted_line_break_in_the_header_is_part_of_the_name(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("name", "data", "rows", "rejects"),
     [
-        pytest.param("in.csv", b"a,b\n1,x\x00y\n", {2: {"a": 1, "b": "x\x00y"}}, set(), id="csv"),
+        pytest.param("in.csv", b"a,b\n1,x\x00y\n2,z\n", {3: {"a": 2, "b": "z"}}, {2}, id="csv"),
         pytest.param(
             "in.jsonl",
             b'{"a":1}\n{"a":"x\x00y"}\n{"a":"\\u0000"}\n',
-            {1: {"a": 1}, 3: {"a": "\x00"}},
-            {2},
+            {1: {"a": 1}},
+            {2, 3},
             id="jsonl",
         ),
     ],
@@ -341,9 +357,28 @@ def test_jsonl_keys_first_seen_late_are_kept(tmp_path: Path) -> None:
     assert batches[4].frame.columns == [LINE, "id", "later"]
 
 
-def test_a_repeated_jsonl_key_keeps_its_last_value(tmp_path: Path) -> None:
-    result = read_bytes(tmp_path, "in.jsonl", '{"a":1,"a":2}\n')
-    assert result.rows == {1: {"a": 2}}
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        pytest.param('{"user_id":"u1","user_id":"u2"}', "user_id", id="top-level"),
+        pytest.param('{"a":1,"a":1}', "a", id="same-value"),
+        pytest.param('{"d":{"x":1,"y":2,"x":3}}', "x", id="nested"),
+        pytest.param('{"d":[{"k":1},{"k":1,"k":2}]}', "k", id="in-an-array"),
+        pytest.param('{"é":1,"é":2}', "é", id="non-ascii"),
+    ],
+)
+def test_a_repeated_jsonl_key_is_a_reject(tmp_path: Path, line: str, key: str) -> None:
+    """json keeps the last value of a repeated key: that silently changed a row's user."""
+    result = read_bytes(tmp_path, "in.jsonl", f'{{"ok":1,"d":{{"x":1}}}}\n{line}\n')
+    assert result.rows == {1: {"ok": 1, "d": {"x": 1}}}
+    assert result.rejects == {
+        2: {
+            RULE: "json",
+            COLUMN: None,
+            ERROR: f'key "{key}" appears twice in one object',
+            RAW: line,
+        }
+    }
 
 
 # ----------------------------------------------------------------------------- JSONL bad rows
@@ -706,9 +741,7 @@ def test_an_empty_or_header_only_file_has_no_batches(
     assert read_bytes(tmp_path, name, data).batches == []
 
 
-def test_a_file_of_blank_lines_has_no_rows(tmp_path: Path) -> None:
-    jsonl = read_bytes(tmp_path, "in.jsonl", "\n\r\n \n")
-    assert (jsonl.rows, jsonl.rejects, jsonl.blank_lines) == ({}, {}, 3)
+def test_a_file_of_blank_lines_after_the_header_has_no_rows(tmp_path: Path) -> None:
     csv_ = read_bytes(tmp_path, "in.csv", "a,b\n\n\r\n")
     assert (csv_.rows, csv_.rejects, csv_.blank_lines) == ({}, {}, 2)
 
@@ -941,6 +974,12 @@ def test_json_suite_documents_as_jsonl_lines(tmp_path: Path) -> None:
     for index in range(len(docs) + 1):
         assert rows[2 * index + 1]["good"] == index
     blank = {name for name, doc in docs.items() if not doc.strip(b" \t\r\n")}
+    # Valid JSON that the importer refuses on purpose: a key twice, a NUL character in a key.
+    refused = {
+        "y_object_duplicated_key.json": "json",
+        "y_object_duplicated_key_and_value.json": "json",
+        "y_object_escaped_null_in_key.json": "nul",
+    }
     # A document of whitespace (or nothing) is a blank line, which JSONL skips.
     assert blank == {"n_single_space.json", "n_structure_no_data.json"}
     assert result.blank_lines == len(blank)
@@ -952,6 +991,8 @@ def test_json_suite_documents_as_jsonl_lines(tmp_path: Path) -> None:
         elif name.startswith("n_"):
             assert rejects[line][RULE] in ("json", "json_object"), name
             assert rejects[line][RAW] == doc.decode(), name
+        elif name in refused:
+            assert rejects[line][RULE] == refused[name], name
         elif isinstance(value := json.loads(doc), dict):
             row = rows[line]
             assert {key: row[key] for key in value} == value, name
@@ -1117,3 +1158,338 @@ def test_a_mongo_version_key_is_an_ordinary_column(tmp_path: Path) -> None:
     path = write(tmp_path, "in.csv", "_id,__v\n1,0\n")
     [batch] = iter_batches(open_input(path))
     assert batch.frame["__v"].to_list() == ["0"]
+
+
+# ------------------------------------------------------------------ a file that changes under us
+
+
+def read_until_error(source: InputFile) -> tuple[list[Batch], InputError]:
+    """The batches of 5 rows read before an InputError, and the error (the test fails if none)."""
+    batches: list[Batch] = []
+    try:
+        for batch in iter_batches(source, batch_rows=5):
+            batches.append(batch)
+    except InputError as exc:
+        return batches, exc
+    pytest.fail("no InputError")
+
+
+def _fixed_width(name: str, rows: int) -> tuple[bytes, int, int]:
+    """A file of equal-length rows: its bytes, the header's length and one row's length."""
+    if name.endswith(".csv"):
+        header, row = b"id,name\n", "{0:04d},n{0:04d}\n"
+    else:
+        header, row = b"", '{{"id":"{0:04d}"}}\n'
+    data = header + "".join(row.format(i) for i in range(rows)).encode()
+    return data, len(header), len(row.format(0))
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+def test_a_file_rewritten_in_place_stops_before_the_changed_block(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same length, new content: rows must never come from bytes the fingerprint did not hash,
+    or they are sent and recorded as the original's and the original rows never arrive."""
+    monkeypatch.setattr("importer.read.CHUNK_BYTES", 256)
+    monkeypatch.setattr("importer.read.CHUNK_RECORDS", 5)
+    data, header, row = _fixed_width(name, 200)
+    path = write(tmp_path, name, data)
+    source = open_input(path)
+    changed_block = 3
+    at = changed_block * 256 + 100
+    path.write_bytes(data[:at] + data[at:].replace(b"0", b"9"))
+    assert path.stat().st_size == len(data)
+    batches, error = read_until_error(source)
+    assert str(error) == (
+        f"{path}: the file changed while it was being read (bytes 768 to 1,024 are not what "
+        "they were when it was opened); nothing from the changed part was sent"
+    )
+    assert error.hint == (
+        "restore it and run again, or run again once it is final: the new content is a new input"
+    )
+    lines = [line for batch in batches for line in batch.frame[LINE].to_list()]
+    assert lines, "the blocks before the change are read"
+    first_line = 2 if name.endswith(".csv") else 1
+    # Where the last row handed out ends in the file: before the changed block starts.
+    assert header + (max(lines) - first_line + 1) * row <= changed_block * 256
+    assert lines == list(range(first_line, max(lines) + 1))
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+@pytest.mark.parametrize("change", ["shorter", "longer"])
+@pytest.mark.parametrize("block", [256, 0], ids=["mid-block", "at-a-block-end"])
+def test_a_file_whose_length_changes_during_the_read(
+    tmp_path: Path, name: str, change: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Said as a change, not as broken quoting, and without the rows of the new part; a file
+    that grows by a whole block is caught too (block 0: the file ends where a block does)."""
+    data, _, row = _fixed_width(name, 200)
+    monkeypatch.setattr("importer.read.CHUNK_BYTES", block or len(data) // 8)
+    monkeypatch.setattr("importer.read.CHUNK_RECORDS", 5)
+    path = write(tmp_path, name, data)
+    source = open_input(path)
+    changed = data[: -2 * row] if change == "shorter" else data + data[-row:]
+    path.write_bytes(changed)
+    batches, error = read_until_error(source)
+    assert str(error) == (
+        f"{path}: the file changed while it was being read (it had {len(data):,} bytes when it "
+        f"was opened and has {len(changed):,} now); nothing from the changed part was sent"
+    )
+    assert sum(batch.frame.height for batch in batches) < 200
+
+
+def test_a_file_changed_during_a_run_sends_nothing_of_it_and_the_original_arrives_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: rewritten after it was fingerprinted, the file stops the run with nothing of
+    the new content sent or recorded; restored, every original row is sent by the next run."""
+    original = (
+        "user_id,email,event,occurred_at\n"
+        "u1,a@example.com,Login,2023-05-30T10:00:00Z\n"
+        "u2,b@example.com,Login,2023-05-30T10:00:00Z\n"
+    )
+    path = write(tmp_path, "events.csv", original)
+    opened = cli.open_inputs
+
+    def open_then_rewrite(options: Any) -> Any:
+        sources = opened(options)
+        path.write_text(original.replace("u1,", "u7,").replace("u2,", "u8,"))
+        return sources
+
+    args = ["run", str(path), "--schema", TRACK_SCHEMA, "--endpoint", "embedded"]
+    args += ["--state", str(tmp_path / "state"), "--quiet"]
+    monkeypatch.setattr(cli, "open_inputs", open_then_rewrite)
+    code, _, err = invoke(*args)
+    assert code == 1
+    assert err.startswith(f"Error: {path}: the file changed while it was being read (bytes 0 to")
+    assert "Hint: restore it and run again, or run again once it is final" in err
+    monkeypatch.setattr(cli, "open_inputs", opened)
+    path.write_text(original)
+    code, out, err = invoke(*args[:-1])
+    assert code == 0, err
+    assert re.search(r"delivered +2\n", out)
+    assert re.search(r"skipped \(done before\) +0\n", out)
+
+
+# ----------------------------------------------------------------- pipes, blanks, compression
+
+
+PIPE_MESSAGE = (
+    "is a pipe (a FIFO, or a <(...) process substitution), not a regular file; the importer "
+    "reads an input more than once (first to fingerprint it, so that a run can resume), which "
+    "only a file allows"
+)
+
+
+@pytest.mark.parametrize("name", ["events.csv", "in.jsonl", "63"])
+def test_a_named_pipe_is_refused_without_opening_it(tmp_path: Path, name: str) -> None:
+    """Read twice, a pipe blocks forever; said before the ending is (/dev/fd/63 has none)."""
+    path = tmp_path / name
+    os.mkfifo(path)  # no writer: opening it would block, so the test would hang
+    error = input_error(path)
+    assert str(error) == f"{path}: {PIPE_MESSAGE}"
+    assert error.hint == "save it to a file first (e.g. `... > events.csv`) and import that file"
+
+
+def test_a_named_pipe_on_the_command_line_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    os.mkfifo(path)
+    code, _, err = invoke("validate", str(path), "--schema", TRACK_SCHEMA)
+    assert code == 1
+    assert err.startswith(f"Error: {path}: {PIPE_MESSAGE}\nHint: save it to a file first")
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.jsonl"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param("\n\n\n", id="newlines"),
+        pytest.param("  \n", id="spaces"),
+        pytest.param("\r\n \t\r\n", id="crlf-and-tab"),
+        pytest.param(BOM + b"\n \n", id="bom"),
+    ],
+)
+def test_a_file_of_only_blank_lines_is_empty(tmp_path: Path, name: str, data: str | bytes) -> None:
+    result = read_bytes(tmp_path, name, data)
+    assert result.source.blank
+    assert (result.batches, result.source.columns) == ([], ())
+
+
+def test_a_blank_start_longer_than_a_block_is_not_a_blank_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("importer.read.CHUNK_BYTES", 64)
+    result = read_bytes(tmp_path, "in.jsonl", "\n" * 300 + '{"a":1}\n')
+    assert not result.source.blank
+    assert (result.rows, result.blank_lines) == ({301: {"a": 1}}, 300)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "warning"),
+    [
+        pytest.param("in.csv", "\n\n\n", "is only blank lines", id="csv"),
+        pytest.param("in.csv", "  \n", "is only blank lines", id="csv-spaces"),
+        pytest.param("in.tsv", "\r\n \t\r\n", "is only blank lines", id="tsv"),
+        pytest.param("in.jsonl", "\n \n", "is only blank lines", id="jsonl"),
+        pytest.param("in.csv", "  ", "is empty", id="spaces-without-a-line-end"),
+    ],
+)
+def test_a_blank_input_exits_0_with_a_warning(
+    tmp_path: Path, name: str, data: str, warning: str
+) -> None:
+    """A night without events may leave a file of blank lines: nothing to send, not an error."""
+    path = write(tmp_path, name, data)
+    code, out, err = invoke("validate", str(path), "--schema", TRACK_SCHEMA)
+    assert (code, err) == (0, "")
+    assert out.endswith(f"\nwarning: {path} {warning}: nothing to send\n")
+
+
+def _zip(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("events.csv", data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+@pytest.mark.parametrize(
+    ("compress", "format_name", "command"),
+    [
+        pytest.param(gzip.compress, "gzip", "gzip -dc", id="gzip"),
+        pytest.param(bz2.compress, "bzip2", "bzip2 -dc", id="bzip2"),
+        pytest.param(lambda data: bz2.compress(b""), "bzip2", "bzip2 -dc", id="bzip2-empty"),
+        pytest.param(lzma.compress, "xz", "xz -dc", id="xz"),
+        pytest.param(_zip, "zip", "unzip -p", id="zip"),
+        # A zstd frame: the magic, a frame header and one raw block holding the data.
+        pytest.param(
+            lambda data: b"\x28\xb5\x2f\xfd\x20" + bytes([len(data)]) + b"\x01\x00\x00" + data,
+            "zstd",
+            "zstd -dc",
+            id="zstd",
+        ),
+    ],
+)
+def test_a_compressed_file_says_so(
+    tmp_path: Path, name: str, compress: Any, format_name: str, command: str
+) -> None:
+    path = write(tmp_path, name, compress(b'a,b\n1,2\n{"a":1}\n'))
+    error = input_error(path)
+    assert str(error) == f"{path}: the file is compressed ({format_name}), not text"
+    assert error.hint == f"decompress it first, e.g. {command} {path} > plain-{name}"
+
+
+def test_a_header_that_starts_like_bzip2_is_text(tmp_path: Path) -> None:
+    assert read_bytes(tmp_path, "in.csv", "BZh9,x\n1,2\n").rows == {2: {"BZh9": 1, "x": 2}}
+
+
+def test_a_gzip_file_named_csv_exits_1_naming_the_compression(tmp_path: Path) -> None:
+    path = write(tmp_path, "events.csv", gzip.compress(b"a,b\n1,2\n"))
+    code, _, err = invoke("validate", str(path), "--schema", TRACK_SCHEMA)
+    assert code == 1
+    assert err == (
+        f"Error: {path}: the file is compressed (gzip), not text\n"
+        f"Hint: decompress it first, e.g. gzip -dc {path} > plain-events.csv\n"
+    )
+
+
+# ------------------------------------------------------------------- NUL and very long numbers
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "column", "error"),
+    [
+        pytest.param("in.csv", b"a,b\n1,x\x00y\n", "b", "column b holds", id="csv"),
+        pytest.param("in.tsv", b"a\tb\n\x00\t1\n", "a", "column a holds", id="tsv-first-column"),
+        pytest.param("in.jsonl", b'{"a":"x\\u0000"}\n', "a", "column a holds", id="jsonl"),
+        pytest.param(
+            "in.jsonl", b'{"a":{"b":["\\u0000"]}}\n', "a", "column a holds", id="jsonl-nested"
+        ),
+        pytest.param(
+            "in.jsonl", b'{"a":"\\\\\\u0000"}\n', "a", "column a holds", id="after-a-backslash"
+        ),
+        pytest.param("in.jsonl", b'{"k\\u0000":1}\n', "k\\0", "key k\\0 holds", id="in-a-key"),
+        pytest.param(
+            "in.jsonl", b'{"a":{"\\u0000":1}}\n', "a", "column a holds", id="in-a-nested-key"
+        ),
+    ],
+)
+def test_a_nul_character_is_a_reject(
+    tmp_path: Path, name: str, data: bytes, column: str, error: str
+) -> None:
+    """A NUL passes JSON and HTTP, then cuts the text short in whatever stores it."""
+    good = {"in.csv": b"1,ok\n", "in.tsv": b"1\tok\n", "in.jsonl": b'{"a":"ok"}\n'}[name]
+    result = read_bytes(tmp_path, name, data + good)
+    rejected_line = 1 if name == "in.jsonl" else 2
+    assert list(result.rows) == [rejected_line + 1]
+    [(line, reject)] = result.rejects.items()
+    assert line == rejected_line
+    assert (reject[RULE], reject[COLUMN], reject[ERROR]) == (
+        "nul",
+        column,
+        f"{error} a NUL character (\\0)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        pytest.param("in.csv", b"a\n\\u0000\n", id="csv-text-that-looks-like-the-escape"),
+        pytest.param("in.jsonl", b'{"a":"\\\\u0000"}\n', id="jsonl-escaped-backslash"),
+        pytest.param("in.jsonl", b'{"a":"\\\\\\\\u0000"}\n', id="jsonl-two-escaped-backslashes"),
+    ],
+)
+def test_text_that_only_looks_like_a_nul_is_kept(tmp_path: Path, name: str, data: bytes) -> None:
+    result = read_bytes(tmp_path, name, data)
+    assert result.rejects == {}
+    [row] = result.rows.values()
+    assert "\x00" not in row["a"]
+
+
+def test_a_nul_reject_keeps_the_rows_columns_next_to_a_bad_field_count(tmp_path: Path) -> None:
+    result = read_bytes(tmp_path, "in.csv", "a,b\n1\n2,x\x00\n3,ok\n")
+    assert result.rows == {4: {"a": 3, "b": "ok"}}
+    assert {line: (r[RULE], r["a"], r["b"]) for line, r in result.rejects.items()} == {
+        2: ("csv_fields", "1", None),
+        3: ("nul", "2", '"x\\u0000"'),
+    }
+
+
+def test_a_number_too_long_for_python_says_so(tmp_path: Path) -> None:
+    """Not Python's 'Exceeds the limit (4300 digits) ... sys.set_int_max_str_digits'."""
+    result = read_bytes(tmp_path, "in.jsonl", '{"a":' + "1" * 5000 + '}\n{"a":1}\n')
+    assert result.rows == {2: {"a": 1}}
+    assert result.rejects[1][RULE] == "json"
+    assert result.rejects[1][ERROR] == "a number is too long: 5000 digits, the limit is 4300"
+
+
+@pytest.mark.parametrize(
+    ("line", "rule", "error"),
+    [
+        pytest.param(
+            '{"user_id":"u1","user_id":"u2"}', "json", 'key "user_id" appears twice in one object'
+        ),
+        pytest.param('{"user_id":"u\\u0000"}', "nul", "column user_id holds a NUL character (\\0)"),
+        pytest.param('{"user_id":' + "7" * 5000 + "}", "json", "a number is too long: 5000 "),
+    ],
+)
+def test_bad_jsonl_rows_on_the_command_line(
+    tmp_path: Path, line: str, rule: str, error: str
+) -> None:
+    row = '"email":"a@example.com","event":"Login","occurred_at":"2023-05-30T10:00:00Z"'
+    path = write(tmp_path, "in.jsonl", line.replace("{", "{" + row + ",", 1) + "\n")
+    code, out, err = invoke("validate", str(path), "--schema", TRACK_SCHEMA)
+    assert code == 3, err
+    assert re.search(
+        rf"\n  {rule} +1\n      {re.escape(str(path))}, line 1: {re.escape(error)}", out
+    )
+
+
+def test_a_nul_beyond_the_first_block_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The byte pass notes a NUL byte in any block, not just the first."""
+    monkeypatch.setattr("importer.read.CHUNK_BYTES", 64)
+    rows = [f"{i},ok" for i in range(50)] + ["50,x\x00"]
+    result = read_bytes(tmp_path, "in.csv", "a,b\n" + "\n".join(rows) + "\n")
+    assert {line: r[RULE] for line, r in result.rejects.items()} == {52: "nul"}
+    assert len(result.rows) == 50
