@@ -1,7 +1,9 @@
-"""A stand-in for Vero's Track API v2 with Vero's rules, its dedup window and injectable faults.
+"""A stand-in for an API (Vero's Track API v2 by default), with its rules and injectable faults.
 
 Tests run it in-process; users run it for dry rehearsals (`importer mock-server`, or
-`--endpoint embedded`). Every accepted body can be appended to a JSONL record, without the token.
+`--endpoint embedded`). What is generic lives here: faults, the rate limit, the token check, the
+duplicate window, counters and the record of accepted bodies (never with the token). What an API
+says and refuses comes from a `MockAPI`, such as importer.destinations.vero_mock.
 """
 
 from __future__ import annotations
@@ -12,41 +14,28 @@ import itertools
 import json
 import math
 import random
-import re
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from aiohttp import web
 
 from importer.errors import MappingError
 
-BASE_PATH = "/api/v2"
 DROP = 0  # a `status_script` entry that closes the connection instead of answering
-MAX_LENGTH = 255  # Vero: id, email and event_name must be *less than* 255 characters
 PRUNE_AT = 100_000  # dedup keys held before expired ones are swept
 BUCKETS_AT = 10_000  # rate-limit buckets held before the full ones are swept
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-MESSAGES = {
-    200: "Success.",
-    401: "Invalid authentication: You must provide a valid auth_token to access this resource.",
-    404: "The resource doesn't exist",
-    429: "Too many requests",
-    500: "An error occurred with our API",
-    502: "Bad gateway",
-    503: "Service unavailable",
-}
 
 
 @dataclass(frozen=True, slots=True)
 class MockConfig:
-    """How the mock behaves; every fault is off by default, so it answers like a healthy Vero.
+    """How the mock behaves; every fault is off by default, so it answers like a healthy API.
 
     Rates are shares of requests in [0, 1]; `rate_429 + rate_5xx + rate_drop` may not exceed 1.
     `status_script` answers the first requests with these statuses in order (200: handle the
@@ -107,7 +96,7 @@ class MockConfig:
 class MockState:
     """What the server has seen; `accepted` counts every 200, duplicates included.
 
-    `bodies` holds accepted bodies as recorded (no `auth_token`; `_path`, `_duplicate` added)
+    `bodies` holds accepted bodies as recorded (no credential; `_path`, `_duplicate` added)
     when the config's `keep_bodies` is on.
     """
 
@@ -142,91 +131,71 @@ def _valid_retry_after(value: str) -> bool:
         return False
 
 
-def _is_id(value: object) -> bool:
-    """Vero takes a string or a number as an identifier (a JSON bool is neither)."""
-    return (isinstance(value, str) and value != "") or (
-        isinstance(value, int | float) and not isinstance(value, bool)
-    )
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """An API's answer to an authorised request: the status and JSON bytes to send back.
 
-
-def _check_user(user: dict[str, Any], prefix: str) -> str | None:
-    """Vero's rules for `id` and `email`; `prefix` is how the message names their object."""
-    if not (_is_id(user.get("id")) or _is_id(user.get("email"))):
-        owner = prefix.rstrip(".") or "the body"
-        return f"{owner} must have an id or an email (a string or a number)"
-    for name in ("id", "email"):
-        value = user.get(name)
-        if value in (None, ""):  # absent, as a blank value is to Vero; the other one is set
-            continue
-        if not _is_id(value):
-            return f"{prefix}{name} must be a string or a number"
-        if len(str(value)) >= MAX_LENGTH:
-            return f"{prefix}{name} must be less than {MAX_LENGTH} characters"
-    email = user.get("email")
-    if email not in (None, "") and not (isinstance(email, str) and EMAIL.fullmatch(email)):
-        return f"{prefix}email must be a valid email address"
-    return None
-
-
-def _check_objects(body: dict[str, Any], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        if name in body and not isinstance(body[name], dict):
-            return f"{name} must be a JSON object"
-    return None
-
-
-def check_identify(body: dict[str, Any]) -> str | None:
-    """Why Vero would answer 400 to this `users/track` body, or None when it is fine."""
-    problem = _check_user(body, "") or _check_objects(body, ("data",))
-    if problem is None and "channels" in body and not isinstance(body["channels"], list):
-        problem = "channels must be a JSON array"
-    return problem
-
-
-def check_track(body: dict[str, Any]) -> str | None:
-    """Why Vero would answer 400 to this `events/track` body, or None when it is fine."""
-    identity = body.get("identity")
-    if not isinstance(identity, dict):
-        return "identity must be a JSON object with an id or an email"
-    problem = _check_user(identity, "identity.")
-    if problem is not None:
-        return problem
-    name = body.get("event_name")
-    if not isinstance(name, str) or not name:
-        return "event_name must be a non-empty string"
-    if len(name) >= MAX_LENGTH:
-        return f"event_name must be less than {MAX_LENGTH} characters"
-    return _check_objects(body, ("data", "extras"))
-
-
-def dedup_key(body: dict[str, Any]) -> tuple[str, ...]:
-    """What Vero compares to call a valid track body a duplicate (seed 000's three rules).
-
-    An empty `data` counts as no data, as a Rails backend's `present?` would see it.
+    `record` is the body to keep (without the credential) when the API accepts it, None when it
+    refuses: only accepted requests are counted, deduplicated and recorded. `dedup_key` is what
+    the API compares to drop a repeat (None: it never drops this one).
     """
-    identity = body["identity"]
-    user = identity.get("id")
-    user = str(user if _is_id(user) else identity.get("email"))
-    name = body["event_name"].lower().replace(" ", "_")
-    data = body.get("data")
-    if data:
-        return (user, name, "data", json.dumps(data, sort_keys=True, separators=(",", ":")))
-    check_id = (body.get("extras") or {}).get("check_id")
-    if check_id is not None:
-        return (user, name, "check_id", json.dumps(check_id))
-    return (user, name)
+
+    status: int
+    answer: bytes
+    record: dict[str, Any] | None = None
+    dedup_key: Hashable | None = None
 
 
-def _answer(status: int, message: str | None = None) -> web.Response:
-    text = json.dumps({"status": status, "message": message or MESSAGES.get(status, "Error")})
-    return web.Response(status=status, text=text, content_type="application/json")
+class MockAPI(Protocol):
+    """What differs between the APIs the server can stand in for; the server does the rest.
+
+    The server owns faults, the rate limit, the token comparison, the duplicate window, the
+    counters and the record; the API says which calls exist, where the credential travels, which
+    bodies it takes and how its answers look.
+    """
+
+    @property
+    def base_path(self) -> str:
+        """The path every route hangs under, e.g. "/api/v2"."""
+        ...
+
+    @property
+    def routes(self) -> Collection[tuple[str, str]]:
+        """The (method, path under base_path) pairs served; the rest answer 404."""
+        ...
+
+    def credential(self, request: web.Request, body: object) -> object:
+        """The credential the request carries (None: none), taken out of `body` if it was there."""
+        ...
+
+    def judge(self, method: str, path: str, body: object) -> Judgement:
+        """The answer to an authorised request; `body` is the parsed JSON (None: not JSON)."""
+        ...
+
+    def answer(self, status: int) -> bytes:
+        """The API's answer body for a status the server decides: 401, 404, 429, 5xx."""
+        ...
 
 
-class _MockVero:
+def _response(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _vero() -> MockAPI:
+    """Vero, the API served when none is given; imported late, as its module imports this one."""
+    from importer.destinations.vero_mock import VERO_MOCK
+
+    return VERO_MOCK
+
+
+class _MockServer:
     """The request handlers and the per-server memory behind them (rng, dedup, fault counts)."""
 
-    def __init__(self, config: MockConfig, state: MockState, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, config: MockConfig, state: MockState, clock: Callable[[], float], api: MockAPI
+    ) -> None:
         self.config = config
+        self.api = api
         self.state = state
         self.clock = clock
         self.token = config.token.encode()
@@ -240,7 +209,6 @@ class _MockVero:
         self.buckets_at = BUCKETS_AT
         self.record: BinaryIO | None = None
         self.calls = 0
-        self.ok_body = json.dumps({"status": 200, "message": MESSAGES[200]}).encode()
 
     async def open_record(self, app: web.Application) -> AsyncIterator[None]:
         """Hold one append handle for the server's life: no open() per request."""
@@ -282,11 +250,11 @@ class _MockVero:
                 return DROP
         return None
 
-    def is_duplicate(self, body: dict[str, Any]) -> bool:
-        """Whether Vero would drop this event; the window runs from the first sighting."""
+    def is_duplicate(self, dedup_key: Hashable) -> bool:
+        """Whether the API would drop this request; the window runs from the first sighting."""
         if not self.config.dedup_window_s:
             return False
-        key, now = hash(dedup_key(body)), self.clock()
+        key, now = hash(dedup_key), self.clock()
         first = self.first_seen.get(key)
         if first is not None and now - first < self.config.dedup_window_s:
             return True
@@ -319,8 +287,8 @@ class _MockVero:
         self.buckets[token] = (room, now)
         return max(1, math.ceil((1.0 - room) / rate))
 
-    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
-        """One identify or track call: faults, rate limit, auth, Vero's rules, dedup, record."""
+    async def handle(self, request: web.Request, method: str, path: str) -> web.StreamResponse:
+        """One API call: faults, rate limit, auth, the API's rules, dedup, record."""
         state, config = self.state, self.config
         state.requests += 1
         raw = await request.read()
@@ -333,42 +301,34 @@ class _MockVero:
             body = json.loads(raw)
         except ValueError:
             body = None
-        token = body.pop("auth_token", None) if isinstance(body, dict) else None
-        if token is None:
-            token = request.query.get("auth_token")
+        token = self.api.credential(request, body)
         if config.limit_rps:
             wait = self.throttle(token if isinstance(token, str) else None)
             if wait is not None:
                 self.state.by_status[429] += 1
-                response = _answer(429)
+                response = _response(429, self.api.answer(429))
                 response.headers["Retry-After"] = str(wait)
                 return response
         if not isinstance(token, str) or not hmac.compare_digest(
             token.encode("utf-8", "surrogatepass"), self.token
         ):
             state.by_status[401] += 1
-            return _answer(401)
-        if not isinstance(body, dict):
-            return self.reject("the request body must be a JSON object")
-        problem = check_track(body) if path == "events/track" else check_identify(body)
-        if problem is not None:
-            return self.reject(problem)
-        duplicate = path == "events/track" and self.is_duplicate(body)
+            return _response(401, self.api.answer(401))
+        judged = self.api.judge(method, path, body)
+        state.by_status[judged.status] += 1
+        record = judged.record
+        if record is None:
+            return _response(judged.status, judged.answer)
+        duplicate = judged.dedup_key is not None and self.is_duplicate(judged.dedup_key)
         state.accepted += 1
         state.duplicates += duplicate
-        state.by_status[200] += 1
-        body["_path"], body["_duplicate"] = path, duplicate
+        record["_path"], record["_duplicate"] = path, duplicate
         if config.keep_bodies:
-            state.bodies.append(body)
+            state.bodies.append(record)
         if self.record is not None:
-            self.record.write(json.dumps(body, separators=(",", ":")).encode() + b"\n")
+            self.record.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
             self.record.flush()
-        return web.Response(body=self.ok_body, content_type="application/json")
-
-    def reject(self, problem: str) -> web.StreamResponse:
-        """Vero's 400, saying which documented rule the body breaks."""
-        self.state.by_status[400] += 1
-        return _answer(400, problem)
+        return _response(judged.status, judged.answer)
 
     def inject(self, request: web.Request, status: int) -> web.StreamResponse:
         """Answer with an injected failure, or close the connection without a word."""
@@ -378,36 +338,44 @@ class _MockVero:
                 request.transport.close()
             return web.Response(status=500)  # never reaches the client: the socket is gone
         self.state.by_status[status] += 1
-        response = _answer(status)
+        response = _response(status, self.api.answer(status))
         if status == 429:
             response.headers["Retry-After"] = self.config.retry_after
         return response
 
-    async def users_track(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, "users/track")
+    def route(
+        self, method: str, path: str
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of one of the API's routes."""
 
-    async def events_track(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, "events/track")
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, method, path)
+
+        return handler
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.state.stats())
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         self.state.by_status[404] += 1
-        return _answer(404)
+        return _response(404, self.api.answer(404))
 
 
 def create_app(
-    config: MockConfig, *, clock: Callable[[], float] = time.monotonic
+    config: MockConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    api: MockAPI | None = None,
 ) -> web.Application:
-    """The mock as an aiohttp app; `app[STATE]` is its MockState; `clock` drives the dedup
-    window and the rate limit."""
+    """The mock of `api` (default: Vero) as an aiohttp app; `app[STATE]` is its MockState;
+    `clock` drives the dedup window and the rate limit."""
     app = web.Application()
-    mock = _MockVero(config, MockState(), clock)
+    api = api or _vero()
+    mock = _MockServer(config, MockState(), clock, api)
     app[STATE] = mock.state
     app.cleanup_ctx.append(mock.open_record)
-    app.router.add_post(f"{BASE_PATH}/users/track", mock.users_track)
-    app.router.add_post(f"{BASE_PATH}/events/track", mock.events_track)
+    for method, path in sorted(api.routes):
+        app.router.add_route(method, f"{api.base_path}/{path}", mock.route(method, path))
     app.router.add_get("/_mock/stats", mock.stats)
     app.router.add_route("*", "/{tail:.*}", mock.not_found)
     return app
@@ -415,7 +383,7 @@ def create_app(
 
 @dataclass(slots=True)
 class RunningMock:
-    """A started mock: `url` is the base URL to send to (ends in /api/v2)."""
+    """A started mock: `url` is the base URL to send to (ends in its API's base path)."""
 
     url: str
     state: MockState
@@ -424,7 +392,8 @@ class RunningMock:
     @property
     def stats_url(self) -> str:
         """Where `GET` answers the counters as JSON, for a test in another process."""
-        return self.url.removesuffix(BASE_PATH) + "/_mock/stats"
+        origin = "/".join(self.url.split("/", 3)[:3])
+        return origin + "/_mock/stats"
 
     async def close(self) -> None:
         """Stop listening, let in-flight requests finish briefly, close the record."""
@@ -437,9 +406,12 @@ async def start_mock_server(
     port: int = 0,
     *,
     clock: Callable[[], float] = time.monotonic,
+    api: MockAPI | None = None,
 ) -> RunningMock:
-    """Listen on host:port (0: a free port) inside the running event loop."""
-    app = create_app(config, clock=clock)
+    """Listen on host:port (0: a free port) inside the running event loop; `api` as in
+    create_app."""
+    api = api or _vero()
+    app = create_app(config, clock=clock, api=api)
     # no access log: it would print query strings, and a token may travel in one
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     try:
@@ -453,13 +425,15 @@ async def start_mock_server(
         raise
     bound_host, bound_port = runner.addresses[0][:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return RunningMock(f"http://{shown}:{bound_port}{BASE_PATH}", app[STATE], runner)
+    return RunningMock(f"http://{shown}:{bound_port}{api.base_path}", app[STATE], runner)
 
 
 @asynccontextmanager
-async def embedded_mock(config: MockConfig | None = None) -> AsyncIterator[RunningMock]:
+async def embedded_mock(
+    config: MockConfig | None = None, *, api: MockAPI | None = None
+) -> AsyncIterator[RunningMock]:
     """A mock on a free loopback port for the length of a `with` block (`--endpoint embedded`)."""
-    mock = await start_mock_server(config or MockConfig())
+    mock = await start_mock_server(config or MockConfig(), api=api)
     try:
         yield mock
     finally:
@@ -472,15 +446,21 @@ def serve(
     port: int = 0,
     *,
     on_ready: Callable[[str], None] | None = None,
+    api: MockAPI | None = None,
 ) -> None:
-    """Run the mock until SIGINT or SIGTERM; `on_ready` gets the base URL once it listens."""
-    asyncio.run(_serve(config, host, port, on_ready))
+    """Run the mock of `api` (default: Vero) until SIGINT or SIGTERM; `on_ready` gets the base
+    URL once it listens."""
+    asyncio.run(_serve(config, host, port, on_ready, api))
 
 
 async def _serve(
-    config: MockConfig, host: str, port: int, on_ready: Callable[[str], None] | None
+    config: MockConfig,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None,
+    api: MockAPI | None,
 ) -> None:
-    mock = await start_mock_server(config, host, port)
+    mock = await start_mock_server(config, host, port, api=api)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

@@ -29,6 +29,7 @@ LAST = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Rit
 PLANS = ["free", "starter", "pro", "enterprise"]
 PRODUCTS = [("Red T-shirt", 19.99), ("Blue shoes", 40.0), ("Wool socks", 7.5), ("Rain coat", 89.0)]
 EVENTS = ["Signed up", "Logged in", "Viewed product", "Purchased Item", "purchased_item"]
+TAGS = ["vip", "beta", "newsletter", "churn-risk", "trial", "partner"]
 START = datetime(2023, 1, 1, tzinfo=UTC)
 
 
@@ -79,9 +80,33 @@ def events(rng: random.Random, people: list[dict[str, str]], count: int) -> list
     return rows
 
 
+def subscriptions(rng: random.Random, people: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per user for the user actions: alias (new_id), un/resubscribe, tags, and the two
+    reserved properties identify types (timezone, birthday)."""
+    rows = []
+    for number, person in enumerate(people, start=1):
+        picked = rng.sample(TAGS, rng.randrange(1, 4))
+        cut = rng.randrange(0, len(picked) + 1)
+        born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 20_000))
+        rows.append(
+            {
+                "user_id": person["user_id"],
+                "email": person["email"],
+                "new_id": f"crm-{number:06d}",
+                "subscribed": rng.choice(["true", "false"]),
+                "tags_add": ";".join(picked[:cut]),
+                "tags_remove": ";".join(picked[cut:]),
+                "timezone": str(rng.randrange(-12, 15)),
+                "birthday": born.strftime("%Y-%m-%d"),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     rng = random.Random(20261122)
     people = users(rng, 300)
+    members = subscriptions(random.Random(20261123), people[:100])
     happenings = events(rng, people, 400)
     # Bad user rows, at fixed places.
     people[9]["email"] = "not-an-email"
@@ -107,9 +132,16 @@ def main() -> None:
             parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
             row["occurred_at"] = int(parsed.timestamp() * 1000)
     write_jsonl(HERE / "events.jsonl", happenings, garbage_at=199)
+    # Bad rows for the user actions, at fixed places.
+    members[9]["tags_add"] = members[9]["tags_remove"] = ""
+    members[19]["new_id"] = members[19]["user_id"]
+    members[29]["timezone"] = "+2"
+    members[39]["birthday"] = "yesterday"
+    members[49]["user_id"] = "y" * 300
+    write_csv(HERE / "subscriptions.csv", members)
 
 
-def write_csv(path: Path, rows: list[dict[str, str]], *, bad_record_at: int) -> None:
+def write_csv(path: Path, rows: list[dict[str, str]], *, bad_record_at: int = -1) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(rows[0].keys())

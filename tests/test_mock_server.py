@@ -15,9 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from importer.errors import MappingError
 from importer.mock_server import (
+    Judgement,
     MockConfig,
     RunningMock,
     embedded_mock,
@@ -369,7 +371,7 @@ def test_stats_endpoint_and_unknown_routes() -> None:
         await send(session, mock.url, EVENT)
         await send(session, mock.url, EVENT)
         await send(session, mock.url, EVENT, token=None)
-        await send(session, mock.url, {"id": 1}, path="users/unsubscribe")
+        await send(session, mock.url, {"id": 1}, path="users/teleport")
         async with session.get(mock.stats_url) as resp:
             stats.append(await resp.json())
 
@@ -482,3 +484,62 @@ def test_retry_after_of_the_rate_limit_rounds_up_to_whole_seconds() -> None:
 
     run(scenario, MockConfig(limit_rps=0.4, dedup_window_s=0), FakeClock())
     assert seen == [None, "3"]  # a bucket of one; the next room comes in 2.5 s
+
+
+class HeaderAPI:
+    """Another API's shape: token in a header, 202 on success, its own error JSON."""
+
+    base_path = "/v9"
+    routes = frozenset({("POST", "ping")})
+
+    def credential(self, request: web.Request, body: object) -> object:
+        return request.headers.get("Authorization", "").removeprefix("Token ") or None
+
+    def judge(self, method: str, path: str, body: object) -> Judgement:
+        if not isinstance(body, dict) or "n" not in body:
+            return Judgement(422, self.answer(422))
+        return Judgement(202, b'{"ok": true}', record=body, dedup_key=("n", body["n"]))
+
+    def answer(self, status: int) -> bytes:
+        return json.dumps({"errors": [{"error_code": status}]}).encode()
+
+
+def test_another_api_plugs_in_through_the_interface() -> None:
+    seen: list[tuple[int, Any]] = []
+    stats: list[dict[str, Any]] = []
+
+    async def main() -> RunningMock:
+        mock = await start_mock_server(MockConfig(keep_bodies=True), api=HeaderAPI())
+        try:
+            async with aiohttp.ClientSession() as session:
+                for token, path, body in [
+                    (TOKEN, "ping", {"n": 1}),
+                    (TOKEN, "ping", {"n": 1}),
+                    (TOKEN, "ping", {"m": 1}),
+                    ("wrong-token", "ping", {"n": 2}),
+                    (TOKEN, "users/track", {"n": 3}),
+                ]:
+                    headers = {"Authorization": f"Token {token}"}
+                    url = f"{mock.url}/{path}"
+                    async with session.post(url, json=body, headers=headers) as resp:
+                        seen.append((resp.status, await resp.json(content_type=None)))
+                async with session.get(mock.stats_url) as resp:
+                    stats.append(await resp.json())
+        finally:
+            await mock.close()
+        return mock
+
+    mock = asyncio.run(main())
+    assert mock.url.endswith("/v9")
+    assert seen == [
+        (202, {"ok": True}),
+        (202, {"ok": True}),
+        (422, {"errors": [{"error_code": 422}]}),
+        (401, {"errors": [{"error_code": 401}]}),
+        (404, {"errors": [{"error_code": 404}]}),
+    ]
+    assert mock.state.bodies == [
+        {"n": 1, "_path": "ping", "_duplicate": False},
+        {"n": 1, "_path": "ping", "_duplicate": True},
+    ]
+    assert stats[0]["by_status"] == {"202": 2, "401": 1, "404": 1, "422": 1}
