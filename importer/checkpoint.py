@@ -43,7 +43,6 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -55,6 +54,7 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from importer.errors import CheckpointError, MappingError
+from importer.files import write_atomic
 
 FORMAT_VERSION = 1
 LOG_NAME = "checkpoint.log"
@@ -420,29 +420,13 @@ def _describe(path: Path, damage: _Damage) -> str:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """Replace a whole file so that a crash leaves either the old one or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as f:
-            for chunk in [data] if isinstance(data, bytes) else data:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    """Replace a whole file of the state directory so that a crash leaves the old or the new one.
+
+    The temporary file has a fixed name (`<name>.tmp`): the lock makes this job its only writer,
+    and a crash leaves one file that the next run overwrites rather than a new one each time.
+    """
+    write_atomic(path, data, temp=path.with_name(path.name + ".tmp"))
 
 
 def _read_spans(path: Path, spans: Iterable[tuple[int, int]]) -> Iterator[bytes]:

@@ -6,31 +6,35 @@ rather than losing it. Each mark reaches the OS at once (so kill -9 loses none);
 file and the checkpoint are fsynced together every SYNC_EVERY results or SYNC_INTERVAL_S
 seconds, and at the end (so a power cut loses at most that much, which is then re-sent).
 
-Reading and body building run in a worker thread (Polars releases the GIL), so the event loop
-keeps sockets busy while the next batch is prepared.
+Three parts: a RequestFeed turns the input batches into requests (reading the next batch in a
+worker thread, as Polars releases the GIL, so the event loop keeps sockets busy), send_all
+sends them, and a Recorder files each result. The caller ends a run early through a
+DeliveryControl (the CLI wires SIGINT and SIGTERM to it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import polars as pl
 
 from importer.checkpoint import CheckpointLog, JobIdentity
 from importer.destinations import Destination
+from importer.errors import ImporterError, TokenRefusedError
+from importer.files import open_output
 from importer.mock_server import MockConfig, MockState, embedded_mock
-from importer.model import Request, Result
+from importer.model import Request, Result, Verdict
 from importer.payload import BODY
+from importer.payload_file import dead_letter_line
 from importer.read import LINE
-from importer.report import Summary, open_output
+from importer.report import Summary
 from importer.send import SendOptions, send_all
 
 EMBEDDED = "embedded"
@@ -63,7 +67,6 @@ class DeliveryOptions:
     fresh: bool = False
     dead_letter: Path | None = None
     send: SendOptions = field(default_factory=SendOptions)
-    handle_signals: bool = False
 
     @property
     def dead_letter_path(self) -> Path:
@@ -89,12 +92,35 @@ class DeliveryProgress:
     def retry(self, message: str) -> None:
         """A request will be tried again: where it came from, why, and when."""
 
-    def abandon(self) -> None:
-        """A second interrupt: the checkpoint is synced, and the caller may end the process
-        now rather than wait for the requests in flight. Returning goes on draining."""
-
     def end(self) -> None:
         """Sending ended."""
+
+
+class DeliveryControl:
+    """The caller's hold on a delivery it may cut short (the CLI wires SIGINT and SIGTERM to it).
+
+    Setting `stop` lets the requests in flight finish, saves, and returns; `sync()` saves every
+    result recorded so far at once, for a caller about to quit without waiting for them.
+    """
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self._recorder: Recorder | None = None
+
+    def sync(self) -> None:
+        """Make every result recorded so far durable; nothing to do before the delivery opened
+        its files or after it closed them."""
+        if self._recorder is not None:
+            self._recorder.sync()
+
+    @contextlib.contextmanager
+    def recording(self, recorder: Recorder) -> Iterator[None]:
+        """Let `sync()` reach `recorder` while it is open."""
+        self._recorder = recorder
+        try:
+            yield
+        finally:
+            self._recorder = None
 
 
 class DeadLetters:
@@ -109,20 +135,7 @@ class DeadLetters:
         """Append one undeliverable request (its body has no credential in it)."""
         if self._handle is None:
             self._handle = open_output(self.path, "ab")
-        request = result.request
-        head = json.dumps({"method": request.method, "path": request.path}, separators=(",", ":"))
-        tail = json.dumps(
-            {
-                "source": {"file": request.source_file, "line": request.line},
-                "status": result.status,
-                "error": result.error,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        self._handle.write(
-            head[:-1].encode() + b',"body":' + request.body + b"," + tail[1:].encode() + b"\n"
-        )
+        self._handle.write(dead_letter_line(result))
         self._handle.flush()  # before the checkpoint marks the row failed, never after
         self.count += 1
 
@@ -140,82 +153,102 @@ class DeadLetters:
             self._handle = None
 
 
-async def deliver(
-    feeds: Iterator[Feed],
-    *,
-    identity: JobIdentity,
-    destination: Destination,
-    options: DeliveryOptions,
-    summary: Summary,
-    progress: DeliveryProgress | None = None,
-    total: int | None = None,
-) -> Summary:
-    """Send every body of `feeds` not yet done under `identity`, and fill in `summary`.
+class Recorder:
+    """Records the end of each request where it belongs: the checkpoint, the dead-letter file,
+    the summary's counts and the progress; and makes them durable together, in groups."""
 
-    `summary.stopped` is set when the API ended the run (a refused token, a redirect);
-    `summary.interrupted` when a signal did. With `options.endpoint == "embedded"` the built-in
-    mock server runs inside this event loop and `summary.embedded` says what it received.
-    """
-    progress = progress or DeliveryProgress()
-    checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
-    summary.warnings.extend(checkpoint.warnings)
-    dead = DeadLetters(options.dead_letter_path)
-    stop = asyncio.Event()
-    results = 0
+    def __init__(
+        self,
+        checkpoint: CheckpointLog,
+        dead: DeadLetters,
+        *,
+        summary: Summary,
+        progress: DeliveryProgress,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.dead = dead
+        self._summary = summary
+        self._progress = progress
+        self._results = 0
 
-    def sync() -> None:
-        dead.sync()
-        checkpoint.sync()
-
-    def on_result(result: Result) -> None:
-        nonlocal results
+    def record(self, result: Result) -> None:
+        """Mark one row done, or dead-letter it and then mark it failed."""
         request = result.request
         if result.delivered:
-            checkpoint.mark_done(request.input_id, request.line)
-            summary.rows_sent += 1
+            self.checkpoint.mark_done(request.input_id, request.line)
+            self._summary.rows_sent += 1
         else:
-            dead.write(result)
-            checkpoint.mark_failed(
+            self.dead.write(result)
+            self.checkpoint.mark_failed(
                 request.input_id, request.line, result.status, result.error or ""
             )
-            summary.rows_failed += 1
+            self._summary.rows_failed += 1
         # In the OS at once (fsync comes in groups): a kill -9 then loses no acknowledgement.
-        checkpoint.flush()
-        results += 1
-        progress.result(delivered=result.delivered, retries=result.attempts - 1)
-        if results % SYNC_EVERY == 0:
-            sync()
+        self.checkpoint.flush()
+        self._results += 1
+        self._progress.result(delivered=result.delivered, retries=result.attempts - 1)
+        if self._results % SYNC_EVERY == 0:
+            self.sync()
 
-    async def ticker() -> None:
+    def sync(self) -> None:
+        """Make every dead letter and mark so far durable."""
+        self.dead.sync()
+        self.checkpoint.sync()
+
+    async def sync_every(self, seconds: float) -> None:
+        """Sync every `seconds` until cancelled, so a slow run loses little to a power cut."""
         while True:
-            await asyncio.sleep(SYNC_INTERVAL_S)
-            sync()
+            await asyncio.sleep(seconds)
+            self.sync()
 
-    # The batch being read in a worker thread. A thread cannot be cancelled: when the run stops
-    # while one is busy, deliver() waits for it, so nobody closes or reads `feeds` under it.
-    reading: asyncio.Future[Feed | None] | None = None
+    def close(self) -> None:
+        """Sync and close the dead-letter file and the checkpoint."""
+        try:
+            self.dead.close()
+        finally:
+            self.checkpoint.close()
 
-    def settled() -> int:
-        return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
 
-    async def requests() -> AsyncIterator[Request]:
-        nonlocal reading
+class RequestFeed:
+    """The Requests of `feeds` not done yet, for send_all.
+
+    Each next batch is read in a worker thread (Polars releases the GIL), so the event loop keeps
+    sockets busy meanwhile. Each input is registered with the checkpoint, the rows it says are
+    done are skipped, and the progress moves past every row that will not be sent.
+    """
+
+    def __init__(
+        self,
+        feeds: Iterator[Feed],
+        *,
+        checkpoint: CheckpointLog,
+        summary: Summary,
+        progress: DeliveryProgress,
+    ) -> None:
+        self._feeds = feeds
+        self._checkpoint = checkpoint
+        self._summary = summary
+        self._progress = progress
+        self._reading: asyncio.Future[Feed | None] | None = None
+
+    async def requests(self) -> AsyncIterator[Request]:
+        """Every request to send, batch by batch."""
         registered: set[str] = set()
-        shown = settled()
+        shown = self._not_sent()
         while True:
-            reading = asyncio.ensure_future(asyncio.to_thread(next, feeds, None))
-            feed = await asyncio.shield(reading)
+            self._reading = asyncio.ensure_future(asyncio.to_thread(next, self._feeds, None))
+            feed = await asyncio.shield(self._reading)
             if feed is None:
-                progress.skip(settled() - shown)
+                self._progress.skip(self._not_sent() - shown)
                 return
             if feed.fingerprint not in registered:
-                checkpoint.register_input(feed.name, feed.fingerprint)
+                self._checkpoint.register_input(feed.name, feed.fingerprint)
                 registered.add(feed.fingerprint)
-            done = checkpoint.done_mask(feed.fingerprint, feed.frame[LINE])
-            summary.rows_skipped += int(done.sum())
+            done = self._checkpoint.done_mask(feed.fingerprint, feed.frame[LINE])
+            self._summary.rows_skipped += int(done.sum())
             # The reading thread is idle until the next batch is asked for: the counts hold.
-            progress.skip(settled() - shown)
-            shown = settled()
+            self._progress.skip(self._not_sent() - shown)
+            shown = self._not_sent()
             todo = feed.frame.filter(~done)
             for line, body, method, path in zip(
                 todo[LINE].to_list(),
@@ -233,84 +266,129 @@ async def deliver(
                     line=line,
                 )
 
-    loop = asyncio.get_running_loop()
-    interrupts = 0
+    async def settle(self) -> None:
+        """Wait for the batch being read, if one is. A thread cannot be cancelled: when the run
+        stops while one is busy, this waits for it, so nobody closes or reads `feeds` under it.
+        Its result or error was already seen otherwise."""
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
 
-    def on_signal(signum: int) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        summary.interrupted = True
-        if interrupts == 1:
-            stop.set()
-            name = signal.Signals(signum).name
-            progress.notice(
-                f"{name}: finishing the requests in flight, then saving the checkpoint "
-                "(press Ctrl-C again to quit at once)"
-            )
-            return
-        with contextlib.suppress(Exception):
-            sync()
-        progress.abandon()
+    def _not_sent(self) -> int:
+        summary = self._summary
+        return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
 
-    if options.handle_signals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-    tick = asyncio.create_task(ticker())
+
+class _StopWatch:
+    """The destination as send_all sees it, noting the status of the first answer that stopped
+    the run: SendStats keeps only the stop's text, and a refused token is an error of its own."""
+
+    def __init__(self, destination: Destination) -> None:
+        self._destination = destination
+        self.stopped_by: int | None = None
+        self._stopped = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._destination, name)
+
+    def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
+        """The destination's verdict, unchanged."""
+        verdict, message = self._destination.classify(status, body)
+        if verdict is Verdict.STOP and not self._stopped:
+            self._stopped, self.stopped_by = True, status
+        return verdict, message
+
+
+def _stop_error(reason: str | None, status: int | None) -> ImporterError | None:
+    """Why the run stopped, as the error it is: a 401 is a refused token."""
+    if reason is None:
+        return None
+    if status == HTTPStatus.UNAUTHORIZED:
+        return TokenRefusedError(reason)
+    return ImporterError(reason)
+
+
+async def deliver(
+    feeds: Iterator[Feed],
+    *,
+    identity: JobIdentity,
+    destination: Destination,
+    options: DeliveryOptions,
+    summary: Summary,
+    progress: DeliveryProgress | None = None,
+    total: int | None = None,
+    control: DeliveryControl | None = None,
+) -> Summary:
+    """Send every body of `feeds` not yet done under `identity`, and fill in `summary`.
+
+    `summary.stop` is set when the API ended the run (a TokenRefusedError for a refused token,
+    an ImporterError for a redirect); `summary.interrupted` when the caller set `control.stop`.
+    With `options.endpoint == "embedded"` the built-in mock server runs inside this event loop
+    and `summary.embedded` says what it received.
+    """
+    progress = progress or DeliveryProgress()
+    control = control or DeliveryControl()
+    checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
+    summary.warnings.extend(checkpoint.warnings)
+    recorder = Recorder(
+        checkpoint, DeadLetters(options.dead_letter_path), summary=summary, progress=progress
+    )
+    feed = RequestFeed(feeds, checkpoint=checkpoint, summary=summary, progress=progress)
+    watch = _StopWatch(destination)
+    tick = asyncio.create_task(recorder.sync_every(SYNC_INTERVAL_S))
     try:
-        async with _endpoint(options) as (url, token, mock_state):
-            progress.begin(total)
-            stats = await send_all(
-                requests(),
-                endpoint=url,
-                token=token,
-                destination=destination,
-                options=options.send,
-                on_result=on_result,
-                on_retry=lambda request, message: progress.retry(
-                    f"{request.source_file}, line {request.line}: {message}"
-                ),
-                stop=stop,
-            )
-            progress.end()
-            if mock_state is not None:
-                summary.embedded = mock_state.stats()
+        with control.recording(recorder):
+            async with _endpoint(options, destination) as (url, token, mock_state):
+                progress.begin(total)
+                stats = await send_all(
+                    feed.requests(),
+                    endpoint=url,
+                    token=token,
+                    # Stands in for the destination it wraps; only its classify() is its own.
+                    destination=cast(Destination, watch),
+                    options=options.send,
+                    on_result=recorder.record,
+                    on_retry=lambda request, message: progress.retry(
+                        f"{request.source_file}, line {request.line}: {message}"
+                    ),
+                    stop=control.stop,
+                )
+                progress.end()
+                if mock_state is not None:
+                    summary.embedded = mock_state.stats()
     finally:
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
-        if reading is not None:
-            # Its result or error was already seen, unless the run stopped while it was busy.
-            await asyncio.gather(reading, return_exceptions=True)
-        if options.handle_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-        dead.close()
-        checkpoint.close()
+        await feed.settle()
+        recorder.close()
     summary.requests += stats.requests
     summary.retries += stats.retries
-    summary.stopped = stats.stopped_reason
+    summary.stop = _stop_error(stats.stopped_reason, watch.stopped_by)
+    summary.interrupted = control.stop.is_set()
     if stats.abandoned:
         summary.warnings.append(
             f"{stats.abandoned} rows were sent but got no answer before the run stopped; the next "
             "run sends them again, so the API may receive them twice"
         )
-    if dead.count:
-        summary.dead_letter_file = str(dead.path)
+    if recorder.dead.count:
+        summary.dead_letter_file = str(recorder.dead.path)
     return summary
 
 
 @contextlib.asynccontextmanager
 async def _endpoint(
-    options: DeliveryOptions,
+    options: DeliveryOptions, destination: Destination
 ) -> AsyncIterator[tuple[str, str, MockState | None]]:
     if options.endpoint != EMBEDDED:
         if options.token is None:
+            # An internal invariant, not a user's mistake: the CLI refuses a missing token first.
             raise AssertionError("the CLI resolves a token for every real endpoint")
         yield options.endpoint, options.token, None
         return
     token = options.token or EMBEDDED_TOKEN
     record = options.state_dir / EMBEDDED_RECORD_NAME
-    async with embedded_mock(MockConfig(token=token, record=record)) as mock:
+    config = MockConfig(token=token, record=record)
+    async with embedded_mock(config, api=destination.mock()) as mock:
         yield mock.url, token, mock.state
 
 

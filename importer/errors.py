@@ -3,9 +3,15 @@
     ImporterError              every mistake the user can fix; the CLI prints it and exits 1
     ├── MappingError           the mapping file or an option is wrong
     ├── InputError             an input file cannot be read (missing, encoding, header)
-    ├── CredentialError        no token, or the API refused it
+    ├── OutputError            an output cannot be written, or would destroy what the job
+    │                          keeps (an input, the mapping, the state directory, another output)
+    ├── CredentialError        no token, or an unreadable one
+    │   └── TokenRefusedError  the API refused the token (HTTP 401); the run stopped
     └── CheckpointError        the state directory cannot be used: another job's, locked by
                                a running one, unusable, or its log damaged beyond resuming
+
+A run the API ended for another reason (a redirect, an answer that is not the API's, an endpoint
+that never answers) is stopped with a plain ImporterError.
 
 Each message names the file (and line, column or key where there is one) and, where it helps,
 what to do about it.
@@ -30,8 +36,17 @@ class InputError(ImporterError):
     """An input file cannot be read as a whole (as opposed to a bad row, which is a Reject)."""
 
 
+class OutputError(ImporterError):
+    """A file the user asked for cannot be written, or writing it would destroy a file the job
+    reads or keeps."""
+
+
 class CredentialError(ImporterError):
     """The token is missing, unreadable, or was refused by the API."""
+
+
+class TokenRefusedError(CredentialError):
+    """The API refused the token (HTTP 401): every request would fail the same way."""
 
 
 class CheckpointError(ImporterError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from importer.checkpoint import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
 from importer.delivery import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME
-from importer.errors import MappingError
+from importer.errors import OutputError
 
 DEAD_LETTER_OPTION = "--dead-letter"
 # What each file of a state directory is, for messages.
@@ -67,7 +67,7 @@ def check_outputs(
         hint = "write it somewhere else"
         if any(problem.startswith(DEAD_LETTER_OPTION) for problem in found):
             hint += "; to replay dead letters, move the file out of --state first"
-        raise MappingError("; ".join(found), hint=hint)
+        raise OutputError("; ".join(found), hint=hint)
 
 
 def _loop(option: str, path: Path) -> str:

@@ -1,8 +1,8 @@
 """Read a payload file (a dry run's --out, or a dead-letter file) back into request bodies.
 
-Each line is `{"method", "path", "body", "source", ...}`. A line that is not such an object, or
-names a call the destination does not have, is a reject with its line; the rest are sent as
-they are, with the same engine, limits and checkpoint as a run.
+Each line is a request as importer.payload_file describes it. A line that is not one, or names
+a call the destination does not have, is a reject with its line; the rest are sent as they
+are, with the same engine, limits and checkpoint as a run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from importer.delivery import METHOD, PATH, Feed
 from importer.destinations import Destination
 from importer.errors import InputError
 from importer.payload import BODY
-from importer.read import COLUMN, ERROR, LINE, RAW, RULE, dump_json, load_json, open_input
+from importer.payload_file import PayloadLine, parse_line
+from importer.read import COLUMN, ERROR, LINE, RAW, RULE, open_input
 from importer.report import RejectsWriter, Summary
 
 BATCH_LINES = 50_000
@@ -44,17 +45,19 @@ def iter_payload_feeds(
                 summary.blank_lines += 1
                 continue
             summary.rows_read += 1
-            problem, request = _parse(text, calls)
-            if problem is not None:
+            request = parse_line(text, calls=calls, credential_fields=destination.credential_fields)
+            if not isinstance(request, PayloadLine):
                 for key, value in zip(
                     bad,
-                    (number, "payload", problem, text.decode("utf-8", "replace").rstrip()),
+                    (number, "payload", request, text.decode("utf-8", "replace").rstrip()),
                     strict=True,
                 ):
                     bad[key].append(value)
                 continue
             summary.rows_valid += 1
-            for key, value in zip(good, (number, *request), strict=True):
+            for key, value in zip(
+                good, (number, request.body, request.method, request.path), strict=True
+            ):
                 good[key].append(value)
             if len(good[LINE]) >= BATCH_LINES:
                 yield _feed(source.fingerprint, str(path), good)
@@ -70,32 +73,6 @@ def iter_payload_feeds(
             )
     if good[LINE]:
         yield _feed(source.fingerprint, str(path), good)
-
-
-def _parse(text: bytes, calls: set[tuple[str, str]]) -> tuple[str | None, tuple[str, str, str]]:
-    try:
-        line = load_json(text.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        return f"line is not valid JSON: {exc}", ("", "", "")
-    if not isinstance(line, dict):
-        return "line is not a JSON object", ("", "", "")
-    method, call, body = line.get("method"), line.get("path"), line.get("body")
-    if (method, call) not in calls:
-        known = ", ".join(f"{m} {p}" for m, p in sorted(calls))
-        return f"{method} {call} is not a call of this destination ({known})", ("", "", "")
-    if not isinstance(body, dict):
-        return "body must be a JSON object", ("", "", "")
-    if "auth_token" in body:
-        return "body carries an auth_token; remove it (the token comes from the environment)", (
-            "",
-            "",
-            "",
-        )
-    try:
-        encoded = dump_json(body)
-    except ValueError:
-        return "body holds a lone UTF-16 surrogate, which is not text", ("", "", "")
-    return None, (encoded, str(method), str(call))
 
 
 def _feed(fingerprint: str, name: str, columns: dict[str, list[object]]) -> Feed:

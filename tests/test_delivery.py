@@ -26,6 +26,22 @@ import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
+from importer.checkpoint import JobIdentity
+from importer.delivery import (
+    DeliveryControl,
+    DeliveryOptions,
+    DeliveryProgress,
+    Feed,
+    Recorder,
+    body_frame,
+    deliver,
+)
+from importer.destinations.vero import VERO
+from importer.errors import CredentialError, ImporterError, TokenRefusedError
+from importer.mock_server import MockConfig, start_mock_server
+from importer.report import Summary
+from importer.send import SendOptions
+
 TOKEN = "tok-e2e-5f3a9c1d7b"
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 DEADLINE_S = 60.0
@@ -494,7 +510,7 @@ def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all
 def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: Path) -> None:
     from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
     from importer.job import JobOptions, open_inputs, send_job
-    from importer.schema import load_mapping
+    from importer.mapping import load_mapping
 
     class Counting(DeliveryProgress):
         def __init__(self) -> None:
@@ -521,3 +537,115 @@ def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: P
         assert summary.rows_rejected == 1
         assert progress.total == progress.moved, attempt
     assert (summary.rows_sent, summary.rows_skipped) == (0, 50)
+
+
+def _deliver_lines(
+    state: Path,
+    lines: int,
+    *,
+    status_script: tuple[int, ...] = (),
+    progress: DeliveryProgress | None = None,
+    control: DeliveryControl | None = None,
+) -> Summary:
+    """deliver() `lines` track bodies of one input to an in-process mock, one at a time."""
+    frame = pl.DataFrame(
+        {
+            "__line": list(range(1, lines + 1)),
+            "__body": [f'{{"identity":{{"id":"u{n}"}},"event_name":"e"}}' for n in range(lines)],
+        }
+    )
+    feed = Feed("fp", "in.csv", body_frame(frame, method="POST", path="events/track"))
+
+    async def main() -> Summary:
+        mock = await start_mock_server(MockConfig(token=TOKEN, status_script=status_script))
+        try:
+            return await deliver(
+                iter([feed]),
+                identity=JobIdentity("m", "vero", "the-mock"),  # its port differs per run
+                destination=VERO,
+                options=DeliveryOptions(
+                    endpoint=mock.url, token=TOKEN, state_dir=state, send=SendOptions(concurrency=1)
+                ),
+                summary=Summary(),
+                progress=progress,
+                control=control,
+            )
+        finally:
+            await mock.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("status", "refused", "text"),
+    [
+        pytest.param(401, True, "the API refused the token (HTTP 401): ", id="401-refused-token"),
+        pytest.param(302, False, "the endpoint answered with a redirect (HTTP 302)", id="redirect"),
+    ],
+)
+def test_the_stop_of_a_run_is_the_error_it_is(
+    tmp_path: Path, status: int, refused: bool, text: str
+) -> None:
+    summary = _deliver_lines(tmp_path, 3, status_script=(status,))
+    assert isinstance(summary.stop, ImporterError)
+    assert isinstance(summary.stop, TokenRefusedError) is refused
+    assert isinstance(summary.stop, CredentialError) is refused
+    assert str(summary.stop).startswith(text)
+    # The summary and the report say it as before: the error's text.
+    assert summary.stopped == str(summary.stop)
+    assert summary.as_report()["stopped"] == str(summary.stop)
+    assert summary.rows_sent == 0
+
+
+def test_the_caller_stops_a_delivery_and_syncs_it_through_its_control(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_sync = Recorder.sync
+
+    def counted_sync(self: Recorder) -> None:
+        synced.append("sync")
+        real_sync(self)
+
+    monkeypatch.setattr(Recorder, "sync", counted_sync)
+    control = DeliveryControl()
+
+    class StopAfterFirst(DeliveryProgress):
+        def result(self, *, delivered: bool, retries: int) -> None:
+            if not control.stop.is_set():
+                before = len(synced)
+                control.sync()  # what the CLI does on a second signal, before it quits
+                assert len(synced) == before + 1
+                control.stop.set()
+
+    summary = _deliver_lines(tmp_path, 200, progress=StopAfterFirst(), control=control)
+    assert summary.interrupted
+    assert 1 <= summary.rows_sent < 200
+    control.sync()  # after the delivery closed its files: nothing left to sync, no error
+    again = _deliver_lines(tmp_path, 200)
+    assert not again.interrupted
+    assert (again.rows_skipped, again.rows_sent) == (summary.rows_sent, 200 - summary.rows_sent)
+
+
+def test_a_second_signal_syncs_the_checkpoint_before_it_quits() -> None:
+    from importer.cli import BarDelivery, _on_signal
+
+    events: list[str] = []
+
+    class Control(DeliveryControl):
+        def sync(self) -> None:
+            events.append("sync")
+
+    class Bar(BarDelivery):
+        def notice(self, message: str) -> None:
+            events.append(message.partition(":")[0])
+
+        def abandon(self) -> None:
+            events.append("quit")  # the real one ends the process
+
+    control, bar = Control(), Bar(enabled=False)
+    _on_signal(signal.SIGTERM, control, bar)
+    assert control.stop.is_set()
+    assert events == ["SIGTERM"]
+    _on_signal(signal.SIGINT, control, bar)
+    assert events == ["SIGTERM", "sync", "quit"]
