@@ -7,11 +7,14 @@ unreadable file, refused token); 2 a usage error; 3 finished, but rows were reje
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import stat
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,7 +23,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from importer import __version__
 from importer.checkpoint import read_status
-from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
+from importer.delivery import EMBEDDED, DeliveryControl, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
 from importer.entry import accept_interrupts
 from importer.errors import CredentialError, ImporterError
@@ -32,11 +35,11 @@ from importer.job import (
     validate_inputs,
 )
 from importer.job import dry_run as dry_run_job
+from importer.mapping import load_mapping
 from importer.mock_server import MockConfig, serve
 from importer.outputs import check_outputs
 from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
-from importer.schema import load_mapping
 from importer.send import SendOptions, check_endpoint, is_loopback
 from importer.status import format_status, status_report
 
@@ -125,19 +128,21 @@ def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     if not quiet:
         click.echo(format_summary(summary))
     _write_report(report, summary)
-    problems = summary.rows_rejected or summary.rows_failed or summary.stopped
+    problems = summary.has_problems or summary.stopped
     sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
 
 
 inputs_argument = click.argument(
     "inputs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False)
 )
-schema_option = click.option(
+mapping_option = click.option(
+    "--mapping",
     "--schema",
-    "schema_path",
+    "mapping_path",
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Mapping file (TOML): destination, action, [fields], [types]. See schemas/.",
+    help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]. "
+    "Presets for every action are in schemas/. (--schema is the old name, still accepted.)",
 )
 rejects_option = click.option(
     "--rejects",
@@ -169,21 +174,22 @@ def main() -> None:
 
     Check files with `validate`, rehearse with `run --dry-run`, send with `run`, and re-send a
     reviewed payload file with `replay`. Exit codes: 0 all good, 1 fatal error, 2 usage error,
-    3 finished but some rows were rejected or undeliverable, 130 interrupted (run the same
-    command again to go on).
+    3 finished but some rows were rejected or undeliverable (or the API would drop events as
+    duplicates and the mapping does not accept that), 130 interrupted (run the same command
+    again to go on).
     """
 
 
 @main.command()
 @inputs_argument
-@schema_option
+@mapping_option
 @rejects_option
 @report_option
 @batch_option
 @quiet_option
 def validate(
     inputs: tuple[Path, ...],
-    schema_path: Path,
+    mapping_path: Path,
     rejects: Path | None,
     report: Path | None,
     batch_rows: int,
@@ -192,19 +198,20 @@ def validate(
     """Check INPUTS against the mapping and the API's rules; send nothing.
 
     Every row that would be refused is reported with its file, line, rule and message; the
-    summary also counts events Vero would drop as duplicates. Exit 3 when any row is rejected.
+    summary also counts events the API would drop as duplicates. Exit 3 when any row is
+    rejected, or when the API would drop events the mapping does not accept losing.
     """
     try:
         accept_interrupts()
         check_outputs(
             {"--rejects": rejects, "--report": report},
             inputs=inputs,
-            mapping=schema_path,
+            mapping=mapping_path,
             state_dir=DEFAULT_STATE,
         )
         options = JobOptions(
             inputs=inputs,
-            mapping=load_mapping(schema_path),
+            mapping=load_mapping(mapping_path),
             rejects_path=rejects,
             batch_rows=batch_rows,
         )
@@ -328,7 +335,7 @@ class BarDelivery(DeliveryProgress):
         self.notice(f"retrying {message}")
 
     def abandon(self) -> None:
-        """Quit at once on a second Ctrl-C: what was acknowledged is already synced."""
+        """Quit at once on a second Ctrl-C (the caller synced what was acknowledged)."""
         self.notice("quit at once; the checkpoint holds every acknowledged row synced so far")
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # not sys.exit: that would wait for the requests in flight
@@ -339,6 +346,41 @@ class BarDelivery(DeliveryProgress):
             self._bar.set_postfix(retries=self._retries, failed=self._failed)
             self._bar.close()
             self._bar = None
+
+
+def _deliver_with_signals(
+    job: Callable[[DeliveryControl], Coroutine[Any, Any, Summary]], progress: BarDelivery
+) -> Summary:
+    """Run a delivery in its own event loop with SIGINT and SIGTERM wired to it: the first lets
+    the requests in flight finish and saves; a second saves what was acknowledged and quits."""
+
+    async def main() -> Summary:
+        control = DeliveryControl()
+        loop = asyncio.get_running_loop()
+        signums = (signal.SIGINT, signal.SIGTERM)
+        for signum in signums:
+            loop.add_signal_handler(signum, _on_signal, signum, control, progress)
+        try:
+            return await job(control)
+        finally:
+            for signum in signums:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def _on_signal(signum: int, control: DeliveryControl, progress: BarDelivery) -> None:
+    if not control.stop.is_set():
+        control.stop.set()
+        progress.notice(
+            f"{signal.Signals(signum).name}: finishing the requests in flight, then saving the "
+            "checkpoint (press Ctrl-C again to quit at once)"
+        )
+        return
+    # Quit even when the disk refuses the sync: every mark already reached the OS as it came.
+    with contextlib.suppress(Exception):
+        control.sync()
+    progress.abandon()
 
 
 endpoint_option = click.option(
@@ -422,21 +464,18 @@ def _delivery_options(
         send=SendOptions(
             concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
         ),
-        handle_signals=True,
     )
 
 
 def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
-    if not quiet or summary.stopped:
+    if not quiet or summary.stop is not None:
         click.echo(format_summary(summary))
     _write_report(report, summary)
-    if summary.stopped:
-        click.echo(f"Error: {summary.stopped}", err=True)
-        sys.exit(EXIT_FATAL)
+    if summary.stop is not None:
+        _fail(summary.stop)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
-    problems = summary.rows_rejected or summary.rows_failed
-    sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
+    sys.exit(EXIT_PROBLEMS if summary.has_problems else EXIT_OK)
 
 
 def _bar_enabled(quiet: bool) -> bool:
@@ -445,7 +484,7 @@ def _bar_enabled(quiet: bool) -> bool:
 
 @main.command()
 @inputs_argument
-@schema_option
+@mapping_option
 @endpoint_option
 @concurrency_option
 @rate_option
@@ -469,7 +508,7 @@ def _bar_enabled(quiet: bool) -> bool:
 @quiet_option
 def run(
     inputs: tuple[Path, ...],
-    schema_path: Path,
+    mapping_path: Path,
     endpoint: str | None,
     concurrency: int,
     rate: float | None,
@@ -494,7 +533,7 @@ def run(
 
     \b
     Example, against the built-in mock server:
-      importer run samples/events.csv --schema schemas/vero-track.toml --endpoint embedded
+      importer run samples/events.csv --mapping schemas/vero-track.toml --endpoint embedded
     """
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
@@ -503,10 +542,10 @@ def run(
         check_outputs(
             {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
             inputs=inputs,
-            mapping=schema_path,
+            mapping=mapping_path,
             state_dir=state_dir,
         )
-        mapping = load_mapping(schema_path)
+        mapping = load_mapping(mapping_path)
         options = JobOptions(
             inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows
         )
@@ -531,13 +570,10 @@ def run(
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.
             sources = open_inputs(options)
-            summary = asyncio.run(
-                send_job(
-                    options,
-                    sources,
-                    delivery,
-                    progress=BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet),
-                )
+            bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+            summary = _deliver_with_signals(
+                lambda control: send_job(options, sources, delivery, progress=bar, control=control),
+                bar,
             )
     except ImporterError as exc:
         _fail(exc)
@@ -614,14 +650,12 @@ def replay(
             inputs=[payloads],
             state_dir=state_dir,
         )
-        summary = asyncio.run(
-            replay_job(
-                payloads,
-                target,
-                delivery,
-                rejects_path=rejects,
-                progress=BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet),
-            )
+        bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+        summary = _deliver_with_signals(
+            lambda control: replay_job(
+                payloads, target, delivery, rejects_path=rejects, progress=bar, control=control
+            ),
+            bar,
         )
     except ImporterError as exc:
         _fail(exc)
@@ -646,6 +680,13 @@ def status(state_dir: Path, as_json: bool) -> None:
 
 
 @main.command("mock-server")
+@click.option(
+    "--destination",
+    type=click.Choice(sorted(DESTINATIONS)),
+    default="vero",
+    show_default=True,
+    help="The API to stand in for: its routes, credential, rules and answers.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",
@@ -662,7 +703,8 @@ def status(state_dir: Path, as_json: bool) -> None:
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path),
-    help="File holding the token to accept (default: $VERO_AUTH_TOKEN, else 'test-token').",
+    help="File holding the token to accept (default: the destination's environment variable, "
+    "such as $VERO_AUTH_TOKEN, else 'test-token').",
 )
 @click.option(
     "--dedup-window",
@@ -708,6 +750,7 @@ def status(state_dir: Path, as_json: bool) -> None:
     "with the seconds to wait in Retry-After (default 0: no limit).",
 )
 def mock_server(
+    destination: str,
     host: str,
     port: int,
     record: Path | None,
@@ -724,16 +767,18 @@ def mock_server(
     status_script: str,
     limit_rps: float,
 ) -> None:
-    """Run a Vero-compatible mock API for rehearsals and tests; Ctrl-C stops it.
+    """Run a mock of the destination's API for rehearsals and tests; Ctrl-C stops it.
 
-    It checks the token (auth_token in the body or query) and Vero's documented rules, flags
-    events Vero would drop as duplicates, and injects faults or a rate limit on request.
+    It checks the token where the API expects it (Vero: auth_token in the body or query) and
+    the API's documented rules, flags calls the API would drop as duplicates, and injects
+    faults or a rate limit on request.
     """
+    target = get_destination(destination)
     try:
         if token_file is not None:
             token = _read_token_file(token_file)
         else:
-            token = os.environ.get("VERO_AUTH_TOKEN") or "test-token"
+            token = os.environ.get(target.token_env) or "test-token"
     except ImporterError as exc:
         _fail(exc)
     try:
@@ -765,10 +810,10 @@ def mock_server(
         )
 
         def on_ready(url: str) -> None:
-            click.echo(f"Mock Vero API listening: --endpoint {url}", err=True)
+            click.echo(f"Mock {target.title} API listening: --endpoint {url}", err=True)
             click.echo("Press Ctrl-C to stop.", err=True)
 
-        serve(config, host, port, on_ready=on_ready)
+        serve(config, host, port, on_ready=on_ready, api=target.mock())
     except ImporterError as exc:
         _fail(exc)
 

@@ -1,11 +1,11 @@
-"""Find the events Vero would silently drop as duplicates, before anything is sent.
+"""Find the events the API would silently drop as duplicates, before anything is sent.
 
-Vero drops an event when the same user sends the same event name (case, spaces and underscores
-folded) with the same `data` within a few minutes; without `data` the key is the event name, the
-user and `extras.check_id`. A replay of history sends thousands of events within minutes, so
-every such collision in the input is an event lost. Rows without data get a unique check_id
-(payload.py), so what remains are identical events with identical data; `[dedup] data_key` in
-the mapping prevents those too.
+Where an action declares `Duplicates` (an event API that drops the same user's same event name,
+folded as the API folds it, with the same data, within minutes), every such collision in the
+input is an event lost when a replay sends history within minutes. Rows without data get a
+unique id (payload.py), so what remains are identical events with identical data; `[dedup]
+data_key` in the mapping prevents those, `time_key` adds the event's original time to data so
+only the same event in the same second still collides.
 """
 
 from __future__ import annotations
@@ -14,30 +14,34 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from importer.schema import Mapping
+from importer.mapping import Mapping
 from importer.validate import EVENT, USER
 
 FOLDED = "__folded"
 KEY = "__key"
 
 
-def fold_event_name(name: pl.Expr) -> pl.Expr:
-    """Vero's notion of one event name: `Purchased Item` = `purchased item` = `purchased_item`."""
-    return name.str.to_lowercase().str.replace_all("_", " ", literal=True)
-
-
 @dataclass(frozen=True, slots=True)
 class DedupReport:
-    """Per folded event name: rows Vero would drop, and raw names that fold into one."""
+    """Per folded event name: rows the API would drop, and raw names that fold into one."""
 
     would_drop: dict[str, int]
     folded_names: dict[str, list[str]]
     protected: bool
+    api: str = ""
+    window: str = ""
+    time_key: str | None = None
+    accepted: bool = False
 
     @property
     def total(self) -> int:
         """How many rows in all would be dropped."""
         return sum(self.would_drop.values())
+
+    @property
+    def unaccepted(self) -> bool:
+        """Whether the API would drop events the mapping does not say it accepts losing."""
+        return self.total > 0 and not self.accepted
 
 
 class DedupTracker:
@@ -49,33 +53,38 @@ class DedupTracker:
 
     def __init__(self, mapping: Mapping) -> None:
         self._mapping = mapping
+        self._rules = mapping.action.duplicates
         self._keys: list[pl.DataFrame] = []
         self._names: list[pl.DataFrame] = []
 
     @property
     def applies(self) -> bool:
-        """Only events deduplicate; identify calls update a profile and are never dropped."""
-        return "event_name" in self._mapping.fields
+        """Only calls the API deduplicates (events); a profile update is never dropped."""
+        return self._rules is not None and self._rules.event in self._mapping.fields
 
     def add(self, valid: pl.DataFrame) -> None:
         """Take note of a validated batch (the frame validate_frame returned)."""
-        if not self.applies or valid.height == 0:
+        rules = self._rules
+        if rules is None or not self.applies or valid.height == 0:
             return
-        folded = fold_event_name(pl.col(EVENT))
+        folded = rules.fold(pl.col(EVENT))
         names = valid.select(folded.alias("name"), pl.col(EVENT)).unique()
         self._names.append(names.with_columns(pl.col("name").hash().alias(FOLDED)))
         if len(self._names) > 64:
             self._names = [pl.concat(self._names).unique()]
         if self._mapping.dedup_data_key is not None:
             return
-        if "data" in valid.columns:
-            has_data = pl.col("data").is_not_null() & (pl.col("data") != "{}")
-            payload: pl.Expr = pl.when(has_data).then(pl.lit("d") + pl.col("data")).otherwise(None)
+        if rules.data in valid.columns:
+            data = pl.col(rules.data)
+            has_data = data.is_not_null() & (data != "{}")
+            if self._mapping.dedup_time_key is not None and rules.time in valid.columns:
+                data = data + pl.lit("\x1f") + pl.col(rules.time)
+            payload: pl.Expr = pl.when(has_data).then(pl.lit("d") + data).otherwise(None)
         else:
             payload = pl.lit(None, pl.String)
-        if "extras.check_id" in valid.columns:
-            payload = pl.coalesce(payload, pl.lit("c") + pl.col("extras.check_id"))
-        # Without data or a mapped check_id, each row gets a unique generated check_id.
+        if rules.unique in valid.columns:
+            payload = pl.coalesce(payload, pl.lit("c") + pl.col(rules.unique))
+        # Without data or a mapped unique id, each row gets a unique generated one.
         candidates = valid.filter(payload.is_not_null()).select(
             folded.hash().alias(FOLDED),
             pl.concat_str([pl.col(USER), folded, payload], separator="\x1f").hash().alias(KEY),
@@ -84,11 +93,20 @@ class DedupTracker:
 
     def report(self) -> DedupReport:
         """The collisions over everything added so far."""
+        rules = self._rules
+        mapping = self._mapping
+        empty = DedupReport(
+            would_drop={},
+            folded_names={},
+            protected=mapping.dedup_data_key is not None,
+            api=rules.api if rules else "",
+            window=rules.window if rules else "",
+            time_key=mapping.dedup_time_key,
+            accepted=mapping.accept_drops,
+        )
         names = pl.concat(self._names).unique() if self._names else None
-        folded_names: dict[str, list[str]] = {}
-        would_drop: dict[str, int] = {}
         if names is None:
-            return DedupReport(would_drop, folded_names, self._mapping.dedup_data_key is not None)
+            return empty
         folds = (
             names.group_by("name")
             .agg(pl.col(EVENT).sort())
@@ -96,19 +114,25 @@ class DedupTracker:
             .sort("name")
         )
         folded_names = dict(zip(folds["name"].to_list(), folds[EVENT].to_list(), strict=True))
-        if not self._keys:
-            return DedupReport(would_drop, folded_names, self._mapping.dedup_data_key is not None)
-        counts = (
-            pl.concat(self._keys)
-            .group_by(FOLDED)
-            .agg((pl.len() - pl.col(KEY).n_unique()).alias("dropped"))
-            .join(names.select(FOLDED, "name").unique(), on=FOLDED)
-            .filter(pl.col("dropped") > 0)
-            .sort("dropped", "name", descending=[True, False])
-        )
-        would_drop = dict(zip(counts["name"].to_list(), counts["dropped"].to_list(), strict=True))
+        would_drop: dict[str, int] = {}
+        if self._keys:
+            counts = (
+                pl.concat(self._keys)
+                .group_by(FOLDED)
+                .agg((pl.len() - pl.col(KEY).n_unique()).alias("dropped"))
+                .join(names.select(FOLDED, "name").unique(), on=FOLDED)
+                .filter(pl.col("dropped") > 0)
+                .sort("dropped", "name", descending=[True, False])
+            )
+            would_drop = dict(
+                zip(counts["name"].to_list(), counts["dropped"].to_list(), strict=True)
+            )
         return DedupReport(
             would_drop=would_drop,
             folded_names=folded_names,
-            protected=self._mapping.dedup_data_key is not None,
+            protected=empty.protected,
+            api=empty.api,
+            window=empty.window,
+            time_key=empty.time_key,
+            accepted=empty.accepted,
         )

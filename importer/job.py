@@ -18,10 +18,20 @@ import polars as pl
 
 from importer.checkpoint import JobIdentity
 from importer.dedup import DedupTracker
-from importer.delivery import DeliveryOptions, DeliveryProgress, Feed, body_frame, deliver
+from importer.delivery import (
+    DeliveryControl,
+    DeliveryOptions,
+    DeliveryProgress,
+    Feed,
+    body_frame,
+    deliver,
+)
 from importer.destinations import Destination
 from importer.errors import MappingError
-from importer.payload import build_bodies, payload_lines
+from importer.files import open_output
+from importer.mapping import ALL_COLUMNS, Mapping
+from importer.payload import BODY, build_bodies
+from importer.payload_file import payload_lines
 from importer.read import (
     DEFAULT_BATCH_ROWS,
     LINE,
@@ -32,8 +42,7 @@ from importer.read import (
     open_input,
 )
 from importer.replay import iter_payload_feeds
-from importer.report import RejectsWriter, Summary, open_output
-from importer.schema import ALL_COLUMNS, Mapping
+from importer.report import RejectsWriter, Summary
 from importer.validate import FileState, validate_frame
 
 # A replay has no mapping; its checkpoint is bound to this instead.
@@ -86,7 +95,7 @@ def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]
     decides which one wins (json.loads keeps the last).
 
     Two ways lead there: `data = "*"` takes a column whose name is also mapped as
-    `data.<name>`, or the [dedup] data_key is already a key of data.
+    `data.<name>`, or a [dedup] data_key or time_key is already a key of data.
     """
     star = mapping.star_path
     present = set(columns)
@@ -98,15 +107,17 @@ def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]
         for path, column in mapping.fields.items()
         if star is not None and path.startswith(f"{star}.") and path.partition(".")[2] in from_star
     ]
-    key = mapping.dedup_data_key
-    twice = key is not None and (
-        (star == "data" and key in from_star) or f"data.{key}" in mapping.fields
-    )
-    if twice:
-        problems.append(
-            f"dedup.data_key {key!r} is also a key of data (from {source.name}); choose a name "
-            "the data does not use"
+    duplicates = mapping.action.duplicates
+    data = duplicates.data if duplicates is not None else None
+    for option, key in (("data_key", mapping.dedup_data_key), ("time_key", mapping.dedup_time_key)):
+        twice = key is not None and (
+            (star == data and key in from_star) or f"{data}.{key}" in mapping.fields
         )
+        if twice:
+            problems.append(
+                f"dedup.{option} {key!r} is also a key of {data} (from {source.name}); choose "
+                f"a name the {data} does not use"
+            )
     if problems:
         raise MappingError(
             f"mapping {mapping.path}: " + "; ".join(problems),
@@ -216,8 +227,15 @@ def dry_run(
         ):
             bodies = build_bodies(valid, options.mapping, source=source)
             if handle is not None and bodies.height:
-                lines = payload_lines(bodies, options.mapping, source=source)
-                handle.write("\n".join(lines.to_list()) + "\n")
+                action = options.mapping.action
+                line = payload_lines(
+                    pl.col(BODY),
+                    pl.col(LINE),
+                    method=action.method,
+                    path=action.path,
+                    source=source.name,
+                )
+                handle.write("\n".join(bodies.select(line).to_series().to_list()) + "\n")
     finally:
         if handle is not None:
             handle.close()
@@ -251,9 +269,11 @@ async def send_job(
     delivery: DeliveryOptions,
     *,
     progress: DeliveryProgress | None = None,
+    control: DeliveryControl | None = None,
 ) -> Summary:
     """`importer run`: read, validate, build and send every row of `sources` (from
-    `open_inputs`, called before the event loop starts) not yet acknowledged."""
+    `open_inputs`, called before the event loop starts) not yet acknowledged; `control`
+    lets the caller end it early."""
     started = time.monotonic()
     summary = Summary()
     dedup = DedupTracker(options.mapping)
@@ -272,6 +292,7 @@ async def send_job(
             summary=summary,
             progress=progress,
             total=sum(source.records or source.lines for source in sources),
+            control=control,
         )
     finally:
         feeds.close()
@@ -287,8 +308,10 @@ async def replay_job(
     *,
     rejects_path: Path | None = None,
     progress: DeliveryProgress | None = None,
+    control: DeliveryControl | None = None,
 ) -> Summary:
-    """`importer replay`: send a payload file as it is, resumable like a run."""
+    """`importer replay`: send a payload file as it is, resumable like a run; `control` lets
+    the caller end it early."""
     started = time.monotonic()
     summary = Summary()
     rejects = RejectsWriter(rejects_path) if rejects_path else None
@@ -304,6 +327,7 @@ async def replay_job(
             options=delivery,
             summary=summary,
             progress=progress,
+            control=control,
         )
     finally:
         feeds.close()

@@ -1,9 +1,9 @@
 """Assemble request bodies, column-wise in Polars, from validated payload-path columns.
 
-A validated frame has one JSON text column per payload path (`identity.id`, `event_name`,
-`extras.created_at`, `data`); this module nests them into one JSON object per row, adds the
-deterministic `extras.check_id` that keeps Vero from dropping replayed events as duplicates, and
-turns the bodies into Requests or payload-file lines. No row is encoded in Python.
+A validated frame has one JSON text column per payload path the mapping fills; this module nests
+dotted paths into one JSON object per row and, where the API drops repeated calls, adds the
+deterministic unique id (and the mapping's [dedup] keys) that keep replayed events apart. No row
+is encoded in Python.
 """
 
 from __future__ import annotations
@@ -13,31 +13,40 @@ import json
 import polars as pl
 
 from importer.jsontext import json_object, json_string
+from importer.mapping import Mapping
 from importer.read import LINE, InputFile
-from importer.schema import Mapping
 
 BODY = "__body"
-CHECK_ID = "extras.check_id"
 
 
 def check_id_prefix(fingerprint: str) -> str:
-    """The part of every check_id that names the input's content (not its path)."""
+    """The part of every generated unique id that names the input's content (not its path)."""
     return fingerprint[:16]
 
 
 def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) -> pl.DataFrame:
     """LINE and BODY (the JSON text of the request body) for every validated row."""
     paths = {c: pl.col(c) for c in valid.columns if not c.startswith("__")}
-    if CHECK_ID in mapping.action.fields:
+    duplicates = mapping.action.duplicates
+    if duplicates is not None:
         # Same file content and line give the same id, so a re-sent row is still absorbed by
-        # Vero's deduplication, while two different rows never share one. A mapped check_id
-        # wins where the row has one; an empty one would let Vero merge the row with others.
+        # the API's deduplication, while two different rows never share one. A mapped id wins
+        # where the row has one; an empty one would let the API merge the row with others.
+        unique = duplicates.unique
         row_id = json_string(
             pl.lit(check_id_prefix(source.fingerprint) + ":") + pl.col(LINE).cast(pl.String)
         )
-        paths[CHECK_ID] = pl.coalesce(paths[CHECK_ID], row_id) if CHECK_ID in paths else row_id
-        if mapping.dedup_data_key is not None and "data" in paths:
-            paths["data"] = _with_member(paths["data"], mapping.dedup_data_key, row_id)
+        paths[unique] = pl.coalesce(paths[unique], row_id) if unique in paths else row_id
+        data = paths.get(duplicates.data)
+        if mapping.dedup_data_key is not None and data is not None:
+            data = _with_member(data, mapping.dedup_data_key, row_id)
+        if mapping.dedup_time_key is not None and data is not None and duplicates.time in paths:
+            # Only where there is data: without it the unique id already keeps rows apart.
+            has_data = data.is_not_null() & (data != "{}")
+            timed = _with_member(data, mapping.dedup_time_key, paths[duplicates.time])
+            data = pl.when(has_data).then(timed).otherwise(data)
+        if data is not None:
+            paths[duplicates.data] = data
     return valid.select(LINE, _nest(paths).alias(BODY))
 
 
@@ -51,7 +60,7 @@ def _with_member(data: pl.Expr, key: str, value: pl.Expr) -> pl.Expr:
 
 
 def _nest(paths: dict[str, pl.Expr]) -> pl.Expr:
-    """One JSON object from dotted paths: `identity.id` and `identity.email` share `identity`."""
+    """One JSON object from dotted paths: `user.id` and `user.email` share one `user` object."""
     groups: dict[str, list[tuple[str, pl.Expr]]] = {}
     members: dict[str, pl.Expr] = {}
     for path, expr in paths.items():
@@ -64,19 +73,3 @@ def _nest(paths: dict[str, pl.Expr]) -> pl.Expr:
     for head, children in groups.items():
         members[head] = json_object(children)
     return json_object(list(members.items()))
-
-
-def payload_lines(bodies: pl.DataFrame, mapping: Mapping, *, source: InputFile) -> pl.Series:
-    """Payload-file lines (DESIGN.md): method, path, body and source of each request."""
-    action = mapping.action
-    head = json.dumps({"method": action.method, "path": action.path}, separators=(",", ":"))[:-1]
-    file_json = json.dumps(source.name, ensure_ascii=False)
-    return bodies.select(
-        pl.concat_str(
-            pl.lit(head + ',"body":'),
-            pl.col(BODY),
-            pl.lit(',"source":{"file":' + file_json + ',"line":'),
-            pl.col(LINE).cast(pl.String),
-            pl.lit("}}"),
-        )
-    ).to_series()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +17,8 @@ from typing import IO, Any
 import polars as pl
 
 from importer.dedup import DedupReport
-from importer.errors import MappingError
+from importer.errors import ImporterError, OutputError
+from importer.files import open_output, write_atomic
 from importer.jsontext import json_as_text, json_object, json_string
 from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 
@@ -28,7 +27,11 @@ EXAMPLES_PER_RULE = 3
 
 @dataclass(slots=True)
 class Summary:
-    """Counts of one job, filled in as it goes; `as_report()` is the `--report` JSON."""
+    """Counts of one job, filled in as it goes; `as_report()` is the `--report` JSON.
+
+    `stop` is why the run ended before sending everything (a TokenRefusedError for a refused
+    token), for the CLI to report as the error it is.
+    """
 
     rows_read: int = 0
     rows_valid: int = 0
@@ -46,11 +49,23 @@ class Summary:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     dedup: DedupReport | None = None
     dry_run: bool = False
-    stopped: str | None = None
+    stop: ImporterError | None = None
     interrupted: bool = False
     embedded: dict[str, Any] | None = None
     dead_letter_file: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> str | None:
+        """The text of `stop`, as the summary and the report say it."""
+        return None if self.stop is None else str(self.stop)
+
+    @property
+    def has_problems(self) -> bool:
+        """Exit 3: rows rejected or undeliverable, or events the API would drop as duplicates
+        that the mapping does not accept losing."""
+        dropped = self.dedup is not None and self.dedup.unaccepted
+        return bool(self.rows_rejected or self.rows_failed or dropped)
 
     def add_rejects(self, rejects: pl.DataFrame, *, source: str) -> None:
         """Count a batch's rejects by rule and keep a few examples of each."""
@@ -98,39 +113,13 @@ class Summary:
         return report
 
 
-def open_output(path: Path, mode: str, *, shown: Path | None = None) -> IO[Any]:
-    """Open a file the user asked for (`shown`, when `path` is a temporary one beside it),
-    creating its folder; one that cannot be written is a MappingError, not a traceback."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if "b" in mode:
-            return path.open(mode)
-        return path.open(mode, encoding="utf-8")
-    except OSError as exc:
-        raise MappingError(f"cannot write {shown or path}: {exc.strerror or exc}") from None
-
-
 def write_report(path: Path, summary: Summary) -> None:
     """Write the JSON report atomically, so a reader never sees half of one."""
-    write_atomic(path, json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` through a synced temporary file beside it."""
+    text = json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        write_atomic(path, text.encode())
     except OSError as exc:
-        raise MappingError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def format_summary(summary: Summary) -> str:
@@ -170,7 +159,7 @@ def format_summary(summary: Summary) -> str:
         embedded = summary.embedded
         lines.append(
             f"embedded server received {embedded['accepted']:,} accepted request(s), "
-            f"{embedded['duplicates']:,} of them duplicates Vero would drop"
+            f"{embedded['duplicates']:,} of them duplicates the API would drop"
         )
     lines.extend(f"warning: {warning}" for warning in summary.warnings)
     if summary.interrupted:
@@ -183,21 +172,38 @@ def format_summary(summary: Summary) -> str:
 def _dedup_lines(dedup: DedupReport | None) -> list[str]:
     if dedup is None:
         return []
+    api = dedup.api
     lines = []
     if dedup.would_drop:
+        same = (
+            f"same data and the same {dedup.time_key} to the second"
+            if dedup.time_key
+            else "same data"
+        )
         lines.append(
-            f"dedup: Vero would drop {dedup.total:,} event(s) as duplicates (same user, same "
-            "event name, same data, sent within its few-minute window, as a replay does):"
+            f"dedup: {api} would drop {dedup.total:,} event(s) as duplicates (same user, same "
+            f"event name, {same}, sent within {dedup.window}, as a replay does):"
         )
         lines.extend(
             f"  {name!r}: {count:,}" for name, count in list(dedup.would_drop.items())[:10]
         )
-        lines.append('  to keep them, set [dedup] data_key = "import_row" in the mapping')
+        if dedup.accepted:
+            lines.append("  the mapping accepts these drops ([dedup] accept_drops = true)")
+        else:
+            lines.append(
+                '  to keep them, set [dedup] data_key = "import_row" in the mapping (a row id '
+                "in every event's data); to accept the drops, set [dedup] accept_drops = true"
+            )
     elif dedup.protected:
-        lines.append("dedup: every event carries a unique data key; Vero will drop none")
+        lines.append(f"dedup: every event carries a unique data key; {api} will drop none")
+    elif dedup.time_key:
+        lines.append(
+            f"dedup: every event's data carries its time as {dedup.time_key!r}; {api} will "
+            "drop none"
+        )
     for folded, names in list(dedup.folded_names.items())[:10]:
         shown = ", ".join(repr(n) for n in names)
-        lines.append(f"dedup: {shown} are one event to Vero ({folded!r})")
+        lines.append(f"dedup: {shown} are one event to {api} ({folded!r})")
     return lines
 
 

@@ -43,9 +43,7 @@ ANSWER_BYTES = 64 * 1024
 # Messages are cut to this many characters, after the token was scrubbed out of the whole text.
 MESSAGE_CHARS = 500
 # A token echoed after its field name is hidden even when cut short or re-encoded by the server.
-_TOKEN_FIELD = re.compile(
-    r"""(auth_token(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?)[^"'\\\s&,;}]+""", re.IGNORECASE
-)
+_FIELD_VALUE = r"""((?:{names})(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?)[^"'\\\s&,;}}]+"""
 # The shortest token prefix worth hiding at the end of a text cut at ANSWER_BYTES.
 _PREFIX_CHARS = 4
 # Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
@@ -417,17 +415,21 @@ def _forget(times: deque[float], since: float) -> None:
         times.popleft()
 
 
-def make_scrubber(token: str) -> Callable[[str], str]:
+def make_scrubber(token: str, *, fields: Iterable[str] = ()) -> Callable[[str], str]:
     """A function that hides the token in server text: raw, JSON-escaped or URL-quoted, any
-    value after an `auth_token` field name, and a start of the token that ends a cut text."""
+    value after one of the credential's field names (`fields`), and a start of the token that
+    ends a cut text."""
     forms = {token, _json_escaped(token), quote(token, safe="")} - {""}
     ordered = sorted(forms, key=len, reverse=True)
+    names = "|".join(re.escape(name) for name in sorted(fields))
+    field_value = re.compile(_FIELD_VALUE.format(names=names), re.IGNORECASE) if names else None
 
     def scrub(text: str) -> str:
         for form in ordered:
             if form in text:
                 text = text.replace(form, "***")
-        text = _TOKEN_FIELD.sub(r"\1***", text)
+        if field_value is not None:
+            text = field_value.sub(r"\1***", text)
         for form in ordered:
             size = _prefix_ending(text, form)
             if size >= _PREFIX_CHARS:
@@ -563,7 +565,7 @@ class _Sender:
         self.session = session
         self.on_result = on_result
         self.on_retry = on_retry
-        self.scrub = make_scrubber(token)
+        self.scrub = make_scrubber(token, fields=destination.credential_fields)
         self.timeout = aiohttp.ClientTimeout(total=options.timeout_s)
         self.limit = AdaptiveLimit(options.concurrency, clock=_now, sleep=_sleep)
         self.pace = AdaptiveRate(options.rate, clock=_now, sleep=_sleep)

@@ -1,64 +1,47 @@
 """Check a batch against the destination's rules, column-wise, and normalise what passes.
 
 Input: a Batch frame (JSON text cells, see read.py) and a Mapping. Output: a frame with one JSON
-text column per payload path (`identity.id`, `event_name`, `extras.created_at`, `data`), ready
-for payload.py, and a rejects frame naming line, rule, column and message for every row that
-fails. Rules are Polars expressions that yield a message where a row breaks them; the first
-failing rule of a row is its reason.
+text column per payload path the mapping fills, ready for payload.py, and a rejects frame naming
+line, rule, column and message for every row that fails. The rules come from the action's
+declaration (destinations/base.py): each field's kind and limits, the identity paths, and the
+API's own rules across paths. Each rule is a Polars expression that yields a message where a
+row breaks it; the first failing rule of a row is its reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
-import polars.selectors as cs
 
+from importer.coerce import INT_RE, coerce
+from importer.destinations import Action
+from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field
 from importer.jsontext import json_as_text, json_kind, json_object, json_string
-from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, load_json
-from importer.schema import ALL_COLUMNS, Mapping
+from importer.mapping import ALL_COLUMNS, Mapping
+from importer.read import COLUMN, ERROR, LINE, RULE
+from importer.times import (
+    FileState,
+    epoch_unit,
+    kind_of,
+    naive_of,
+    parse_times,
+    text_of,
+    time_message_of,
+)
 
-MAX_CHARS = 255
+# A JSON array of strings, none empty: what a list field sends. Escapes and characters only as
+# JSON allows them, since the text is spliced into the body as it is.
+_STRING = r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))+"'
+ARRAY_OF_STRINGS = rf"^\s*\[\s*(?:{_STRING}\s*(?:,\s*{_STRING}\s*)*)?\]\s*$"
+# JSON text that holds nothing: an empty array, object or string, or white space.
+_EMPTY = r'^\s*(?:\[\s*\]|\{\s*\}|"\s*")?\s*$'
+# The user and the event of each valid row, as the API's duplicate suppression sees them.
 USER = "__user"
 EVENT = "__event"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
-MS_THRESHOLD = 1e11  # 1e11 s is the year 5138 and 1e11 ms is 1973: the magnitudes never overlap
 
-# WHATWG's e-mail grammar, with a dot required in the domain as Vero wants a deliverable address.
-EMAIL_RE = (
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-ISO_RE = (
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:[.,]\d+)?)?)?"
-    r" ?(Z|z|UTC|GMT|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$"
-)
-EPOCH_RE = r"^-?\d+(?:\.\d+)?$"
-INT_RE = r"^-?(?:0|[1-9]\d*)$"
-NUMBER_RE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$"
-TRUE_WORDS = ["true", "yes", "1"]
-FALSE_WORDS = ["false", "no", "0"]
-
-IDENTITY_PATHS = frozenset({"id", "email", "identity.id", "identity.email"})
-STRING_PATHS = frozenset(
-    {
-        "id",
-        "email",
-        "identity.id",
-        "identity.email",
-        "event_name",
-        "extras.source",
-        "extras.check_id",
-    }
-)
-
-
-@dataclass(slots=True)
-class FileState:
-    """What validation learns about one input as its batches go by (epoch unit per column)."""
-
-    epoch_units: dict[str, str] = field(default_factory=dict)
+__all__ = ["EVENT", "USER", "Checked", "FileState", "validate_frame"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +63,11 @@ class _Rule:
 def validate_frame(
     frame: pl.DataFrame, mapping: Mapping, *, state: FileState, now: datetime
 ) -> Checked:
-    """Split `frame` into normalised good rows and rejects, following the mapping's destination."""
+    """Split `frame` into normalised good rows and rejects, following the mapping's action."""
+    action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
     original = frame
+    paths = filled_paths(mapping, columns)
     work = frame.with_columns(
         [pl.lit(None, pl.String).alias(c) for c in mapping.source_columns if c not in columns]
     )
@@ -90,74 +75,65 @@ def validate_frame(
 
     def add_rules(new_rules: list[_Rule], *converted: pl.Expr) -> pl.DataFrame:
         # Messages are materialised next to the conversion, so both see the value as it was.
-        named = [r.message.alias(f"__message{len(rules) + i}") for i, r in enumerate(new_rules)]
-        for i, rule in enumerate(new_rules):
-            rules.append(_Rule(rule.name, rule.column, pl.col(f"__message{len(rules)}")))
-            del i
+        first = len(rules)
+        named = [r.message.alias(f"__message{first + i}") for i, r in enumerate(new_rules)]
+        rules.extend(
+            _Rule(r.name, r.column, pl.col(f"__message{first + i}"))
+            for i, r in enumerate(new_rules)
+        )
         return work.with_columns(*named, *converted)
 
     for column, type_name in mapping.types.items():
         if type_name != "timestamp":
-            converted, message = _coerce(pl.col(column), type_name)
+            converted, message = coerce(pl.col(column), type_name)
             work = add_rules([_Rule("type", column, message)], converted.alias(column))
-    named = mapping.source_columns
+    read = list(dict.fromkeys([*mapping.source_columns, *paths.values()]))
     work = work.with_columns(
-        *[json_as_text(pl.col(c)).alias(text_of(c)) for c in named],
-        *[json_kind(pl.col(c)).alias(kind_of(c)) for c in named],
+        *[json_as_text(pl.col(c)).alias(text_of(c)) for c in read],
+        *[json_kind(pl.col(c)).alias(kind_of(c)) for c in read],
     )
-    # The event time may never be empty (it would be sent as "now"); other times may.
-    required_times = {mapping.fields[p] for p in mapping.action.time_fields if p in mapping.fields}
-    time_columns = required_times | {c for c, t in mapping.types.items() if t == "timestamp"}
+
+    # A required time may never be empty (it would be sent as "now"); other times may.
+    times = {c: action.field_of(p).required for p, c in paths.items() if _kind(action, p) == "time"}
+    for column, type_name in mapping.types.items():
+        if type_name == "timestamp":
+            times.setdefault(column, False)
     naive: list[pl.Expr] = []
-    for column in sorted(time_columns):
-        unit = _epoch_unit(work, column, state)
-        work = _parse_times(
+    for column in sorted(times):
+        work = parse_times(
             work,
             column,
             timezone=mapping.timezone,
-            unit=unit,
+            unit=epoch_unit(work, column, state),
             now=now,
-            required=column in required_times,
+            required=times[column],
+            time_format=mapping.destination.time_format,
         )
         naive.append(pl.col(naive_of(column)))
         rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
 
-    data_path = next(iter(mapping.action.object_fields), None)
     outputs: dict[str, pl.Expr] = {}
     checks: list[_Rule] = []
-    for payload_path, column in mapping.fields.items():
-        if column == ALL_COLUMNS or payload_path.startswith(f"{data_path}."):
-            continue
-        value = pl.col(column)
-        if payload_path in STRING_PATHS:
-            checks.extend(_string_rules(payload_path, column))
-            text = pl.col(text_of(column))
-            if payload_path in IDENTITY_PATHS:
-                text = _present(text)  # "" or "  " identifies nobody: leave it out
-            outputs[payload_path] = json_string(text)
-        elif payload_path in mapping.action.object_fields:
-            checks.append(_Rule("data_object", column, _object_message(value, payload_path)))
-            outputs[payload_path] = value
-        elif payload_path == "channels":
-            checks.append(_Rule("channels", column, _channels_message(value)))
-            outputs[payload_path] = value
-        else:
-            outputs[payload_path] = value
+    for path, column in paths.items():
+        field = action.field_of(path)
+        found, output = _field_rules(path, column, field, mapping)
+        checks.extend(found)
+        outputs[path] = output
     checks.extend(_identity_rules(mapping))
+    checks.extend(_action_rules(mapping, paths, outputs))
     work = add_rules(checks)
 
-    if data_path is not None:
-        outputs[data_path] = _data_object(mapping, data_path, columns)
-    identity = [p for p in ("identity.id", "id", "identity.email", "email") if p in mapping.fields]
-    user = pl.coalesce([_present(pl.col(text_of(mapping.fields[p]))) for p in identity])
-    event = (
-        pl.col(text_of(mapping.fields["event_name"])) if "event_name" in mapping.fields else None
-    )
-    if mapping.action.name == "identify" and "email" in outputs:
-        # Vero uses an email alone as the id; say so in the payload rather than rely on it.
-        outputs["id"] = (
-            pl.coalesce(outputs["id"], outputs["email"]) if "id" in outputs else outputs["email"]
-        )
+    for object_path in action.object_fields:
+        members = _members(mapping, object_path, columns, paths, outputs)
+        base = mapping.fields.get(object_path)
+        whole = outputs.pop(object_path, None) if base not in (None, ALL_COLUMNS) else None
+        merged = _merge_object(whole, members)
+        if merged is not None:
+            outputs[object_path] = merged
+    for path, sources in action.fallback.items():
+        found_sources = [outputs[p] for p in sources if p in outputs]
+        if found_sources:
+            outputs[path] = pl.coalesce(found_sources)
 
     nothing = pl.lit(None, pl.String)
     work = work.with_columns(
@@ -178,10 +154,30 @@ def validate_frame(
     valid = good.select(
         LINE,
         *[expr.alias(path) for path, expr in outputs.items()],
-        user.alias(USER),
-        (event if event is not None else nothing).alias(EVENT),
+        *_duplicate_keys(mapping, paths),
     )
     return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+
+
+def filled_paths(mapping: Mapping, columns: list[str]) -> dict[str, str]:
+    """Every payload path a row fills, with its source column, `"*"` left out.
+
+    A column that `"*"` puts in an object under the name of a declared sub-field (a `timezone`
+    column beside a declared `data.timezone`) is checked as that field, as if the mapping named it.
+    """
+    paths = {p: c for p, c in mapping.fields.items() if c != ALL_COLUMNS}
+    star = mapping.star_path
+    if star is not None:
+        named = set(paths.values())
+        for column in columns:
+            sub = f"{star}.{column}"
+            if column not in named and sub in mapping.action.fields and sub not in paths:
+                paths[sub] = column
+    return paths
+
+
+def _kind(action: Action, path: str) -> str:
+    return action.field_of(path).kind
 
 
 def _present(text: pl.Expr) -> pl.Expr:
@@ -194,58 +190,166 @@ def _when(message: pl.Expr, value: pl.Expr) -> pl.Expr:
     return pl.when(message.is_not_null()).then(value).otherwise(None)
 
 
-# ------------------------------------------------------------------------------ value rules
+def _article(kind: pl.Expr) -> pl.Expr:
+    return pl.when(kind.str.contains("^[aeiou]")).then(pl.lit("an")).otherwise(pl.lit("a"))
 
 
-def _string_rules(payload_path: str, column: str) -> list[_Rule]:
-    value = pl.col(column)
-    kind = pl.col(kind_of(column))
-    text = pl.col(text_of(column))
+# ------------------------------------------------------------------------------ field rules
+
+
+def _field_rules(
+    path: str, column: str, field: Field, mapping: Mapping
+) -> tuple[list[_Rule], pl.Expr]:
+    """The rules of one mapped path by its kind, and the JSON text it sends."""
+    value, kind, text = pl.col(column), pl.col(kind_of(column)), pl.col(text_of(column))
+    rules: list[_Rule] = []
+    if field.required and field.kind not in ("time", "array"):
+        empty = text.is_null() | (text.str.strip_chars() == "")
+        rules.append(_Rule("required", column, pl.when(empty).then(pl.lit(f"{path} is empty"))))
+    if field.kind == "text":
+        rules.extend(_text_rules(path, column, field, mapping))
+        if path in mapping.action.identity or path in mapping.action.fallback:
+            text = _present(text)  # "" or "  " identifies nobody: leave it out
+        return rules, json_string(text)
+    if field.kind == "object":
+        rules.append(_Rule("data_object", column, _object_message(value, path)))
+        return rules, value
+    if field.kind == "array":
+        delimiter = mapping.split.get(column)
+        message, output = _array(value, kind, text, path, delimiter)
+        rules.append(_Rule("list", column, message))
+        return rules, output
+    if field.kind == "integer":
+        rules.append(_Rule("integer", column, _integer_message(text, kind, path, field)))
+        return rules, pl.when(text.str.strip_chars() != "").then(text.str.strip_chars())
+    return rules, value  # time (converted already) and json
+
+
+def _text_rules(path: str, column: str, field: Field, mapping: Mapping) -> list[_Rule]:
+    kind, text = pl.col(kind_of(column)), pl.col(text_of(column))
+    api = mapping.destination.title
     rules = [
         _Rule(
             "type",
             column,
             pl.when(kind.is_in(["object", "array"])).then(
-                pl.format("{} must be text, not a JSON {}", pl.lit(payload_path), kind)
+                pl.format("{} must be text, not a JSON {}", pl.lit(path), kind)
             ),
-        ),
-        _Rule(
-            "length",
-            column,
-            pl.when(text.str.len_chars() >= MAX_CHARS).then(
-                pl.format(
-                    "{} is {} characters; Vero needs fewer than 255",
-                    pl.lit(payload_path),
-                    text.str.len_chars(),
-                )
-            ),
-        ),
+        )
     ]
-    if payload_path.endswith("email"):
+    if field.max_chars is not None:
         rules.append(
             _Rule(
-                "email",
+                "length",
                 column,
-                pl.when(text.is_not_null() & (text != "") & ~text.str.contains(EMAIL_RE)).then(
-                    pl.format("{} {} is not a valid email address", pl.lit(payload_path), value)
+                pl.when(text.str.len_chars() >= field.max_chars).then(
+                    pl.format(
+                        "{} is {} characters; {} needs fewer than {}",
+                        pl.lit(path),
+                        text.str.len_chars(),
+                        pl.lit(api),
+                        pl.lit(field.max_chars),
+                    )
                 ),
             )
         )
-    if payload_path == "event_name":
+    if field.pattern is not None:
+        bad = text.is_not_null() & (text != "") & ~text.str.contains(field.pattern)
         rules.append(
             _Rule(
-                "event_name",
+                field.pattern_rule,
                 column,
-                pl.when(text.is_null() | (text.str.strip_chars() == "")).then(
-                    pl.lit("event_name is empty")
+                pl.when(bad).then(
+                    pl.format(
+                        "{} {} {}", pl.lit(path), pl.col(column), pl.lit(field.pattern_message)
+                    )
                 ),
             )
         )
     return rules
 
 
+def _object_message(value: pl.Expr, path: str) -> pl.Expr:
+    kind = json_kind(value)
+    return pl.when(value.is_not_null() & (kind != "object")).then(
+        pl.format(
+            "{} must be a JSON object, not {} {} (a text column holding JSON needs "
+            '[types] <column> = "json")',
+            pl.lit(path),
+            _article(kind),
+            kind,
+        )
+    )
+
+
+def _array(
+    value: pl.Expr, kind: pl.Expr, text: pl.Expr, path: str, delimiter: str | None
+) -> tuple[pl.Expr, pl.Expr]:
+    """A list of strings from a JSON array (or text holding one), or from text split at the
+    mapping's delimiter. Returns the message where a cell is none of these, and the JSON
+    array text to send."""
+    if delimiter is not None:
+        parts = (
+            text.str.split(delimiter)
+            .list.eval(pl.element().str.strip_chars())
+            .list.eval(pl.element().filter(pl.element() != ""))
+        )
+        from_text = pl.struct(parts.alias("")).struct.json_encode().str.slice(4)
+        from_text = from_text.str.strip_suffix("}")
+        hint = f"a JSON array of strings or text split at {delimiter!r}"
+    else:
+        from_text = text
+        hint = 'a JSON array of strings such as ["vip", "beta"], or text split at a delimiter'
+        hint += ' set in the mapping ([split] <column> = ";")'
+    as_array = (
+        pl.when(kind == "array")
+        .then(value)
+        .when((kind == "string") & (delimiter is None or text.str.contains(r"^\s*\[")))
+        .then(text)
+        .when(kind == "string")
+        .then(from_text)
+    )
+    strings = as_array.str.contains(ARRAY_OF_STRINGS).fill_null(False)
+    message = pl.when(value.is_not_null() & (kind != "null") & ~strings).then(
+        pl.format("{} must be {}, not {}", pl.lit(path), pl.lit(hint), value)
+    )
+    return message, as_array
+
+
+def _integer_message(text: pl.Expr, kind: pl.Expr, path: str, field: Field) -> pl.Expr:
+    cleaned = text.str.strip_chars()
+    number = cleaned.str.to_integer(strict=False)
+    bad = kind.is_in(["object", "array", "boolean"]) | (
+        (cleaned != "") & ~cleaned.str.contains(INT_RE).fill_null(False)
+    )
+    low = field.minimum if field.minimum is not None else None
+    high = field.maximum if field.maximum is not None else None
+    out_of_range = pl.lit(False)
+    if low is not None:
+        out_of_range = out_of_range | (number < low)
+    if high is not None:
+        out_of_range = out_of_range | (number > high)
+    bounds = (
+        f" from {low} to {high}"
+        if low is not None and high is not None
+        else f" of at least {low}"
+        if low is not None
+        else f" of at most {high}"
+        if high is not None
+        else ""
+    )
+    return (
+        pl.when(bad | out_of_range.fill_null(False))
+        .then(pl.format("{} must be a whole number{}, not {}", pl.lit(path), pl.lit(bounds), text))
+        .otherwise(None)
+    )
+
+
+# ------------------------------------------------------------------------------ row rules
+
+
 def _identity_rules(mapping: Mapping) -> list[_Rule]:
-    paths = [p for p in ("identity.id", "identity.email", "id", "email") if p in mapping.fields]
+    paths = [p for p in mapping.action.identity if p in mapping.fields]
     if not paths:
         return []
     present = [
@@ -261,289 +365,94 @@ def _identity_rules(mapping: Mapping) -> list[_Rule]:
     ]
 
 
-def _object_message(value: pl.Expr, payload_path: str) -> pl.Expr:
-    kind = json_kind(value)
-    return pl.when(value.is_not_null() & (kind != "object")).then(
-        pl.format(
-            "{} must be a JSON object, not {} {} (a text column holding JSON needs "
-            '[types] <column> = "json")',
-            pl.lit(payload_path),
-            pl.when(kind.str.contains("^[aeiou]")).then(pl.lit("an")).otherwise(pl.lit("a")),
-            kind,
-        )
-    )
+def _action_rules(
+    mapping: Mapping, paths: dict[str, str], outputs: dict[str, pl.Expr]
+) -> list[_Rule]:
+    """The API's own rules across paths, as the action declares them, on the values as they
+    would be sent (`outputs`): a list split into nothing is empty."""
+    rules = []
+    for rule in mapping.action.rules:
+        if isinstance(rule, Distinct):
+            first, second = rule.paths
+            if first not in paths or second not in paths:
+                continue
+            one, other = pl.col(text_of(paths[first])), pl.col(text_of(paths[second]))
+            message = pl.when(one == other).then(
+                pl.format("{} is the same as {} ({})", pl.lit(second), pl.lit(first), one)
+            )
+            rules.append(_Rule(rule.rule, paths[second], message))
+        elif isinstance(rule, AnyPresent):
+            mapped = [p for p in rule.paths if p in paths]
+            if not mapped:
+                continue
+            filled = [
+                (outputs[p].is_not_null() & ~outputs[p].str.contains(_EMPTY)).fill_null(False)
+                for p in mapped
+            ]
+            names = ", ".join(f"{p} ({paths[p]})" for p in mapped)
+            message = pl.when(~pl.any_horizontal(filled)).then(
+                pl.lit(f"nothing to do: {names} all empty")
+            )
+            rules.append(_Rule(rule.rule, paths[mapped[0]], message))
+        elif isinstance(rule, ExprRule) and rule.path in paths:
+            column = paths[rule.path]
+            rules.append(_Rule(rule.rule, column, rule.message(pl.col(column))))
+    return rules
 
 
-def _channels_message(value: pl.Expr) -> pl.Expr:
-    """Vero's channels: an array of device objects ({"type", "address", "platform"})."""
-    objects = value.str.contains(r"^\[\s*(?:\]|\{)")
-    return pl.when(value.is_not_null() & (value != "null") & ~objects).then(
-        pl.format(
-            "channels must be a JSON array of objects such as "
-            '[{{"type": "push", "address": "...", "platform": "ios"}}], not {} (a text column '
-            'holding JSON needs [types] <column> = "json")',
-            value,
-        )
-    )
+# ------------------------------------------------------------------------------ objects
 
 
-def _data_object(mapping: Mapping, data_path: str, columns: list[str]) -> pl.Expr:
-    """The data object: the column mapped to it, or every unmapped column, plus `data.<key>` ones.
-
-    Null cells are left out: an empty CSV cell or an absent JSONL key is no value, not a null.
-    """
-    named = {c for c in mapping.fields.values() if c != ALL_COLUMNS}
-    prefix = f"{data_path}."
-    keyed = [(p[len(prefix) :], c) for p, c in mapping.fields.items() if p.startswith(prefix)]
-    members: list[tuple[str, str]] = []
-    if mapping.fields.get(data_path) == ALL_COLUMNS:
+def _members(
+    mapping: Mapping,
+    object_path: str,
+    columns: list[str],
+    paths: dict[str, str],
+    outputs: dict[str, pl.Expr],
+) -> list[tuple[str, pl.Expr]]:
+    """The members of an object: every unmapped column when it takes `"*"`, then its sub-keys
+    (converted, as `data.timezone` is). Null cells are left out by json_object: an empty CSV
+    cell or an absent JSONL key is no value, not a null."""
+    prefix = f"{object_path}."
+    keyed = [(p[len(prefix) :], p) for p in paths if p.startswith(prefix)]
+    members: list[tuple[str, pl.Expr]] = []
+    if mapping.fields.get(object_path) == ALL_COLUMNS:
         # A key named in the mapping wins over a column of the same name: a JSON object with
         # one key twice means whatever the receiver's parser makes of it.
-        taken = named | {key for key, _ in keyed}
-        members += [(c, c) for c in columns if c not in taken]
-    members += keyed
-    base = (
-        pl.col(mapping.fields[data_path])
-        if mapping.fields.get(data_path, ALL_COLUMNS) != ALL_COLUMNS
-        else None
-    )
+        taken = {c for c in mapping.fields.values() if c != ALL_COLUMNS}
+        taken |= {key for key, _ in keyed} | set(paths.values())
+        members += [(c, pl.col(c)) for c in columns if c not in taken]
+    members += [(key, outputs.pop(path)) for key, path in keyed]
+    return members
+
+
+def _merge_object(whole: pl.Expr | None, members: list[tuple[str, pl.Expr]]) -> pl.Expr | None:
+    """An object column and member columns together: the members spliced into the object."""
     if not members:
-        return base if base is not None else pl.lit(None, pl.String)
-    body = json_object([(key, pl.col(column)) for key, column in members])
-    if base is None:
+        return whole
+    body = json_object(members)
+    if whole is None:
         return body
-    # A data column and data.<key> columns together: merge by splicing the members in.
     extra = body.str.slice(1).str.strip_suffix("}")
     return (
-        pl.when(base.is_null() | (base == "{}"))
+        pl.when(whole.is_null() | (whole == "{}"))
         .then(body)
         .when(body.is_null() | (extra == ""))
-        .then(base)
-        .otherwise(base.str.strip_suffix("}") + pl.lit(",") + extra + pl.lit("}"))
+        .then(whole)
+        .otherwise(whole.str.strip_suffix("}") + pl.lit(",") + extra + pl.lit("}"))
     )
 
 
-# --------------------------------------------------------------------------------- coercion
-
-
-def _coerce(value: pl.Expr, type_name: str) -> tuple[pl.Expr, pl.Expr]:
-    """The cell converted to the forced type, and a message where it cannot be."""
-    kind = json_kind(value)
-    text = json_as_text(value)
-    if type_name == "string":
-        converted = (
-            pl.when(kind == "string").then(value).otherwise(json_string(pl.coalesce(text, value)))
-        )
-        return pl.when(kind == "null").then(None).otherwise(converted), pl.lit(None, pl.String)
-    if type_name in ("integer", "number"):
-        pattern = INT_RE if type_name == "integer" else NUMBER_RE
-        ok = text.str.contains(pattern)
-        message = pl.when(value.is_not_null() & (kind != "null") & ~ok.fill_null(False)).then(
-            pl.format(
-                "{} is not {}",
-                value,
-                pl.lit("an integer" if type_name == "integer" else "a number"),
-            )
-        )
-        return pl.when(ok).then(text), message
-    if type_name == "boolean":
-        lowered = text.str.to_lowercase()
-        converted = (
-            pl.when(lowered.is_in(TRUE_WORDS))
-            .then(pl.lit("true"))
-            .when(lowered.is_in(FALSE_WORDS))
-            .then(pl.lit("false"))
-        )
-        message = pl.when(value.is_not_null() & (kind != "null") & converted.is_null()).then(
-            pl.format("{} is not a boolean (true/false, yes/no, 1/0)", value)
-        )
-        return converted, message
-    # json: a text cell that holds JSON, as CSV exports write nested data
-    parsed = (
-        pl.when(kind == "string")
-        .then(text)
-        .otherwise(value)
-        .map_batches(_reencode, return_dtype=pl.String)
+def _duplicate_keys(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:
+    """USER and EVENT, for the duplicate report, where the API drops repeated calls."""
+    duplicates = mapping.action.duplicates
+    if duplicates is None:
+        return []
+    users = [_present(pl.col(text_of(paths[p]))) for p in duplicates.user if p in paths]
+    user = pl.coalesce(users) if users else pl.lit(None, pl.String)
+    event = (
+        pl.col(text_of(paths[duplicates.event]))
+        if duplicates.event in paths
+        else pl.lit(None, pl.String)
     )
-    message = pl.when(value.is_not_null() & parsed.is_null()).then(
-        pl.format("{} is not valid JSON", value)
-    )
-    return parsed, message
-
-
-def _reencode(texts: pl.Series) -> pl.Series:
-    """Each text's JSON re-encoded compactly, null where it is not JSON (a Python pass, json only)."""
-
-    def one(text: str | None) -> str | None:
-        if text is None:
-            return None
-        try:
-            return dump_json(load_json(text))
-        except (ValueError, RecursionError):
-            return None
-
-    return pl.Series(texts.name, [one(t) for t in texts.to_list()], dtype=pl.String)
-
-
-# ---------------------------------------------------------------------------------- time
-
-
-def _epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
-    """Seconds or milliseconds for the epoch values of `column`, decided once per file by its
-    first epoch value, so the verdict does not depend on how the file is cut into batches."""
-    if column in state.epoch_units:
-        return state.epoch_units[column]
-    numbers = frame.select(
-        json_as_text(pl.col(column))
-        .filter(json_as_text(pl.col(column)).str.contains(EPOCH_RE))
-        .cast(pl.Float64)
-    ).to_series()
-    if numbers.len() == 0:
-        return "s"
-    unit = "ms" if abs(numbers[0]) >= MS_THRESHOLD else "s"
-    state.epoch_units[column] = unit
-    return unit
-
-
-def _parse_times(
-    work: pl.DataFrame,
-    column: str,
-    *,
-    timezone: str,
-    unit: str,
-    now: datetime,
-    required: bool,
-) -> pl.DataFrame:
-    """Replace `column` with Vero's UTC text; add `naive_of(column)` and `time_message_of(column)`.
-
-    Done in stages of materialised columns: an eager frame does not share subexpressions, and
-    the regex groups feed several later expressions.
-    """
-    text = pl.col(text_of(column)).str.strip_chars()
-    work = work.with_columns(
-        text.str.extract_groups(ISO_RE).alias("__t_iso"),
-        text.str.contains(EPOCH_RE).fill_null(False).alias("__t_is_epoch"),
-        text.cast(pl.Float64, strict=False).alias("__t_epoch"),
-        text.alias("__t_text"),
-    ).unnest("__t_iso", separator="")
-    group = {i: pl.col(f"__t_iso{i}") for i in range(1, 8)}
-    sign = pl.when(group[7].str.starts_with("-")).then(-1).otherwise(1)
-    digits = group[7].str.replace_all(r"[^0-9]", "")
-    work = work.with_columns(
-        pl.concat_str(
-            group[1],
-            pl.lit("-"),
-            group[2],
-            pl.lit("-"),
-            group[3],
-            pl.lit(" "),
-            group[4].fill_null("00"),
-            pl.lit(":"),
-            group[5].fill_null("00"),
-            pl.lit(":"),
-            group[6].fill_null("00"),
-        )
-        .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
-        .alias("__t_local"),
-        (
-            sign
-            * (
-                digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0) * 60
-                + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
-            )
-        ).alias("__t_offset"),
-        (group[1].is_not_null() & group[7].is_null()).alias(naive_of(column)),
-    )
-    local = pl.col("__t_local")
-    if timezone == "UTC":
-        naive_utc = local
-    else:
-        naive_utc = (
-            local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-            .dt.convert_time_zone("UTC")
-            .dt.replace_time_zone(None)
-        )
-    factor = 1000.0 if unit == "s" else 1.0
-    from_epoch = pl.from_epoch(
-        (pl.col("__t_epoch") * factor).cast(pl.Int64, strict=False), time_unit="ms"
-    )
-    work = work.with_columns(
-        pl.when(pl.col("__t_is_epoch"))
-        .then(from_epoch)
-        .when(pl.col(naive_of(column)))
-        .then(naive_utc)
-        .otherwise(local - pl.duration(minutes=pl.col("__t_offset")))
-        .alias("__t_utc")
-    )
-    utc = pl.col("__t_utc")
-    is_epoch = pl.col("__t_is_epoch")
-    text = pl.col("__t_text")
-    wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != (unit == "ms"))
-    now_naive = now.astimezone(UTC).replace(tzinfo=None)
-    message = (
-        pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
-        .then(pl.format("{} is not a time", pl.col(column)))
-        .when(text.is_null() | (text == ""))
-        .then(
-            pl.lit("time is empty; a row without its time is not sent as 'now'")
-            if required
-            else pl.lit(None, pl.String)
-        )
-        .when(is_epoch & text.str.contains(r"^\d{8}$"))
-        .then(
-            pl.format(
-                "{} is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "
-                "write dates as YYYY-MM-DD",
-                text,
-            )
-        )
-        .when(wrong_unit)
-        .then(
-            pl.format(
-                "epoch {} does not look like {} as the column's first epoch value does",
-                text,
-                pl.lit("milliseconds" if unit == "ms" else "seconds"),
-            )
-        )
-        .when(group[1].is_not_null() & local.is_null())
-        .then(
-            pl.format(
-                "{} is not a calendar date: {}-{}-{} does not exist",
-                text,
-                group[1],
-                group[2],
-                group[3],
-            )
-        )
-        .when(utc.is_null() & pl.col(naive_of(column)) & local.is_not_null())
-        .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
-        .when(utc.is_null())
-        .then(pl.format("{} is not a time (ISO 8601, epoch seconds or milliseconds)", text))
-        .when(utc > pl.lit(now_naive))
-        .then(pl.format("{} is in the future", text))
-    )
-    work = work.with_columns(
-        message.alias(time_message_of(column)),
-        json_string(utc.dt.strftime(TIME_FORMAT)).alias(column),
-    )
-    return work.drop(cs.starts_with("__t_"))
-
-
-def text_of(column: str) -> str:
-    """Name of the materialised plain-text view of a source column."""
-    return f"__text:{column}"
-
-
-def kind_of(column: str) -> str:
-    """Name of the materialised JSON kind of a source column."""
-    return f"__kind:{column}"
-
-
-def naive_of(column: str) -> str:
-    """Name of the flag: this row's time in `column` had no offset."""
-    return f"__naive:{column}"
-
-
-def time_message_of(column: str) -> str:
-    """Name of the message column of the time rule on `column`."""
-    return f"__time_message:{column}"
+    return [user.alias(USER), event.alias(EVENT)]

@@ -11,9 +11,9 @@ from typing import Any
 import jsonschema
 import polars as pl
 
+from importer.mapping import Mapping, parse_mapping
 from importer.payload import BODY, build_bodies
 from importer.read import LINE, iter_batches, open_input
-from importer.schema import Mapping, parse_mapping
 from importer.validate import FileState, validate_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +38,10 @@ IDENTIFY = {
 }
 
 _SCHEMAS = {
-    action: jsonschema.Draft202012Validator(
-        json.loads((ROOT / "schemas" / f"vero-{action}.schema.json").read_text())
+    path.name.removeprefix("vero-").removesuffix(".schema.json"): (
+        jsonschema.Draft202012Validator(json.loads(path.read_text()))
     )
-    for action in ("track", "identify")
+    for path in (ROOT / "schemas").glob("vero-*.schema.json")
 }
 
 

@@ -254,7 +254,7 @@ def test_an_empty_night_is_a_warning_and_exit_0(tmp_path: Path, content: bytes) 
 def test_usage_errors_exit_2() -> None:
     code, _, err = invoke("validate", EVENTS_CSV)
     assert code == 2
-    assert "Missing option '--schema'" in err
+    assert "Missing option '--mapping' / '--schema'" in err
 
 
 @pytest.mark.parametrize(
@@ -356,7 +356,9 @@ def test_a_jsonl_key_first_seen_after_the_sampled_lines_is_no_error(tmp_path: Pa
 def test_a_data_key_that_is_a_column_is_refused(tmp_path: Path) -> None:
     mapping = tmp_path / "mapping.toml"
     mapping.write_text(
-        (ROOT / "schemas" / "vero-track.toml").read_text() + '\n[dedup]\ndata_key = "product"\n'
+        (ROOT / "schemas" / "vero-track.toml")
+        .read_text()
+        .replace('\n# data_key = "import_row"\n', '\ndata_key = "product"\n')
     )
     code, _, err = invoke("validate", EVENTS_CSV, "--schema", str(mapping))
     assert code == 1
@@ -584,3 +586,30 @@ entry.main()
     )
     assert (done.returncode, done.stdout) == (130, "")
     assert done.stderr == "\ninterrupted before anything was read or sent\n"
+
+
+def test_mapping_is_the_options_name_and_schema_its_old_alias(tmp_path: Path) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_text(
+        "user_id,email,event,occurred_at\nu1,a@example.com,Login,2023-05-30T10:00:00Z\n"
+    )
+    for option in ("--mapping", "--schema"):
+        code, _, err = invoke("validate", str(path), option, TRACK, "--quiet")
+        assert (code, err) == (0, ""), option
+
+
+def test_events_the_api_would_drop_end_the_run_with_3_unless_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    row = "u1,a@example.com,Buy,2023-05-30T10:00:00Z,pro\n"
+    path.write_text("user_id,email,event,occurred_at,plan\n" + row * 3)
+    mapping = tmp_path / "track.toml"
+    preset = Path(TRACK).read_text()
+    mapping.write_text(preset)
+    code, out, _ = invoke("validate", str(path), "--mapping", str(mapping))
+    assert code == 3
+    assert "dedup: Vero would drop 2 event(s) as duplicates" in out
+    assert "same data and the same occurred_at to the second" in out
+    mapping.write_text(preset.replace("\n# accept_drops = true\n", "\naccept_drops = true\n"))
+    code, out, _ = invoke("validate", str(path), "--mapping", str(mapping))
+    assert code == 0
+    assert "the mapping accepts these drops" in out

@@ -6,10 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline_helpers import IDENTIFY, NOW, make_mapping, run_file, write_csv, write_jsonl
+from pipeline_helpers import IDENTIFY, NOW, make_mapping, run_file, write_csv
 
 from importer.dedup import DedupReport, DedupTracker
-from importer.payload import build_bodies, payload_lines
 from importer.read import iter_batches, open_input
 from importer.validate import FileState, validate_frame
 
@@ -139,23 +138,3 @@ def test_dedup_with_a_data_key_drops_nothing(tmp_path: Path) -> None:
 def test_identify_is_never_counted_as_a_duplicate() -> None:
     # Identify updates a profile; Vero's event deduplication does not apply to it.
     assert not DedupTracker(make_mapping(IDENTIFY)).applies
-
-
-def test_payload_file_lines_follow_the_contract(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path,
-        {"user_id": "u1", "event": "Login", "occurred_at": "2023-05-30", "n": 9007199254740993},
-    )
-    mapping = make_mapping()
-    source = open_input(path)
-    [batch] = iter_batches(source)
-    valid = validate_frame(batch.frame, mapping, state=FileState(), now=NOW).valid
-    [line] = payload_lines(
-        build_bodies(valid, mapping, source=source), mapping, source=source
-    ).to_list()
-    assert '"n":9007199254740993' in line
-    parsed = json.loads(line)
-    assert parsed["method"] == "POST"
-    assert parsed["path"] == "events/track"
-    assert parsed["source"] == {"file": str(path), "line": 1}
-    assert parsed["body"]["data"] == {"n": 9007199254740993}

@@ -349,7 +349,7 @@ def test_token_cut_by_the_read_limit_is_hidden(fake_time: FakeTime) -> None:
     ],
 )
 def test_value_after_an_auth_token_name_is_hidden(text: str) -> None:
-    scrubbed = make_scrubber(TOKEN)(text)
+    scrubbed = make_scrubber(TOKEN, fields=VERO.credential_fields)(text)
     assert "S3CRET" not in scrubbed.upper()
     assert "***" in scrubbed
 

@@ -200,14 +200,14 @@ def test_jsonl_epoch_numbers_and_iso_strings_mix(tmp_path: Path) -> None:
         ),
         pytest.param(
             "u1,a@example.com,,2023-05-30",
-            "event_name",
+            "required",
             "event",
             "event_name is empty",
             id="no-event",
         ),
         pytest.param(
             "u1,a@example.com,   ,2023-05-30",
-            "event_name",
+            "required",
             "event",
             "event_name is empty",
             id="blank-event",

@@ -1,36 +1,163 @@
-"""The interface every destination implements: its actions, how to authorise, how to read answers."""
+"""What a destination declares about its API, as data the core reads.
+
+The core (read, validate, payload, delivery, send, checkpoint, report, job) names no API and no
+payload path: it asks the destination. Per action a destination declares the call (method,
+path), its payload paths and the kind of value each takes (`Field`), which paths identify the
+user, which are required, the API's own rules across paths (`Distinct`, `AnyPresent`,
+`ExprRule`), which path falls back to another (`fallback`), and how bodies are made unique
+against the API's duplicate suppression (`Duplicates`). The destination itself says where the
+credential goes, how answers are classified, its default request rate and its mock (`mock()`).
+
+Rules are data or Polars expressions over whole columns: the core turns them into one message
+column per rule, never a loop over rows.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import polars as pl
 
 from importer.model import Verdict
 
+if TYPE_CHECKING:
+    from importer.mock_server import MockAPI
+
+# text: a JSON string (numbers are sent as text); object: a JSON object, which takes "*" and
+# sub-keys (`data.plan`); array: a JSON array of strings, from a JSON array or a delimited
+# string; json: any JSON value; time: a timestamp, sent in the destination's time format;
+# integer: a whole number.
+Kind = Literal["text", "object", "array", "json", "time", "integer"]
+KINDS: frozenset[str] = frozenset({"text", "object", "array", "json", "time", "integer"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Field:
+    """One payload path of an action: the kind of value it takes and the API's limits on it.
+
+    `max_chars`: a text must be shorter than this. `pattern`: a text must match this regular
+    expression, else the row is rejected under rule `pattern_rule` with "<path> <value>
+    <pattern_message>". `minimum`/`maximum` bound an integer. `required`: the mapping must
+    name the path and every row must give it a value. `what`: how a message names the value.
+    """
+
+    kind: Kind = "text"
+    max_chars: int | None = None
+    pattern: str | None = None
+    pattern_rule: str = "format"
+    pattern_message: str = "is not valid"
+    minimum: int | None = None
+    maximum: int | None = None
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown field kind {self.kind!r}")
+
 
 @dataclass(frozen=True, slots=True)
-class Action:
-    """One API call a mapping can target, and the payload paths it may fill.
+class Distinct:
+    """Two paths may not hold the same value (Vero's alias: `new_id` differs from `id`)."""
 
-    `fields` are the exact payload paths (`identity.id`); `object_fields` take a JSON object and
-    accept `"*"` as their source as well as sub-paths (`data.plan`); `time_fields` are sent as
-    timestamps in the destination's format.
+    paths: tuple[str, str]
+    rule: str = "distinct"
+
+
+@dataclass(frozen=True, slots=True)
+class AnyPresent:
+    """At least one of `paths` must hold a value that is not empty (an empty array is empty)."""
+
+    paths: tuple[str, ...]
+    rule: str = "empty"
+
+
+@dataclass(frozen=True, slots=True)
+class ExprRule:
+    """An API rule on one path as a Polars expression: `message(value)` is the reject message
+    where a row breaks it, null elsewhere; `value` is the path's JSON text column."""
+
+    path: str
+    rule: str
+    message: Callable[[pl.Expr], pl.Expr]
+
+
+RowRule = Distinct | AnyPresent | ExprRule
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Duplicates:
+    """How the API drops repeated calls, so the importer can make each body unique and report
+    what would still be dropped.
+
+    The API drops a call when the same user (`user` paths) sends the same `event` (names equal
+    after `fold`) with the same `data` within its window; without data the key also holds
+    `unique`, which the importer fills per source row (the input's fingerprint and the line)
+    unless the mapping names it. `time` is the event's original time, which `[dedup] time_key`
+    copies into data so the same event at different times stays distinct. `api` and `window`
+    are how the report names the API and its window.
+    """
+
+    api: str
+    window: str
+    user: tuple[str, ...]
+    event: str
+    data: str
+    unique: str
+    time: str
+    fold: Callable[[pl.Expr], pl.Expr]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """One API call a mapping can target.
+
+    `fields` holds every payload path the mapping may name; an `object` field also takes `"*"`
+    and sub-keys (`data.plan`), and a declared sub-key (`data.timezone`) has its own kind.
+    `identity`: the mapping names at least one, and each row has a value in one. `fallback`:
+    a path sent with the first value among other paths (Vero: an email alone is the id).
     """
 
     name: str
     method: str
     path: str
-    fields: frozenset[str]
-    object_fields: frozenset[str] = field(default_factory=frozenset)
-    time_fields: frozenset[str] = field(default_factory=frozenset)
+    fields: Mapping[str, Field]
+    identity: tuple[str, ...] = ()
+    fallback: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    rules: tuple[RowRule, ...] = ()
+    duplicates: Duplicates | None = None
+
+    @property
+    def object_fields(self) -> frozenset[str]:
+        """The paths that take a JSON object (and `"*"`, and sub-keys)."""
+        return frozenset(p for p, f in self.fields.items() if f.kind == "object")
+
+    @property
+    def time_fields(self) -> frozenset[str]:
+        """The paths sent as timestamps in the destination's format."""
+        return frozenset(p for p, f in self.fields.items() if f.kind == "time")
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The paths every mapping of this action must name."""
+        return tuple(p for p, f in self.fields.items() if f.required)
 
     def accepts(self, payload_path: str) -> bool:
         """Whether a mapping may name `payload_path` for this action."""
-        if payload_path in self.fields or payload_path in self.object_fields:
+        if payload_path in self.fields:
             return True
         parent, _, child = payload_path.partition(".")
         return bool(child) and parent in self.object_fields
+
+    def field_of(self, payload_path: str) -> Field:
+        """The declared field of a path; an undeclared sub-key of an object is any JSON."""
+        declared = self.fields.get(payload_path)
+        return declared if declared is not None else Field(kind="json")
+
+    def paths_shown(self) -> list[str]:
+        """The paths a mapping may name, as a message lists them."""
+        return sorted(self.fields) + sorted(f"{p}.<key>" for p in self.object_fields)
 
 
 class Destination(Protocol):
@@ -39,6 +166,11 @@ class Destination(Protocol):
     @property
     def name(self) -> str:
         """The name mappings use, e.g. "vero"."""
+        ...
+
+    @property
+    def title(self) -> str:
+        """The API's name as messages give it, e.g. "Vero"."""
         ...
 
     @property
@@ -52,6 +184,22 @@ class Destination(Protocol):
         ...
 
     @property
+    def credential_fields(self) -> frozenset[str]:
+        """Body members that carry the credential: a payload file must not hold them, and a
+        server's message is scrubbed of whatever follows their names."""
+        ...
+
+    @property
+    def default_rate(self) -> float | None:
+        """Requests per second the API allows by default (None: no documented limit)."""
+        ...
+
+    @property
+    def time_format(self) -> str:
+        """How a timestamp is sent (a strftime format of the UTC time)."""
+        ...
+
+    @property
     def actions(self) -> Mapping[str, Action]:
         """The calls a mapping can target, by action name."""
         ...
@@ -62,4 +210,9 @@ class Destination(Protocol):
 
     def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
         """What to do with an HTTP answer, and a message for the user."""
+        ...
+
+    def mock(self) -> MockAPI:
+        """The API's stand-in for `mock-server` and `--endpoint embedded`: its routes, where it
+        finds the credential, and what it accepts or refuses as the API would."""
         ...

@@ -1,4 +1,5 @@
-"""Vero Track API v2 (seeds 000-003): identify (`users/track`) and track (`events/track`)."""
+"""Vero Track API v2 (seeds 000-003): users (identify, alias, unsubscribe, resubscribe, delete,
+tags) and events (track), as data the core reads, with Vero's answers and its mock."""
 
 from __future__ import annotations
 
@@ -6,34 +7,130 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from importer.destinations.base import Action
+import polars as pl
+
+from importer.destinations.base import (
+    Action,
+    AnyPresent,
+    Distinct,
+    Duplicates,
+    ExprRule,
+    Field,
+)
 from importer.model import Verdict
+
+if TYPE_CHECKING:
+    from importer.mock_server import MockAPI
+
+# Vero: id, email and event_name must each be *less than* 255 characters.
+MAX_CHARS = 255
+# WHATWG's e-mail grammar, with a dot required in the domain as Vero wants a deliverable address.
+EMAIL_RE = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
+
+USER_ID = Field(kind="text", max_chars=MAX_CHARS)
+EMAIL = Field(
+    kind="text",
+    max_chars=MAX_CHARS,
+    pattern=EMAIL_RE,
+    pattern_rule="email",
+    pattern_message="is not a valid email address",
+)
+DATA = Field(kind="object")
+
+
+def _channels_message(value: pl.Expr) -> pl.Expr:
+    """Vero's channels: an array of device objects ({"type", "address", "platform"})."""
+    objects = value.str.contains(r"^\[\s*(?:\]|\{)")
+    return pl.when(value.is_not_null() & (value != "null") & ~objects).then(
+        pl.format(
+            "channels must be a JSON array of objects such as "
+            '[{{"type": "push", "address": "...", "platform": "ios"}}], not {} (a text column '
+            'holding JSON needs [types] <column> = "json")',
+            value,
+        )
+    )
+
+
+def fold_event_name(name: pl.Expr) -> pl.Expr:
+    """Vero's notion of one event name: `Purchased Item` = `purchased item` = `purchased_item`."""
+    return name.str.to_lowercase().str.replace_all("_", " ", literal=True)
+
 
 IDENTIFY = Action(
     name="identify",
     method="POST",
     path="users/track",
-    fields=frozenset({"id", "email", "channels"}),
-    object_fields=frozenset({"data"}),
+    fields={
+        "id": USER_ID,
+        "email": EMAIL,
+        "channels": Field(kind="json"),
+        "data": DATA,
+        # Reserved attributes the seed gives a type: a GMT offset and a date.
+        "data.timezone": Field(kind="integer", minimum=-12, maximum=14),
+        "data.birthday": Field(kind="time"),
+    },
+    identity=("id", "email"),
+    # Vero uses an email alone as the id; say so in the payload rather than rely on it.
+    fallback={"id": ("id", "email")},
+    rules=(ExprRule("channels", "channels", _channels_message),),
 )
 TRACK = Action(
     name="track",
     method="POST",
     path="events/track",
-    fields=frozenset(
-        {
-            "identity.id",
-            "identity.email",
-            "event_name",
-            "extras.created_at",
-            "extras.source",
-            "extras.check_id",
-        }
+    fields={
+        "identity.id": USER_ID,
+        "identity.email": EMAIL,
+        "event_name": Field(kind="text", max_chars=MAX_CHARS, required=True),
+        "data": DATA,
+        # Without the original time Vero stamps every event with the moment it arrives.
+        "extras.created_at": Field(kind="time", required=True),
+        "extras.source": Field(kind="text"),
+        "extras.check_id": Field(kind="text"),
+    },
+    identity=("identity.id", "identity.email"),
+    duplicates=Duplicates(
+        api="Vero",
+        window="its few-minute window",
+        user=("identity.id", "identity.email"),
+        event="event_name",
+        data="data",
+        unique="extras.check_id",
+        time="extras.created_at",
+        fold=fold_event_name,
     ),
-    object_fields=frozenset({"data"}),
-    time_fields=frozenset({"extras.created_at"}),
 )
+REQUIRED_ID = Field(kind="text", max_chars=MAX_CHARS, required=True)
+ALIAS = Action(
+    name="alias",
+    method="PUT",
+    path="users/reidentify",
+    fields={"id": REQUIRED_ID, "new_id": REQUIRED_ID},
+    identity=("id",),
+    rules=(Distinct(("id", "new_id")),),
+)
+UNSUBSCRIBE = Action(
+    name="unsubscribe", method="POST", path="users/unsubscribe", fields={"id": REQUIRED_ID}
+)
+RESUBSCRIBE = Action(
+    name="resubscribe", method="POST", path="users/resubscribe", fields={"id": REQUIRED_ID}
+)
+DELETE = Action(name="delete", method="POST", path="users/delete", fields={"id": REQUIRED_ID})
+TAGS = Action(
+    name="tags",
+    method="PUT",
+    path="users/tags/edit",
+    fields={"id": REQUIRED_ID, "add": Field(kind="array"), "remove": Field(kind="array")},
+    identity=("id",),
+    rules=(AnyPresent(("add", "remove")),),
+)
+ACTIONS = (IDENTIFY, TRACK, ALIAS, UNSUBSCRIBE, RESUBSCRIBE, DELETE, TAGS)
 
 PRODUCTION = "https://api.getvero.com/api/v2"
 
@@ -49,11 +146,21 @@ class Vero:
     """Vero's rules for where the token goes and what its answers mean."""
 
     name: str = "vero"
+    title: str = "Vero"
     default_endpoint: str = PRODUCTION
     token_env: str = "VERO_AUTH_TOKEN"
+    credential_fields: frozenset[str] = frozenset({"auth_token"})
+    default_rate: float | None = None  # Vero documents no request limit
+    time_format: str = TIME_FORMAT
     actions: Mapping[str, Action] = field(
-        default_factory=lambda: {IDENTIFY.name: IDENTIFY, TRACK.name: TRACK}
+        default_factory=lambda: {action.name: action for action in ACTIONS}
     )
+
+    def mock(self) -> MockAPI:
+        """Vero's rules for every action, its answers and its duplicate window, for the mock."""
+        from importer.destinations.vero_mock import VERO_MOCK  # aiohttp.web only when needed
+
+        return VERO_MOCK
 
     def authorize(self, body: bytes, token: str) -> tuple[bytes, dict[str, str]]:
         """Splice `auth_token` into the JSON body, so the token never sits in a URL or a log line.

@@ -12,24 +12,18 @@ import json
 import tomllib
 import zoneinfo
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from importer.destinations import Action, Destination, get_destination
+from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.errors import ImporterError, MappingError
 
 ALL_COLUMNS = "*"
 COLUMN_TYPES = frozenset({"string", "integer", "number", "boolean", "timestamp", "json"})
-TOP_LEVEL_KEYS = frozenset({"destination", "action", "timezone", "fields", "types", "dedup"})
-DEDUP_KEYS = frozenset({"data_key"})
-
-# The payload paths that identify a user, per action: at least one must be mapped.
-IDENTITY_PATHS = {
-    "track": ("identity.id", "identity.email"),
-    "identify": ("id", "email"),
-}
-# Without extras.created_at Vero stamps every event with the time it arrives: history is lost.
-REQUIRED_PATHS = {"track": ("event_name", "extras.created_at"), "identify": ()}
+TOP_LEVEL_KEYS = frozenset(
+    {"destination", "action", "timezone", "fields", "types", "split", "dedup"}
+)
+DEDUP_KEYS = frozenset({"data_key", "time_key", "accept_drops"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +31,12 @@ class Mapping:
     """A checked mapping: where rows go and how columns become payload fields.
 
     `fields` maps payload paths to source columns (`"*"` for every column not mapped elsewhere);
-    `types` forces a source column's type; `fingerprint` identifies the mapping's meaning (not
-    its formatting) so a checkpoint can refuse to resume under a different one.
+    `types` forces a source column's type; `split` names the columns that hold a delimited
+    list (column -> delimiter) rather than a JSON array; `fingerprint` identifies the mapping's
+    meaning (not its formatting) so a checkpoint can refuse to resume under a different one.
+    `dedup_data_key` and `dedup_time_key` add a row id or the original time to the data object,
+    so the API's duplicate suppression keeps every event; `accept_drops` says that events the
+    API would still drop as duplicates are expected (the run then ends 0, not 3).
     """
 
     path: Path
@@ -49,6 +47,9 @@ class Mapping:
     timezone: str
     dedup_data_key: str | None
     fingerprint: str
+    split: dict[str, str] = field(default_factory=dict)
+    dedup_time_key: str | None = None
+    accept_drops: bool = False
 
     @property
     def source_columns(self) -> list[str]:
@@ -104,7 +105,8 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
     action: Action | None = None
     destination_name = raw.get("destination")
     if not isinstance(destination_name, str):
-        problems.append("'destination' is required and must be a string, e.g. \"vero\"")
+        known = ", ".join(sorted(DESTINATIONS))
+        problems.append(f"'destination' is required and must be a string, one of: {known}")
     else:
         try:
             destination = get_destination(destination_name)
@@ -141,30 +143,23 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
     if not isinstance(timezone, str) or not _is_timezone(timezone):
         problems.append(f'timezone = {timezone!r} is not an IANA time zone such as "Europe/Berlin"')
 
-    dedup = raw.get("dedup", {})
-    data_key: str | None = None
-    if not isinstance(dedup, dict):
-        problems.append("[dedup] must be a table")
-    else:
-        for key in sorted(set(dedup) - DEDUP_KEYS):
-            problems.append(f"unknown key dedup.{key} (known: {', '.join(sorted(DEDUP_KEYS))})")
-        value = dedup.get("data_key")
-        if value is not None and (not isinstance(value, str) or not value):
-            problems.append("dedup.data_key must be a non-empty string")
-        elif isinstance(value, str):
-            data_key = value
-            if action is not None and "event_name" not in action.fields:
-                problems.append(
-                    f"dedup.data_key only applies to track: Vero never drops {action.name} "
-                    "calls as duplicates"
-                )
+    split = _string_table(raw, "split", problems, what="a delimiter")
+    for column in split:
+        if column not in fields.values():
+            problems.append(f"split.{column}: the column is not mapped in [fields]")
+        elif action is not None and not any(
+            source == column and action.field_of(path).kind == "array"
+            for path, source in fields.items()
+        ):
+            problems.append(f"split.{column}: only a column mapped to a list (array) is split")
+
+    data_key, time_key, accept_drops = _dedup_options(raw, action, problems)
 
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise MappingError(f"mapping file {path} has {len(problems)} problem(s):\n{listing}")
-    assert destination is not None
-    assert action is not None
-    assert isinstance(timezone, str)
+    if destination is None or action is None or not isinstance(timezone, str):
+        raise AssertionError("a mapping without problems has a destination, action and timezone")
     canonical = json.dumps(
         {
             "destination": destination.name,
@@ -173,6 +168,8 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             "types": types,
             "timezone": timezone,
             "dedup_data_key": data_key,
+            "dedup_time_key": time_key,
+            "split": split,
         },
         sort_keys=True,
     )
@@ -185,10 +182,46 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
         timezone=timezone,
         dedup_data_key=data_key,
         fingerprint=hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest(),
+        split=split,
+        dedup_time_key=time_key,
+        accept_drops=accept_drops,
     )
 
 
-def _string_table(raw: dict[str, object], name: str, problems: list[str]) -> dict[str, str]:
+def _dedup_options(
+    raw: dict[str, object], action: Action | None, problems: list[str]
+) -> tuple[str | None, str | None, bool]:
+    """[dedup]: data_key, time_key (keys added to the data object) and accept_drops."""
+    dedup = raw.get("dedup", {})
+    if not isinstance(dedup, dict):
+        problems.append("[dedup] must be a table")
+        return None, None, False
+    for key in sorted(set(dedup) - DEDUP_KEYS):
+        problems.append(f"unknown key dedup.{key} (known: {', '.join(sorted(DEDUP_KEYS))})")
+    keys: list[str | None] = []
+    for name in ("data_key", "time_key"):
+        value = dedup.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            problems.append(f"dedup.{name} must be a non-empty string")
+            value = None
+        keys.append(value)
+    accept = dedup.get("accept_drops", False)
+    if not isinstance(accept, bool):
+        problems.append("dedup.accept_drops must be true or false")
+        accept = False
+    if action is not None and action.duplicates is None and (any(keys) or accept):
+        problems.append(
+            f"[dedup] only applies to calls the API drops as duplicates; {action.name} "
+            "calls are never dropped"
+        )
+    if keys[0] is not None and keys[0] == keys[1]:
+        problems.append("dedup.data_key and dedup.time_key must be different keys")
+    return keys[0], keys[1], accept
+
+
+def _string_table(
+    raw: dict[str, object], name: str, problems: list[str], *, what: str = "a column name"
+) -> dict[str, str]:
     table = raw.get(name, {})
     if not isinstance(table, dict):
         problems.append(f"[{name}] must be a table")
@@ -196,14 +229,14 @@ def _string_table(raw: dict[str, object], name: str, problems: list[str]) -> dic
     result: dict[str, str] = {}
     for key, value in _dotted(table).items():
         if not isinstance(value, str) or not value:
-            problems.append(f"{name}.{key!r} must be a column name (a non-empty string)")
+            problems.append(f"{name}.{key!r} must be {what} (a non-empty string)")
         else:
             result[key] = value
     return result
 
 
 def _dotted(table: dict[str, object], prefix: str = "") -> dict[str, object]:
-    """Nested tables as dotted keys: TOML reads an unquoted `identity.id = ...` as a table."""
+    """Nested tables as dotted keys: TOML reads an unquoted `user.id = ...` as a table."""
     flat: dict[str, object] = {}
     for key, value in table.items():
         if isinstance(value, dict):
@@ -217,24 +250,21 @@ def _check_fields(action: Action, fields: dict[str, str]) -> list[str]:
     problems = []
     for payload_path, column in fields.items():
         if not action.accepts(payload_path):
-            allowed = sorted(action.fields) + sorted(
-                f"{p}, {p}.<key>" for p in action.object_fields
-            )
             problems.append(
                 f"fields.{payload_path!r}: the {action.name} payload has no such path "
-                f"(it has: {', '.join(allowed)})"
+                f"(it has: {', '.join(action.paths_shown())})"
             )
         elif column == ALL_COLUMNS and payload_path not in action.object_fields:
             problems.append(
-                f'fields.{payload_path!r} = "*" is only allowed for an object such as data'
+                f'fields.{payload_path!r} = "*" is only allowed for an object such as '
+                f"{' or '.join(sorted(action.object_fields)) or '(none in this action)'}"
             )
     stars = [p for p, column in fields.items() if column == ALL_COLUMNS]
     if len(stars) > 1:
         problems.append(f'only one payload path may take "*", not {", ".join(stars)}')
-    identity = IDENTITY_PATHS.get(action.name, ())
-    if identity and not any(p in fields for p in identity):
-        problems.append(f"map at least one of {' or '.join(identity)} to identify the user")
-    for required in REQUIRED_PATHS.get(action.name, ()):
+    if action.identity and not any(p in fields for p in action.identity):
+        problems.append(f"map at least one of {' or '.join(action.identity)} to identify the user")
+    for required in action.required:
         if required not in fields:
             problems.append(f"fields.{required!r} is required for {action.name}")
     return problems

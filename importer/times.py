@@ -1,0 +1,195 @@
+"""Timestamps in the forms people export them, to the destination's UTC format, column-wise.
+
+ISO 8601 with or without offset (`Z`, `+02:00`, `UTC`), a space for the `T`, fractional
+seconds, a date alone, or epoch seconds or milliseconds; naive times are read in the mapping's
+timezone. A column's epoch unit is decided once per file by its first epoch value, so the
+verdict does not depend on how the file is cut into batches. The names of the columns that
+validation materialises next to the input's (plain text, JSON kind, naive flag, message) live
+here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+import polars.selectors as cs
+
+from importer.jsontext import json_as_text, json_string
+
+MS_THRESHOLD = 1e11  # 1e11 s is the year 5138 and 1e11 ms is 1973: the magnitudes never overlap
+ISO_RE = (
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:[.,]\d+)?)?)?"
+    r" ?(Z|z|UTC|GMT|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$"
+)
+EPOCH_RE = r"^-?\d+(?:\.\d+)?$"
+
+
+@dataclass(slots=True)
+class FileState:
+    """What validation learns about one input as its batches go by (epoch unit per column)."""
+
+    epoch_units: dict[str, str] = field(default_factory=dict)
+
+
+def epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
+    """Seconds or milliseconds for the epoch values of `column`, decided once per file by its
+    first epoch value, so the verdict does not depend on how the file is cut into batches."""
+    if column in state.epoch_units:
+        return state.epoch_units[column]
+    numbers = frame.select(
+        json_as_text(pl.col(column))
+        .filter(json_as_text(pl.col(column)).str.contains(EPOCH_RE))
+        .cast(pl.Float64)
+    ).to_series()
+    if numbers.len() == 0:
+        return "s"
+    unit = "ms" if abs(numbers[0]) >= MS_THRESHOLD else "s"
+    state.epoch_units[column] = unit
+    return unit
+
+
+def parse_times(
+    work: pl.DataFrame,
+    column: str,
+    *,
+    timezone: str,
+    unit: str,
+    now: datetime,
+    required: bool,
+    time_format: str,
+) -> pl.DataFrame:
+    """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)` and `time_message_of(column)`.
+
+    Done in stages of materialised columns: an eager frame does not share subexpressions, and
+    the regex groups feed several later expressions.
+    """
+    text = pl.col(text_of(column)).str.strip_chars()
+    work = work.with_columns(
+        text.str.extract_groups(ISO_RE).alias("__t_iso"),
+        text.str.contains(EPOCH_RE).fill_null(False).alias("__t_is_epoch"),
+        text.cast(pl.Float64, strict=False).alias("__t_epoch"),
+        text.alias("__t_text"),
+    ).unnest("__t_iso", separator="")
+    group = {i: pl.col(f"__t_iso{i}") for i in range(1, 8)}
+    sign = pl.when(group[7].str.starts_with("-")).then(-1).otherwise(1)
+    digits = group[7].str.replace_all(r"[^0-9]", "")
+    work = work.with_columns(
+        pl.concat_str(
+            group[1],
+            pl.lit("-"),
+            group[2],
+            pl.lit("-"),
+            group[3],
+            pl.lit(" "),
+            group[4].fill_null("00"),
+            pl.lit(":"),
+            group[5].fill_null("00"),
+            pl.lit(":"),
+            group[6].fill_null("00"),
+        )
+        .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
+        .alias("__t_local"),
+        (
+            sign
+            * (
+                digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0) * 60
+                + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+            )
+        ).alias("__t_offset"),
+        (group[1].is_not_null() & group[7].is_null()).alias(naive_of(column)),
+    )
+    local = pl.col("__t_local")
+    if timezone == "UTC":
+        naive_utc = local
+    else:
+        naive_utc = (
+            local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+            .dt.convert_time_zone("UTC")
+            .dt.replace_time_zone(None)
+        )
+    factor = 1000.0 if unit == "s" else 1.0
+    from_epoch = pl.from_epoch(
+        (pl.col("__t_epoch") * factor).cast(pl.Int64, strict=False), time_unit="ms"
+    )
+    work = work.with_columns(
+        pl.when(pl.col("__t_is_epoch"))
+        .then(from_epoch)
+        .when(pl.col(naive_of(column)))
+        .then(naive_utc)
+        .otherwise(local - pl.duration(minutes=pl.col("__t_offset")))
+        .alias("__t_utc")
+    )
+    utc = pl.col("__t_utc")
+    is_epoch = pl.col("__t_is_epoch")
+    text = pl.col("__t_text")
+    wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != (unit == "ms"))
+    now_naive = now.astimezone(UTC).replace(tzinfo=None)
+    message = (
+        pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
+        .then(pl.format("{} is not a time", pl.col(column)))
+        .when(text.is_null() | (text == ""))
+        .then(
+            pl.lit("time is empty; a row without its time is not sent as 'now'")
+            if required
+            else pl.lit(None, pl.String)
+        )
+        .when(is_epoch & text.str.contains(r"^\d{8}$"))
+        .then(
+            pl.format(
+                "{} is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "
+                "write dates as YYYY-MM-DD",
+                text,
+            )
+        )
+        .when(wrong_unit)
+        .then(
+            pl.format(
+                "epoch {} does not look like {} as the column's first epoch value does",
+                text,
+                pl.lit("milliseconds" if unit == "ms" else "seconds"),
+            )
+        )
+        .when(group[1].is_not_null() & local.is_null())
+        .then(
+            pl.format(
+                "{} is not a calendar date: {}-{}-{} does not exist",
+                text,
+                group[1],
+                group[2],
+                group[3],
+            )
+        )
+        .when(utc.is_null() & pl.col(naive_of(column)) & local.is_not_null())
+        .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
+        .when(utc.is_null())
+        .then(pl.format("{} is not a time (ISO 8601, epoch seconds or milliseconds)", text))
+        .when(utc > pl.lit(now_naive))
+        .then(pl.format("{} is in the future", text))
+    )
+    work = work.with_columns(
+        message.alias(time_message_of(column)),
+        json_string(utc.dt.strftime(time_format)).alias(column),
+    )
+    return work.drop(cs.starts_with("__t_"))
+
+
+def text_of(column: str) -> str:
+    """Name of the materialised plain-text view of a source column."""
+    return f"__text:{column}"
+
+
+def kind_of(column: str) -> str:
+    """Name of the materialised JSON kind of a source column."""
+    return f"__kind:{column}"
+
+
+def naive_of(column: str) -> str:
+    """Name of the flag: this row's time in `column` had no offset."""
+    return f"__naive:{column}"
+
+
+def time_message_of(column: str) -> str:
+    """Name of the message column of the time rule on `column`."""
+    return f"__time_message:{column}"

@@ -1,0 +1,67 @@
+"""The core names no API: what differs between APIs lives in importer/destinations/."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import ROOT
+
+from importer.destinations import DESTINATIONS
+
+PACKAGE = ROOT / "importer"
+# The command line and the mock server may name APIs; everything else is the core.
+NOT_CORE = {"cli.py", "__main__.py", "entry.py", "mock_server.py"}
+CORE = sorted(
+    path for path in PACKAGE.glob("*.py") if path.name not in NOT_CORE and "mock" not in path.name
+)
+
+
+def _api_words() -> set[str]:
+    words: set[str] = set()
+    for destination in DESTINATIONS.values():
+        words |= {destination.name, destination.title, destination.token_env}
+        words |= set(destination.credential_fields)
+    return words
+
+
+def _distinctive_paths() -> set[str]:
+    """Payload paths that could only be an API's: dotted or with an underscore (`event_name`).
+    Plain words such as `id` or `data` are also the core's own keys (a checkpoint record's id)."""
+    return {
+        path
+        for destination in DESTINATIONS.values()
+        for action in destination.actions.values()
+        for path in action.fields
+        if "." in path or "_" in path
+    }
+
+
+def test_the_core_modules_are_found() -> None:
+    names = {path.name for path in CORE}
+    assert {"read.py", "validate.py", "payload.py", "delivery.py", "send.py"} <= names
+    assert {"checkpoint.py", "report.py", "job.py", "mapping.py", "dedup.py"} <= names
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda path: path.name)
+def test_a_core_module_names_no_api(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile("|".join(re.escape(word) for word in sorted(_api_words())), re.I)
+    found = sorted({match.group(0) for match in pattern.finditer(text)})
+    assert found == [], f"{path.name} names {found}"
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda path: path.name)
+def test_a_core_module_holds_no_payload_path(path: Path) -> None:
+    paths = _distinctive_paths()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = sorted(
+        {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in paths
+        }
+    )
+    assert found == [], f"{path.name} holds the payload paths {found}"
