@@ -414,7 +414,8 @@ concurrency_option = click.option(
 rate_option = click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
-    help="At most this many requests per second (default: no limit).",
+    help="At most this many requests per second, across the run (default: the limit the "
+    "destination documents; Vero documents none).",
 )
 retries_option = click.option(
     "--max-retries",
@@ -462,7 +463,10 @@ def _delivery_options(
         fresh=fresh,
         dead_letter=dead_letter,
         send=SendOptions(
-            concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
+            concurrency=concurrency,
+            rate=rate if rate is not None else destination.default_rate,
+            max_retries=max_retries,
+            timeout_s=timeout,
         ),
     )
 

@@ -26,6 +26,7 @@ from typing import IO, Any, cast
 import polars as pl
 
 from importer.checkpoint import CheckpointLog, JobIdentity
+from importer.columns import METHOD, PATH
 from importer.destinations import Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.files import open_output
@@ -39,8 +40,6 @@ from importer.send import SendOptions, send_all
 
 EMBEDDED = "embedded"
 EMBEDDED_TOKEN = "embedded-mock-token"
-METHOD = "__method"
-PATH = "__path"
 SYNC_EVERY = 2_000
 SYNC_INTERVAL_S = 0.5
 # Files this module keeps in the state directory beside the checkpoint log.

@@ -12,11 +12,10 @@ import json
 
 import polars as pl
 
+from importer.columns import BODY
 from importer.jsontext import json_object, json_string
 from importer.mapping import Mapping
 from importer.read import LINE, InputFile
-
-BODY = "__body"
 
 
 def check_id_prefix(fingerprint: str) -> str:

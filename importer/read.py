@@ -36,16 +36,10 @@ from typing import IO, Any
 
 import polars as pl
 
+from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 from importer.errors import InputError
 from importer.jsontext import json_string
 
-LINE = "__line"
-RULE = "__rule"
-ERROR = "__error"
-COLUMN = "__column"
-RAW = "_raw"
-# A rejects file carries these before the row's own columns; reading it again drops them.
-REJECT_META = ("_file", "_line", "_rule", "_error")
 # The importer's own columns sit next to the input's in read.py and validate.py, so an input
 # column may not start like one of them (Mongo's "__v" is fine).
 INTERNAL_PREFIXES = (

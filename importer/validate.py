@@ -16,6 +16,7 @@ from datetime import datetime
 import polars as pl
 
 from importer.coerce import INT_RE, coerce
+from importer.columns import EVENT, USER
 from importer.destinations import Action
 from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field
 from importer.jsontext import json_as_text, json_kind, json_object, json_string
@@ -37,9 +38,6 @@ _STRING = r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))+"'
 ARRAY_OF_STRINGS = rf"^\s*\[\s*(?:{_STRING}\s*(?:,\s*{_STRING}\s*)*)?\]\s*$"
 # JSON text that holds nothing: an empty array, object or string, or white space.
 _EMPTY = r'^\s*(?:\[\s*\]|\{\s*\}|"\s*")?\s*$'
-# The user and the event of each valid row, as the API's duplicate suppression sees them.
-USER = "__user"
-EVENT = "__event"
 
 __all__ = ["EVENT", "USER", "Checked", "FileState", "validate_frame"]
 

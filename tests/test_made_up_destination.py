@@ -65,3 +65,27 @@ def test_a_made_up_api_runs_end_to_end_on_its_own_mock(pinger: None, tmp_path: P
     rules = [json.loads(line)["_rule"] for line in rejects.read_text().splitlines()]
     assert rules == ["length", "required"]
     assert "Pinger needs fewer than 20" in result.output
+
+
+def test_the_destinations_default_rate_applies_unless_rate_is_given(
+    pinger: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from importer import cli
+
+    monkeypatch.setitem(DESTINATIONS, PINGER.name, replace(PINGER, default_rate=10.0))
+    options = {
+        "endpoint": "embedded",
+        "token_file": None,
+        "state_dir": Path("state"),
+        "fresh": False,
+        "dead_letter": None,
+        "concurrency": 4,
+        "max_retries": 1,
+        "timeout": 5.0,
+    }
+    limited = DESTINATIONS[PINGER.name]
+    assert cli._delivery_options(destination=limited, rate=None, **options).send.rate == 10.0
+    assert cli._delivery_options(destination=limited, rate=3.0, **options).send.rate == 3.0
+    assert cli._delivery_options(destination=PINGER, rate=None, **options).send.rate is None
