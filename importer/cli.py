@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -42,6 +42,8 @@ from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
 from importer.send import SendOptions, check_endpoint, is_loopback
 from importer.status import format_status, status_report
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -383,6 +385,17 @@ def _on_signal(signum: int, control: DeliveryControl, progress: BarDelivery) -> 
     progress.abandon()
 
 
+def destination_option(help_text: str) -> Callable[[FC], FC]:
+    """--destination, one of the destinations the importer knows; commands differ in why."""
+    return click.option(
+        "--destination",
+        type=click.Choice(sorted(DESTINATIONS)),
+        default="vero",
+        show_default=True,
+        help=help_text,
+    )
+
+
 endpoint_option = click.option(
     "--endpoint",
     help="Base URL of the API (default: the destination's production URL), or 'embedded' to "
@@ -595,13 +608,7 @@ def run(
 @rate_option
 @state_option
 @fresh_option
-@click.option(
-    "--destination",
-    type=click.Choice(sorted(DESTINATIONS)),
-    default="vero",
-    show_default=True,
-    help="The API the payloads are for.",
-)
+@destination_option("The API the payloads are for.")
 @rejects_option
 @dead_letter_option
 @report_option
@@ -684,13 +691,7 @@ def status(state_dir: Path, as_json: bool) -> None:
 
 
 @main.command("mock-server")
-@click.option(
-    "--destination",
-    type=click.Choice(sorted(DESTINATIONS)),
-    default="vero",
-    show_default=True,
-    help="The API to stand in for: its routes, credential, rules and answers.",
-)
+@destination_option("The API to stand in for: its routes, credential, rules and answers.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",

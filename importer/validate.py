@@ -320,8 +320,7 @@ def _integer_message(text: pl.Expr, kind: pl.Expr, path: str, field: Field) -> p
     bad = kind.is_in(["object", "array", "boolean"]) | (
         (cleaned != "") & ~cleaned.str.contains(INT_RE).fill_null(False)
     )
-    low = field.minimum if field.minimum is not None else None
-    high = field.maximum if field.maximum is not None else None
+    low, high = field.minimum, field.maximum
     out_of_range = pl.lit(False)
     if low is not None:
         out_of_range = out_of_range | (number < low)

@@ -61,6 +61,29 @@ def generate_in_child(path: Path, rows: int, file_format: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
 
 
+def send_command(source: Path, url: str, temp: Path, concurrency: int) -> list[str]:
+    """`importer run` of `source` to `url` with the track preset, quiet, reporting to
+    TEMP/report.json and keeping state in TEMP/state: what the send benchmarks time."""
+    return [
+        sys.executable,
+        "-m",
+        "importer",
+        "run",
+        str(source),
+        "--mapping",
+        str(ROOT / "schemas" / "vero-track.toml"),
+        "--endpoint",
+        url,
+        "--state",
+        str(temp / "state"),
+        "--concurrency",
+        str(concurrency),
+        "--quiet",
+        "--report",
+        str(temp / "report.json"),
+    ]
+
+
 def run_measured(command: list[str]) -> tuple[int, float]:
     """Run `command`; its exit code and its own peak RSS in MB (wait4 reports that child only)."""
     process = subprocess.Popen(command)

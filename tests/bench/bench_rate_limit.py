@@ -23,9 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_dry_run import generate_in_child
+from bench_dry_run import generate_in_child, send_command
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
 
 
@@ -55,24 +54,7 @@ def main() -> None:
             assert sink.stderr is not None
             url = sink.stderr.readline().split("--endpoint ")[1].strip()
             report = Path(temp) / "report.json"
-            command = [
-                sys.executable,
-                "-m",
-                "importer",
-                "run",
-                str(source),
-                "--schema",
-                str(ROOT / "schemas" / "vero-track.toml"),
-                "--endpoint",
-                url,
-                "--state",
-                str(Path(temp) / "state"),
-                "--concurrency",
-                str(args.concurrency),
-                "--quiet",
-                "--report",
-                str(report),
-            ]
+            command = send_command(source, url, Path(temp), args.concurrency)
             started = time.perf_counter()
             returncode = subprocess.run(command, env=env, stderr=subprocess.DEVNULL).returncode
             elapsed = time.perf_counter() - started

@@ -20,9 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_dry_run import generate_in_child, run_measured
+from bench_dry_run import generate_in_child, run_measured, send_command
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
 
 
@@ -71,24 +70,7 @@ def main() -> None:
                 assert sink.stderr is not None
                 url = sink.stderr.readline().split("--endpoint ")[1].strip()
             report = Path(temp) / "report.json"
-            command = [
-                sys.executable,
-                "-m",
-                "importer",
-                "run",
-                str(source),
-                "--schema",
-                str(ROOT / "schemas" / "vero-track.toml"),
-                "--endpoint",
-                url,
-                "--state",
-                str(Path(temp) / "state"),
-                "--concurrency",
-                str(args.concurrency),
-                "--quiet",
-                "--report",
-                str(report),
-            ]
+            command = send_command(source, url, Path(temp), args.concurrency)
             started = time.perf_counter()
             os.environ["VERO_AUTH_TOKEN"] = TOKEN
             returncode, peak_mb = run_measured(command)
