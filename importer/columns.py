@@ -4,7 +4,8 @@
               line that could not be parsed); REJECT_META heads a rejects file's rows
     validate  USER and EVENT of each valid row, for the duplicate report
     payload   BODY: the JSON text of each request body
-    delivery  METHOD and PATH of each request
+    delivery  METHOD and PATH of each request, ROUTE (a hash of its user) for the sender
+              process that sends it
 
 Each stage's own working columns stay private to it; these are the contract.
 """
@@ -23,3 +24,4 @@ EVENT = "__event"
 BODY = "__body"
 METHOD = "__method"
 PATH = "__path"
+ROUTE = "__route"

@@ -2,17 +2,20 @@
 
 Every input is opened and checked (encoding, structure, mapped columns) before the first row of
 any of them is read, so a bad file fails the job before anything is sent. Then batches flow
-read -> validate -> rejects file, dedup analysis -> payload bodies.
+read -> validate -> rejects file, dedup analysis -> payload bodies. Reading and validating each
+run a batch ahead in their own thread, and a dry run writes its lines in another, so the stages
+overlap on a second core; everything the caller sees (counts, rejects, bodies) comes in order.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import polars as pl
 
@@ -36,14 +39,16 @@ from importer.read import (
     DEFAULT_BATCH_ROWS,
     LINE,
     SAMPLE_LINES,
+    Batch,
     InputFile,
     iter_batches,
     jsonl_keys,
     open_input,
+    read_ahead,
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
-from importer.validate import FileState, validate_frame
+from importer.validate import Checked, FileState, validate_frame
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -175,13 +180,11 @@ def iter_valid(
                     what = "empty" if source.blank or not source.header else "only a header"
                 summary.warnings.append(f"{source.name} is {what}: nothing to send")
                 continue
-            state = FileState()
             progress.begin(source.name, source.records or source.lines)
             rows_before = summary.rows_read
-            for batch in iter_batches(source, batch_rows=options.batch_rows):
+            for batch, checked in read_ahead(_checked(source, options), name="importer-check"):
                 summary.rows_read += batch.frame.height + batch.rejects.height
                 summary.blank_lines += batch.blank_lines
-                checked = validate_frame(batch.frame, options.mapping, state=state, now=options.now)
                 bad = pl.concat([batch.rejects, checked.rejects], how="diagonal_relaxed").sort(LINE)
                 summary.add_rejects(bad, source=source.name)
                 if rejects is not None:
@@ -197,6 +200,16 @@ def iter_valid(
     finally:
         if rejects is not None:
             rejects.close()
+
+
+def _checked(
+    source: InputFile, options: JobOptions
+) -> Generator[tuple[Batch, Checked], None, None]:
+    """The batches of `source`, each with its validation; run a batch ahead of the caller (see
+    read_ahead), so that one batch is validated while the one before is built and written."""
+    state = FileState()
+    for batch in iter_batches(source, batch_rows=options.batch_rows):
+        yield batch, validate_frame(batch.frame, options.mapping, state=state, now=options.now)
 
 
 def validate_inputs(options: JobOptions, *, progress: Progress | None = None) -> Summary:
@@ -220,28 +233,42 @@ def dry_run(
     summary = Summary(dry_run=True)
     dedup = DedupTracker(options.mapping)
     sources = open_inputs(options)
-    handle = open_output(out, "w") if out is not None else None
+    handle = open_output(out, "wb") if out is not None else None
+    # Lines are written in a thread while the next batch is built (Polars releases the GIL);
+    # one write at a time, in order, and its error is raised before the next one starts.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="importer-out")
+    # Its thread is started here, outside the try: a Ctrl-C inside a later submit() could
+    # otherwise leave a thread that shutdown() does not wait for, writing to a closed file.
+    writer.submit(int).result()
+    written: Future[None] | None = None
     try:
         for source, valid in iter_valid(
             options, sources, summary, dedup=dedup, progress=progress or NoProgress()
         ):
             bodies = build_bodies(valid, options.mapping, source=source)
             if handle is not None and bodies.height:
-                action = options.mapping.action
-                line = payload_lines(
-                    pl.col(BODY),
-                    pl.col(LINE),
-                    method=action.method,
-                    path=action.path,
-                    source=source.name,
-                )
-                handle.write("\n".join(bodies.select(line).to_series().to_list()) + "\n")
+                if written is not None:
+                    written.result()
+                written = writer.submit(_write_lines, handle, bodies, options, source.name)
+        if written is not None:
+            written.result()
     finally:
+        writer.shutdown(wait=True)
         if handle is not None:
             handle.close()
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _write_lines(handle: IO[bytes], bodies: pl.DataFrame, options: JobOptions, name: str) -> None:
+    """A dry run's payload lines of one batch, written in one go from Polars' own buffers: a
+    line is JSON, which never holds a raw line break or needs CSV quoting."""
+    action = options.mapping.action
+    line = payload_lines(
+        pl.col(BODY), pl.col(LINE), method=action.method, path=action.path, source=name
+    )
+    bodies.select(line).write_csv(handle, include_header=False, quote_style="never")
 
 
 def iter_feeds(

@@ -52,4 +52,6 @@ def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:
     """A JSON object from (key, JSON text) pairs; null members are left out, none at all is null."""
     parts = [pl.lit(json.dumps(key, ensure_ascii=False) + ":") + value for key, value in members]
     inner = pl.concat_str(parts, separator=",", ignore_nulls=True)
-    return pl.when(inner != "").then(pl.lit("{") + inner + pl.lit("}"))
+    # Not when(inner != "").then(...): an eager frame evaluates `inner` twice, and nested objects
+    # twice again at every level. A member is never "", so "{}" means every member was null.
+    return pl.concat_str(pl.lit("{"), inner, pl.lit("}")).replace("{}", None)

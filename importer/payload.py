@@ -12,8 +12,8 @@ import json
 
 import polars as pl
 
-from importer.columns import BODY
-from importer.jsontext import json_object, json_string
+from importer.columns import BODY, ROUTE
+from importer.jsontext import json_object
 from importer.mapping import Mapping
 from importer.read import LINE, InputFile
 
@@ -24,7 +24,8 @@ def check_id_prefix(fingerprint: str) -> str:
 
 
 def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) -> pl.DataFrame:
-    """LINE and BODY (the JSON text of the request body) for every validated row."""
+    """LINE and BODY (the JSON text of the request body) for every validated row, and ROUTE
+    where the validated frame has it."""
     paths = {c: pl.col(c) for c in valid.columns if not c.startswith("__")}
     duplicates = mapping.action.duplicates
     if duplicates is not None:
@@ -32,9 +33,9 @@ def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) ->
         # the API's deduplication, while two different rows never share one. A mapped id wins
         # where the row has one; an empty one would let the API merge the row with others.
         unique = duplicates.unique
-        row_id = json_string(
-            pl.lit(check_id_prefix(source.fingerprint) + ":") + pl.col(LINE).cast(pl.String)
-        )
+        # The prefix is encoded once; digits never need escaping.
+        opening = json.dumps(check_id_prefix(source.fingerprint) + ":", ensure_ascii=False)[:-1]
+        row_id = pl.concat_str(pl.lit(opening), pl.col(LINE), pl.lit('"'))
         paths[unique] = pl.coalesce(paths[unique], row_id) if unique in paths else row_id
         data = paths.get(duplicates.data)
         if mapping.dedup_data_key is not None and data is not None:
@@ -46,7 +47,8 @@ def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) ->
             data = pl.when(has_data).then(timed).otherwise(data)
         if data is not None:
             paths[duplicates.data] = data
-    return valid.select(LINE, _nest(paths).alias(BODY))
+    route = [ROUTE] if ROUTE in valid.columns else []
+    return valid.select(LINE, _nest(paths).alias(BODY), *route)
 
 
 def _with_member(data: pl.Expr, key: str, value: pl.Expr) -> pl.Expr:

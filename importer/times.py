@@ -10,6 +10,7 @@ here too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +25,10 @@ ISO_RE = (
     r" ?(Z|z|UTC|GMT|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$"
 )
 EPOCH_RE = r"^-?\d+(?:\.\d+)?$"
+# The form most exports write (UTC with Z, whole seconds), parsed without ISO_RE's groups; the
+# pattern keeps strptime from taking what ISO_RE refuses (unpadded fields, a 60th second).
+UTC_Z_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+UTC_Z_RE = r"^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ$"
 
 
 @dataclass(slots=True)
@@ -38,11 +43,10 @@ def epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
     first epoch value, so the verdict does not depend on how the file is cut into batches."""
     if column in state.epoch_units:
         return state.epoch_units[column]
-    numbers = frame.select(
-        json_as_text(pl.col(column))
-        .filter(json_as_text(pl.col(column)).str.contains(EPOCH_RE))
-        .cast(pl.Float64)
-    ).to_series()
+    # Validation has the plain text already; decoding it again was most of this function's time.
+    has_text = text_of(column) in frame.columns
+    text = pl.col(text_of(column)) if has_text else json_as_text(pl.col(column))
+    numbers = frame.select(text.filter(text.str.contains(EPOCH_RE)).cast(pl.Float64)).to_series()
     if numbers.len() == 0:
         return "s"
     unit = "ms" if abs(numbers[0]) >= MS_THRESHOLD else "s"
@@ -61,6 +65,60 @@ def parse_times(
     time_format: str,
 ) -> pl.DataFrame:
     """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)` and `time_message_of(column)`.
+
+    Rows in the UTC_Z form take a short way (a third of the work); the others, all of them when
+    none is in that form, the whole one. Rows keep their order either way.
+    """
+    text = pl.col(text_of(column))
+    stamp = text.str.to_datetime(UTC_Z_FORMAT, time_unit="ms", strict=False)
+    quick = work.select(
+        stamp.alias("stamp"), (text.str.contains(UTC_Z_RE) & stamp.is_not_null()).alias("ok")
+    )
+    ok = quick["ok"].fill_null(False)
+    full = {"timezone": timezone, "unit": unit, "now": now, "required": required}
+    if not ok.any():
+        return _parse_any(work, column, time_format=time_format, **full)
+    utc = quick["stamp"]
+    if ok.all():
+        return _utc_z_times(work, column, utc, now=now, time_format=time_format)
+    rest = _parse_any(work.filter(~ok), column, time_format=time_format, **full)
+    quick_part = _utc_z_times(
+        work.filter(ok), column, utc.filter(ok), now=now, time_format=time_format
+    )
+    rows = pl.int_range(work.height, eager=True)
+    # The rows of both parts, back in the order they came in.
+    order = pl.concat([rows.filter(ok), rows.filter(~ok)]).arg_sort()
+    return pl.concat([quick_part.select(rest.columns), rest])[order]
+
+
+def _utc_z_times(
+    work: pl.DataFrame, column: str, utc: pl.Series, *, now: datetime, time_format: str
+) -> pl.DataFrame:
+    """parse_times for rows whose text is in the UTC_Z form and a real time (`utc`): never naive,
+    and the only rule they may break is the future one."""
+    now_naive = now.astimezone(UTC).replace(tzinfo=None)
+    timed = work.with_columns(utc.alias("__t_utc"))
+    return timed.with_columns(
+        pl.lit(False).alias(naive_of(column)),
+        pl.when(pl.col("__t_utc") > pl.lit(now_naive))
+        .then(pl.format("{} is in the future", pl.col(text_of(column))))
+        .otherwise(pl.lit(None, pl.String))
+        .alias(time_message_of(column)),
+        _json_time(pl.col("__t_utc"), time_format).alias(column),
+    ).drop("__t_utc")
+
+
+def _parse_any(
+    work: pl.DataFrame,
+    column: str,
+    *,
+    timezone: str,
+    unit: str,
+    now: datetime,
+    required: bool,
+    time_format: str,
+) -> pl.DataFrame:
+    """parse_times for times in any form it reads.
 
     Done in stages of materialised columns: an eager frame does not share subexpressions, and
     the regex groups feed several later expressions.
@@ -170,9 +228,18 @@ def parse_times(
     )
     work = work.with_columns(
         message.alias(time_message_of(column)),
-        json_string(utc.dt.strftime(time_format)).alias(column),
+        _json_time(utc, time_format).alias(column),
     )
     return work.drop(cs.starts_with("__t_"))
+
+
+def _json_time(utc: pl.Expr, time_format: str) -> pl.Expr:
+    """The time as JSON text in `time_format`. Where the format's own characters need no JSON
+    escape (and its fields, digits and signs, never do) the quotes go into the format, which
+    saves encoding every cell again."""
+    if json.dumps(time_format, ensure_ascii=False) == f'"{time_format}"':
+        return utc.dt.strftime(f'"{time_format}"')
+    return json_string(utc.dt.strftime(time_format))
 
 
 def text_of(column: str) -> str:
