@@ -632,11 +632,18 @@ class CheckpointLog:
         inp = self._state.by_fp.get(fingerprint)
         return 0 if inp is None else inp.failed
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` ran: nothing can be written any more."""
+        return self._fd < 0
+
     def flush(self) -> None:
         """Hand every buffered record to the OS without fsync: it survives kill -9, not a power cut.
 
-        Cheap enough to call after every acknowledged row, which is what keeps a resumed run
-        from re-sending more than the requests that were in flight when the process died.
+        One write for every mark since the last flush. The caller flushes once per group of
+        acknowledgements that arrived together (delivery does it once per turn of the event
+        loop), which keeps a resumed run from re-sending more than about the requests that were
+        in flight when the process died, at a fraction of the cost of a write per row.
         """
         if self._fd < 0:
             raise ValueError("the checkpoint log is closed")
@@ -654,6 +661,11 @@ class CheckpointLog:
             raise
         self._size += len(data)
         self._unsynced.clear()
+
+    def fileno(self) -> int:
+        """The log's descriptor: an fsync of it in another thread makes what `flush` wrote
+        durable without holding up this one."""
+        return self._fd
 
     def sync(self) -> None:
         """Write every buffered record, then fsync: on return they survive a crash."""

@@ -16,10 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import click
-from tqdm import tqdm  # type: ignore[import-untyped]
 
 from importer import __version__
 from importer.checkpoint import read_status
@@ -35,13 +35,16 @@ from importer.job import (
     validate_inputs,
 )
 from importer.job import dry_run as dry_run_job
+from importer.loops import run as run_loop
 from importer.mapping import load_mapping
-from importer.mock_server import MockConfig, serve
 from importer.outputs import check_outputs
 from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
 from importer.send import SendOptions, check_endpoint, is_loopback
 from importer.status import format_status, status_report
+
+if TYPE_CHECKING:
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -56,6 +59,11 @@ MAX_TOKEN_BYTES = 4096
 TOKEN_FILE = "the --token-file"
 # `validate` has no --state; its outputs are still kept off the default one.
 DEFAULT_STATE = Path(".importer")
+MAX_WORKERS = 64
+# --workers by default: one process keeps up with this many requests a second; above it, the
+# cores help, up to a cap past which the API rather than this machine is the limit.
+ONE_PROCESS_RATE = 1000.0
+AUTO_WORKERS_CAP = 8
 
 
 class BarProgress:
@@ -68,6 +76,8 @@ class BarProgress:
     def begin(self, name: str, total: int | None) -> None:
         """Start a bar for one input."""
         if self._enabled:
+            from tqdm import tqdm  # only when a bar is drawn: start-up stays short
+
             self._bar = tqdm(
                 total=total,
                 desc=Path(name).name,
@@ -296,6 +306,8 @@ class BarDelivery(DeliveryProgress):
     def begin(self, total: int | None) -> None:
         """Start the bar."""
         if self._enabled:
+            from tqdm import tqdm  # only when a bar is drawn: start-up stays short
+
             self._bar = tqdm(
                 total=total, desc="sent", unit=" rows", unit_scale=True, file=sys.stderr
             )
@@ -368,7 +380,7 @@ def _deliver_with_signals(
             for signum in signums:
                 loop.remove_signal_handler(signum)
 
-    return asyncio.run(main())
+    return run_loop(main())
 
 
 def _on_signal(signum: int, control: DeliveryControl, progress: BarDelivery) -> None:
@@ -452,6 +464,33 @@ dead_letter_option = click.option(
 )
 
 
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=MAX_WORKERS),
+    help="Sender processes. Each user's rows all go through one of them; --concurrency and "
+    f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "
+    f"cores) or --rate is at most {ONE_PROCESS_RATE:g}/s (one process sends that easily), "
+    f"else one per core, at most {AUTO_WORKERS_CAP}.",
+)
+no_checkpoint_option = click.option(
+    "--benchmark-no-checkpoint",
+    "no_checkpoint",
+    is_flag=True,
+    hidden=True,
+    help="Benchmarks only: keep no checkpoint, to measure what keeping one costs.",
+)
+
+
+def auto_workers(endpoint: str, rate: float | None) -> int:
+    """The sender processes --workers defaults to for this endpoint and total rate."""
+    host = urlsplit(endpoint).hostname or ""
+    if endpoint == EMBEDDED or is_loopback(host):
+        return 1
+    if rate is not None and rate <= ONE_PROCESS_RATE:
+        return 1
+    return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_CAP))
+
+
 def _delivery_options(
     *,
     endpoint: str | None,
@@ -464,11 +503,14 @@ def _delivery_options(
     rate: float | None,
     max_retries: int,
     timeout: float,
+    workers: int | None = 1,
+    checkpoint: bool = True,
 ) -> DeliveryOptions:
     if endpoint is None:
         endpoint = destination.default_endpoint
     if endpoint != EMBEDDED:
         endpoint = check_endpoint(endpoint)
+    rate = rate if rate is not None else destination.default_rate
     return DeliveryOptions(
         endpoint=endpoint,
         token=_token(destination, token_file, endpoint),
@@ -476,11 +518,10 @@ def _delivery_options(
         fresh=fresh,
         dead_letter=dead_letter,
         send=SendOptions(
-            concurrency=concurrency,
-            rate=rate if rate is not None else destination.default_rate,
-            max_retries=max_retries,
-            timeout_s=timeout,
+            concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
         ),
+        workers=workers if workers is not None else auto_workers(endpoint, rate),
+        checkpoint=checkpoint,
     )
 
 
@@ -522,6 +563,8 @@ def _bar_enabled(quiet: bool) -> bool:
 @retries_option
 @timeout_option
 @batch_option
+@workers_option
+@no_checkpoint_option
 @quiet_option
 def run(
     inputs: tuple[Path, ...],
@@ -540,6 +583,8 @@ def run(
     max_retries: int,
     timeout: float,
     batch_rows: int,
+    workers: int | None,
+    no_checkpoint: bool,
     quiet: bool,
 ) -> None:
     """Validate INPUTS, build a payload per row and send them (with --dry-run: don't send).
@@ -583,6 +628,8 @@ def run(
                 rate=rate,
                 max_retries=max_retries,
                 timeout=timeout,
+                workers=workers,
+                checkpoint=not no_checkpoint,
             )
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.
@@ -798,6 +845,8 @@ def mock_server(
             err=True,
         )
     try:
+        from importer.mock_server import MockConfig, serve  # aiohttp.web only for this command
+
         config = MockConfig(
             token=token,
             record=record,

@@ -2,41 +2,49 @@
 
 A row is marked done only after the API acknowledged it; a row the API refuses for good goes to
 the dead-letter file first and is then marked failed, so a crash between the two re-sends it
-rather than losing it. Each mark reaches the OS at once (so kill -9 loses none); the dead-letter
-file and the checkpoint are fsynced together every SYNC_EVERY results or SYNC_INTERVAL_S
-seconds, and at the end (so a power cut loses at most that much, which is then re-sent).
+rather than losing it. The marks of one turn of the event loop reach the OS together, in one
+write early in the next turn (so after kill -9 the next run re-sends the requests in flight and
+at most those answered in the turn it struck: never more than twice --concurrency); the
+dead-letter file and the checkpoint are fsynced together, off the event loop, every SYNC_EVERY
+results or SYNC_INTERVAL_S seconds, and at the end (so a power cut loses at most that much,
+which is then re-sent).
 
 Three parts: a RequestFeed turns the input batches into requests (reading the next batch in a
-worker thread, as Polars releases the GIL, so the event loop keeps sockets busy), send_all
-sends them, and a Recorder files each result. The caller ends a run early through a
-DeliveryControl (the CLI wires SIGINT and SIGTERM to it).
+worker thread while the current one is sent, as Polars releases the GIL, so the event loop keeps
+sockets busy), send_all sends them, and a Recorder files each result. The caller ends a run
+early through a DeliveryControl (the CLI wires SIGINT and SIGTERM to it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING
 
 import polars as pl
 
 from importer.checkpoint import CheckpointLog, JobIdentity
-from importer.columns import METHOD, PATH
+from importer.columns import METHOD, PATH, ROUTE
 from importer.destinations import Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.files import open_output
-from importer.mock_server import MockConfig, MockState, embedded_mock
-from importer.model import Request, Result, Verdict
+from importer.model import Request, Result
 from importer.payload import BODY
 from importer.payload_file import dead_letter_line
 from importer.read import LINE
 from importer.report import Summary
-from importer.send import SendOptions, send_all
+from importer.send import SendOptions, SendStats, send_all
+from importer.workers import send_across_workers
+
+if TYPE_CHECKING:
+    from importer.mock_server import MockState
 
 EMBEDDED = "embedded"
 EMBEDDED_TOKEN = "embedded-mock-token"
@@ -58,7 +66,13 @@ class Feed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryOptions:
-    """Where to send and where to keep state; `token` may be None only for the embedded server."""
+    """Where to send and where to keep state; `token` may be None only for the embedded server.
+
+    `workers` is how many processes send (1: this one; more: importer.workers, each user's rows
+    through one of them by the ROUTE column). `checkpoint=False` is for benchmarks only: the
+    checkpoint log is neither read nor written (every row is sent, nothing is resumable), so a
+    run shows what the log costs.
+    """
 
     endpoint: str
     token: str | None
@@ -66,6 +80,8 @@ class DeliveryOptions:
     fresh: bool = False
     dead_letter: Path | None = None
     send: SendOptions = field(default_factory=SendOptions)
+    workers: int = 1
+    checkpoint: bool = True
 
     @property
     def dead_letter_path(self) -> Path:
@@ -144,6 +160,10 @@ class DeadLetters:
             self._handle.flush()
             os.fsync(self._handle.fileno())
 
+    def fileno(self) -> int | None:
+        """The open file's descriptor, for an fsync elsewhere; None before the first line."""
+        return None if self._handle is None else self._handle.fileno()
+
     def close(self) -> None:
         """Sync and close."""
         if self._handle is not None:
@@ -154,11 +174,16 @@ class DeadLetters:
 
 class Recorder:
     """Records the end of each request where it belongs: the checkpoint, the dead-letter file,
-    the summary's counts and the progress; and makes them durable together, in groups."""
+    the summary's counts and the progress; and makes them durable together, in groups.
+
+    Marks are handed to the OS in one write per turn of the event loop (a group commit): one
+    write per acknowledgement cost more CPU than the rest of recording it. `checkpoint` None
+    (a benchmark's) records no marks at all.
+    """
 
     def __init__(
         self,
-        checkpoint: CheckpointLog,
+        checkpoint: CheckpointLog | None,
         dead: DeadLetters,
         *,
         summary: Summary,
@@ -169,58 +194,111 @@ class Recorder:
         self._summary = summary
         self._progress = progress
         self._results = 0
+        self._flush_due = False
+        self._flush_error: BaseException | None = None
+        self._sync_due = asyncio.Event()
 
     def record(self, result: Result) -> None:
         """Mark one row done, or dead-letter it and then mark it failed."""
+        if self._flush_error is not None:
+            raise self._flush_error  # the marks cannot reach the log: end the run
         request = result.request
+        checkpoint = self.checkpoint
         if result.delivered:
-            self.checkpoint.mark_done(request.input_id, request.line)
+            if checkpoint is not None:
+                checkpoint.mark_done(request.input_id, request.line)
             self._summary.rows_sent += 1
         else:
             self.dead.write(result)
-            self.checkpoint.mark_failed(
-                request.input_id, request.line, result.status, result.error or ""
-            )
+            if checkpoint is not None:
+                checkpoint.mark_failed(
+                    request.input_id, request.line, result.status, result.error or ""
+                )
             self._summary.rows_failed += 1
-        # In the OS at once (fsync comes in groups): a kill -9 then loses no acknowledgement.
-        self.checkpoint.flush()
+        if checkpoint is not None and not self._flush_due:
+            self._schedule_flush()
         self._results += 1
         self._progress.result(delivered=result.delivered, retries=result.attempts - 1)
         if self._results % SYNC_EVERY == 0:
-            self.sync()
+            self._sync_due.set()
+
+    def _schedule_flush(self) -> None:
+        """Write this turn's marks first thing in the next turn; at once outside an event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # Run by the event loop, which would only log an error: keep it for record() to raise.
+        self._flush_due = False
+        if self.checkpoint is None or self.checkpoint.closed:
+            return  # close() wrote every mark
+        try:
+            self.checkpoint.flush()
+        except Exception as exc:
+            self._flush_error = exc
 
     def sync(self) -> None:
         """Make every dead letter and mark so far durable."""
         self.dead.sync()
-        self.checkpoint.sync()
+        if self.checkpoint is not None:
+            self.checkpoint.sync()
 
     async def sync_every(self, seconds: float) -> None:
-        """Sync every `seconds` until cancelled, so a slow run loses little to a power cut."""
+        """Sync every `seconds`, or sooner after SYNC_EVERY results, until cancelled, so a power
+        cut loses little. The fsync runs in a thread: on the event loop its wait for the disk
+        held up every socket (a tenth of the run, measured on a busy disk)."""
         while True:
-            await asyncio.sleep(seconds)
-            self.sync()
+            # Not wait_for: on Python 3.11 it can swallow a cancel that lands as the wait ends.
+            due = asyncio.ensure_future(self._sync_due.wait())
+            try:
+                await asyncio.wait((due,), timeout=seconds)
+            finally:
+                due.cancel()
+            self._sync_due.clear()
+            if self.checkpoint is not None:  # dead letters are flushed as they are written
+                self.checkpoint.flush()
+            # What was handed to the OS above is durable when the thread returns.
+            syncing = asyncio.ensure_future(asyncio.to_thread(self._fsync))
+            try:
+                await asyncio.shield(syncing)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: let it end before anyone closes the files.
+                await asyncio.gather(syncing, return_exceptions=True)
+                raise
+
+    def _fsync(self) -> None:
+        for fd in (self.dead.fileno(), self.checkpoint.fileno() if self.checkpoint else None):
+            if fd is not None:
+                os.fsync(fd)
 
     def close(self) -> None:
         """Sync and close the dead-letter file and the checkpoint."""
         try:
             self.dead.close()
         finally:
-            self.checkpoint.close()
+            if self.checkpoint is not None:
+                self.checkpoint.close()
 
 
 class RequestFeed:
     """The Requests of `feeds` not done yet, for send_all.
 
-    Each next batch is read in a worker thread (Polars releases the GIL), so the event loop keeps
-    sockets busy meanwhile. Each input is registered with the checkpoint, the rows it says are
-    done are skipped, and the progress moves past every row that will not be sent.
+    The next batch is read in a worker thread (Polars releases the GIL) while the current one is
+    sent, so the sockets never wait for a batch. Each input is registered with the checkpoint,
+    the rows it says are done are skipped, and the progress moves past every row that will not be
+    sent. `checkpoint` None (a benchmark's) skips nothing.
     """
 
     def __init__(
         self,
         feeds: Iterator[Feed],
         *,
-        checkpoint: CheckpointLog,
+        checkpoint: CheckpointLog | None,
         summary: Summary,
         progress: DeliveryProgress,
     ) -> None:
@@ -234,36 +312,43 @@ class RequestFeed:
         """Every request to send, batch by batch."""
         registered: set[str] = set()
         shown = self._not_sent()
+        self._reading = self._read_next()
         while True:
-            self._reading = asyncio.ensure_future(asyncio.to_thread(next, self._feeds, None))
             feed = await asyncio.shield(self._reading)
             if feed is None:
                 self._progress.skip(self._not_sent() - shown)
                 return
-            if feed.fingerprint not in registered:
-                self._checkpoint.register_input(feed.name, feed.fingerprint)
-                registered.add(feed.fingerprint)
-            done = self._checkpoint.done_mask(feed.fingerprint, feed.frame[LINE])
-            self._summary.rows_skipped += int(done.sum())
-            # The reading thread is idle until the next batch is asked for: the counts hold.
+            self._reading = self._read_next()
+            todo = feed.frame
+            checkpoint = self._checkpoint
+            if checkpoint is not None:
+                if feed.fingerprint not in registered:
+                    checkpoint.register_input(feed.name, feed.fingerprint)
+                    registered.add(feed.fingerprint)
+                done = checkpoint.done_mask(feed.fingerprint, todo[LINE])
+                skipped = int(done.sum())
+                if skipped:
+                    self._summary.rows_skipped += skipped
+                    todo = todo.filter(~done)
+            # Counts of the batch being read may move meanwhile; the last skip() settles them.
             self._progress.skip(self._not_sent() - shown)
             shown = self._not_sent()
-            todo = feed.frame.filter(~done)
-            for line, body, method, path in zip(
+            fingerprint, name = feed.fingerprint, feed.name
+            routes = (
+                todo[ROUTE].to_list() if ROUTE in todo.columns else itertools.repeat(0, todo.height)
+            )
+            for line, body, method, path, route in zip(
                 todo[LINE].to_list(),
                 todo[BODY].cast(pl.Binary).to_list(),
-                todo[METHOD].to_list(),
-                todo[PATH].to_list(),
+                _values(todo[METHOD]),
+                _values(todo[PATH]),
+                routes,
                 strict=True,
             ):
-                yield Request(
-                    method=method,
-                    path=path,
-                    body=body,
-                    input_id=feed.fingerprint,
-                    source_file=feed.name,
-                    line=line,
-                )
+                yield Request(method, path, body, fingerprint, name, line, route)
+
+    def _read_next(self) -> asyncio.Future[Feed | None]:
+        return asyncio.ensure_future(asyncio.to_thread(next, self._feeds, None))
 
     async def settle(self) -> None:
         """Wait for the batch being read, if one is. A thread cannot be cancelled: when the run
@@ -277,24 +362,12 @@ class RequestFeed:
         return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
 
 
-class _StopWatch:
-    """The destination as send_all sees it, noting the status of the first answer that stopped
-    the run: SendStats keeps only the stop's text, and a refused token is an error of its own."""
-
-    def __init__(self, destination: Destination) -> None:
-        self._destination = destination
-        self.stopped_by: int | None = None
-        self._stopped = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._destination, name)
-
-    def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
-        """The destination's verdict, unchanged."""
-        verdict, message = self._destination.classify(status, body)
-        if verdict is Verdict.STOP and not self._stopped:
-            self._stopped, self.stopped_by = True, status
-        return verdict, message
+def _values(column: pl.Series) -> Iterator[str] | list[str]:
+    """A column's values as Python strings; one value repeated when the column holds only one
+    (an action's method and path), rather than a string object per row."""
+    if len(column) and column.n_unique() == 1:
+        return itertools.repeat(column[0], len(column))
+    return column.to_list()
 
 
 def _stop_error(reason: str | None, status: int | None) -> ImporterError | None:
@@ -326,24 +399,24 @@ async def deliver(
     """
     progress = progress or DeliveryProgress()
     control = control or DeliveryControl()
-    checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
-    summary.warnings.extend(checkpoint.warnings)
+    checkpoint: CheckpointLog | None = None
+    if options.checkpoint:
+        checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
+        summary.warnings.extend(checkpoint.warnings)
     recorder = Recorder(
         checkpoint, DeadLetters(options.dead_letter_path), summary=summary, progress=progress
     )
     feed = RequestFeed(feeds, checkpoint=checkpoint, summary=summary, progress=progress)
-    watch = _StopWatch(destination)
     tick = asyncio.create_task(recorder.sync_every(SYNC_INTERVAL_S))
     try:
         with control.recording(recorder):
             async with _endpoint(options, destination) as (url, token, mock_state):
                 progress.begin(total)
-                stats = await send_all(
+                stats = await _sender(options.workers)(
                     feed.requests(),
                     endpoint=url,
                     token=token,
-                    # Stands in for the destination it wraps; only its classify() is its own.
-                    destination=cast(Destination, watch),
+                    destination=destination,
                     options=options.send,
                     on_result=recorder.record,
                     on_retry=lambda request, message: progress.retry(
@@ -362,7 +435,7 @@ async def deliver(
         recorder.close()
     summary.requests += stats.requests
     summary.retries += stats.retries
-    summary.stop = _stop_error(stats.stopped_reason, watch.stopped_by)
+    summary.stop = _stop_error(stats.stopped_reason, stats.stopped_status)
     summary.interrupted = control.stop.is_set()
     if stats.abandoned:
         summary.warnings.append(
@@ -372,6 +445,13 @@ async def deliver(
     if recorder.dead.count:
         summary.dead_letter_file = str(recorder.dead.path)
     return summary
+
+
+def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
+    """send_all in this process, or the same spread over `workers` sender processes."""
+    if workers == 1:
+        return send_all
+    return functools.partial(send_across_workers, workers=workers)
 
 
 @contextlib.asynccontextmanager
@@ -384,6 +464,9 @@ async def _endpoint(
             raise AssertionError("the CLI resolves a token for every real endpoint")
         yield options.endpoint, options.token, None
         return
+    # Imported here: only a run to the embedded mock needs aiohttp's server.
+    from importer.mock_server import MockConfig, embedded_mock
+
     token = options.token or EMBEDDED_TOKEN
     record = options.state_dir / EMBEDDED_RECORD_NAME
     config = MockConfig(token=token, record=record)

@@ -14,7 +14,8 @@ class Request:
     """One API call ready to go: `body` is the final JSON bytes, without any credential.
 
     `input_id` is the content fingerprint of the file the row came from and `line` its line in
-    that file; together they are the row's identity in the checkpoint log.
+    that file; together they are the row's identity in the checkpoint log. `route` is a hash
+    of the row's user: rows with the same route go through the same sender process.
     """
 
     method: str
@@ -23,6 +24,7 @@ class Request:
     input_id: str
     source_file: str
     line: int
+    route: int = 0
 
 
 class Verdict(enum.Enum):

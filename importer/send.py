@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from importer.destinations.base import Destination
 from importer.errors import MappingError
@@ -46,6 +47,9 @@ MESSAGE_CHARS = 500
 _FIELD_VALUE = r"""((?:{names})(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?)[^"'\\\s&,;}}]+"""
 # The shortest token prefix worth hiding at the end of a text cut at ANSWER_BYTES.
 _PREFIX_CHARS = 4
+# An acknowledgement up to this long is judged once, and up to this many different ones are kept.
+_REMEMBERED_BYTES = 1024
+_REMEMBERED_ANSWERS = 64
 # Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
 DRAIN_MARGIN_S = 5.0
 
@@ -119,6 +123,8 @@ class SendStats:
     `abandoned` counts those among them that were sent and never answered (cut off in flight,
     or timed out or disconnected on their last try): the API may have them already, so the
     resumed run may deliver them twice.
+    `stopped_status` is the HTTP status of the answer that stopped the run (a STOP verdict's,
+    or the last of only 429s); None when no answer did (none came, or nothing stopped it).
     """
 
     requests: int
@@ -130,6 +136,7 @@ class SendStats:
     interrupted: bool = False
     unfinished: int = 0
     abandoned: int = 0
+    stopped_status: int | None = None
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -358,21 +365,34 @@ class AdaptiveRate:
         grown = self._base * (1.0 + self.GROWTH) ** (self._clock() - self._cut_at)
         return grown if self.ceiling is None else min(grown, self.ceiling)
 
-    async def wait(self) -> int:
-        """Return at this caller's reserved start time, with the epoch to hand back on a 429.
+    @property
+    def epoch(self) -> int:
+        """The epoch a request starting now hands back on a 429."""
+        return self._epoch
+
+    def reserve(self) -> float:
+        """Reserve this caller's start time: the seconds to wait for it (0.0: go now).
 
         Start times are reserved 1/rate apart, so nobody polls, and an idle spell earns no burst.
         """
-        epoch = self._epoch
-        now = self._clock()
         if self._started is None:
-            self._started = now
+            self._started = self._clock()
+        if self._base is None:
+            return 0.0  # unpaced: the common case, without reading the clock
+        now = self._clock()
         rate = self.rate()
-        if rate is not None:
-            start = self._next if self._next > now else now
-            self._next = start + 1.0 / rate
-            if start > now:
-                await self._sleep(start - now)
+        if rate is None:
+            return 0.0
+        start = self._next if self._next > now else now
+        self._next = start + 1.0 / rate
+        return start - now
+
+    async def wait(self) -> int:
+        """Return at this caller's reserved start time, with the epoch to hand back on a 429."""
+        epoch = self._epoch
+        delay = self.reserve()
+        if delay > 0:
+            await self._sleep(delay)
         return epoch
 
     def on_answer(self) -> None:
@@ -533,15 +553,8 @@ async def send_all(
         interrupted=sender.interrupted,
         unfinished=sender.pulled - sender.delivered - sender.dead,
         abandoned=sender.abandoned,
+        stopped_status=sender.stopped_status,
     )
-
-
-@dataclass(slots=True)
-class _Tries:
-    """Whether a request's try is out now, and whether one went out and got no answer."""
-
-    waiting: bool = False
-    unanswered: bool = False
 
 
 class _Sender:
@@ -578,6 +591,9 @@ class _Sender:
         self.requests = self.retries = self.delivered = self.dead = self.pulled = 0
         self.abandoned = 0
         self.stopped_reason: str | None = None
+        self.stopped_status: int | None = None
+        self.urls: dict[str, URL] = {}
+        self.delivered_answers: dict[tuple[int, bytes], tuple[Verdict, str]] = {}
         self.interrupted = False
         self.error: BaseException | None = None
 
@@ -645,10 +661,14 @@ class _Sender:
         queue = self.queue
         exhausted = False
         try:
+            # put_nowait where there is room: awaiting put() costs a coroutine per request.
             if isinstance(requests, AsyncIterable):
                 async for request in requests:
                     self.pulled += 1
-                    await queue.put(request)
+                    if queue.full():
+                        await queue.put(request)
+                    else:
+                        queue.put_nowait(request)
             else:
                 for request in requests:
                     self.pulled += 1
@@ -673,171 +693,196 @@ class _Sender:
                 if stop_is_set():
                     self._interrupt()
                     return
-                request = await queue.get()
+                request = await queue.get() if queue.empty() else queue.get_nowait()
                 if request is None:
                     queue.put_nowait(None)  # the end marker goes back for the next worker
                     return
-                await self._deliver(request, me)
+                await self._send(request, me)
         except Exception as exc:
             self._fail(exc)
 
-    async def _deliver(self, request: Request, me: asyncio.Task[None] | None) -> None:
+    async def _send(self, request: Request, me: asyncio.Task[None] | None) -> None:
         """Send one request until it is delivered, dead, or the run halts.
 
         One that ends unreported after a try that went out and got no answer is counted in
-        `abandoned`: the API may hold it already.
+        `abandoned`: the API may hold it already. A 429 spends the retry budget only while
+        nothing else is accepted: a throttled request tries again as long as others get
+        through, and after max_retries + 1 429s in a row with nothing accepted anywhere in
+        between the run stops, as when the API does not answer.
         """
-        reported = False
-        tries = _Tries()
+        waiting = unanswered = reported = False  # a try is out now; one got no answer
         try:
-            reported = await self._send(request, me, tries)
-        finally:
-            if not reported and (tries.waiting or tries.unanswered):
-                self.abandoned += 1
+            body, headers = self.destination.authorize(request.body, self.token)
+            url = self.urls.get(request.path) or self._url(request.path)
+            limit, pace, halt, busy, stop_is_set = (
+                self.limit,
+                self.pace,
+                self.halt,
+                self.busy,
+                self.stop_is_set,
+            )
+            max_retries = self.options.max_retries
+            attempt = failed = throttled = 0
+            accepted_then = -1  # requests accepted anywhere when this one last got a 429
+            while True:
+                epoch = limit.try_acquire()
+                if epoch < 0:
+                    epoch = await limit.acquire()
+                status: int | None = None
+                retry_after: float | None = None
+                try:
+                    pace_epoch = pace.epoch
+                    delay = pace.reserve()
+                    if delay > 0:
+                        await self.sleep(delay)
+                    if halt.is_set():
+                        return
+                    if stop_is_set():
+                        self._interrupt()
+                        return
+                    attempt += 1
+                    self.requests += 1
+                    if attempt > 1:
+                        self.retries += 1
+                    busy.add(me)
+                    waiting = True
+                    response = await self.session.request(
+                        request.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=self.timeout,
+                    )
+                    try:
+                        payload = await _read_capped(response, ANSWER_BYTES)
+                    finally:
+                        response.release()
+                    status = response.status
+                    waiting = False
+                    verdict, message = self._classify(status, payload)
+                    if status in _RETRY_AFTER_STATUSES and verdict is Verdict.RETRY:
+                        retry_after = self._retry_after(response.headers.get("Retry-After"))
+                except TimeoutError:
+                    verdict = Verdict.RETRY
+                    message = f"no answer within {self.options.timeout_s:g} s"
+                except (
+                    aiohttp.ClientSSLError,
+                    aiohttp.ServerFingerprintMismatch,
+                    aiohttp.InvalidURL,
+                ) as exc:
+                    # Every later request would fail the same way: stop rather than retry them all.
+                    verdict, message = Verdict.STOP, f"cannot reach the endpoint: {exc}"
+                    waiting = False  # refused before the request went out
+                except aiohttp.ClientConnectorError as exc:
+                    verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+                    waiting = False  # no connection, so nothing went out
+                except (aiohttp.ClientError, OSError) as exc:
+                    verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+                finally:
+                    busy.discard(me)
+                    limit.release()
+                if waiting:  # sent, and the answer never came
+                    waiting, unanswered = False, True
 
-    async def _send(self, request: Request, me: asyncio.Task[None] | None, tries: _Tries) -> bool:
-        """The tries of one request; True once it was reported delivered or dead.
-
-        A 429 spends the retry budget only while nothing else is accepted: a throttled request
-        tries again as long as others get through, and after max_retries + 1 429s in a row with
-        nothing accepted anywhere in between the run stops, as when the API does not answer.
-        """
-        body, headers = self.destination.authorize(request.body, self.token)
-        url = self.base + request.path
-        limit, pace, halt, busy, stop_is_set = (
-            self.limit,
-            self.pace,
-            self.halt,
-            self.busy,
-            self.stop_is_set,
-        )
-        max_retries = self.options.max_retries
-        attempt = failed = throttled = 0
-        accepted_then = -1  # requests accepted anywhere when this one last got a 429
-        while True:
-            epoch = limit.try_acquire()
-            if epoch < 0:
-                epoch = await limit.acquire()
-            status: int | None = None
-            retry_after: float | None = None
-            try:
-                pace_epoch = await pace.wait()
+                if verdict is Verdict.DELIVERED:
+                    self.delivered += 1
+                    limit.on_success()
+                    pace.on_answer()
+                    self.on_result(Result(request, True, status, None, attempt))
+                    reported = True
+                    return
+                message = clip(self.scrub(message))
+                if verdict is Verdict.DEAD:
+                    self.dead += 1
+                    limit.on_success()
+                    pace.on_answer()
+                    self.on_result(Result(request, False, status, message, attempt))
+                    reported = True
+                    return
+                if verdict is Verdict.STOP:
+                    self._stop(message, status)
+                    return
+                if status == 429:
+                    limit.on_throttled(epoch, retry_after)
+                    pace.on_throttled(pace_epoch)
+                    accepted = self.delivered + self.dead
+                    if accepted != accepted_then:
+                        throttled = 0  # others got through meanwhile: the API is busy, not refusing
+                    accepted_then = accepted
+                    throttled += 1
+                else:
+                    if status is not None:
+                        pace.on_answer()
+                    failed += 1
                 if halt.is_set():
-                    return False
+                    return
                 if stop_is_set():
                     self._interrupt()
-                    return False
-                attempt += 1
-                self.requests += 1
-                if attempt > 1:
-                    self.retries += 1
-                busy.add(me)
-                tries.waiting = True
-                response = await self.session.request(
-                    request.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=self.timeout,
-                )
-                try:
-                    payload = await _read_capped(response, ANSWER_BYTES)
-                finally:
-                    response.release()
-                status = response.status
-                tries.waiting = False
-                verdict, message = self.destination.classify(status, payload)
-                if status in _RETRY_AFTER_STATUSES and verdict is Verdict.RETRY:
-                    retry_after = self._retry_after(response.headers.get("Retry-After"))
-            except TimeoutError:
-                verdict, message = Verdict.RETRY, f"no answer within {self.options.timeout_s:g} s"
-            except (
-                aiohttp.ClientSSLError,
-                aiohttp.ServerFingerprintMismatch,
-                aiohttp.InvalidURL,
-            ) as exc:
-                # Every later request would fail the same way: stop rather than retry them all.
-                verdict, message = Verdict.STOP, f"cannot reach the endpoint: {exc}"
-                tries.waiting = False  # refused before the request went out
-            except aiohttp.ClientConnectorError as exc:
-                verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
-                tries.waiting = False  # no connection, so nothing went out
-            except (aiohttp.ClientError, OSError) as exc:
-                verdict, message = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
-            finally:
-                busy.discard(me)
-                limit.release()
-            if tries.waiting:  # sent, and the answer never came
-                tries.waiting, tries.unanswered = False, True
-
-            if verdict is Verdict.DELIVERED:
-                self.delivered += 1
-                limit.on_success()
-                pace.on_answer()
-                self.on_result(Result(request, True, status, None, attempt))
-                return True
-            message = clip(self.scrub(message))
-            if verdict is Verdict.DEAD:
-                self.dead += 1
-                limit.on_success()
-                pace.on_answer()
-                self.on_result(Result(request, False, status, message, attempt))
-                return True
-            if verdict is Verdict.STOP:
-                if self.stopped_reason is None:
-                    self.stopped_reason = message
-                halt.set()
-                return False
-            if status == 429:
-                limit.on_throttled(epoch, retry_after)
-                pace.on_throttled(pace_epoch)
-                accepted = self.delivered + self.dead
-                if accepted != accepted_then:
-                    throttled = 0  # others got through meanwhile: the API is busy, not refusing
-                accepted_then = accepted
-                throttled += 1
-            else:
-                if status is not None:
-                    pace.on_answer()
-                failed += 1
-            if halt.is_set():
-                return False
-            if stop_is_set():
-                self._interrupt()
-                return False
-            reason = _describe(status, message)
-            if (status is None and failed > max_retries) or throttled > max_retries:
-                # Never answered, or only ever refused: the endpoint is down or out of quota,
-                # not this row wrong. Stopping leaves the row unmarked, so the next run sends
-                # it, where a dead letter would have filed the whole night away for a replay.
-                if self.stopped_reason is None:
+                    return
+                reason = _describe(status, message)
+                if (status is None and failed > max_retries) or throttled > max_retries:
+                    # Never answered, or only ever refused: the endpoint is down or out of quota,
+                    # not this row wrong. Stopping leaves the row unmarked, so the next run sends
+                    # it, where a dead letter would have filed the whole night away for a replay.
                     what = "no answer from" if status is None else "only 429 answers from"
-                    self.stopped_reason = (
+                    self._stop(
                         f"{what} the endpoint after {attempt} attempts ({reason}); "
-                        "the rows not acknowledged will be sent by the next run"
+                        "the rows not acknowledged will be sent by the next run",
+                        status,
                     )
-                halt.set()
-                return False
-            if failed + throttled > max_retries:
-                self.dead += 1
-                error = f"gave up after {attempt} attempts: {reason}"
-                self.on_result(Result(request, False, status, error, attempt))
-                return True
-            if retry_after is not None:
-                delay = retry_after
-            else:
-                delay = backoff_delay(
-                    failed + throttled - 1,
-                    base=self.options.backoff_base_s,
-                    cap=self.options.backoff_cap_s,
-                )
-            if self.on_retry is not None:
-                self.on_retry(
-                    request,
-                    f"{reason}; retry {failed + throttled} of {max_retries} in {delay:.1f} s",
-                )
-            await self.sleep(delay)
+                    return
+                if failed + throttled > max_retries:
+                    self.dead += 1
+                    error = f"gave up after {attempt} attempts: {reason}"
+                    self.on_result(Result(request, False, status, error, attempt))
+                    reported = True
+                    return
+                if retry_after is not None:
+                    delay = retry_after
+                else:
+                    delay = backoff_delay(
+                        failed + throttled - 1,
+                        base=self.options.backoff_base_s,
+                        cap=self.options.backoff_cap_s,
+                    )
+                if self.on_retry is not None:
+                    self.on_retry(
+                        request,
+                        f"{reason}; retry {failed + throttled} of {max_retries} in {delay:.1f} s",
+                    )
+                await self.sleep(delay)
+        finally:
+            if not reported and (waiting or unanswered):
+                self.abandoned += 1
+
+    def _stop(self, reason: str, status: int | None) -> None:
+        """Halt the run; the first reason given, and the status that came with it, are kept."""
+        if self.stopped_reason is None:
+            self.stopped_reason, self.stopped_status = reason, status
+        self.halt.set()
+
+    def _url(self, path: str) -> URL:
+        """The URL of `path`, parsed once: aiohttp would parse the same text for every request."""
+        url = self.urls[path] = URL(self.base + path)
+        return url
+
+    def _classify(self, status: int, payload: bytes) -> tuple[Verdict, str]:
+        """The destination's verdict; the usual acknowledgement is judged once and remembered.
+
+        A verdict is a function of the status and the body (Destination.classify): the same
+        short DELIVERED answer, which nearly every request gets, need not be parsed again.
+        """
+        key = (status, payload)
+        known = self.delivered_answers.get(key)
+        if known is not None:
+            return known
+        verdict = self.destination.classify(status, payload)
+        if verdict[0] is Verdict.DELIVERED and len(payload) <= _REMEMBERED_BYTES:
+            if len(self.delivered_answers) >= _REMEMBERED_ANSWERS:
+                self.delivered_answers.clear()  # answers that vary (an id in each): stop growing
+            self.delivered_answers[key] = verdict
+        return verdict
 
     def _retry_after(self, value: str | None) -> float | None:
         if value is None:

@@ -16,7 +16,7 @@ from datetime import datetime
 import polars as pl
 
 from importer.coerce import INT_RE, coerce
-from importer.columns import EVENT, USER
+from importer.columns import EVENT, ROUTE, USER
 from importer.destinations import Action
 from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field
 from importer.jsontext import json_as_text, json_kind, json_object, json_string
@@ -153,6 +153,7 @@ def validate_frame(
         LINE,
         *[expr.alias(path) for path, expr in outputs.items()],
         *_duplicate_keys(mapping, paths),
+        *_route(mapping, paths),
     )
     return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
 
@@ -438,6 +439,14 @@ def _merge_object(whole: pl.Expr | None, members: list[tuple[str, pl.Expr]]) -> 
         .then(whole)
         .otherwise(whole.str.strip_suffix("}") + pl.lit(",") + extra + pl.lit("}"))
     )
+
+
+def _route(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:
+    """ROUTE, a hash of the row's user (its first identity value), so that every row of one
+    user goes through the same sender process. Polars' hash is stable within a run, which is
+    all a route needs: nothing keeps it."""
+    users = [_present(pl.col(text_of(paths[p]))) for p in mapping.action.identity if p in paths]
+    return [pl.coalesce(users).hash(seed=0).alias(ROUTE)] if users else []
 
 
 def _duplicate_keys(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:

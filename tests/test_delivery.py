@@ -7,6 +7,7 @@ test counts what the server received (its --record file), not what the importer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,19 +28,23 @@ import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
-from importer.checkpoint import JobIdentity
+from importer import delivery
+from importer.checkpoint import CheckpointLog, JobIdentity
 from importer.delivery import (
+    DeadLetters,
     DeliveryControl,
     DeliveryOptions,
     DeliveryProgress,
     Feed,
     Recorder,
+    RequestFeed,
     body_frame,
     deliver,
 )
 from importer.destinations.vero import VERO
 from importer.errors import CredentialError, ImporterError, TokenRefusedError
 from importer.mock_server import MockConfig, start_mock_server
+from importer.model import Request, Result
 from importer.report import Summary
 from importer.send import SendOptions
 
@@ -161,7 +167,8 @@ def run_args(events: Path, mock: Mock, state: Path, *extra: str) -> list[str]:
     )
 
 
-def test_every_valid_row_arrives_through_faults(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_valid_row_arrives_through_faults(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 1500)
     report = tmp_path / "report.json"
     faults = (
@@ -175,7 +182,11 @@ def test_every_valid_row_arrives_through_faults(tmp_path: Path) -> None:
         "0.03",
     )
     with mock_server(tmp_path, *faults, "--seed", "7") as mock:
-        done = run(run_args(events, mock, tmp_path / "state", "--report", str(report)))
+        done = run(
+            run_args(
+                events, mock, tmp_path / "state", "--workers", workers, "--report", str(report)
+            )
+        )
         assert done.returncode == 0, done.stderr
         ids = mock.check_ids()
     assert len(ids) == 1500
@@ -186,11 +197,14 @@ def test_every_valid_row_arrives_through_faults(tmp_path: Path) -> None:
     assert summary["requests"] == 1500 + summary["retries"]
 
 
-def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(
+    tmp_path: Path, workers: str
+) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
     state = tmp_path / "state"
     with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
-        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        process = start(run_args(events, mock, state, "--workers", workers, "--concurrency", "4"))
         wait_for_received(mock, 200, process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=DEADLINE_S)
@@ -198,36 +212,38 @@ def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(tmp_path: Path) -
         assert "interrupted: run the same command again" in out
         first = sum(mock.check_ids().values())
         assert first < 2000
-        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        again = run(run_args(events, mock, state, "--workers", workers, "--concurrency", "32"))
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000
     assert sum(ids.values()) == 2000  # not one row sent twice
 
 
-def test_sigterm_drains_like_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_drains_like_ctrl_c(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
     state = tmp_path / "state"
     with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
-        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        process = start(run_args(events, mock, state, "--workers", workers, "--concurrency", "4"))
         wait_for_received(mock, 100, process)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=DEADLINE_S)
         assert process.returncode == 130, err
         assert "SIGTERM: finishing the requests in flight" in err
-        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        again = run(run_args(events, mock, state, "--workers", workers, "--concurrency", "32"))
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000
     assert sum(ids.values()) == 2000
 
 
-def test_a_second_ctrl_c_quits_at_once_and_the_log_reads_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_ctrl_c_quits_at_once_and_the_log_reads_back(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 200)
     state = tmp_path / "state"
     # Every answer takes longer than the test may: a drain could never end by itself.
     with mock_server(tmp_path, "--rate-slow", "1", "--slow", "600") as mock:
-        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        process = start(run_args(events, mock, state, "--workers", workers, "--concurrency", "4"))
         wait_for_in_flight(mock, 4, process)
         process.send_signal(signal.SIGINT)
         assert process.stderr is not None
@@ -241,15 +257,16 @@ def test_a_second_ctrl_c_quits_at_once_and_the_log_reads_back(tmp_path: Path) ->
     assert "0 delivered, 0 failed" in status.stdout
 
 
-def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
     state = tmp_path / "state"
     with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
-        process = start(run_args(events, mock, state, "--concurrency", "4"))
+        process = start(run_args(events, mock, state, "--workers", workers, "--concurrency", "4"))
         wait_for_received(mock, 300, process)
         process.kill()
         process.communicate(timeout=DEADLINE_S)
-        again = run(run_args(events, mock, state, "--concurrency", "32"))
+        again = run(run_args(events, mock, state, "--workers", workers, "--concurrency", "32"))
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000
@@ -546,6 +563,7 @@ def _deliver_lines(
     status_script: tuple[int, ...] = (),
     progress: DeliveryProgress | None = None,
     control: DeliveryControl | None = None,
+    checkpoint: bool = True,
 ) -> Summary:
     """deliver() `lines` track bodies of one input to an in-process mock, one at a time."""
     frame = pl.DataFrame(
@@ -564,7 +582,11 @@ def _deliver_lines(
                 identity=JobIdentity("m", "vero", "the-mock"),  # its port differs per run
                 destination=VERO,
                 options=DeliveryOptions(
-                    endpoint=mock.url, token=TOKEN, state_dir=state, send=SendOptions(concurrency=1)
+                    endpoint=mock.url,
+                    token=TOKEN,
+                    state_dir=state,
+                    send=SendOptions(concurrency=1),
+                    checkpoint=checkpoint,
                 ),
                 summary=Summary(),
                 progress=progress,
@@ -649,3 +671,124 @@ def test_a_second_signal_syncs_the_checkpoint_before_it_quits() -> None:
     assert events == ["SIGTERM"]
     _on_signal(signal.SIGINT, control, bar)
     assert events == ["SIGTERM", "sync", "quit"]
+
+
+def _acknowledged(line: int) -> Result:
+    return Result(Request("POST", "events/track", b"{}", "fp", "in.csv", line), True, 200, None, 1)
+
+
+def _records_after(path: Path, offset: int) -> list[dict[str, object]]:
+    return [json.loads(raw[9:]) for raw in path.read_bytes()[offset:].splitlines()]
+
+
+def _recorder(log: CheckpointLog, tmp_path: Path) -> Recorder:
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    return Recorder(log, dead, summary=Summary(), progress=DeliveryProgress())
+
+
+def test_the_marks_of_one_loop_turn_reach_the_log_in_one_write_at_the_next(
+    tmp_path: Path,
+) -> None:
+    """A write per acknowledgement cost more than the rest of recording it; a kill -9 still
+    loses no acknowledgement once the loop has turned."""
+
+    async def main() -> None:
+        log = CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x"))
+        log.register_input("in.csv", "fp")
+        log.flush()
+        recorder = _recorder(log, tmp_path)
+        size = log.path.stat().st_size
+        for line in (3, 1, 2):  # acknowledged together, in any order
+            recorder.record(_acknowledged(line))
+        assert log.path.stat().st_size == size  # nothing written per acknowledgement
+        await asyncio.sleep(0)  # the loop turns once
+        [record] = _records_after(log.path, size)
+        assert (record["t"], record["ranges"]) == ("done", [[1, 3]])
+        recorder.record(_acknowledged(4))
+        recorder.close()  # what is left is written on close
+        assert [r["ranges"] for r in _records_after(log.path, size)] == [[[1, 3]], [[4, 4]]]
+
+    asyncio.run(main())
+
+
+def test_syncs_run_in_a_thread_and_come_every_sync_every_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync waits for the disk: on the event loop it held up every socket meanwhile."""
+    threads: list[int] = []
+    synced = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.get_ident())
+        synced.set()
+        real_fsync(fd)
+
+    monkeypatch.setattr(delivery, "SYNC_EVERY", 3)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    async def main() -> None:
+        log = CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x"))
+        log.register_input("in.csv", "fp")
+        recorder = _recorder(log, tmp_path)
+        threads.clear()  # opening the log synced it
+        synced.clear()
+        tick = asyncio.create_task(recorder.sync_every(3600))  # only SYNC_EVERY can wake it
+        for line in (1, 2, 3):
+            recorder.record(_acknowledged(line))
+        assert await asyncio.to_thread(synced.wait, DEADLINE_S)
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+        assert threads
+        assert threading.get_ident() not in threads
+        recorder.close()
+
+    asyncio.run(main())
+    with CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x")) as log:
+        assert log.delivered_count("fp") == 3
+
+
+def test_without_the_checkpoint_nothing_is_kept_but_dead_letters(tmp_path: Path) -> None:
+    """The benchmark-only switch: what a run costs without the log, nothing resumable."""
+    state = tmp_path / "state"
+    first = _deliver_lines(state, 5, status_script=(400,), checkpoint=False)
+    assert (first.rows_sent, first.rows_failed) == (4, 1)
+    assert not (state / "checkpoint.log").exists()
+    assert len((state / "dead-letters.jsonl").read_text().splitlines()) == 1
+    again = _deliver_lines(state, 5, checkpoint=False)
+    assert (again.rows_skipped, again.rows_sent) == (0, 5)
+
+
+def test_the_next_batch_is_read_while_this_one_is_sent(tmp_path: Path) -> None:
+    """Reading a batch only once the last one was sent left the sockets idle meanwhile."""
+    asked = threading.Event()
+
+    def feeds() -> Iterator[Feed]:
+        for batch in range(2):
+            if batch:
+                asked.set()
+            frame = pl.DataFrame({"__line": [1 + batch], "__body": ['{"identity":{"id":"u"}}']})
+            yield Feed("fp", "in.csv", body_frame(frame, method="POST", path="events/track"))
+
+    async def main() -> bool:
+        with CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x")) as log:
+            summary, progress = Summary(), DeliveryProgress()
+            feed = RequestFeed(feeds(), checkpoint=log, summary=summary, progress=progress)
+            requests = feed.requests()
+            first = await anext(requests)
+            assert first.line == 1
+            # Nothing more is taken from the first batch: the second is being read regardless.
+            read_ahead = await asyncio.to_thread(asked.wait, DEADLINE_S)
+            await requests.aclose()
+            await feed.settle()
+            return read_ahead
+
+    assert asyncio.run(main())
+
+
+def test_delivery_imports_no_web_server() -> None:
+    """aiohttp's server (the mock's) took a quarter of a dry run's start-up."""
+    code = "import sys, importer.delivery; print('aiohttp.web' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
