@@ -41,7 +41,6 @@ from importer.payload_file import dead_letter_line
 from importer.read import LINE
 from importer.report import Summary
 from importer.send import SendOptions, SendStats, send_all
-from importer.workers import send_across_workers
 
 if TYPE_CHECKING:
     from importer.mock_server import MockState
@@ -451,6 +450,8 @@ def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
     """send_all in this process, or the same spread over `workers` sender processes."""
     if workers == 1:
         return send_all
+    from importer.workers import send_across_workers  # subprocess machinery only when used
+
     return functools.partial(send_across_workers, workers=workers)
 
 

@@ -264,13 +264,35 @@ def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path, wo
     with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
         process = start(run_args(events, mock, state, "--workers", workers, "--concurrency", "4"))
         wait_for_received(mock, 300, process)
+        senders = _children(process.pid)
+        assert len(senders) == (int(workers) if workers != "1" else 0)
         process.kill()
         process.communicate(timeout=DEADLINE_S)
+        # Senders that lost their parent stop at once: none goes on sending unrecorded rows.
+        for pid in senders:
+            _wait_gone(pid)
         again = run(run_args(events, mock, state, "--workers", workers, "--concurrency", "32"))
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000
     assert sum(ids.values()) - 2000 <= 4
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux: /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _wait_gone(pid: int) -> None:
+    """Block until process `pid` has exited (or is a zombie nobody reaped), or fail."""
+    deadline = time.monotonic() + DEADLINE_S
+    status = Path(f"/proc/{pid}/status")
+    while status.exists() and "State:\tZ" not in status.read_text():
+        assert time.monotonic() < deadline, f"sender {pid} outlived its parent"
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import pickle
 from collections import Counter
 
 import pytest
+from click.testing import CliRunner
 
+from importer.cli import AUTO_WORKERS_CAP, auto_workers, main
 from importer.destinations import get_destination
 from importer.mock_server import MockConfig, embedded_mock
 from importer.model import Request, Result
@@ -215,3 +218,34 @@ def test_concurrency_and_rate_are_totals(total: int, workers: int, each: int) ->
     part = share(SendOptions(concurrency=total, rate=100.0), workers)
     assert part.concurrency == each
     assert part.rate == pytest.approx(100.0 / workers)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "rate", "expected"),
+    [
+        ("embedded", None, 1),
+        ("http://127.0.0.1:8080/api", None, 1),
+        ("http://[::1]:8080/api", None, 1),
+        ("https://api.example.com/v2", 500.0, 1),
+        ("https://api.example.com/v2", None, 6),
+        ("https://api.example.com/v2", 5000.0, 6),
+    ],
+)
+def test_workers_default_to_the_cores_only_where_they_help(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, rate: float | None, expected: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert auto_workers(endpoint, rate) == expected
+
+
+def test_many_cores_are_capped() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "cpu_count", lambda: 96)
+        assert auto_workers("https://api.example.com/v2", None) == AUTO_WORKERS_CAP
+
+
+def test_the_benchmark_switch_is_not_in_the_help() -> None:
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "--workers" in result.output
+    assert "benchmark" not in result.output
