@@ -8,7 +8,8 @@ the process its `route` (a hash of its user) picks, so one user's rows stay in o
 Parent and senders talk over the sender's stdin and stdout in length-prefixed pickled frames;
 the token travels in the first frame, never in argv or the environment. A sender that loses its
 parent (kill -9) sees its stdin end and exits at once, so nothing is sent that nobody records.
-Ctrl-C reaches the whole process group: the senders ignore it and wait for the parent's word.
+Ctrl-C reaches the whole process group: the senders ignore it (and SIGTERM) and wait for the
+parent's word.
 """
 
 from __future__ import annotations
@@ -428,8 +429,11 @@ async def _serve() -> None:
 
 
 def main() -> None:
-    """The sender process: Ctrl-C is the parent's to handle."""
+    """The sender process: Ctrl-C and SIGTERM are the parent's to handle. Sent to the whole
+    process group (a terminal's Ctrl-C, a scheduler stopping a job), they would otherwise cut
+    off the requests in flight that the parent is about to let finish."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     run_loop(_serve())
 
 

@@ -133,13 +133,14 @@ def run(args: list[str], *, token: str | None = TOKEN) -> subprocess.CompletedPr
     )
 
 
-def start(args: list[str]) -> subprocess.Popen[str]:
+def start(args: list[str], *, own_group: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(VERO_AUTH_TOKEN=TOKEN),
+        start_new_session=own_group,
     )
 
 
@@ -213,6 +214,29 @@ def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(
         first = sum(mock.check_ids().values())
         assert first < 2000
         again = run(run_args(events, mock, state, "--workers", workers, "--concurrency", "32"))
+        assert again.returncode == 0, again.stderr
+        ids = mock.check_ids()
+    assert len(ids) == 2000
+    assert sum(ids.values()) == 2000  # not one row sent twice
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_drains_every_sender(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # A terminal's Ctrl-C, or a scheduler stopping the job, signals every process of the group:
+    # the senders must leave the drain to the main process, not die with their requests.
+    events = write_events(tmp_path / "events.csv", 2000)
+    state = tmp_path / "state"
+    with mock_server(tmp_path, "--rate-slow", "1", "--slow", "0.02") as mock:
+        args = run_args(events, mock, state, "--workers", "2", "--concurrency", "4")
+        process = start(args, own_group=True)
+        wait_for_received(mock, 200, process)
+        os.killpg(process.pid, signum)
+        out, err = process.communicate(timeout=DEADLINE_S)
+        assert process.returncode == 130, err
+        assert "interrupted: run the same command again" in out
+        again = run(run_args(events, mock, state, "--concurrency", "32"))
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000

@@ -335,7 +335,7 @@ def line_all_cores(bench: Bench) -> list[Result]:
     workers = os.cpu_count() or 1
     has_workers = importer_documents("--workers")
     sinks: list[tuple[str, Callable[[Bench], contextlib.AbstractContextManager[str]]]] = [
-        ("raw sink", raw_sink)
+        ("the raw sink", raw_sink)
     ]
     results = []
     if not os.path.exists(WRK):
@@ -359,7 +359,7 @@ def line_all_cores(bench: Bench) -> list[Result]:
                 raw.append(rates(label, run, "elapsed_s", "in-process"))
             else:
                 raw.append("importer: n/a (no --workers yet)")
-        against = f"wrk on the {sink}, c={bench.args.concurrency}, {workers} threads"
+        against = f"wrk on {sink}, c={bench.args.concurrency}, {workers} threads"
         met = None if ratio is None else ratio >= 0.15
         what = f"send, all cores (--workers {workers})"
         results.append(Result(what, against, "≥ 0.15", ratio, met, raw))
