@@ -520,7 +520,8 @@ def _delivery_options(
         send=SendOptions(
             concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
         ),
-        workers=workers if workers is not None else auto_workers(endpoint, rate),
+        # Concurrency is a total: more senders than requests in flight would raise it.
+        workers=min(workers or auto_workers(endpoint, rate), concurrency),
         checkpoint=checkpoint,
     )
 

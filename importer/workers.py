@@ -6,10 +6,11 @@ progress and the summary. Each sender process (`python -m importer.workers`) onl
 the process its `route` (a hash of its user) picks, so one user's rows stay in one process.
 
 Parent and senders talk over the sender's stdin and stdout in length-prefixed pickled frames;
-the token travels in the first frame, never in argv or the environment. A sender that loses its
+the token travels in the first frame, never in argv or the environment (the senders' copy of
+the environment goes without the destination's token variable). A sender that loses its
 parent (kill -9) sees its stdin end and exits at once, so nothing is sent that nobody records.
-Ctrl-C reaches the whole process group: the senders ignore it (and SIGTERM) and wait for the
-parent's word.
+The senders run in a session and process group of their own and ignore SIGINT and SIGTERM besides: a
+terminal's Ctrl-C or a scheduler's stop reaches the parent, which drains them in order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import signal
 import struct
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -176,7 +178,14 @@ class _Pool:
             sender.flush()
 
     async def listen(self, sender: _Sender) -> None:
-        """Take a sender's results until it says it is done or goes away."""
+        """Take a sender's results until it says it is done or goes away; never raises, so
+        that every sender gets its drain whatever went wrong here."""
+        try:
+            await self._listen(sender)
+        except Exception as exc:
+            self.fail(exc)
+
+    async def _listen(self, sender: _Sender) -> None:
         while True:
             message = await _read_frame(sender.reader)
             if message is None:
@@ -189,10 +198,7 @@ class _Pool:
             if kind == "results":
                 self._results(sender, message[1])
             elif kind == "retry":
-                for seq, text in message[1]:
-                    request = self.in_flight.get(seq)
-                    if request is not None and self.on_retry is not None:
-                        self.on_retry(request, text)
+                self._retries(message[1])
             elif kind == "done":
                 sender.stats = message[1]
                 sender.finished = True
@@ -202,8 +208,24 @@ class _Pool:
             elif kind == "error":
                 sender.finished = True
                 sender.stats = {}
-                self.fail(ImporterError(message[1]) if message[2] else RuntimeError(message[1]))
+                text, hint, is_importer_error = message[1:]
+                self.fail(
+                    ImporterError(text, hint=hint)
+                    if is_importer_error
+                    else RuntimeError(f"a sender process failed:\n{text}")
+                )
                 return
+
+    def _retries(self, notices: list[tuple[int, str]]) -> None:
+        if self.on_retry is None:
+            return
+        for seq, text in notices:
+            request = self.in_flight.get(seq)
+            if request is not None:
+                try:
+                    self.on_retry(request, text)
+                except Exception as exc:
+                    self.fail(exc)
 
     def _results(
         self, sender: _Sender, results: list[tuple[int, bool, int | None, str | None, int]]
@@ -249,7 +271,27 @@ async def send_across_workers(
     come back to this process, which calls `on_result` for each, as send_all does.
     """
     started = time.monotonic()
+    if get_destination(destination.name) is not destination:
+        # A sender loads the destination by name; another object of that name would be
+        # replaced by the registered one without a word.
+        raise ImporterError(
+            f"--workers needs a registered destination; {destination.name!r} is not the one "
+            "registered under its name",
+            hint="use --workers 1",
+        )
+    if stop is not None and stop.is_set():
+        return SendStats(
+            requests=0,
+            retries=0,
+            delivered=0,
+            dead=0,
+            stopped_reason=None,
+            elapsed_s=0.0,
+            interrupted=True,
+        )
     part = share(options, workers)
+    # The token goes in the first frame, not in the senders' environment.
+    environment = {k: v for k, v in os.environ.items() if k != destination.token_env}
     start = {
         "endpoint": endpoint,
         "token": token,
@@ -261,10 +303,16 @@ async def send_across_workers(
         for _ in range(workers):
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # this importer's code, not a module of the same name in the cwd
                 "-m",
                 "importer.workers",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=environment,
+                # Its own session and process group (uvloop knows no process_group): a
+                # terminal's Ctrl-C or a scheduler's SIGTERM to the group reaches only this
+                # process, which drains the senders in order.
+                start_new_session=True,
             )
             sender = _Sender(process, window=2 * part.concurrency + FRAME_REQUESTS)
             sender.send(("start", start))
@@ -342,9 +390,11 @@ async def _serve() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, sys.stdout.buffer
-    )
+    # Frames go out on a copy of stdout; stdout itself points at stderr, so that a stray print
+    # of any library cannot break a frame.
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, frames)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     first = await _read_frame(reader)
     if first is None:
@@ -415,9 +465,12 @@ async def _serve() -> None:
             on_retry=on_retry,
             stop=stop,
         )
-    except Exception as exc:
+    except ImporterError as exc:
         flush()
-        writer.write(_frame(("error", str(exc), isinstance(exc, ImporterError))))
+        writer.write(_frame(("error", str(exc), exc.hint, True)))
+    except Exception:
+        flush()
+        writer.write(_frame(("error", traceback.format_exc(), None, False)))
     else:
         flush()
         writer.write(_frame(("done", dataclasses.asdict(stats))))

@@ -299,7 +299,9 @@ def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path, wo
         assert again.returncode == 0, again.stderr
         ids = mock.check_ids()
     assert len(ids) == 2000
-    assert sum(ids.values()) - 2000 <= 4
+    # In flight (4), plus, across processes, the answers on their way from a sender to the
+    # main process when it died: never more than twice --concurrency in these runs.
+    assert sum(ids.values()) - 2000 <= (4 if workers == "1" else 8)
 
 
 def _children(pid: int) -> list[int]:

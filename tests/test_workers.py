@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
 import pickle
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from importer.cli import AUTO_WORKERS_CAP, auto_workers, main
+from importer.cli import AUTO_WORKERS_CAP, _delivery_options, auto_workers, main
 from importer.destinations import get_destination
+from importer.errors import ImporterError
 from importer.mock_server import MockConfig, embedded_mock
 from importer.model import Request, Result
 from importer.send import SendOptions, SendStats, send_all
@@ -249,3 +252,123 @@ def test_the_benchmark_switch_is_not_in_the_help() -> None:
     assert result.exit_code == 0
     assert "--workers" in result.output
     assert "benchmark" not in result.output
+
+
+def test_an_error_in_on_retry_still_lets_the_senders_drain() -> None:
+    # The first answer is 503, every answer is slow: a failing on_retry ends the run, and the
+    # requests already out are still reported, as send_all would.
+    requests = _requests(40)
+    config = MockConfig(
+        token=TOKEN, dedup_window_s=0, status_script=(503,), rate_slow=1, slow_s=0.3
+    )
+    results: list[Result] = []
+
+    def on_retry(request: Request, message: str) -> None:
+        raise OSError("the terminal went away")
+
+    async def main() -> tuple[SendStats | None, BaseException | None, int]:
+        async with embedded_mock(config) as mock:
+            try:
+                stats = await send_across_workers(
+                    requests,
+                    workers=2,
+                    endpoint=mock.url,
+                    token=TOKEN,
+                    destination=VERO,
+                    options=SendOptions(concurrency=4, backoff_base_s=0.0),
+                    on_result=results.append,
+                    on_retry=on_retry,
+                )
+            except OSError as exc:
+                return None, exc, mock.state.accepted
+            return stats, None, mock.state.accepted
+
+    _, error, accepted = asyncio.run(main())
+    assert isinstance(error, OSError)
+    # The requests in flight when it failed were let finish and reported (none was cut off).
+    assert results
+    assert len(results) == accepted
+
+
+def test_a_destination_the_senders_cannot_load_is_refused() -> None:
+    impostor = dataclasses.replace(VERO, title="not the registered one")
+
+    async def main() -> None:
+        await send_across_workers(
+            _requests(3),
+            workers=2,
+            endpoint="http://127.0.0.1:9/api",
+            token=TOKEN,
+            destination=impostor,
+            options=SendOptions(),
+            on_result=lambda result: None,
+        )
+
+    with pytest.raises(ImporterError, match="--workers needs a registered destination"):
+        asyncio.run(main())
+
+
+def test_a_stop_set_before_the_start_starts_no_sender() -> None:
+    async def main() -> SendStats:
+        stop = asyncio.Event()
+        stop.set()
+        return await send_across_workers(
+            _requests(500),
+            workers=2,
+            endpoint="http://127.0.0.1:9/api",
+            token=TOKEN,
+            destination=VERO,
+            options=SendOptions(),
+            on_result=lambda result: None,
+            stop=stop,
+        )
+
+    stats = asyncio.run(main())
+    assert stats.interrupted
+    assert stats.unfinished == 0
+
+
+def test_senders_do_not_inherit_the_token_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(VERO.token_env, TOKEN)
+    environments: list[bytes] = []
+
+    def on_result(result: Result) -> None:
+        if not environments:
+            for task in Path("/proc/self/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    environments.append(Path(f"/proc/{child}/environ").read_bytes())
+
+    config = MockConfig(token=TOKEN, dedup_window_s=0)
+
+    async def main() -> None:
+        async with embedded_mock(config) as mock:
+            await send_across_workers(
+                _requests(50),
+                workers=2,
+                endpoint=mock.url,
+                token=TOKEN,
+                destination=VERO,
+                options=SendOptions(concurrency=2),
+                on_result=on_result,
+            )
+
+    asyncio.run(main())
+    assert len(environments) == 2
+    assert all(TOKEN.encode() not in environment for environment in environments)
+
+
+def test_there_are_never_more_senders_than_requests_in_flight() -> None:
+    options = _delivery_options(
+        endpoint="embedded",
+        destination=VERO,
+        token_file=None,
+        state_dir=Path("state"),
+        fresh=False,
+        dead_letter=None,
+        concurrency=2,
+        rate=None,
+        max_retries=1,
+        timeout=1.0,
+        workers=8,
+    )
+    assert options.workers == 2
