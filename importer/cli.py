@@ -470,7 +470,7 @@ workers_option = click.option(
     help="Sender processes. Each user's rows all go through one of them; --concurrency and "
     f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "
     f"cores) or --rate is at most {ONE_PROCESS_RATE:g}/s (one process sends that easily), "
-    f"else one per core, at most {AUTO_WORKERS_CAP}.",
+    f"else one per core, at most {AUTO_WORKERS_CAP}; never more than --concurrency.",
 )
 no_checkpoint_option = click.option(
     "--benchmark-no-checkpoint",
