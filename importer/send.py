@@ -682,7 +682,7 @@ class _Sender:
             self._fail(exc)
         finally:
             if not exhausted:
-                await _close(requests)
+                await close_source(requests)
 
     async def _work(self) -> None:
         """Take requests until the input ends or the run halts; never raises."""
@@ -917,7 +917,7 @@ def _describe(status: int | None, message: str) -> str:
     return f"HTTP {status}: {message}"
 
 
-async def _close(iterable: object) -> None:
+async def close_source(iterable: object) -> None:
     """Close a generator we stopped reading early, so its files and cursors are released."""
     aclose = getattr(iterable, "aclose", None)
     if aclose is not None:

@@ -33,7 +33,7 @@ from importer.destinations import Destination, get_destination
 from importer.errors import ImporterError
 from importer.loops import run as run_loop
 from importer.model import Request, Result
-from importer.send import SendOptions, SendStats, send_all
+from importer.send import SendOptions, SendStats, close_source, send_all
 
 # Requests handed to a sender in one frame at most; fewer when it would otherwise wait.
 FRAME_REQUESTS = 256
@@ -147,7 +147,7 @@ class _Pool:
         finally:
             if not exhausted:
                 with contextlib.suppress(Exception):
-                    await _close(requests)
+                    await close_source(requests)
 
     async def _hand(self, request: Request) -> bool:
         if self.halt.is_set():
@@ -363,23 +363,12 @@ async def _end(senders: list[_Sender], *, grace: float) -> None:
             sender.writer.close()
     waits = [asyncio.create_task(sender.process.wait()) for sender in senders]
     if waits:
-        _, late = await asyncio.wait(waits, timeout=grace)
+        await asyncio.wait(waits, timeout=grace)
         for sender in senders:
             if sender.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     sender.process.kill()
         await asyncio.gather(*waits, return_exceptions=True)
-        del late
-
-
-async def _close(iterable: object) -> None:
-    closer = getattr(iterable, "aclose", None)
-    if closer is not None:
-        await closer()
-        return
-    closer = getattr(iterable, "close", None)
-    if closer is not None:
-        closer()
 
 
 # ------------------------------------------------------------------------- the sender process
