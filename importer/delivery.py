@@ -209,6 +209,8 @@ class Recorder:
             self._summary.rows_sent += 1
         else:
             self.dead.write(result)
+            where = f"{request.source_file}, line {request.line}"
+            self._summary.add_dead(result.status, result.error, where=where)
             if checkpoint is not None:
                 checkpoint.mark_failed(
                     request.input_id, request.line, result.status, result.error or ""

@@ -23,6 +23,13 @@ from importer.jsontext import json_as_text, json_object, json_string
 from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 
 EXAMPLES_PER_RULE = 3
+# Dead letters are counted by reason (status and the API's message, cut to REASON_CHARS); past
+# DEAD_REASONS distinct reasons the rest count as one, so a message naming each row's own value
+# cannot grow the report with the file.
+REASON_CHARS = 120
+DEAD_REASONS = 20
+OTHER_REASONS = "(other reasons)"
+DEAD_REASONS_SHOWN = 5
 
 
 @dataclass(slots=True)
@@ -54,6 +61,8 @@ class Summary:
     embedded: dict[str, Any] | None = None
     dead_letter_file: str | None = None
     warnings: list[str] = field(default_factory=list)
+    dead_by_reason: Counter[str] = field(default_factory=Counter)
+    dead_examples: dict[str, str] = field(default_factory=dict)
 
     @property
     def stopped(self) -> str | None:
@@ -79,6 +88,18 @@ class Summary:
             for line, message in group.select(LINE, ERROR).head(EXAMPLES_PER_RULE).iter_rows():
                 if len(examples) < EXAMPLES_PER_RULE:
                     examples.append(f"{source}, line {line}: {message}")
+
+    def add_dead(self, status: int | None, error: str | None, *, where: str) -> None:
+        """Count one dead letter under its reason, keeping the first row of each as an example."""
+        reason = error or "no answer"
+        if status is not None and not reason.startswith(f"HTTP {status}"):
+            reason = f"HTTP {status}: {reason}"
+        if len(reason) > REASON_CHARS:
+            reason = reason[: REASON_CHARS - 1] + "…"
+        if reason not in self.dead_by_reason and len(self.dead_by_reason) >= DEAD_REASONS:
+            reason = OTHER_REASONS
+        self.dead_by_reason[reason] += 1
+        self.dead_examples.setdefault(reason, where)
 
     def as_report(self) -> dict[str, Any]:
         """The JSON report: the contract's fields first, then the details."""
@@ -107,6 +128,8 @@ class Summary:
             stopped=self.stopped,
             interrupted=self.interrupted,
             dead_letter_file=self.dead_letter_file,
+            dead_letters_by_reason=dict(self.dead_by_reason.most_common()),
+            dead_letter_examples=self.dead_examples,
             embedded_server=self.embedded,
             warnings=self.warnings,
         )
@@ -154,6 +177,9 @@ def format_summary(summary: Summary) -> str:
     lines.extend(_dedup_lines(summary.dedup))
     if summary.dead_letter_file:
         lines.append(f"dead letters: {summary.rows_failed:,} in {summary.dead_letter_file}")
+        for reason, count in summary.dead_by_reason.most_common(DEAD_REASONS_SHOWN):
+            lines.append(f"  {count:>8,}  {reason}")
+            lines.append(f"            e.g. {summary.dead_examples[reason]}")
         lines.append("  fix them, then send them again with: importer replay <that file>")
     if summary.embedded is not None:
         embedded = summary.embedded

@@ -376,6 +376,8 @@ def test_a_400_becomes_a_dead_letter_and_the_run_goes_on(tmp_path: Path) -> None
                 str(tmp_path / "s"),
                 "--dead-letter",
                 str(dead),
+                "--report",
+                str(tmp_path / "report.json"),
             )
         )
         ids = mock.check_ids()
@@ -386,6 +388,14 @@ def test_a_400_becomes_a_dead_letter_and_the_run_goes_on(tmp_path: Path) -> None
     assert letter["body"] == bad
     assert letter["source"] == {"file": str(payloads), "line": 2}
     assert "event_name" in letter["error"]
+    # The summary and the report say why, with a row to look at.
+    report = json.loads((tmp_path / "report.json").read_text())
+    [(reason, count)] = report["dead_letters_by_reason"].items()
+    assert count == 1
+    assert reason.startswith("HTTP 400: ")
+    assert "event_name" in reason
+    assert report["dead_letter_examples"][reason] == f"{payloads}, line 2"
+    assert reason in done.stdout
 
 
 def test_a_reviewed_dry_run_replays_as_it_is(tmp_path: Path) -> None:
