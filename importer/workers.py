@@ -1,7 +1,7 @@
 """Sending from N processes: the HTTP work of one run spread over the machine's cores.
 
 The parent keeps everything that must be one: reading, the checkpoint, the dead letters, the
-progress and the summary. Each sender process (`python -m importer.workers`) only runs
+progress and the summary. Each sender process (importer/sender_process.py) only runs
 `send_all` over the requests the parent hands it and answers with their results. A row goes to
 the process its `route` (a hash of its user) picks, so one user's rows stay in one process.
 
@@ -9,8 +9,9 @@ Parent and senders talk over the sender's stdin and stdout in length-prefixed pi
 the token travels in the first frame, never in argv or the environment (the senders' copy of
 the environment goes without the destination's token variable). A sender that loses its
 parent (kill -9) sees its stdin end and exits at once, so nothing is sent that nobody records.
-The senders run in a session and process group of their own and ignore SIGINT and SIGTERM besides: a
-terminal's Ctrl-C or a scheduler's stop reaches the parent, which drains them in order.
+The senders run in a session and process group of their own and ignore SIGINT and SIGTERM
+besides: a terminal's Ctrl-C or a scheduler's stop reaches the parent, which drains them in
+order.
 """
 
 from __future__ import annotations
@@ -20,40 +21,21 @@ import contextlib
 import dataclasses
 import math
 import os
-import pickle
-import signal
-import struct
 import sys
 import time
-import traceback
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 from importer.destinations import Destination, get_destination
 from importer.errors import ImporterError
-from importer.loops import run as run_loop
 from importer.model import Request, Result
-from importer.send import SendOptions, SendStats, close_source, send_all
+from importer.send import SendOptions, SendStats, close_source
+from importer.sender_process import frame, read_frame
 
 # Requests handed to a sender in one frame at most; fewer when it would otherwise wait.
 FRAME_REQUESTS = 256
 # How long a sender may take to start and to say it is done beyond its own drain time.
 GRACE_S = 10.0
-_HEADER = struct.Struct(">I")
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next frame; None when the other side has gone."""
-    try:
-        size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
-        return pickle.loads(await reader.readexactly(size))
-    except asyncio.IncompleteReadError:
-        return None
-
-
-def _frame(message: object) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
 
 
 def share(options: SendOptions, workers: int) -> SendOptions:
@@ -83,7 +65,7 @@ class _Sender:
     def send(self, message: object) -> None:
         """Queue a frame to the sender; a sender that has gone is not written to."""
         if not self.finished and not self.writer.is_closing():
-            self.writer.write(_frame(message))
+            self.writer.write(frame(message))
 
     def flush(self) -> None:
         """Hand the sender what is pending."""
@@ -187,7 +169,7 @@ class _Pool:
 
     async def _listen(self, sender: _Sender) -> None:
         while True:
-            message = await _read_frame(sender.reader)
+            message = await read_frame(sender.reader)
             if message is None:
                 sender.finished = True
                 if sender.stats is None:
@@ -305,7 +287,7 @@ async def send_across_workers(
                 sys.executable,
                 "-P",  # this importer's code, not a module of the same name in the cwd
                 "-m",
-                "importer.workers",
+                "importer.sender_process",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=environment,
@@ -369,115 +351,3 @@ async def _end(senders: list[_Sender], *, grace: float) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     sender.process.kill()
         await asyncio.gather(*waits, return_exceptions=True)
-
-
-# ------------------------------------------------------------------------- the sender process
-
-
-async def _serve() -> None:
-    """Run send_all over what the parent hands in; answer with results, then the stats."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2**20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    # Frames go out on a copy of stdout; stdout itself points at stderr, so that a stray print
-    # of any library cannot break a frame.
-    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, frames)
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    first = await _read_frame(reader)
-    if first is None:
-        return
-    config = first[1]
-    incoming: asyncio.Queue[list[tuple[int, str, str, bytes]] | None] = asyncio.Queue()
-    stop = asyncio.Event()
-    results: list[tuple[int, bool, int | None, str | None, int]] = []
-    retries: list[tuple[int, str]] = []
-    scheduled = False
-
-    def flush() -> None:
-        nonlocal scheduled, results, retries
-        scheduled = False
-        if results:
-            writer.write(_frame(("results", results)))
-            results = []
-        if retries:
-            writer.write(_frame(("retry", retries)))
-            retries = []
-
-    def later() -> None:
-        nonlocal scheduled
-        if not scheduled:
-            scheduled = True
-            loop.call_soon(flush)
-
-    def on_result(result: Result) -> None:
-        results.append(
-            (result.request.line, result.delivered, result.status, result.error, result.attempts)
-        )
-        later()
-
-    def on_retry(request: Request, message: str) -> None:
-        retries.append((request.line, message))
-        later()
-
-    async def listen() -> None:
-        while True:
-            message = await _read_frame(reader)
-            if message is None:
-                # The parent has gone: nobody would record what is sent from here on.
-                os._exit(1)
-            kind = message[0]
-            if kind == "batch":
-                await incoming.put(message[1])
-            elif kind == "end":
-                await incoming.put(None)
-            elif kind == "stop":
-                stop.set()
-
-    async def requests() -> AsyncIterator[Request]:
-        while (batch := await incoming.get()) is not None:
-            for seq, method, path, body in batch:
-                yield Request(
-                    method=method, path=path, body=body, input_id="", source_file="", line=seq
-                )
-
-    listener = asyncio.create_task(listen())
-    try:
-        stats = await send_all(
-            requests(),
-            endpoint=config["endpoint"],
-            token=config["token"],
-            destination=get_destination(config["destination"]),
-            options=config["options"],
-            on_result=on_result,
-            on_retry=on_retry,
-            stop=stop,
-        )
-    except ImporterError as exc:
-        flush()
-        writer.write(_frame(("error", str(exc), exc.hint, True)))
-    except Exception:
-        flush()
-        writer.write(_frame(("error", traceback.format_exc(), None, False)))
-    else:
-        flush()
-        writer.write(_frame(("done", dataclasses.asdict(stats))))
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    listener.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listener
-
-
-def main() -> None:
-    """The sender process: Ctrl-C and SIGTERM are the parent's to handle. Sent to the whole
-    process group (a terminal's Ctrl-C, a scheduler stopping a job), they would otherwise cut
-    off the requests in flight that the parent is about to let finish."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    run_loop(_serve())
-
-
-if __name__ == "__main__":
-    main()
