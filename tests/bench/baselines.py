@@ -159,32 +159,11 @@ def big_file(path: Path, rows: int) -> None:
     """Events shaped like bench_dry_run's, written a slice at a time so this process stays
     bounded. Times are 3 s apart (not 31) so 20M rows stay in the past: each row stays valid
     and unique, as in a real history."""
-    import polars as pl
+    from bench_dry_run import events_frame
 
-    events = ["Logged in", "Viewed product", "Purchased Item", "Added to cart", "Signed up"]
     with path.open("wb") as handle:
         for start in range(0, rows, SLICE_ROWS):
-            index = pl.int_range(start, min(rows, start + SLICE_ROWS), eager=True)
-            user = (pl.col("i") * 7919 % 50_000).cast(pl.String)
-            frame = pl.DataFrame({"i": index}).select(
-                (pl.lit("u") + user.str.zfill(6)).alias("user_id"),
-                (pl.lit("user") + user + pl.lit("@example.com")).alias("email"),
-                pl.col("i")
-                .mod(len(events))
-                .replace_strict(list(range(len(events))), events)
-                .alias("event"),
-                (pl.datetime(2022, 1, 1) + pl.duration(seconds=pl.col("i") * 3))
-                .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-                .alias("occurred_at"),
-                pl.when(pl.col("i") % 3 == 0)
-                .then(None)
-                .otherwise(pl.lit("sku-") + (pl.col("i") % 997).cast(pl.String))
-                .alias("product"),
-                pl.when(pl.col("i") % 3 == 0)
-                .then(None)
-                .otherwise((pl.col("i") % 10_000) / 100)
-                .alias("price"),
-            )
+            frame = events_frame(start, min(rows, start + SLICE_ROWS), seconds_apart=3)
             frame.write_csv(handle, include_header=start == 0)
 
 

@@ -17,26 +17,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def generate(path: Path, rows: int, file_format: str) -> None:
-    """Realistic events: 50k users, a handful of event names, ISO times, some empty data cells."""
+def events_frame(first: int, last: int, *, seconds_apart: int = 31) -> pl.DataFrame:
+    """Rows first..last-1 of the realistic events: 50k users, a handful of event names, ISO
+    times `seconds_apart` apart, some empty data cells."""
     import polars as pl  # only in the generating child, so the measuring parent stays small
 
-    index = pl.int_range(0, rows, eager=True)
+    index = pl.int_range(first, last, eager=True)
+    user = (pl.col("i") * 7919 % 50_000).cast(pl.String)
     events = ["Logged in", "Viewed product", "Purchased Item", "Added to cart", "Signed up"]
-    frame = pl.DataFrame({"i": index}).select(
-        (pl.lit("u") + (pl.col("i") * 7919 % 50_000).cast(pl.String).str.zfill(6)).alias("user_id"),
-        (
-            pl.lit("user") + (pl.col("i") * 7919 % 50_000).cast(pl.String) + pl.lit("@example.com")
-        ).alias("email"),
+    return pl.DataFrame({"i": index}).select(
+        (pl.lit("u") + user.str.zfill(6)).alias("user_id"),
+        (pl.lit("user") + user + pl.lit("@example.com")).alias("email"),
         pl.col("i")
         .mod(len(events))
         .replace_strict(list(range(len(events))), events)
         .alias("event"),
-        (pl.datetime(2022, 1, 1) + pl.duration(seconds=pl.col("i") * 31))
+        (pl.datetime(2022, 1, 1) + pl.duration(seconds=pl.col("i") * seconds_apart))
         .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         .alias("occurred_at"),
         pl.when(pl.col("i") % 3 == 0)
@@ -48,6 +52,11 @@ def generate(path: Path, rows: int, file_format: str) -> None:
         .otherwise((pl.col("i") % 10_000) / 100)
         .alias("price"),
     )
+
+
+def generate(path: Path, rows: int, file_format: str) -> None:
+    """The events file of `rows` rows, as CSV or JSONL."""
+    frame = events_frame(0, rows)
     if file_format == "csv":
         frame.write_csv(path)
     else:
