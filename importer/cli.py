@@ -40,7 +40,7 @@ from importer.mapping import load_mapping
 from importer.outputs import check_outputs
 from importer.read import DEFAULT_BATCH_ROWS
 from importer.report import Summary, format_summary, write_report
-from importer.send import SendOptions, check_endpoint, is_loopback
+from importer.send_options import SendOptions, check_endpoint, is_loopback
 from importer.status import format_status, status_report
 
 if TYPE_CHECKING:

@@ -40,10 +40,11 @@ from importer.payload import BODY
 from importer.payload_file import dead_letter_line
 from importer.read import LINE
 from importer.report import Summary
-from importer.send import SendOptions, SendStats, send_all
+from importer.send_options import SendOptions
 
 if TYPE_CHECKING:
     from importer.mock_server import MockState
+    from importer.send import SendStats
 
 EMBEDDED = "embedded"
 EMBEDDED_TOKEN = "embedded-mock-token"
@@ -451,6 +452,8 @@ async def deliver(
 def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
     """send_all in this process, or the same spread over `workers` sender processes."""
     if workers == 1:
+        from importer.send import send_all  # the HTTP client only for a run that sends
+
         return send_all
     from importer.workers import send_across_workers  # subprocess machinery only when used
 

@@ -11,9 +11,7 @@ answered are never reported, so a resumed run sends them again.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import math
 import random
 import re
 import time
@@ -23,14 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
 from importer.destinations.base import Destination
-from importer.errors import MappingError
 from importer.model import Request, Result, Verdict
+from importer.send_options import (
+    SendOptions,
+    check_endpoint,
+)
 
 # Looked up at call time, so tests can swap in a fake clock instead of really waiting.
 _now: Callable[[], float] = time.monotonic
@@ -50,68 +51,6 @@ _PREFIX_CHARS = 4
 # An acknowledgement up to this long is judged once, and up to this many different ones are kept.
 _REMEMBERED_BYTES = 1024
 _REMEMBERED_ANSWERS = 64
-# Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
-DRAIN_MARGIN_S = 5.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendOptions:
-    """How hard to push the API and how long to keep trying; checked when built.
-
-    `drain_timeout_s` (None: timeout_s + DRAIN_MARGIN_S) is how long requests in flight may
-    still finish after a stop; by default as long as one may take, so none is cut off.
-    """
-
-    concurrency: int = 32
-    rate: float | None = None
-    max_retries: int = 8
-    timeout_s: float = 30.0
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 30.0
-    drain_timeout_s: float | None = None
-    retry_after_cap_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        if not _is_int(self.concurrency) or self.concurrency < 1:
-            problems.append(
-                f"concurrency must be a whole number of at least 1, not {self.concurrency!r}"
-            )
-        if self.rate is not None and not (_is_number(self.rate) and self.rate > 0):
-            problems.append(
-                f"rate must be a number of requests per second above 0, not {self.rate!r}"
-            )
-        if not _is_int(self.max_retries) or self.max_retries < 0:
-            problems.append(
-                f"max_retries must be a whole number of at least 0, not {self.max_retries!r}"
-            )
-        if not (_is_number(self.timeout_s) and self.timeout_s > 0):
-            problems.append(
-                f"timeout_s must be a number of seconds above 0, not {self.timeout_s!r}"
-            )
-        for name in ("backoff_base_s", "backoff_cap_s", "drain_timeout_s", "retry_after_cap_s"):
-            value = getattr(self, name)
-            if name == "drain_timeout_s" and value is None:
-                continue
-            if not (_is_number(value) and value >= 0):
-                problems.append(f"{name} must be a number of seconds of at least 0, not {value!r}")
-        if problems:
-            raise MappingError("invalid send options: " + "; ".join(problems))
-
-    @property
-    def drain_s(self) -> float:
-        """How long requests in flight may finish after a stop."""
-        if self.drain_timeout_s is not None:
-            return self.drain_timeout_s
-        return self.timeout_s + DRAIN_MARGIN_S
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,62 +76,6 @@ class SendStats:
     unfinished: int = 0
     abandoned: int = 0
     stopped_status: int | None = None
-
-
-def check_endpoint(endpoint: str) -> str:
-    """The endpoint normalised (lower-case scheme and host, no trailing slash), or a MappingError.
-
-    Only loopback may be plain http: anywhere else the token would cross the network in clear.
-    Messages show the URL without user info, query or fragment, where secrets tend to hide.
-    """
-    text = endpoint.strip()
-    if not text:
-        raise MappingError(
-            "--endpoint is empty",
-            hint="give the API's base URL, or leave the option out to send to production",
-        )
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:  # an unclosed IPv6 bracket, say
-        raise MappingError(f"--endpoint is not a URL: {exc}") from None
-    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
-    scheme = parts.scheme.lower()
-    if parts.username is not None or parts.password is not None:
-        raise MappingError(
-            f"endpoint {shown}: credentials in the URL are not allowed",
-            hint="pass the token through the environment or --token-file",
-        )
-    if scheme not in ("http", "https"):
-        raise MappingError(f"endpoint {shown}: the scheme must be https (or http on loopback)")
-    host = (parts.hostname or "").lower()
-    try:
-        _ = parts.port  # the property raises on a port that is not a number
-    except ValueError:
-        raise MappingError(f"endpoint {shown}: the port is not valid") from None
-    if not host:
-        raise MappingError(f"endpoint {shown}: no host name")
-    if any(char.isspace() for char in text):
-        raise MappingError(f"endpoint {shown!r}: a URL holds no white space")
-    if parts.query or parts.fragment:
-        raise MappingError(f"endpoint {shown}: a base URL takes no query or fragment")
-    if scheme == "http" and not is_loopback(host):
-        raise MappingError(
-            f"endpoint {shown}: plain http is only allowed to loopback (127.0.0.1, ::1, "
-            "localhost); anywhere else the token would travel unencrypted",
-            hint="use https://",
-        )
-    return f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an IP address, IPv6 with or without brackets) is this machine."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str, *, now: datetime) -> float | None:

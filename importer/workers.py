@@ -29,7 +29,8 @@ from typing import Any
 from importer.destinations import Destination, get_destination
 from importer.errors import ImporterError
 from importer.model import Request, Result
-from importer.send import SendOptions, SendStats, close_source
+from importer.send import SendStats, close_source
+from importer.send_options import SendOptions
 from importer.sender_process import frame, read_frame
 
 # Requests handed to a sender in one frame at most; fewer when it would otherwise wait.

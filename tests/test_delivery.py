@@ -46,7 +46,7 @@ from importer.errors import CredentialError, ImporterError, TokenRefusedError
 from importer.mock_server import MockConfig, start_mock_server
 from importer.model import Request, Result
 from importer.report import Summary
-from importer.send import SendOptions
+from importer.send_options import SendOptions
 
 TOKEN = "tok-e2e-5f3a9c1d7b"
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
@@ -850,3 +850,16 @@ def test_delivery_imports_no_web_server() -> None:
     code = "import sys, importer.delivery; print('aiohttp.web' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_validate_loads_no_http_client(tmp_path: Path) -> None:
+    """A command that sends nothing starts without aiohttp (an eighth of its start-up)."""
+    events = write_events(tmp_path / "events.csv", 10)
+    command = [sys.executable, "-X", "importtime", "-m", "importer", "validate", str(events)]
+    done = subprocess.run(
+        [*command, "--mapping", TRACK], capture_output=True, text=True, env=_env(), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "importer.validate" in loaded
+    assert not {name for name in loaded if name.split(".")[0] == "aiohttp"}

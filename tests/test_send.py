@@ -34,15 +34,13 @@ from importer.report import Summary
 from importer.send import (
     AdaptiveLimit,
     AdaptiveRate,
-    SendOptions,
     SendStats,
     backoff_delay,
-    check_endpoint,
-    is_loopback,
     make_scrubber,
     parse_retry_after,
     send_all,
 )
+from importer.send_options import DRAIN_MARGIN_S, SendOptions, check_endpoint, is_loopback
 
 TOKEN = "tok-S3CRET-value"
 ENDPOINT = "https://api.example.test/api/v2"
@@ -940,7 +938,7 @@ def test_a_throttled_run_against_the_mock_delivers_every_row_once(fake_time: Fak
 
 
 def test_drain_lasts_as_long_as_a_request_may_take() -> None:
-    assert SendOptions(timeout_s=60).drain_s == 60 + send.DRAIN_MARGIN_S
+    assert SendOptions(timeout_s=60).drain_s == 60 + DRAIN_MARGIN_S
     assert SendOptions(timeout_s=60, drain_timeout_s=2).drain_s == 2
 
 

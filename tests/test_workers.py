@@ -19,7 +19,8 @@ from importer.destinations import get_destination
 from importer.errors import ImporterError
 from importer.mock_server import MockConfig, embedded_mock
 from importer.model import Request, Result
-from importer.send import SendOptions, SendStats, send_all
+from importer.send import SendStats, send_all
+from importer.send_options import SendOptions
 from importer.workers import _Pool, _Sender, send_across_workers, share
 
 TOKEN = "workers-test-token"
