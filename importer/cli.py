@@ -14,7 +14,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from importer import __version__
 from importer.checkpoint import read_status
 from importer.delivery import EMBEDDED, DeliveryControl, DeliveryOptions, DeliveryProgress
 from importer.destinations import DESTINATIONS, Destination, get_destination
+from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.entry import accept_interrupts
 from importer.errors import CredentialError, ImporterError
 from importer.job import (
@@ -505,9 +506,10 @@ def _delivery_options(
     timeout: float,
     workers: int | None = 1,
     checkpoint: bool = True,
+    options: Mapping[str, object] | None = None,
 ) -> DeliveryOptions:
     if endpoint is None:
-        endpoint = destination.default_endpoint
+        endpoint = endpoint_of(destination, options or {})
     if endpoint != EMBEDDED:
         endpoint = check_endpoint(endpoint)
     rate = rate if rate is not None else destination.default_rate
@@ -518,7 +520,12 @@ def _delivery_options(
         fresh=fresh,
         dead_letter=dead_letter,
         send=SendOptions(
-            concurrency=concurrency, rate=rate, max_retries=max_retries, timeout_s=timeout
+            concurrency=concurrency,
+            rate=rate,
+            max_retries=max_retries,
+            timeout_s=timeout,
+            throttle_floor_s=throttle_floor_of(destination),
+            rate_window=rate_window_of(destination),
         ),
         # Concurrency is a total: more senders than requests in flight would raise it.
         workers=min(workers or auto_workers(endpoint, rate), concurrency),
@@ -631,6 +638,7 @@ def run(
                 timeout=timeout,
                 workers=workers,
                 checkpoint=not no_checkpoint,
+                options=mapping.options,
             )
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.

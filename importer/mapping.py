@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from importer.destinations import DESTINATIONS, Action, Destination, get_destination
+from importer.destinations.base import options_of
 from importer.errors import ImporterError, MappingError
 
 ALL_COLUMNS = "*"
@@ -50,6 +51,9 @@ class Mapping:
     split: dict[str, str] = field(default_factory=dict)
     dedup_time_key: str | None = None
     accept_drops: bool = False
+    # The destination's own top-level keys (a region, say), every one
+    # the destination declares, with its default where the file leaves it out.
+    options: dict[str, object] = field(default_factory=dict)
 
     @property
     def source_columns(self) -> list[str]:
@@ -98,9 +102,6 @@ def load_mapping(path: Path) -> Mapping:
 def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
     """Check an already parsed mapping; `path` is only used in messages."""
     problems: list[str] = []
-    for key in sorted(set(raw) - TOP_LEVEL_KEYS):
-        problems.append(f"unknown key {key!r} (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-
     destination: Destination | None = None
     action: Action | None = None
     destination_name = raw.get("destination")
@@ -112,6 +113,17 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             destination = get_destination(destination_name)
         except ImporterError as exc:
             problems.append(str(exc))
+    declared = options_of(destination) if destination is not None else {}
+    known_keys = TOP_LEVEL_KEYS | set(declared)
+    for key in sorted(set(raw) - known_keys):
+        problems.append(f"unknown key {key!r} (known: {', '.join(sorted(known_keys))})")
+    options: dict[str, object] = {}
+    for key, option in declared.items():
+        value = raw.get(key, option.default)
+        problem = option.problem(key, value)
+        if problem is not None:
+            problems.append(problem)
+        options[key] = value
     action_name = raw.get("action")
     if not isinstance(action_name, str):
         problems.append("'action' is required and must be a string, e.g. \"track\"")
@@ -170,6 +182,8 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             "dedup_data_key": data_key,
             "dedup_time_key": time_key,
             "split": split,
+            # Only when there are any: state directories of mappings without options stay valid.
+            **({"options": options} if options else {}),
         },
         sort_keys=True,
     )
@@ -185,6 +199,7 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
         split=split,
         dedup_time_key=time_key,
         accept_drops=accept_drops,
+        options=options,
     )
 
 

@@ -33,6 +33,12 @@ class SendOptions:
     backoff_cap_s: float = 30.0
     drain_timeout_s: float | None = None
     retry_after_cap_s: float = 300.0
+    # A 429 without Retry-After waits at least this long, doubling per 429 (0: the usual
+    # jittered backoff); from the destination.
+    throttle_floor_s: float = 0.0
+    # At most this many requests start in any window of this many seconds (600 in
+    # 60 s), retries included; None: no window. Shared out among sender processes.
+    rate_window: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -51,6 +51,10 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     required: bool = False
+    # "primitive": an object whose members may only be text, numbers or times (Userpilot's
+    # metadata); a nested object or array is a reject unless the mapping's `nested = "json"`
+    # sends it as JSON text, and true/false travel as the text "true"/"false".
+    members: Literal["any", "primitive"] = "any"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -83,7 +87,67 @@ class ExprRule:
     message: Callable[[pl.Expr], pl.Expr]
 
 
-RowRule = Distinct | AnyPresent | ExprRule
+@dataclass(frozen=True, slots=True)
+class Requires:
+    """`path` must hold a value wherever `when` does (Userpilot: a `company` object needs its
+    `company.company_id`)."""
+
+    path: str
+    when: str
+    rule: str = "required"
+
+
+RowRule = Distinct | AnyPresent | ExprRule | Requires
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Option:
+    """A top-level mapping key a destination adds (Userpilot: `region`, `nested`, `chunk_mb`).
+
+    `values`: the allowed values (None: any of `kind` within `minimum`..`maximum`).
+    """
+
+    kind: type
+    default: object
+    values: tuple[object, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    def problem(self, name: str, value: object) -> str | None:
+        """Why `value` is not allowed for the key `name`, or None."""
+        if not isinstance(value, self.kind) or isinstance(value, bool) != (self.kind is bool):
+            return f"{name} = {value!r} must be a {self.kind.__name__}"
+        if self.values is not None and value not in self.values:
+            return f"{name} = {value!r} is not one of {', '.join(map(repr, self.values))}"
+        number = value if isinstance(value, int | float) else None
+        if number is not None and self.minimum is not None and number < self.minimum:
+            return f"{name} = {value!r} is below {self.minimum:g}"
+        if number is not None and self.maximum is not None and number > self.maximum:
+            return f"{name} = {value!r} is above {self.maximum:g}"
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """An action delivered as jobs rather than one request per row (Userpilot's Bulk Import and
+    bulk identify): rows are cut into chunks, each chunk is one upload that starts a job on the
+    API's side, and the job is polled until it ends.
+
+    `kind`: "file" uploads the chunk as an NDJSON file (multipart form field `file`); "list"
+    posts a JSON object `{list_key: [rows]}`. `max_rows`/`max_bytes` bound one chunk.
+    `status_path` is the job's status route with `{job_id}`; `running` and `finished` are the
+    job states that mean "still going" and "ended well"; any other state ends it badly.
+    """
+
+    kind: Literal["file", "list"]
+    create_path: str
+    status_path: str
+    max_rows: int
+    max_bytes: int
+    list_key: str = ""
+    running: frozenset[str] = frozenset()
+    finished: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +191,14 @@ class Action:
     fallback: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     rules: tuple[RowRule, ...] = ()
     duplicates: Duplicates | None = None
+    # Members every body carries whatever the row says, as JSON text by path (an import row's
+    # `"event_type": '"track"'`), and members a body gets when the mapping leaves them empty.
+    constants: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    # True when the API stamps the event with the moment it receives it: a mapped time then
+    # travels only as a property, and validate and the dry run say so.
+    receipt_time: bool = False
+    batch: Batch | None = None
 
     @property
     def object_fields(self) -> frozenset[str]:
@@ -216,3 +288,30 @@ class Destination(Protocol):
         """The API's stand-in for `mock-server` and `--endpoint embedded`: its routes, where it
         finds the credential, and what it accepts or refuses as the API would."""
         ...
+
+
+# Optional members a destination may declare; the functions below read them with their
+# defaults, so a destination that has no use for one need not say so.
+
+
+def options_of(destination: Destination) -> Mapping[str, Option]:
+    """The destination's own top-level mapping keys (`options`), by name."""
+    return getattr(destination, "options", {})
+
+
+def endpoint_of(destination: Destination, options: Mapping[str, object]) -> str:
+    """The base URL for a mapping's options (`endpoint(options)`; Userpilot's region)."""
+    choose = getattr(destination, "endpoint", None)
+    return destination.default_endpoint if choose is None else str(choose(options))
+
+
+def throttle_floor_of(destination: Destination) -> float:
+    """Seconds to wait at least before retrying a 429 that says no Retry-After, doubled each
+    time (`throttle_floor_s`; 0: the usual jittered backoff)."""
+    return float(getattr(destination, "throttle_floor_s", 0.0))
+
+
+def rate_window_of(destination: Destination) -> tuple[int, float] | None:
+    """At most this many requests may start in any window of this many seconds, per token
+    (`rate_window`; None: no such limit)."""
+    return getattr(destination, "rate_window", None)
