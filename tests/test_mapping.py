@@ -22,7 +22,7 @@ def test_presets_load(preset: Path) -> None:
     [
         pytest.param(
             {"destination": "hubspot"},
-            "unknown destination 'hubspot' (known: vero)",
+            "unknown destination 'hubspot' (known: userpilot, vero)",
             id="destination",
         ),
         pytest.param(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from importer.destinations.base import Action, Destination
+from importer.destinations.userpilot import USERPILOT
 from importer.destinations.vero import VERO
 from importer.errors import MappingError
 
-DESTINATIONS: dict[str, Destination] = {VERO.name: VERO}
+DESTINATIONS: dict[str, Destination] = {VERO.name: VERO, USERPILOT.name: USERPILOT}
 
 
 def get_destination(name: str) -> Destination:
