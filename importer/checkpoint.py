@@ -104,14 +104,37 @@ class InputStatus:
     updated_at: datetime | None
 
 
+@dataclass(slots=True)
+class ChunkState:
+    """One chunk of an action delivered as jobs: the file built from some rows of one input,
+    the job the API started for it, and how that job ended.
+
+    `stage` is "built" (recorded before the upload: the answer may have been lost), "uploaded"
+    (the API gave `job` for it) or "ended" (`outcome` holds the job's final state).
+    """
+
+    key: str
+    input_id: int
+    file: str
+    rows: int
+    bytes: int
+    stage: str = "built"
+    job: str | None = None
+    outcome: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class StateStatus:
-    """What a state directory says, read without the mapping or the inputs at hand."""
+    """What a state directory says, read without the mapping or the inputs at hand.
+
+    `open_jobs` are chunks uploaded whose job has not been seen to end: a rerun polls them.
+    """
 
     job: JobIdentity | None
     created_at: datetime | None
     inputs: tuple[InputStatus, ...]
     warnings: tuple[str, ...]
+    open_jobs: tuple[ChunkState, ...] = ()
 
 
 class _LineSet:
@@ -180,6 +203,7 @@ class _State:
         self.created: datetime | None = None
         self.by_id: dict[int, _Input] = {}
         self.by_fp: dict[str, _Input] = {}
+        self.chunks: dict[str, ChunkState] = {}
 
     def apply(self, rec: dict[str, Any]) -> None:
         """Apply one record; KeyError, TypeError or ValueError mean it does not belong here."""
@@ -218,6 +242,18 @@ class _State:
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
             inp.updated = at
+        elif kind == "chunk":
+            inp = self.by_id[rec["id"]]
+            key = str(rec["key"])
+            self.chunks[key] = ChunkState(
+                key, inp.id, str(rec["file"]), int(rec["rows"]), int(rec["bytes"])
+            )
+        elif kind == "upload":
+            chunk = self.chunks[str(rec["key"])]
+            chunk.job, chunk.stage = str(rec["job"]), "uploaded"
+        elif kind == "jobend":
+            chunk = self.chunks[str(rec["key"])]
+            chunk.outcome, chunk.stage = str(rec["state"]), "ended"
         else:
             raise ValueError(f"unknown record type {kind!r}")
 
@@ -292,7 +328,7 @@ def _rows_held(raw: bytes) -> int | None:
     try:
         rec, _ = json.JSONDecoder().raw_decode(raw[9:].decode("latin-1"))
         kind = rec["t"]
-        if kind in ("job", "input"):
+        if kind in ("job", "input", "chunk", "upload", "jobend"):
             return 0
         if kind == "fail":
             return 1
@@ -606,6 +642,34 @@ class CheckpointLog:
             raise ValueError(f"input {fingerprint} was not registered")
         self._pending_failed.append((inp, line, status, error[:_MAX_ERROR]))
 
+    def chunk(self, key: str) -> ChunkState | None:
+        """What the log knows of the chunk whose content hashes to `key`."""
+        return self._state.chunks.get(key)
+
+    def record_chunk(self, key: str, *, fingerprint: str, file: str, rows: int, size: int) -> None:
+        """Note a chunk about to be uploaded, durably: if the answer is lost, the next run
+        looks for its job by `file` before it uploads the chunk again."""
+        inp = self._state.by_fp.get(fingerprint)
+        if inp is None:
+            raise ValueError(f"input {fingerprint} was not registered")
+        rec = {"t": "chunk", "key": key, "id": inp.id, "file": file, "rows": rows, "bytes": size}
+        self._add(rec)
+        self.sync()
+
+    def record_upload(self, key: str, job: str) -> None:
+        """Note, durably, the job the API started for a chunk: it is never uploaded again."""
+        self._add({"t": "upload", "key": key, "job": job})
+        self.sync()
+
+    def record_job_end(
+        self, key: str, state: str, *, completed: int | None, total: int | None
+    ) -> None:
+        """Note how a chunk's job ended, after its rows' marks (which this writes first)."""
+        self.flush()
+        rec = {"t": "jobend", "key": key, "state": state, "completed": completed, "total": total}
+        self._add(rec)
+        self.sync()
+
     def done_mask(self, fingerprint: str, lines: pl.Series) -> pl.Series:
         """A boolean Series, True where that row of the input was already handled."""
         self._fold()
@@ -773,4 +837,5 @@ def read_status(state_dir: Path) -> StateStatus:
         )
         for inp in state.by_id.values()
     )
-    return StateStatus(state.job, state.created, inputs, tuple(warnings))
+    open_jobs = tuple(chunk for chunk in state.chunks.values() if chunk.stage != "ended")
+    return StateStatus(state.job, state.created, inputs, tuple(warnings), open_jobs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -572,6 +573,23 @@ def _bar_enabled(quiet: bool) -> bool:
 @timeout_option
 @batch_option
 @workers_option
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Actions delivered as jobs (import_*, bulk_*): seconds before the first look at a "
+    "job's state, then 1.5 times longer each time up to 30 s (at least 1 s unless the endpoint "
+    "is loopback).",
+)
+@click.option(
+    "--job-wait",
+    type=click.FloatRange(min=1.0),
+    default=3600.0,
+    show_default=True,
+    help="Actions delivered as jobs: seconds to keep waiting while another job holds the API key "
+    "(the API runs one at a time) before the run stops and says so.",
+)
 @no_checkpoint_option
 @quiet_option
 def run(
@@ -592,6 +610,8 @@ def run(
     timeout: float,
     batch_rows: int,
     workers: int | None,
+    poll_interval: float,
+    job_wait: float,
     no_checkpoint: bool,
     quiet: bool,
 ) -> None:
@@ -640,6 +660,7 @@ def run(
                 checkpoint=not no_checkpoint,
                 options=mapping.options,
             )
+            delivery = dataclasses.replace(delivery, poll_s=poll_interval, busy_wait_s=job_wait)
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.
             sources = open_inputs(options)

@@ -82,6 +82,10 @@ class DeliveryOptions:
     send: SendOptions = field(default_factory=SendOptions)
     workers: int = 1
     checkpoint: bool = True
+    # For actions delivered as jobs: the first wait before asking how a job is doing (then
+    # 1.5 times longer each time), and how long to wait while another job holds the key.
+    poll_s: float = 1.0
+    busy_wait_s: float = 3600.0
 
     @property
     def dead_letter_path(self) -> Path:
@@ -372,7 +376,7 @@ def _values(column: pl.Series) -> Iterator[str] | list[str]:
     return column.to_list()
 
 
-def _stop_error(reason: str | None, status: int | None) -> ImporterError | None:
+def stop_error(reason: str | None, status: int | None) -> ImporterError | None:
     """Why the run stopped, as the error it is: a 401 is a refused token."""
     if reason is None:
         return None
@@ -412,7 +416,7 @@ async def deliver(
     tick = asyncio.create_task(recorder.sync_every(SYNC_INTERVAL_S))
     try:
         with control.recording(recorder):
-            async with _endpoint(options, destination) as (url, token, mock_state):
+            async with open_endpoint(options, destination) as (url, token, mock_state):
                 progress.begin(total)
                 stats = await _sender(options.workers)(
                     feed.requests(),
@@ -437,7 +441,7 @@ async def deliver(
         recorder.close()
     summary.requests += stats.requests
     summary.retries += stats.retries
-    summary.stop = _stop_error(stats.stopped_reason, stats.stopped_status)
+    summary.stop = stop_error(stats.stopped_reason, stats.stopped_status)
     summary.interrupted = control.stop.is_set()
     if stats.abandoned:
         summary.warnings.append(
@@ -461,7 +465,7 @@ def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
 
 
 @contextlib.asynccontextmanager
-async def _endpoint(
+async def open_endpoint(
     options: DeliveryOptions, destination: Destination
 ) -> AsyncIterator[tuple[str, str, MockState | None]]:
     if options.endpoint != EMBEDDED:

@@ -9,6 +9,7 @@ core; everything the caller sees (counts, rejects, bodies) comes in order.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import IO, Protocol
 import polars as pl
 
 from importer.checkpoint import JobIdentity
+from importer.columns import METHOD, PATH
 from importer.dedup import DedupTracker
 from importer.delivery import (
     DeliveryControl,
@@ -29,8 +31,8 @@ from importer.delivery import (
     body_frame,
     deliver,
 )
-from importer.destinations import Destination
-from importer.errors import MappingError
+from importer.destinations import Action, Destination
+from importer.errors import InputError, MappingError
 from importer.files import open_output
 from importer.mapping import ALL_COLUMNS, Mapping
 from importer.payload import BODY, build_bodies
@@ -47,7 +49,7 @@ from importer.read import (
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
-from importer.validate import Checked, FileState, validate_frame
+from importer.validate import Checked, FileState, receipt_time_note, validate_frame
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -198,6 +200,9 @@ def iter_valid(
             progress.end()
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
+        note = receipt_time_note(options.mapping, summary.rows_valid)
+        if note is not None:
+            summary.notes.append(note)
     finally:
         if rejects is not None:
             rejects.close()
@@ -310,17 +315,36 @@ async def send_job(
         endpoint=delivery.endpoint,
     )
     feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
+    total = sum(source.records or source.lines for source in sources)
+    action = options.mapping.action
     try:
-        await deliver(
-            feeds,
-            identity=identity,
-            destination=options.mapping.destination,
-            options=delivery,
-            summary=summary,
-            progress=progress,
-            total=sum(source.records or source.lines for source in sources),
-            control=control,
-        )
+        if action.batch is None:
+            await deliver(
+                feeds,
+                identity=identity,
+                destination=options.mapping.destination,
+                options=delivery,
+                summary=summary,
+                progress=progress,
+                total=total,
+                control=control,
+            )
+        else:
+            from importer.jobs import deliver_jobs  # the job machinery only when used
+
+            chunk_mb = options.mapping.options.get("chunk_mb")
+            await deliver_jobs(
+                feeds,
+                identity=identity,
+                destination=options.mapping.destination,
+                action=action,
+                options=delivery,
+                summary=summary,
+                max_bytes=chunk_mb * 1_000_000 if isinstance(chunk_mb, int) else None,
+                progress=progress,
+                total=total,
+                control=control,
+            )
     finally:
         feeds.close()
     summary.dedup = dedup.report() if dedup.applies else None
@@ -346,19 +370,64 @@ async def replay_job(
         mapping_fingerprint=REPLAY_MAPPING, destination=destination.name, endpoint=delivery.endpoint
     )
     feeds = iter_payload_feeds(payloads, destination=destination, summary=summary, rejects=rejects)
+    first = next(feeds, None)
+    batched = _batch_action(destination, first)
+    chained = itertools.chain(() if first is None else (first,), feeds)
     try:
-        await deliver(
-            feeds,
-            identity=identity,
-            destination=destination,
-            options=delivery,
-            summary=summary,
-            progress=progress,
-            control=control,
-        )
+        if batched is None:
+            await deliver(
+                chained,
+                identity=identity,
+                destination=destination,
+                options=delivery,
+                summary=summary,
+                progress=progress,
+                control=control,
+            )
+        else:
+            from importer.jobs import deliver_jobs  # the job machinery only when used
+
+            await deliver_jobs(
+                _only_call(chained, batched, payloads),
+                identity=identity,
+                destination=destination,
+                action=batched,
+                options=delivery,
+                summary=summary,
+                progress=progress,
+                control=control,
+            )
     finally:
         feeds.close()
         if rejects is not None:
             rejects.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _batch_action(destination: Destination, feed: Feed | None) -> Action | None:
+    """The action delivered as jobs that a payload file's first request calls, if it is one."""
+    if feed is None or not feed.frame.height:
+        return None
+    call = (feed.frame[METHOD][0], feed.frame[PATH][0])
+    return next(
+        (
+            action
+            for action in destination.actions.values()
+            if action.batch is not None and (action.method, action.path) == call
+        ),
+        None,
+    )
+
+
+def _only_call(feeds: Iterator[Feed], action: Action, payloads: Path) -> Iterator[Feed]:
+    """`feeds`, refusing a request of any other call: jobs take rows of one call only."""
+    for feed in feeds:
+        other = feed.frame.filter((pl.col(METHOD) != action.method) | (pl.col(PATH) != action.path))
+        if other.height:
+            raise InputError(
+                f"{payloads}, line {other[LINE][0]}: {other[METHOD][0]} {other[PATH][0]} in a "
+                f"file of {action.method} {action.path} rows, which are delivered as jobs: "
+                "replay each call's lines from a file of their own"
+            )
+        yield feed

@@ -55,3 +55,28 @@ def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:
     # Not when(inner != "").then(...): an eager frame evaluates `inner` twice, and nested objects
     # twice again at every level. A member is never "", so "{}" means every member was null.
     return pl.concat_str(pl.lit("{"), inner, pl.lit("}")).replace("{}", None)
+
+
+# A JSON string literal, escapes included: what a scan over JSON text must step over whole.
+STRING_LITERAL = r'"(?:[^"\\]|\\.)*"'
+
+
+def json_outside_strings(value: pl.Expr) -> pl.Expr:
+    """JSON text with every string literal emptied to `""`: what is left is structure, numbers
+    and literals, which a pattern can search without being fooled by a string's content."""
+    return value.str.replace_all(STRING_LITERAL, '""')
+
+
+def json_booleans_as_text(value: pl.Expr) -> pl.Expr:
+    """JSON text with every true/false outside a string turned into the string "true"/"false"."""
+    tokens = value.str.extract_all(STRING_LITERAL + r'|[^"]+')
+    element = pl.element()
+    outside = element.str.replace_all(r"\b(true|false)\b", '"$1"')
+    changed = tokens.list.eval(
+        pl.when(element.str.starts_with('"')).then(element).otherwise(outside)
+    ).list.join("")
+    return (
+        pl.when(json_outside_strings(value).str.contains(r"\b(?:true|false)\b"))
+        .then(changed)
+        .otherwise(value)
+    )

@@ -25,7 +25,8 @@ def check_id_prefix(fingerprint: str) -> str:
 
 def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) -> pl.DataFrame:
     """LINE and BODY (the JSON text of the request body) for every validated row, and ROUTE
-    where the validated frame has it."""
+    where the validated frame has it. Every body carries the action's constants, and its
+    defaults where the row leaves a path empty."""
     paths = {c: pl.col(c) for c in valid.columns if not c.startswith("__")}
     duplicates = mapping.action.duplicates
     if duplicates is not None:
@@ -47,6 +48,13 @@ def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) ->
             data = pl.when(has_data).then(timed).otherwise(data)
         if data is not None:
             paths[duplicates.data] = data
+    action = mapping.action
+    for path, text in action.defaults.items():
+        default = pl.lit(text, pl.String)
+        paths[path] = pl.coalesce(paths[path], default) if path in paths else default
+    # Constants first and whatever the row says: the action's own members are not the row's.
+    constants = {path: pl.lit(text, pl.String) for path, text in action.constants.items()}
+    paths = {**constants, **{p: e for p, e in paths.items() if p not in constants}}
     route = [ROUTE] if ROUTE in valid.columns else []
     return valid.select(LINE, _nest(paths).alias(BODY), *route)
 

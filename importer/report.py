@@ -61,8 +61,12 @@ class Summary:
     embedded: dict[str, Any] | None = None
     dead_letter_file: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # What the user should know about how rows travel, though nothing is wrong with them.
+    notes: list[str] = field(default_factory=list)
     dead_by_reason: Counter[str] = field(default_factory=Counter)
     dead_examples: dict[str, str] = field(default_factory=dict)
+    # Jobs of an action delivered as jobs: file, job id, rows, final state, rows completed.
+    jobs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stopped(self) -> str | None:
@@ -131,7 +135,9 @@ class Summary:
             dead_letters_by_reason=dict(self.dead_by_reason.most_common()),
             dead_letter_examples=self.dead_examples,
             embedded_server=self.embedded,
+            jobs=self.jobs,
             warnings=self.warnings,
+            notes=self.notes,
         )
         return report
 
@@ -187,6 +193,7 @@ def format_summary(summary: Summary) -> str:
             f"embedded server received {embedded['accepted']:,} accepted request(s), "
             f"{embedded['duplicates']:,} of them duplicates the API would drop"
         )
+    lines.extend(f"note: {note}" for note in summary.notes)
     lines.extend(f"warning: {warning}" for warning in summary.warnings)
     if summary.interrupted:
         lines.append("interrupted: run the same command again to send the rest")

@@ -34,5 +34,11 @@ def format_status(state: StateStatus) -> str:
         for failure in item.failures:
             status = failure.status if failure.status is not None else "no answer"
             lines.append(f"    line {failure.line}: {status}: {failure.error}")
+    for chunk in state.open_jobs:
+        if chunk.job is None:
+            what = "built; the answer to its upload was not recorded (the next run looks for it)"
+        else:
+            what = f"job {chunk.job} not seen to end yet (the next run polls it)"
+        lines.append(f"chunk {chunk.file} ({chunk.rows:,} rows): {what}")
     lines.extend(f"warning: {warning}" for warning in state.warnings)
     return "\n".join(lines)

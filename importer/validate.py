@@ -10,6 +10,7 @@ row breaks it; the first failing rule of a row is its reason.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,10 +19,17 @@ import polars as pl
 from importer.coerce import INT_RE, coerce
 from importer.columns import EVENT, ROUTE, USER
 from importer.destinations import Action
-from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field
-from importer.jsontext import json_as_text, json_kind, json_object, json_string
+from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field, Requires, options_of
+from importer.jsontext import (
+    json_as_text,
+    json_booleans_as_text,
+    json_kind,
+    json_object,
+    json_outside_strings,
+    json_string,
+)
 from importer.mapping import ALL_COLUMNS, Mapping
-from importer.read import COLUMN, ERROR, LINE, RULE
+from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, load_json
 from importer.times import (
     FileState,
     epoch_unit,
@@ -119,15 +127,19 @@ def validate_frame(
         outputs[path] = output
     checks.extend(_identity_rules(mapping))
     checks.extend(_action_rules(mapping, paths, outputs))
-    work = add_rules(checks)
 
     for object_path in action.object_fields:
         members = _members(mapping, object_path, columns, paths, outputs)
         base = mapping.fields.get(object_path)
         whole = outputs.pop(object_path, None) if base not in (None, ALL_COLUMNS) else None
-        merged = _merge_object(whole, members)
+        if action.field_of(object_path).members == "primitive":
+            found, whole, members = _primitive(mapping, object_path, whole, members)
+            checks.extend(found)
+        merged = _merge_object(whole, [(key, value) for key, _, value in members])
         if merged is not None:
             outputs[object_path] = merged
+    checks.extend(_requires_rules(mapping, paths, outputs))
+    work = add_rules(checks)
     for path, sources in action.fallback.items():
         found_sources = [outputs[p] for p in sources if p in outputs]
         if found_sources:
@@ -156,6 +168,49 @@ def validate_frame(
         *_route(mapping, paths),
     )
     return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+
+
+def receipt_time_note(mapping: Mapping, rows: int) -> str | None:
+    """One line for a job whose action the API stamps with the moment it receives it, when the
+    mapping sends a timestamp column anyway: that time travels only as a property."""
+    action = mapping.action
+    timed = [c for c, type_name in mapping.types.items() if type_name == "timestamp"]
+    if not action.receipt_time or not timed or rows == 0:
+        return None
+    star = mapping.star_path
+    sent = [p for p, c in mapping.fields.items() if c in timed]
+    if star is not None:
+        sent += [f"{star}.{c}" for c in timed if c not in mapping.fields.values()]
+    if not sent:
+        return None
+    parents = {p.partition(".")[0] for p in sent}
+    keys = ", ".join(json.dumps(p.partition(".")[2] or p, ensure_ascii=False) for p in sent)
+    if len(parents) == 1 and all("." in p for p in sent):
+        plural = "properties" if len(sent) > 1 else "property"
+        where = f"the {parents.pop()} {plural} {keys}"
+    else:
+        where = ", ".join(sent)
+    time_format = mapping.destination.time_format
+    form = "ISO 8601 UTC" if time_format.startswith("%Y-%m-%dT") else "UTC"
+    keeper = _dated_action(mapping)
+    advice = f'use action = "{keeper}"' if keeper else "use an action that takes the event's time"
+    events = "event" if rows == 1 else "events"
+    return (
+        f"{rows:,} {action.name} {events}: {mapping.destination.title} stamps each with the "
+        f"moment it receives it; their original times travel only as {where} ({form}). To keep "
+        f"the dates, {advice}."
+    )
+
+
+def _dated_action(mapping: Mapping) -> str | None:
+    """An action of the destination that takes every path of the mapping's action and a
+    required time: the one that keeps an event's date."""
+    action = mapping.action
+    for other in mapping.destination.actions.values():
+        times = [f for f in other.fields.values() if f.kind == "time" and f.required]
+        if other is not action and times and set(action.fields) <= set(other.fields):
+            return other.name
+    return None
 
 
 def filled_paths(mapping: Mapping, columns: list[str]) -> dict[str, str]:
@@ -398,6 +453,32 @@ def _action_rules(
     return rules
 
 
+def _requires_rules(
+    mapping: Mapping, paths: dict[str, str], outputs: dict[str, pl.Expr]
+) -> list[_Rule]:
+    """`Requires`: where the object `when` has any member as sent, `path` must hold a value;
+    a sub-key is looked up in its object, so it counts from `"*"`, a sub-key or a whole object."""
+    rules = []
+    for rule in mapping.action.rules:
+        if not isinstance(rule, Requires) or rule.when not in outputs:
+            continue
+        when = outputs[rule.when]
+        parent, _, key = rule.path.rpartition(".")
+        if parent:
+            value = outputs[parent].str.json_path_match(f"$.{key}") if parent in outputs else None
+        else:
+            value = json_as_text(outputs[rule.path]) if rule.path in outputs else None
+        empty = pl.lit(True) if value is None else (value.str.strip_chars() == "").fill_null(True)
+        present = when.is_not_null() & (when != "{}")
+        base = mapping.fields.get(rule.when)
+        column = paths.get(rule.path, base if base != ALL_COLUMNS else None)
+        message = pl.when(present & empty).then(
+            pl.lit(f"{rule.when} has properties but no {rule.path}")
+        )
+        rules.append(_Rule(rule.rule, column, message))
+    return rules
+
+
 # ------------------------------------------------------------------------------ objects
 
 
@@ -407,21 +488,106 @@ def _members(
     columns: list[str],
     paths: dict[str, str],
     outputs: dict[str, pl.Expr],
-) -> list[tuple[str, pl.Expr]]:
-    """The members of an object: every unmapped column when it takes `"*"`, then its sub-keys
-    (converted, as `data.timezone` is). Null cells are left out by json_object: an empty CSV
-    cell or an absent JSONL key is no value, not a null."""
+) -> list[tuple[str, str, pl.Expr]]:
+    """The members of an object as (key, source column, JSON text): every unmapped column when
+    it takes `"*"`, then its sub-keys (converted, as `data.timezone` is). Null cells are left out
+    by json_object: an empty CSV cell or an absent JSONL key is no value, not a null."""
     prefix = f"{object_path}."
     keyed = [(p[len(prefix) :], p) for p in paths if p.startswith(prefix)]
-    members: list[tuple[str, pl.Expr]] = []
+    members: list[tuple[str, str, pl.Expr]] = []
     if mapping.fields.get(object_path) == ALL_COLUMNS:
         # A key named in the mapping wins over a column of the same name: a JSON object with
         # one key twice means whatever the receiver's parser makes of it.
         taken = {c for c in mapping.fields.values() if c != ALL_COLUMNS}
         taken |= {key for key, _ in keyed} | set(paths.values())
-        members += [(c, pl.col(c)) for c in columns if c not in taken]
-    members += [(key, outputs.pop(path)) for key, path in keyed]
+        members += [(c, c, pl.col(c)) for c in columns if c not in taken]
+    members += [(key, paths[path], outputs.pop(path)) for key, path in keyed]
     return members
+
+
+def _primitive(
+    mapping: Mapping,
+    object_path: str,
+    whole: pl.Expr | None,
+    members: list[tuple[str, str, pl.Expr]],
+) -> tuple[list[_Rule], pl.Expr | None, list[tuple[str, str, pl.Expr]]]:
+    """An object whose members may only be primitives: a nested object or array is a reject
+    (rule `nested`) unless the mapping's `nested = "json"` sends it as its JSON text; true and
+    false travel as text and a JSON null is left out. Returns the rules and the object column
+    and members as they are then sent."""
+    as_json = mapping.options.get("nested") == "json"
+    hint = (
+        ': set nested = "json" in the mapping to send it as JSON text'
+        if "nested" in options_of(mapping.destination)
+        else ""
+    )
+    takes = f"{mapping.destination.title} takes only text, numbers and dates in {object_path}{hint}"
+    rules: list[_Rule] = []
+    sent: list[tuple[str, str, pl.Expr]] = []
+    for key, column, value in members:
+        nested = value.str.starts_with("{") | value.str.starts_with("[")
+        if not as_json:
+            what = (
+                pl.when(value.str.starts_with("{"))
+                .then(pl.lit("object"))
+                .otherwise(pl.lit("array"))
+            )
+            message = pl.format(
+                "column {} ({}) holds a JSON {}; {}",
+                pl.lit(json.dumps(column, ensure_ascii=False)),
+                pl.lit(f"{object_path}.{key}"),
+                what,
+                pl.lit(takes),
+            )
+            rules.append(_Rule("nested", column, pl.when(nested).then(message)))
+        primitive = (
+            pl.when(value.is_in(["true", "false"]))
+            .then(pl.concat_str(pl.lit('"'), value, pl.lit('"')))
+            .when(value == "null")
+            .then(pl.lit(None, pl.String))
+            .when(nested)
+            .then(json_string(value) if as_json else value)
+            .otherwise(value)
+        )
+        sent.append((key, column, primitive))
+    column = mapping.fields.get(object_path)
+    if whole is None or column is None:
+        return rules, whole, sent
+    # A whole object from one column: its members are checked on its JSON text.
+    nested = json_outside_strings(whole).str.slice(1).str.contains(r"[\[{]")
+    if not as_json:
+        message = pl.lit(
+            f"column {json.dumps(column, ensure_ascii=False)} ({object_path}) holds a nested "
+            f"JSON object or array; {takes}"
+        )
+        rules.append(_Rule("nested", column, pl.when(nested.fill_null(False)).then(message)))
+        return rules, json_booleans_as_text(whole), sent
+    flattened = pl.when(nested).then(whole).map_batches(_members_as_text, return_dtype=pl.String)
+    return rules, pl.coalesce(flattened, json_booleans_as_text(whole)), sent
+
+
+def _members_as_text(objects: pl.Series) -> pl.Series:
+    """Each JSON object with its nested members as their JSON text and true/false as text; a
+    Python pass over only the rows that nest (the others are null here), as no expression
+    can cut nested JSON at its brackets."""
+
+    def one(text: str | None) -> str | None:
+        try:
+            members = load_json(text) if text is not None else None
+        except (ValueError, RecursionError):
+            return text  # not JSON, so not an object: its own rule rejects it
+        if not isinstance(members, dict):
+            return text
+        return dump_json(
+            {
+                key: dump_json(value)
+                if isinstance(value, dict | list)
+                else (str(value).lower() if isinstance(value, bool) else value)
+                for key, value in members.items()
+            }
+        )
+
+    return pl.Series(objects.name, [one(t) for t in objects.to_list()], dtype=pl.String)
 
 
 def _merge_object(whole: pl.Expr | None, members: list[tuple[str, pl.Expr]]) -> pl.Expr | None:

@@ -139,6 +139,66 @@ def main() -> None:
     members[39]["birthday"] = "yesterday"
     members[49]["user_id"] = "y" * 300
     write_csv(HERE / "subscriptions.csv", members)
+    userpilot()
+
+
+# Userpilot's samples are small and written out, each row showing one of its rules. `007` and
+# `0042` are ids a spreadsheet would turn into numbers. Bad rows: users line 7 (settings holds a
+# JSON object, and metadata takes only primitives) and line 9 (no user_id); events line 7 (no
+# event name) and line 10 (a time no parser reads); companies line 6 (no company_id).
+USERPILOT_USERS = """\
+user_id,email,name,plan,signed_up_at,company_id,beta,settings
+007,james.bond@example.com,James Bond,enterprise,2023-03-14T09:26:53Z,c-001,true,
+0042,ada.lovelace@example.com,Ada Lovelace,pro,2023-01-05T08:00:00+01:00,c-002,false,
+u1003,grace.hopper@example.com,Grace Hopper,starter,2023-02-11 14:30:00,c-002,,
+u1004,linus.torvalds@example.com,Linus Torvalds,free,2023-04-02T17:45:10Z,,false,
+u1005,margaret.hamilton@example.com,Margaret Hamilton,enterprise,2023-05-19T06:12:00-04:00,c-003,true,
+u1006,ken.thompson@example.com,Ken Thompson,pro,2023-06-30T12:00:00Z,c-001,true,"{""theme"": ""dark"", ""beta_features"": [""sso"", ""audit-log""]}"
+u1007,barbara.liskov@example.com,Barbara Liskov,starter,2023-07-07T07:07:07.250Z,c-004,,
+,dennis.ritchie@example.com,Dennis Ritchie,pro,2023-08-15T10:20:30Z,c-003,false,
+u1009,frances.allen@example.com,Frances Allen,free,2023-09-01T00:00:00Z,,,
+u1010,radia.perlman@example.com,Radia Perlman,pro,2023-10-10T10:10:10+02:00,c-004,true,
+u1011,alan.kay@example.com,Alan Kay,enterprise,2023-11-11T11:11:11Z,c-001,false,
+u1012,john.backus@example.com,John Backus,starter,2023-12-24T18:30:00Z,c-005,,
+"""
+USERPILOT_EVENTS = """\
+user_id,event,occurred_at,page,plan,amount
+007,logged_in,2023-03-14T09:30:00Z,/login,enterprise,
+007,viewed_report,2023-03-14T09:31:12.500+00:00,/reports/q1,enterprise,
+0042,logged_in,2023-03-15T08:02:44+01:00,/login,pro,
+0042,upgraded_plan,2023-03-15T08:05:00+01:00,/billing,enterprise,499.0
+u1003,logged_in,2023-03-16T14:00:00-05:00,/login,starter,
+u1003,,2023-03-16T14:01:30-05:00,/dashboard,starter,
+u1004,created_project,2023-04-02T18:00:00Z,/projects/new,free,
+u1005,invited_teammate,2023-05-20T09:15:00-04:00,/team,enterprise,
+u1005,exported_csv,last tuesday,/reports/q2,enterprise,
+u1007,upgraded_plan,2023-07-08T10:00:00Z,/billing,pro,99.5
+u1009,logged_in,2023-09-01T00:05:00Z,/login,free,
+u1010,viewed_report,2023-10-11T16:45:30+02:00,/reports/q3,pro,
+u1011,created_project,2023-11-12T09:00:00Z,/projects/new,enterprise,
+u1012,logged_in,2023-12-27T08:00:00Z,/login,starter,
+"""
+USERPILOT_COMPANIES = """\
+company_id,name,plan,employees,created_at
+c-001,Universal Exports,enterprise,5000,2019-06-01T00:00:00Z
+c-002,Analytical Engines Ltd,pro,42,2020-01-15T09:00:00+00:00
+c-003,Apollo Guidance,enterprise,350,2021-03-03T12:00:00Z
+c-004,CLU Systems,starter,12,2022-07-19T08:30:00-07:00
+,Nameless Startup,free,3,2023-02-01T00:00:00Z
+c-005,Fortran Works,starter,8,2023-05-05T05:05:05Z
+c-006,Ethernet Labs,pro,120,2023-08-08T08:08:08Z
+c-007,Smalltalk & Co,free,1,2023-10-31T23:59:59Z
+"""
+
+
+def userpilot() -> None:
+    """Write the Userpilot samples: users, events and companies."""
+    for name, rows in (
+        ("userpilot-users.csv", USERPILOT_USERS),
+        ("userpilot-events.csv", USERPILOT_EVENTS),
+        ("userpilot-companies.csv", USERPILOT_COMPANIES),
+    ):
+        (HERE / name).write_text(rows, encoding="utf-8")
 
 
 def write_csv(path: Path, rows: list[dict[str, str]], *, bad_record_at: int = -1) -> None:

@@ -37,12 +37,34 @@ IDENTIFY = {
     "fields": {"id": "user_id", "email": "email", "data": "*"},
 }
 
+# Vero's schemas by action name, as the tests have always named them; Userpilot's by file stem
+# (`userpilot-import-track`), since its action names repeat Vero's.
 _SCHEMAS = {
     path.name.removeprefix("vero-").removesuffix(".schema.json"): (
         jsonschema.Draft202012Validator(json.loads(path.read_text()))
     )
     for path in (ROOT / "schemas").glob("vero-*.schema.json")
+} | {
+    path.name.removesuffix(".schema.json"): (
+        jsonschema.Draft202012Validator(json.loads(path.read_text()))
+    )
+    for path in (ROOT / "schemas").glob("userpilot-*.schema.json")
 }
+
+
+def schema_of(mapping: Mapping) -> jsonschema.Draft202012Validator:
+    """The JSON Schema validator of the mapping's action (its whole request body)."""
+    if mapping.destination.name == "vero":
+        return _SCHEMAS[mapping.action.name]
+    return _SCHEMAS[f"{mapping.destination.name}-{mapping.action.name.replace('_', '-')}"]
+
+
+def check_body(mapping: Mapping, body: dict[str, Any]) -> None:
+    """Validate one built body against its schema; a list action's body is one row of the
+    request's list, so it is checked as the list's only item."""
+    batch = mapping.action.batch
+    whole = {batch.list_key: [body]} if batch is not None and batch.kind == "list" else body
+    schema_of(mapping).validate(whole)
 
 
 def make_mapping(raw: dict[str, Any] | None = None, **changes: Any) -> Mapping:
@@ -79,7 +101,7 @@ def run_file(
         bodies.extend(json.loads(text) for text in built[BODY].to_list())
         lines.extend(built[LINE].to_list())
     for body in bodies:
-        _SCHEMAS[mapping.action.name].validate(body)
+        check_body(mapping, body)
     empty = pl.DataFrame()
     return Outcome(
         valid=pl.concat(valid, how="diagonal_relaxed") if valid else empty,

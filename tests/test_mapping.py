@@ -14,7 +14,8 @@ from importer.mapping import load_mapping
 @pytest.mark.parametrize("preset", sorted((ROOT / "schemas").glob("*.toml")), ids=lambda p: p.name)
 def test_presets_load(preset: Path) -> None:
     mapping = load_mapping(preset)
-    assert mapping.destination.name == "vero"
+    # a preset is named after what it is for: <destination>-<action>.toml
+    assert preset.stem == f"{mapping.destination.name}-{mapping.action.name.replace('_', '-')}"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,741 @@
+"""Deliver an action the API takes as jobs (an Action with a `Batch`): rows are cut into chunks,
+each chunk is one upload that starts a job on the API's side, and the job is polled to its end.
+
+One job at a time, strictly in order, because the API runs one per token:
+
+    build a chunk -> record it (fsync) -> upload -> record the job id (fsync) -> poll until the
+    job ends -> mark the chunk's rows (done, or dead-lettered and failed) -> record the end
+
+so after a crash nothing the API accepted is uploaded again: a chunk whose job id is recorded
+is polled, not re-sent, and a chunk recorded without one (the crash came between the upload
+and its answer) is first looked for in the API's job list by its file name, which holds the
+chunk's content hash. A chunk's identity is that hash, so the same rows make the same chunk on
+every run while the mapping (and so the chunk size) stays the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import polars as pl
+import yarl
+
+from importer.checkpoint import CheckpointLog, ChunkState, JobIdentity
+from importer.delivery import (
+    DeadLetters,
+    DeliveryControl,
+    DeliveryOptions,
+    DeliveryProgress,
+    Feed,
+    open_endpoint,
+    stop_error,
+)
+from importer.destinations.base import Action, Batch, Destination
+from importer.errors import ImporterError
+from importer.files import write_atomic
+from importer.model import Request, Result, Verdict
+from importer.payload import BODY
+from importer.read import LINE
+from importer.report import Summary
+from importer.send_options import check_endpoint, is_loopback
+
+JOBS_DIR = "jobs"  # the final status of each failed job, beside the checkpoint
+MESSAGE_CHARS = 500
+ANSWER_BYTES = 256 * 1024  # a job list can be long; nothing more is read
+# Far below any documented limit: a poll a second is 60 of the 600 requests a minute.
+MIN_REMOTE_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobPolling:
+    """How jobs are waited for.
+
+    `poll_s`: the first wait before asking how a job is doing, then 1.5 times longer each time
+    up to `poll_cap_s`. `busy_wait_s`: how long to keep waiting while another job holds the
+    token (409, or 429 on create) before the run stops and says so.
+    """
+
+    poll_s: float = 1.0
+    poll_cap_s: float = 30.0
+    busy_wait_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be a number above 0, not {getattr(self, name)!r}"
+            for name in ("poll_s", "poll_cap_s", "busy_wait_s")
+            if not getattr(self, name) > 0
+        ]
+        if problems:
+            raise ImporterError("; ".join(problems))
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows of one input, as the file (or list body) uploaded for one job."""
+
+    fingerprint: str
+    name: str
+    lines: list[int]
+    bodies: list[bytes]
+    content: bytes
+    key: str
+    file: str
+
+
+class _Stop(Exception):
+    """The API or the endpoint ended the run (a refused key, a lost job, a redirect)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Interrupted(Exception):
+    """The caller set `control.stop`."""
+
+
+def build_chunk(
+    batch: Batch, *, fingerprint: str, name: str, lines: list[int], bodies: list[bytes]
+) -> Chunk:
+    """One chunk's upload: NDJSON lines for a file job, `{list_key: [...]}` for a list job."""
+    if batch.kind == "file":
+        content = b"\n".join(bodies) + b"\n"
+    else:
+        content = b'{"' + batch.list_key.encode() + b'":[' + b",".join(bodies) + b"]}"
+    digest = hashlib.sha256()
+    digest.update(f"{fingerprint}:{lines[0]}:".encode())
+    digest.update(content)
+    key = digest.hexdigest()[:32]
+    suffix = "ndjson" if batch.kind == "file" else "json"
+    return Chunk(fingerprint, name, lines, bodies, content, key, f"importer-{key[:20]}.{suffix}")
+
+
+def cut_point(sizes: pl.Series, *, max_rows: int, max_bytes: int) -> int:
+    """How many leading rows make one chunk: at most `max_rows`, and at most `max_bytes` of
+    bodies plus separators (at least one row, so a body larger than a chunk still goes, alone,
+    and the API judges it)."""
+    fits = int((sizes.cast(pl.Int64).cum_sum() <= max_bytes).sum())
+    return max(1, min(max_rows, fits))
+
+
+class _Chunker:
+    """Cuts the bodies of `feeds` into chunks; skips what the checkpoint says is done.
+
+    A chunk never spans two inputs. Feeds are read in a worker thread (Polars releases the GIL)
+    while the event loop waits for jobs.
+    """
+
+    def __init__(
+        self,
+        feeds: Iterator[Feed],
+        batch: Batch,
+        *,
+        max_bytes: int,
+        checkpoint: CheckpointLog,
+        summary: Summary,
+        progress: DeliveryProgress,
+    ) -> None:
+        self._feeds = feeds
+        self._batch = batch
+        self._max_bytes = max_bytes
+        self._checkpoint = checkpoint
+        self._summary = summary
+        self._progress = progress
+        self._registered: set[str] = set()
+        self._shown = 0
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Every chunk to deliver, in input and line order."""
+        pending: pl.DataFrame | None = None
+        source: tuple[str, str] | None = None
+        while True:
+            feed = await asyncio.to_thread(next, self._feeds, None)
+            self._show_skips()
+            if feed is None:
+                break
+            if source is not None and source[0] != feed.fingerprint and pending is not None:
+                for chunk in self._cut(pending, source, final=True)[0]:
+                    yield chunk
+                pending = None
+            source = (feed.fingerprint, feed.name)
+            todo = self._not_done(feed)
+            pending = todo if pending is None else pl.concat([pending, todo])
+            ready, pending = self._cut(pending, source, final=False)
+            for chunk in ready:
+                yield chunk
+        if source is not None and pending is not None:
+            for chunk in self._cut(pending, source, final=True)[0]:
+                yield chunk
+        self._show_skips()
+
+    def _not_done(self, feed: Feed) -> pl.DataFrame:
+        checkpoint = self._checkpoint
+        if feed.fingerprint not in self._registered:
+            checkpoint.register_input(feed.name, feed.fingerprint)
+            self._registered.add(feed.fingerprint)
+        frame = feed.frame.select(LINE, BODY)
+        done = checkpoint.done_mask(feed.fingerprint, frame[LINE])
+        skipped = int(done.sum())
+        if skipped:
+            self._summary.rows_skipped += skipped
+            frame = frame.filter(~done)
+        return frame
+
+    def _cut(
+        self, frame: pl.DataFrame, source: tuple[str, str], *, final: bool
+    ) -> tuple[list[Chunk], pl.DataFrame | None]:
+        """The whole chunks of `frame`, and (unless `final`) the rows left for the next batch
+        to fill up."""
+        batch, chunks = self._batch, []
+        while frame.height:
+            sizes = frame[BODY].str.len_bytes() + 1
+            take = cut_point(sizes, max_rows=batch.max_rows, max_bytes=self._max_bytes)
+            if take == frame.height and not final and int(sizes.sum()) < self._max_bytes:
+                return chunks, frame
+            head, frame = frame.head(take), frame.slice(take)
+            chunks.append(
+                build_chunk(
+                    batch,
+                    fingerprint=source[0],
+                    name=source[1],
+                    lines=head[LINE].to_list(),
+                    bodies=head[BODY].cast(pl.Binary).to_list(),
+                )
+            )
+        return chunks, None
+
+    def _show_skips(self) -> None:
+        summary = self._summary
+        not_sent = summary.rows_skipped + summary.rows_rejected + summary.blank_lines
+        self._progress.skip(not_sent - self._shown)
+        self._shown = not_sent
+
+
+@dataclass(slots=True)
+class _Counts:
+    requests: int = 0
+    retries: int = 0
+    uploads: int = 0
+    jobs_resumed: int = 0
+    jobs_adopted: int = 0
+    busy_waits: int = 0
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _JobClient:
+    """Uploads chunks and follows their jobs, one at a time, with the API's answers judged by
+    the destination."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base: str,
+        token: str,
+        destination: Destination,
+        action: Action,
+        batch: Batch,
+        options: DeliveryOptions,
+        polling: JobPolling,
+        stop: asyncio.Event,
+        progress: DeliveryProgress,
+    ) -> None:
+        from importer.send import make_scrubber
+
+        self._session = session
+        self._base = base
+        self._token = token
+        self._destination = destination
+        self._action = action
+        self._batch = batch
+        self._send = options.send
+        self._polling = polling
+        self._stop = stop
+        self._progress = progress
+        self.scrub = make_scrubber(token, fields=destination.credential_fields)
+        self.counts = _Counts()
+        if not is_loopback(base):
+            polling = JobPolling(
+                poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
+                poll_cap_s=max(polling.poll_cap_s, MIN_REMOTE_POLL_S),
+                busy_wait_s=polling.busy_wait_s,
+            )
+        self._polling = polling
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep, unless the caller stops the run first."""
+        if self._stop.is_set():
+            raise _Interrupted
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        if self._stop.is_set():
+            raise _Interrupted
+
+    async def call(
+        self, method: str, path: str, *, data: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int | None, bytes, str | None, str]:
+        """One request: (status or None, the answer's start, Retry-After, a message when no
+        answer came). Redirects are never followed."""
+
+        url = yarl.URL(self._base + path, encoded=True)
+        self.counts.requests += 1
+        _, auth = self._destination.authorize(b"{}", self._token)
+        sent_headers = dict(auth)
+        if headers is not None:
+            sent_headers.update(headers)
+        if isinstance(data, aiohttp.FormData):
+            sent_headers.pop("Content-Type", None)  # aiohttp writes the multipart boundary
+        try:
+            response = await self._session.request(
+                method,
+                url,
+                data=data,
+                headers=sent_headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._send.timeout_s),
+            )
+            try:
+                answer = await response.content.read(ANSWER_BYTES)
+            finally:
+                response.release()
+            return response.status, answer, response.headers.get("Retry-After"), ""
+        except TimeoutError:
+            return None, b"", None, f"no answer within {self._send.timeout_s:g} s"
+        except (aiohttp.ClientSSLError, aiohttp.InvalidURL) as exc:
+            raise _Stop(f"cannot reach the endpoint: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            return None, b"", None, f"{type(exc).__name__}: {exc}"
+
+    def _judge(self, status: int, answer: bytes) -> tuple[Verdict, str]:
+        verdict, message = self._destination.classify(status, answer)
+        return verdict, _clip(self.scrub(message))
+
+    async def upload(self, chunk: Chunk) -> tuple[str | None, str]:
+        """Start the chunk's job: (its id, "") or (None, why the API refused the chunk)."""
+        batch = self._batch
+        failures = throttled = 0
+        busy_since: float | None = None
+        while True:
+            if batch.kind == "file":
+                data: Any = aiohttp.FormData()
+                data.add_field(
+                    "file", chunk.content, filename=chunk.file, content_type="application/x-ndjson"
+                )
+                headers = None
+            else:
+                data, headers = chunk.content, None
+            if failures or throttled or busy_since is not None:
+                self.counts.retries += 1
+            status, answer, retry_after, problem = await self.call(
+                "POST", batch.create_path, data=data, headers=headers
+            )
+            self.counts.uploads += 1
+            if status is None:
+                # The upload may have reached the API: look for its job before sending it again.
+                found = await self.find_job(chunk.file) if batch.kind == "file" else None
+                if found is not None:
+                    self.counts.jobs_adopted += 1
+                    return found, ""
+                failures += 1
+                self._check_retries(failures, f"uploading {chunk.file}: {problem}")
+                self._progress.retry(f"{chunk.file}: {problem}; trying again")
+                await self.wait(self._backoff(failures))
+                continue
+            verdict, message = self._judge(status, answer)
+            if verdict is Verdict.DELIVERED:
+                job = _job_id(answer)
+                if job is None:
+                    raise _Stop(
+                        f"the API accepted {chunk.file} (HTTP {status}) but its answer names no "
+                        f"job_id, so the job cannot be followed: {_clip(self.scrub(_text(answer)))}"
+                    )
+                return job, ""
+            if verdict is Verdict.DEAD:
+                return None, f"HTTP {status}: {message}"
+            if verdict is Verdict.STOP:
+                raise _Stop(message, status)
+            if status in (HTTPStatus.CONFLICT, HTTPStatus.TOO_MANY_REQUESTS):
+                now = time.monotonic()
+                busy_since = now if busy_since is None else busy_since
+                if now - busy_since > self._polling.busy_wait_s:
+                    raise _Stop(
+                        f"another job has held this API key for over "
+                        f"{self._polling.busy_wait_s:g} s (HTTP {status}: {message}); the API "
+                        "runs one at a time: run again when it has ended"
+                    )
+                throttled += 1
+                self.counts.busy_waits += 1
+                delay = self._busy_delay(status, throttled, retry_after)
+                self._progress.retry(
+                    f"{chunk.file}: HTTP {status}: {message}; waiting {delay:.1f} s"
+                )
+                await self.wait(delay)
+                continue
+            failures += 1
+            self._check_retries(failures, f"uploading {chunk.file}: HTTP {status}: {message}")
+            delay = self._backoff(failures)
+            self._progress.retry(f"{chunk.file}: HTTP {status}: {message}; retry in {delay:.1f} s")
+            await self.wait(delay)
+
+    async def follow(self, chunk: Chunk, job: str) -> dict[str, Any]:
+        """Poll the job until it ends; its last status answer."""
+        path = self._batch.status_path.replace("{job_id}", quote(job, safe=""))
+        interval, failures = self._polling.poll_s, 0
+        while True:
+            await self.wait(interval)
+            interval = min(self._polling.poll_cap_s, interval * 1.5)
+            status, answer, _, problem = await self.call("GET", path)
+            if status is not None and 200 <= status < 300:
+                job_status = _json(answer)
+                state = job_status.get("status") if isinstance(job_status, dict) else None
+                if not isinstance(state, str) or not isinstance(job_status, dict):
+                    raise _Stop(
+                        f"the status of job {job} is not the API's JSON: "
+                        f"{_clip(self.scrub(_text(answer)))}"
+                    )
+                if state in self._batch.running:
+                    failures = 0
+                    continue
+                return job_status
+            if status == HTTPStatus.NOT_FOUND:
+                raise _Stop(
+                    f"the API does not know job {job} of {chunk.file} (HTTP 404): its rows are "
+                    "not marked; run again to try again, or start over with --fresh"
+                )
+            if status is not None:
+                verdict, message = self._judge(status, answer)
+                if verdict is Verdict.STOP:
+                    raise _Stop(message, status)
+                problem = f"HTTP {status}: {message}"
+            failures += 1
+            self._check_retries(failures, f"reading the state of job {job}: {problem}")
+            self._progress.retry(f"job {job}: {problem}; asking again")
+
+    async def find_job(self, file: str) -> str | None:
+        """The id of the job the API lists for `file`, if any (the list is read once)."""
+        listing = self._batch.status_path.partition("/{job_id}")[0]
+        status, answer, _, _ = await self.call("GET", listing)
+        if status is None or not 200 <= status < 300:
+            return None
+        jobs = _json(answer)
+        if isinstance(jobs, dict):
+            jobs = jobs.get("jobs", jobs.get("data"))
+        if not isinstance(jobs, list):
+            return None
+        for item in jobs:
+            if isinstance(item, dict) and item.get("filename") == file:
+                job = item.get("job_id")
+                if isinstance(job, str) and job:
+                    return job
+        return None
+
+    def _check_retries(self, failures: int, what: str) -> None:
+        if failures > self._send.max_retries:
+            raise _Stop(
+                f"gave up after {failures} tries {what}; nothing of this chunk is marked, so a "
+                "later run tries it again"
+            )
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self._send.backoff_cap_s, self._send.backoff_base_s * 2 ** (failures - 1))
+        return max(base, self._send.throttle_floor_s) * random.uniform(1.0, 1.25)
+
+    def _busy_delay(self, status: int, throttled: int, retry_after: str | None) -> float:
+        """A 429's Retry-After when it gives one; else doubling from the destination's floor
+        (or the poll interval), at most the poll cap."""
+        from importer.send import parse_retry_after
+
+        seconds = None
+        if retry_after is not None:
+            seconds = parse_retry_after(retry_after, now=datetime.now(UTC))
+        floor = max(self._send.throttle_floor_s, self._polling.poll_s)
+        doubled = min(self._polling.poll_cap_s, floor * 2 ** (throttled - 1))
+        return max(seconds or 0.0, doubled) * random.uniform(1.0, 1.25)
+
+
+async def deliver_jobs(
+    feeds: Iterator[Feed],
+    *,
+    identity: JobIdentity,
+    destination: Destination,
+    action: Action,
+    options: DeliveryOptions,
+    summary: Summary,
+    max_bytes: int | None = None,
+    progress: DeliveryProgress | None = None,
+    total: int | None = None,
+    control: DeliveryControl | None = None,
+) -> Summary:
+    """Deliver every row of `feeds` not yet done under `identity` as `action`'s jobs, and fill
+    in `summary` (as delivery.deliver does for one request per row)."""
+    batch = action.batch
+    if batch is None:
+        raise AssertionError("deliver_jobs is for actions delivered as jobs")
+    progress = progress or DeliveryProgress()
+    control = control or DeliveryControl()
+    polling = JobPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
+    if options.workers > 1:
+        summary.warnings.append(
+            f"{action.name} is delivered as jobs, one at a time: --workers is ignored"
+        )
+    checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
+    summary.warnings.extend(checkpoint.warnings)
+    dead = DeadLetters(options.dead_letter_path)
+    chunker = _Chunker(
+        feeds,
+        batch,
+        max_bytes=min(max_bytes or batch.max_bytes, batch.max_bytes),
+        checkpoint=checkpoint,
+        summary=summary,
+        progress=progress,
+    )
+    client: _JobClient | None = None
+    try:
+        async with (
+            open_endpoint(options, destination) as (url, token, mock_state),
+            _session() as session,
+        ):
+            client = _JobClient(
+                session,
+                base=check_endpoint(url) + "/",
+                token=token,
+                destination=destination,
+                action=action,
+                batch=batch,
+                options=options,
+                polling=polling,
+                stop=control.stop,
+                progress=progress,
+            )
+            progress.begin(total)
+            try:
+                async for chunk in chunker.chunks():
+                    await _deliver_chunk(
+                        chunk,
+                        client,
+                        checkpoint=checkpoint,
+                        dead=dead,
+                        summary=summary,
+                        progress=progress,
+                        options=options,
+                        action=action,
+                        batch=batch,
+                    )
+            except _Stop as stop:
+                summary.stop = stop_error(str(stop), stop.status)
+            except _Interrupted:
+                summary.interrupted = True
+            progress.end()
+            if mock_state is not None:
+                summary.embedded = mock_state.stats()
+    finally:
+        try:
+            dead.close()
+        finally:
+            checkpoint.close()
+    if client is not None:
+        summary.requests += client.counts.requests
+        summary.retries += client.counts.retries
+        summary.jobs = client.counts.jobs
+    if dead.count:
+        summary.dead_letter_file = str(dead.path)
+    return summary
+
+
+async def _deliver_chunk(
+    chunk: Chunk,
+    client: _JobClient,
+    *,
+    checkpoint: CheckpointLog,
+    dead: DeadLetters,
+    summary: Summary,
+    progress: DeliveryProgress,
+    options: DeliveryOptions,
+    action: Action,
+    batch: Batch,
+) -> None:
+    """Take one chunk from wherever an earlier run left it to the end of its job."""
+    known = checkpoint.chunk(chunk.key)
+    job: str | None = None
+    if known is not None and known.stage == "ended":
+        # The job ended and its rows were marked first; they are skipped, so this is rare.
+        _end_rows(
+            chunk,
+            known.outcome in batch.finished,
+            checkpoint,
+            dead,
+            summary,
+            progress,
+            action=action,
+            error=f"job {known.job} ended {known.outcome} in an earlier run",
+        )
+        return
+    if known is not None and known.stage == "uploaded":
+        job = known.job
+        client.counts.jobs_resumed += 1
+        progress.notice(f"{chunk.file}: following job {job}, started by an earlier run")
+    elif known is not None:
+        job = await client.find_job(chunk.file) if batch.kind == "file" else None
+        if job is not None:
+            client.counts.jobs_adopted += 1
+            checkpoint.record_upload(chunk.key, job)
+            progress.notice(f"{chunk.file}: found its job {job} from an earlier run; following it")
+        else:
+            summary.warnings.append(
+                f"{chunk.file} was being uploaded when an earlier run ended and the API lists "
+                "no job for it: uploaded again"
+            )
+    else:
+        checkpoint.record_chunk(
+            chunk.key,
+            fingerprint=chunk.fingerprint,
+            file=chunk.file,
+            rows=len(chunk.lines),
+            size=len(chunk.content),
+        )
+    if job is None:
+        job, refused = await client.upload(chunk)
+        if job is None:
+            _end_rows(
+                chunk,
+                False,
+                checkpoint,
+                dead,
+                summary,
+                progress,
+                action=action,
+                error=f"the API refused {chunk.file}: {refused}",
+            )
+            checkpoint.record_job_end(chunk.key, "refused", completed=None, total=None)
+            return
+        checkpoint.record_upload(chunk.key, job)
+    status = await client.follow(chunk, job)
+    state = str(status["status"])
+    completed, total = _int(status.get("completed_rows")), _int(status.get("total_rows"))
+    client.counts.jobs.append(
+        {
+            "file": chunk.file,
+            "job": job,
+            "rows": len(chunk.lines),
+            "state": state,
+            "completed_rows": completed,
+            "total_rows": total,
+        }
+    )
+    finished = state in batch.finished
+    if finished:
+        if completed is not None and total is not None and completed < total:
+            summary.warnings.append(
+                f"job {job} ({chunk.file}) completed with {completed:,} of {total:,} rows; the "
+                "API does not say which rows it left out, so all are counted as delivered"
+            )
+        error = ""
+    else:
+        kept = _keep_status(options.state_dir, chunk.file, status)
+        shown = _clip(client.scrub(json.dumps(status, sort_keys=True)))
+        error = (
+            f"job {job} ended {state} ({_of(completed, total)} rows completed; its whole "
+            f"status is in {kept}): {shown}"
+        )
+    _end_rows(chunk, finished, checkpoint, dead, summary, progress, action=action, error=error)
+    checkpoint.record_job_end(chunk.key, state, completed=completed, total=total)
+
+
+def _end_rows(
+    chunk: Chunk,
+    delivered: bool,
+    checkpoint: CheckpointLog,
+    dead: DeadLetters,
+    summary: Summary,
+    progress: DeliveryProgress,
+    *,
+    action: Action,
+    error: str,
+) -> None:
+    """Mark a chunk's rows done, or dead-letter each (durably, before its mark) and fail it."""
+    fingerprint = chunk.fingerprint
+    if delivered:
+        for line in chunk.lines:
+            checkpoint.mark_done(fingerprint, line)
+            progress.result(delivered=True, retries=0)
+        summary.rows_sent += len(chunk.lines)
+        return
+    for line, body in zip(chunk.lines, chunk.bodies, strict=True):
+        request = Request(action.method, action.path, body, fingerprint, chunk.name, line)
+        dead.write(Result(request, False, None, error, 1))
+        summary.add_dead(None, error, where=f"{chunk.name}, line {line}")
+    dead.sync()
+    for line in chunk.lines:
+        checkpoint.mark_failed(fingerprint, line, None, error)
+        progress.result(delivered=False, retries=0)
+    summary.rows_failed += len(chunk.lines)
+
+
+@contextlib.asynccontextmanager
+async def _session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=2), cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield session
+
+
+def _keep_status(state_dir: Path, file: str, status: dict[str, Any]) -> Path:
+    """The whole status of a job that did not complete, beside the checkpoint, for a person."""
+    path = state_dir / JOBS_DIR / (file.rsplit(".", 1)[0] + ".status.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(status, indent=2, sort_keys=True).encode() + b"\n")
+    return path
+
+
+def _job_id(answer: bytes) -> str | None:
+    parsed = _json(answer)
+    job = parsed.get("job_id") if isinstance(parsed, dict) else None
+    return job if isinstance(job, str) and job else None
+
+
+def _json(answer: bytes) -> object:
+    try:
+        return json.loads(answer)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _int(value: object) -> int | None:
+    """A count the API may send as a number or as text (its schemas disagree)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _of(completed: int | None, total: int | None) -> str:
+    if completed is None:
+        return "an unknown number of"
+    return f"{completed:,} of {total:,}" if total is not None else f"{completed:,}"
+
+
+def _text(answer: bytes) -> str:
+    return " ".join(answer.decode("utf-8", "replace").split()) or "an empty body"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+__all__ = ["Chunk", "ChunkState", "JobPolling", "build_chunk", "cut_point", "deliver_jobs"]
