@@ -3,8 +3,9 @@
     requests ──producer──▶ bounded queue ──▶ `concurrency` workers ──▶ on_result(Result)
 
 Every answer is judged by the destination's `classify()`: delivered and dead letters are
-reported, retries back off with full jitter (honouring `Retry-After`), and a STOP verdict or the
-caller's `stop` event ends the run after the requests in flight finish. Requests that were never
+reported, retries back off with full jitter (honouring `Retry-After`, or doubling from a floor
+when the API sets one), request starts keep to the API's quota per window if it has one, and a
+STOP verdict or the caller's `stop` event ends the run after the requests in flight finish. Requests that were never
 answered are never reported, so a resumed run sends them again.
 """
 
@@ -95,6 +96,17 @@ def parse_retry_after(value: str, *, now: datetime) -> float | None:
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Full-jitter exponential backoff before retry number `attempt` (0 for the first retry)."""
     return random.uniform(0.0, min(cap, base * 2.0 ** min(attempt, 64)))
+
+
+def floor_backoff(throttles: int, *, floor: float, cap: float) -> float:
+    """The wait after a request's `throttles`-th 429 when the API names no wait: floor, twice
+    that, four times... up to `cap`, never under `floor`, plus up to a quarter of jitter.
+
+    Full jitter could retry at once, which an API that counts every request against its limit
+    answers with another 429.
+    """
+    base = max(floor, min(cap, floor * 2.0 ** min(throttles - 1, 64)))
+    return base * random.uniform(1.0, 1.25)
 
 
 class AdaptiveLimit:
@@ -312,6 +324,52 @@ class AdaptiveRate:
         self._cut_at = now
 
 
+class WindowGuard:
+    """At most `limit` request starts in any `window_s` seconds: an API's hard quota per window.
+
+    A pace alone does not guarantee it (10 a second puts 601 starts in a closed 60 s window),
+    and retries count too. Starts are kept MARGIN_S longer than the window, so that latency
+    differences between our start and the server's arrival cannot fit one more into its window.
+    Call wait() before reserving the start, then started() with the pace's delay at once.
+    """
+
+    MARGIN_S = 1.0
+    _TICK_S = 1e-3  # the shortest wait: a rounding remainder must not spin on a fake clock
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.span = window_s + self.MARGIN_S
+        self._leaves: deque[float] = deque()  # when each recent start leaves the window, in order
+        self._clock = clock or _now
+        self._sleep = sleep or _sleep
+
+    async def wait(self) -> None:
+        """Return once one more start fits: fewer than `limit` starts are still in the window."""
+        leaves = self._leaves
+        while True:
+            now = self._clock()
+            while leaves and leaves[0] <= now:
+                leaves.popleft()
+            if len(leaves) < self.limit:
+                return
+            await self._sleep(max(leaves[0] - now, self._TICK_S))
+
+    def started(self, delay: float = 0.0) -> None:
+        """Count a start `delay` seconds from now (the pace's reservation); call right after
+        wait(), with no await between, so that no other start slips in.
+
+        Reservations come in time order, so the starts stay in order too.
+        """
+        self._leaves.append(self._clock() + delay + self.span)
+
+
 def _forget(times: deque[float], since: float) -> None:
     """Drop the times before `since` from the left of a deque kept in time order."""
     while times and times[0] < since:
@@ -465,6 +523,11 @@ class _Sender:
         self.timeout = aiohttp.ClientTimeout(total=options.timeout_s)
         self.limit = AdaptiveLimit(options.concurrency, clock=_now, sleep=_sleep)
         self.pace = AdaptiveRate(options.rate, clock=_now, sleep=_sleep)
+        self.window = (
+            WindowGuard(*options.rate_window, clock=_now, sleep=_sleep)
+            if options.rate_window is not None
+            else None
+        )
         self.sleep = _sleep
         self.queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=2 * options.concurrency)
         self.halt = asyncio.Event()
@@ -597,15 +660,16 @@ class _Sender:
         try:
             body, headers = self.destination.authorize(request.body, self.token)
             url = self.urls.get(request.path) or self._url(request.path)
-            limit, pace, halt, busy, stop_is_set = (
+            limit, pace, window, halt, busy, stop_is_set = (
                 self.limit,
                 self.pace,
+                self.window,
                 self.halt,
                 self.busy,
                 self.stop_is_set,
             )
             max_retries = self.options.max_retries
-            attempt = failed = throttled = 0
+            attempt = failed = throttled = refusals = 0  # refusals: this request's 429s
             accepted_then = -1  # requests accepted anywhere when this one last got a 429
             while True:
                 epoch = limit.try_acquire()
@@ -614,8 +678,12 @@ class _Sender:
                 status: int | None = None
                 retry_after: float | None = None
                 try:
+                    if window is not None:
+                        await window.wait()
                     pace_epoch = pace.epoch
                     delay = pace.reserve()
+                    if window is not None:
+                        window.started(delay)
                     if delay > 0:
                         await self.sleep(delay)
                     if halt.is_set():
@@ -721,7 +789,14 @@ class _Sender:
                     self.on_result(Result(request, False, status, error, attempt))
                     reported = True
                     return
-                if retry_after is not None:
+                floor = self.options.throttle_floor_s
+                if status == 429 and floor > 0:
+                    refusals += 1
+                    if retry_after is not None:
+                        delay = max(retry_after, floor)
+                    else:
+                        delay = floor_backoff(refusals, floor=floor, cap=self.options.backoff_cap_s)
+                elif retry_after is not None:
                     delay = retry_after
                 else:
                     delay = backoff_delay(

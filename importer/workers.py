@@ -40,10 +40,15 @@ GRACE_S = 10.0
 
 
 def share(options: SendOptions, workers: int) -> SendOptions:
-    """One sender's part of the run's limits: concurrency and rate are totals across senders."""
+    """One sender's part of the run's limits: concurrency, rate and the starts allowed per
+    window are totals across senders."""
     rate = None if options.rate is None else options.rate / workers
     concurrency = max(1, math.ceil(options.concurrency / workers))
-    return dataclasses.replace(options, concurrency=concurrency, rate=rate)
+    window = options.rate_window
+    if window is not None:
+        # Rounded down, so the senders together stay within the API's quota.
+        window = (max(1, window[0] // workers), window[1])
+    return dataclasses.replace(options, concurrency=concurrency, rate=rate, rate_window=window)
 
 
 class _Sender:
@@ -250,8 +255,9 @@ async def send_across_workers(
 ) -> SendStats:
     """send_all, spread over `workers` sender processes; the same guarantees and report.
 
-    `options.concurrency` and `options.rate` are totals: each sender gets its share. Results
-    come back to this process, which calls `on_result` for each, as send_all does.
+    `options.concurrency`, `options.rate` and `options.rate_window` are totals: each sender
+    gets its share. Results come back to this process, which calls `on_result` for each, as
+    send_all does.
     """
     started = time.monotonic()
     if get_destination(destination.name) is not destination:

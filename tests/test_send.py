@@ -1020,3 +1020,86 @@ def test_the_usual_acknowledgement_is_judged_once(fake_time: FakeTime) -> None:
         )
     assert (stats.delivered, len(results)) == (5, 5)
     assert judged == [(200, OK)]
+
+
+@pytest.mark.parametrize(
+    ("jitter", "floor", "expected"),
+    [
+        pytest.param("low", 1.0, [1.0, 2.0], id="floor-low"),
+        pytest.param("high", 1.0, [1.25, 2.5], id="floor-high"),
+        pytest.param("low", 0.0, [0.0, 0.0], id="no-floor-may-retry-at-once"),
+        pytest.param("high", 0.0, [0.5, 1.0], id="no-floor-full-jitter"),
+    ],
+)
+def test_429_without_retry_after_doubles_from_the_floor(
+    fake_time: FakeTime,
+    monkeypatch: pytest.MonkeyPatch,
+    jitter: str,
+    floor: float,
+    expected: list[float],
+) -> None:
+    """With a floor: 1 s then 2 s, each at most a quarter longer; without one (floor 0) the
+    usual full jitter from 0, which may retry at once."""
+    monkeypatch.setattr(send.random, "uniform", lambda low, high: low if jitter == "low" else high)
+    with MockAPI() as m:
+        m.post(TRACK, status=429, body=b"slow down")
+        m.post(TRACK, status=429, body=b"slow down")
+        m.post(TRACK, status=200, body=OK)
+        run = run_send(make_requests(1), throttle_floor_s=floor, backoff_base_s=0.5)
+    (result,) = run.results
+    assert (result.delivered, result.attempts) == (True, 3)
+    assert fake_time.sleeps == pytest.approx(expected)
+
+
+def test_floor_backoff_waits_at_random_between_its_base_and_a_quarter_more(
+    fake_time: FakeTime,
+) -> None:
+    random.seed(11)
+    with MockAPI() as m:
+        for _ in range(3):
+            m.post(TRACK, status=429, body=b"slow down")
+        m.post(TRACK, status=200, body=OK)
+        run = run_send(make_requests(1), throttle_floor_s=1.0)
+    assert run.results[0].delivered
+    assert len(fake_time.sleeps) == 3
+    for delay, base in zip(fake_time.sleeps, [1.0, 2.0, 4.0], strict=True):
+        assert base <= delay <= 1.25 * base
+
+
+def test_floor_backoff_grows_to_the_cap_and_never_under_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(send.random, "uniform", lambda low, high: low)
+    delays = [send.floor_backoff(k, floor=1.0, cap=30.0) for k in range(1, 8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert send.floor_backoff(10_000, floor=1.0, cap=30.0) == 30.0
+    assert send.floor_backoff(3, floor=5.0, cap=2.0) == 5.0  # a cap under the floor
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "floor", "expected"),
+    [
+        pytest.param("0", 1.0, 1.0, id="shorter-than-the-floor"),
+        pytest.param("7", 1.0, 7.0, id="longer-than-the-floor"),
+        pytest.param("0", 0.0, 0.0, id="no-floor"),
+    ],
+)
+def test_429_retry_after_is_kept_but_never_under_the_floor(
+    fake_time: FakeTime, retry_after: str, floor: float, expected: float
+) -> None:
+    with MockAPI() as m:
+        m.post(TRACK, status=429, headers={"Retry-After": retry_after}, body=b"slow down")
+        m.post(TRACK, status=200, body=OK)
+        run = run_send(make_requests(1), throttle_floor_s=floor)
+    assert run.results[0].delivered
+    assert fake_time.sleeps == [expected]
+
+
+def test_a_floor_leaves_other_retries_to_the_usual_backoff(fake_time: FakeTime) -> None:
+    with MockAPI() as m:
+        m.post(TRACK, status=503)
+        m.post(TRACK, status=200, body=OK)
+        run = run_send(make_requests(1), throttle_floor_s=1.0, backoff_base_s=0.5)
+    assert run.results[0].delivered
+    (delay,) = fake_time.sleeps
+    assert 0.0 <= delay <= 0.5
