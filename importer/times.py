@@ -21,7 +21,7 @@ from importer.jsontext import json_as_text, json_string
 
 MS_THRESHOLD = 1e11  # 1e11 s is the year 5138 and 1e11 ms is 1973: the magnitudes never overlap
 ISO_RE = (
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:[.,]\d+)?)?)?"
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d)(?:[.,](\d+))?)?)?"
     r" ?(Z|z|UTC|GMT|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$"
 )
 EPOCH_RE = r"^-?\d+(?:\.\d+)?$"
@@ -130,9 +130,12 @@ def _parse_any(
         text.cast(pl.Float64, strict=False).alias("__t_epoch"),
         text.alias("__t_text"),
     ).unnest("__t_iso", separator="")
-    group = {i: pl.col(f"__t_iso{i}") for i in range(1, 8)}
-    sign = pl.when(group[7].str.starts_with("-")).then(-1).otherwise(1)
-    digits = group[7].str.replace_all(r"[^0-9]", "")
+    group = {i: pl.col(f"__t_iso{i}") for i in range(1, 9)}
+    zone = group[8]
+    sign = pl.when(zone.str.starts_with("-")).then(-1).otherwise(1)
+    digits = zone.str.replace_all(r"[^0-9]", "")
+    # Milliseconds are kept (a format with %.3f sends them); finer digits are cut, not rounded.
+    millis = group[7].str.slice(0, 3).str.pad_end(3, "0").cast(pl.Int64).fill_null(0)
     work = work.with_columns(
         pl.concat_str(
             group[1],
@@ -148,6 +151,7 @@ def _parse_any(
             group[6].fill_null("00"),
         )
         .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", strict=False)
+        .add(pl.duration(milliseconds=millis))
         .alias("__t_local"),
         (
             sign
@@ -156,7 +160,7 @@ def _parse_any(
                 + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
             )
         ).alias("__t_offset"),
-        (group[1].is_not_null() & group[7].is_null()).alias(naive_of(column)),
+        (group[1].is_not_null() & zone.is_null()).alias(naive_of(column)),
     )
     local = pl.col("__t_local")
     if timezone == "UTC":

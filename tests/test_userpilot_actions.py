@@ -373,3 +373,26 @@ def test_no_note_where_the_time_is_kept_or_there_is_none(tmp_path: Path, mapping
     code, out = invoke("validate", str(path), "--schema", write_mapping(tmp_path, mapping))
     assert code == 0, out
     assert "note:" not in out
+
+
+@pytest.mark.parametrize(
+    ("when", "sent"),
+    [
+        pytest.param("2023-03-14T09:31:12.5+01:00", "2023-03-14T08:31:12.500Z", id="offset"),
+        pytest.param("2023-03-14 09:31:12.123456", "2023-03-14T09:31:12.123Z", id="micro-naive"),
+        pytest.param('"2023-03-14T09:31:12,07Z"', "2023-03-14T09:31:12.070Z", id="comma"),
+        pytest.param("1678786272.25", "2023-03-14T09:31:12.250Z", id="epoch"),
+    ],
+)
+def test_an_import_row_keeps_the_milliseconds_of_its_time(
+    tmp_path: Path, when: str, sent: str
+) -> None:
+    # Two events of one user in the same second keep their order only by their fraction.
+    fields, _, _ = ACTIONS["import_track"]
+    mapping = userpilot("import_track", fields, types={"at": "timestamp"})
+    columns = [column for column in fields.values() if column != "*"]
+    values = {"id": "u1", "event": "Signed Up", "at": when}
+    path = write_csv(tmp_path, ",".join(columns), ",".join(values[c] for c in columns))
+    bodies, rejects = run(path, mapping)
+    assert rejects == []
+    assert bodies[0]["inserted_at"] == sent
