@@ -799,9 +799,8 @@ def status(state_dir: Path, as_json: bool) -> None:
 @click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share answered 429.")
 @click.option(
     "--retry-after",
-    default="1",
-    show_default=True,
-    help="Retry-After of a 429: seconds or an HTTP date.",
+    help="Retry-After of a 429: seconds, an HTTP date, or 'none' to send no header (default: "
+    "the API's: 1 for Vero, none for Userpilot).",
 )
 @click.option(
     "--rate-5xx", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500/502/503."
@@ -831,6 +830,35 @@ def status(state_dir: Path, as_json: bool) -> None:
     help="Requests per second each token may make, a second's worth in a burst; beyond, 429 "
     "with the seconds to wait in Retry-After (default 0: no limit).",
 )
+@click.option(
+    "--limit-window",
+    metavar="N/SECONDS",
+    help="At most N requests per token and rate bucket in any SECONDS; beyond, 429. 'off' for "
+    "none (default: the API's documented limit: Userpilot 600/60 for each of track and "
+    "identify, Vero none).",
+)
+@click.option(
+    "--job-seconds",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="How long a background job (Userpilot's imports and bulk identify) takes.",
+)
+@click.option(
+    "--job-fail",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="N",
+    help="Fail the Nth background job created (repeatable).",
+)
+@click.option(
+    "--job-drop-answer",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="N",
+    help="Create the Nth background job but close the connection instead of answering "
+    "(repeatable).",
+)
 def mock_server(
     destination: str,
     host: str,
@@ -840,7 +868,7 @@ def mock_server(
     dedup_window: float,
     seed: int,
     rate_429: float,
-    retry_after: str,
+    retry_after: str | None,
     rate_5xx: float,
     rate_drop: float,
     rate_slow: float,
@@ -848,12 +876,17 @@ def mock_server(
     fail_first: int,
     status_script: str,
     limit_rps: float,
+    limit_window: str | None,
+    job_seconds: float,
+    job_fail: tuple[int, ...],
+    job_drop_answer: tuple[int, ...],
 ) -> None:
     """Run a mock of the destination's API for rehearsals and tests; Ctrl-C stops it.
 
-    It checks the token where the API expects it (Vero: auth_token in the body or query) and
-    the API's documented rules, flags calls the API would drop as duplicates, and injects
-    faults or a rate limit on request.
+    It checks the token where the API expects it (Vero: auth_token in the body or query;
+    Userpilot: the Authorization header) and the API's documented rules and rate limit, flags
+    calls the API would drop as duplicates, runs background jobs on a timer, and injects faults
+    or a rate limit on request.
     """
     target = get_destination(destination)
     try:
@@ -869,21 +902,27 @@ def mock_server(
         raise click.BadParameter(
             "a comma-separated list of HTTP statuses", param_hint="--status-script"
         ) from None
+    given: dict[str, object] = {}  # left out: the API's own default applies
+    if retry_after is not None:
+        given["retry_after"] = None if retry_after.lower() == "none" else retry_after
+    if limit_window is not None:
+        given["limit_window"] = _limit_window(limit_window)
     if not is_loopback(host):
         click.echo(
             f"Warning: {host} is not loopback: the mock speaks plain HTTP to the network.",
             err=True,
         )
     try:
-        from importer.mock_server import MockConfig, serve  # aiohttp.web only for this command
+        from importer.mock_server import mock_config, serve  # aiohttp.web only for this command
 
-        config = MockConfig(
+        api = target.mock()
+        config = mock_config(
+            api,
             token=token,
             record=record,
             dedup_window_s=dedup_window,
             seed=seed,
             rate_429=rate_429,
-            retry_after=retry_after,
             rate_5xx=rate_5xx,
             rate_drop=rate_drop,
             rate_slow=rate_slow,
@@ -891,15 +930,32 @@ def mock_server(
             fail_first=fail_first,
             status_script=script,
             limit_rps=limit_rps,
+            job_seconds=job_seconds,
+            job_fail=job_fail,
+            job_drop_answer=job_drop_answer,
+            **given,
         )
 
         def on_ready(url: str) -> None:
             click.echo(f"Mock {target.title} API listening: --endpoint {url}", err=True)
             click.echo("Press Ctrl-C to stop.", err=True)
 
-        serve(config, host, port, on_ready=on_ready, api=target.mock())
+        serve(config, host, port, on_ready=on_ready, api=api)
     except ImporterError as exc:
         _fail(exc)
+
+
+def _limit_window(text: str) -> tuple[int, float] | None:
+    """--limit-window's N/SECONDS as (N, SECONDS); 'off' as None."""
+    if text.lower() == "off":
+        return None
+    count, _, seconds = text.partition("/")
+    try:
+        return int(count), float(seconds)
+    except ValueError:
+        raise click.BadParameter(
+            "N/SECONDS, such as 600/60, or off", param_hint="--limit-window"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -475,12 +475,14 @@ async def open_endpoint(
         yield options.endpoint, options.token, None
         return
     # Imported here: only a run to the embedded mock needs aiohttp's server.
-    from importer.mock_server import MockConfig, embedded_mock
+    from importer.mock_server import embedded_mock, mock_config
 
     token = options.token or EMBEDDED_TOKEN
     record = options.state_dir / EMBEDDED_RECORD_NAME
-    config = MockConfig(token=token, record=record)
-    async with embedded_mock(config, api=destination.mock()) as mock:
+    api = destination.mock()
+    # The API's documented limits (a rate window, no Retry-After) hold at the embedded mock too.
+    config = mock_config(api, token=token, record=record)
+    async with embedded_mock(config, api=api) as mock:
         yield mock.url, token, mock.state
 
 

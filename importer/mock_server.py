@@ -1,9 +1,10 @@
 """A stand-in for an API (Vero's Track API v2 by default), with its rules and injectable faults.
 
 Tests run it in-process; users run it for dry rehearsals (`importer mock-server`, or
-`--endpoint embedded`). What is generic lives here: faults, the rate limit, the token check, the
+`--endpoint embedded`). What is generic lives here: faults, the rate limits, the token check, the
 duplicate window, counters and the record of accepted bodies (never with the token). What an API
-says and refuses comes from a `MockAPI`, such as importer.destinations.vero_mock.
+says and refuses comes from a `MockAPI`, such as importer.destinations.vero_mock; an API with
+background jobs (importer.destinations.userpilot_mock) uses the optional hooks listed there.
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ import math
 import random
 import signal
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Iterator
+from collections import Counter, deque
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -31,6 +41,8 @@ from importer.errors import MappingError
 DROP = 0  # a `status_script` entry that closes the connection instead of answering
 PRUNE_AT = 100_000  # dedup keys held before expired ones are swept
 BUCKETS_AT = 10_000  # rate-limit buckets held before the full ones are swept
+# aiohttp refuses bodies over 1 MiB by default; an upload of a 50 MB chunk must get through
+MAX_BODY_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,12 @@ class MockConfig:
     of each distinct body with 503; then the seeded random faults apply. `limit_rps` (0: off)
     is a real rate limit, a token bucket per auth token carried, about a second's worth deep:
     beyond it the answer is 429 with a Retry-After of the whole seconds until room comes back.
+    `limit_window` (n, w) is the other kind: at most n requests per token and rate bucket (the
+    API's `rate_bucket`) in any w seconds, refused ones counted; beyond, 429 with `retry_after`
+    (None: no Retry-After header, as a 429 or an injected one then carries none).
+    `job_seconds`, `job_fail` and `job_drop_answer` are for an API with background jobs: how
+    long a job runs, which jobs (1-based, in order of creation) fail, and which creations are
+    carried out but answered by closing the connection.
     """
 
     token: str = "test-token"
@@ -51,7 +69,7 @@ class MockConfig:
     dedup_window_s: float = 300.0
     seed: int = 0
     rate_429: float = 0.0
-    retry_after: str = "1"
+    retry_after: str | None = "1"
     rate_5xx: float = 0.0
     rate_drop: float = 0.0
     rate_slow: float = 0.0
@@ -59,11 +77,18 @@ class MockConfig:
     fail_first: int = 0
     status_script: tuple[int, ...] = ()
     limit_rps: float = 0.0
+    limit_window: tuple[int, float] | None = None
+    job_seconds: float = 0.5
+    job_fail: tuple[int, ...] = ()
+    job_drop_answer: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.record is not None and not isinstance(self.record, Path):
             object.__setattr__(self, "record", Path(self.record))
-        object.__setattr__(self, "status_script", tuple(self.status_script))
+        for name in ("status_script", "job_fail", "job_drop_answer"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.limit_window is not None:
+            object.__setattr__(self, "limit_window", tuple(self.limit_window))
         rates = ("rate_429", "rate_5xx", "rate_drop", "rate_slow")
         problems = [
             f"{name} must be between 0 and 1, not {getattr(self, name)}"
@@ -81,41 +106,69 @@ class MockConfig:
             problems.append(
                 f"limit_rps must be a finite number of at least 0, not {self.limit_rps}"
             )
-        if not _valid_retry_after(self.retry_after):
+        if self.retry_after is not None and not _valid_retry_after(self.retry_after):
             problems.append(
                 f"retry_after must be seconds or an HTTP date, not {self.retry_after!r}"
             )
         bad = [s for s in self.status_script if s != DROP and not 100 <= s <= 599]
         if bad:
             problems.append(f"status_script holds statuses that are not HTTP statuses: {bad}")
+        problems += _window_problems(self.limit_window)
+        if not (0 <= self.job_seconds < math.inf):
+            problems.append(
+                f"job_seconds must be a finite number of at least 0, not {self.job_seconds}"
+            )
+        for name in ("job_fail", "job_drop_answer"):
+            if any(not isinstance(n, int) or n < 1 for n in getattr(self, name)):
+                problems.append(f"{name} must hold job numbers from 1, not {getattr(self, name)}")
         if problems:
             raise MappingError("mock server: " + "; ".join(problems))
 
 
+def _window_problems(window: tuple[int, float] | None) -> list[str]:
+    """Why `limit_window` is unusable: it takes a whole count of at least 1 and finite seconds."""
+    if window is None:
+        return []
+    if len(window) == 2:
+        count, seconds = window
+        if isinstance(count, int) and count >= 1 and 0 < seconds < math.inf:
+            return []
+    return [f"limit_window must be (requests of at least 1, seconds above 0), not {window}"]
+
+
 @dataclass(slots=True)
 class MockState:
-    """What the server has seen; `accepted` counts every 200, duplicates included.
+    """What the server has seen; `accepted` counts every body kept: each 200 or other success,
+    duplicates included, and each row a background job landed.
 
     `bodies` holds accepted bodies as recorded (no credential; `_path`, `_duplicate` added)
-    when the config's `keep_bodies` is on.
+    when the config's `keep_bodies` is on. `window_peak` is the most requests that arrived for
+    one token and rate bucket in any `limit_window` span, refused ones included: a client that
+    keeps to the limit never lifts it above n.
     """
 
     requests: int = 0
     accepted: int = 0
     duplicates: int = 0
     dropped: int = 0
+    window_peak: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    api_stats: Callable[[], Mapping[str, Any]] | None = None  # the API's own counters, if any
 
     def stats(self) -> dict[str, Any]:
         """The counters as JSON-ready values (what `GET /_mock/stats` answers)."""
-        return {
+        stats = {
             "requests": self.requests,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "dropped": self.dropped,
+            "window_peak": self.window_peak,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
         }
+        if self.api_stats is not None:
+            stats.update(self.api_stats())
+        return stats
 
 
 STATE = web.AppKey("mock_state", MockState)
@@ -137,7 +190,8 @@ class Judgement:
 
     `record` is the body to keep (without the credential) when the API accepts it, None when it
     refuses: only accepted requests are counted, deduplicated and recorded. `dedup_key` is what
-    the API compares to drop a repeat (None: it never drops this one).
+    the API compares to drop a repeat (None: it never drops this one). A `status` of DROP closes
+    the connection unanswered, after the API has done what the request asked.
     """
 
     status: int
@@ -146,12 +200,43 @@ class Judgement:
     dedup_key: Hashable | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MockCall:
+    """One authorised request as an API's `judge_call` sees it.
+
+    `path` is the route as the API listed it (e.g. "v1/jobs/{job_id}"); `params` holds the
+    route's parameters, percent-decoded; `body` is what `decode` made of `raw`.
+    """
+
+    method: str
+    path: str
+    params: Mapping[str, str]
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    content_type: str
+    raw: bytes
+    body: object
+
+
 class MockAPI(Protocol):
     """What differs between the APIs the server can stand in for; the server does the rest.
 
-    The server owns faults, the rate limit, the token comparison, the duplicate window, the
+    The server owns faults, the rate limits, the token comparison, the duplicate window, the
     counters and the record; the API says which calls exist, where the credential travels, which
     bodies it takes and how its answers look.
+
+    Optional hooks, looked up by name, so an API without them needs nothing:
+    - `decode(content_type, raw) -> object`: the body (default: JSON, None when it is not);
+    - `judge_call(call: MockCall) -> Judgement`: used instead of `judge` when the API needs the
+      headers, route parameters or raw body;
+    - `rate_bucket(method, path) -> str | None`: which `limit_window` count a route draws on
+      (None: not limited; without the hook every route shares one);
+    - `attach(config, clock)`: called once with the server's config and clock;
+    - `advance() -> list[dict]`: called before every request is handled and before stats are
+      read; the bodies that landed since (background jobs that ended), recorded as accepted;
+    - `stats() -> Mapping[str, object]`: counters added to `MockState.stats()`;
+    - `config_defaults() -> Mapping[str, object]`: MockConfig fields the API's mock wants unless
+      told otherwise (see `mock_config`).
     """
 
     @property
@@ -181,6 +266,23 @@ def _response(status: int, body: bytes) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
+def _decode_json(content_type: str, raw: bytes) -> object:
+    """The default body decoding: JSON whatever the Content-Type says; None when it is not."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def mock_config(api: MockAPI, **given: Any) -> MockConfig:
+    """A MockConfig with the API's `config_defaults` (e.g. its documented rate limit) under the
+    fields `given`, so the embedded mock and `importer mock-server` behave like the API."""
+    defaults = getattr(api, "config_defaults", None)
+    fields = dict(defaults()) if defaults is not None else {}
+    fields.update(given)
+    return MockConfig(**fields)
+
+
 def _vero() -> MockAPI:
     """Vero, the API served when none is given; imported late, as its module imports this one."""
     from importer.destinations.vero_mock import VERO_MOCK
@@ -207,8 +309,20 @@ class _MockServer:
         self.prune_at = PRUNE_AT
         self.buckets: dict[object, tuple[float, float]] = {}  # token -> (room, when)
         self.buckets_at = BUCKETS_AT
+        self.windows: dict[tuple[object, str], deque[float]] = {}  # (token, bucket) -> arrivals
+        self.windows_at = BUCKETS_AT
         self.record: BinaryIO | None = None
         self.calls = 0
+        self.decode: Callable[[str, bytes], object] = getattr(api, "decode", _decode_json)
+        self.judge_call: Callable[[MockCall], Judgement] | None = getattr(api, "judge_call", None)
+        self.rate_bucket: Callable[[str, str], str | None] = getattr(
+            api, "rate_bucket", lambda method, path: ""
+        )
+        self.landed: Callable[[], list[dict[str, Any]]] | None = getattr(api, "advance", None)
+        attach = getattr(api, "attach", None)
+        if attach is not None:
+            attach(config, clock)
+        state.api_stats = getattr(api, "stats", None)
 
     async def open_record(self, app: web.Application) -> AsyncIterator[None]:
         """Hold one append handle for the server's life: no open() per request."""
@@ -250,6 +364,48 @@ class _MockServer:
                 return DROP
         return None
 
+    def arrive(self, token: object, method: str, path: str) -> bool:
+        """Count this request in its `limit_window` span; whether it goes beyond the limit.
+
+        The span is (now - w, now]: a request w seconds old has left it.
+        """
+        window = self.config.limit_window
+        if window is None:
+            return False
+        bucket = self.rate_bucket(method, path)
+        if bucket is None:
+            return False
+        limit, seconds = window
+        now = self.clock()
+        arrivals = self.windows.setdefault((token, bucket), deque())
+        while arrivals and arrivals[0] <= now - seconds:
+            arrivals.popleft()
+        arrivals.append(now)
+        self.state.window_peak = max(self.state.window_peak, len(arrivals))
+        if len(self.windows) > self.windows_at:
+            # spans with no arrival left are the same as none: random tokens cost no memory
+            self.windows = {k: a for k, a in self.windows.items() if a[-1] > now - seconds}
+            self.windows_at = max(BUCKETS_AT, 2 * len(self.windows))
+        return len(arrivals) > limit
+
+    def keep(self, records: Iterable[dict[str, Any]]) -> None:
+        """Count and record accepted bodies: one write and flush for the lot."""
+        records = list(records)
+        if not records:
+            return
+        self.state.accepted += len(records)
+        if self.config.keep_bodies:
+            self.state.bodies.extend(records)
+        if self.record is not None:
+            lines = [json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records]
+            self.record.write(b"".join(lines))
+            self.record.flush()
+
+    def advance(self) -> None:
+        """Let the API move its background jobs on, and keep what they landed."""
+        if self.landed is not None:
+            self.keep(self.landed())
+
     def is_duplicate(self, dedup_key: Hashable) -> bool:
         """Whether the API would drop this request; the window runs from the first sighting."""
         if not self.config.dedup_window_s:
@@ -288,20 +444,23 @@ class _MockServer:
         return max(1, math.ceil((1.0 - room) / rate))
 
     async def handle(self, request: web.Request, method: str, path: str) -> web.StreamResponse:
-        """One API call: faults, rate limit, auth, the API's rules, dedup, record."""
+        """One API call: faults, rate limits, auth, the API's rules, dedup, record."""
         state, config = self.state, self.config
         state.requests += 1
         raw = await request.read()
+        self.advance()
+        content_type = request.headers.get("Content-Type", "")
+        body = self.decode(content_type, raw)
+        token = self.api.credential(request, body)
+        # counted before faults: the peak is about what the client sent, whatever it was told
+        beyond_window = self.arrive(token if isinstance(token, str) else None, method, path)
         fault = self.pick_fault(raw)
         if config.rate_slow and self.rng.random() < config.rate_slow:
             await asyncio.sleep(config.slow_s)
         if fault is not None:
             return self.inject(request, fault)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        token = self.api.credential(request, body)
+        if beyond_window:
+            return self.inject(request, 429)
         if config.limit_rps:
             wait = self.throttle(token if isinstance(token, str) else None)
             if wait is not None:
@@ -314,20 +473,30 @@ class _MockServer:
         ):
             state.by_status[401] += 1
             return _response(401, self.api.answer(401))
-        judged = self.api.judge(method, path, body)
+        if self.judge_call is None:
+            judged = self.api.judge(method, path, body)
+        else:
+            call = MockCall(
+                method=method,
+                path=path,
+                params=dict(request.match_info),
+                headers=request.headers,
+                query=request.query,
+                content_type=content_type,
+                raw=raw,
+                body=body,
+            )
+            judged = self.judge_call(call)
+        if judged.status == DROP:
+            return self.inject(request, DROP)
         state.by_status[judged.status] += 1
         record = judged.record
         if record is None:
             return _response(judged.status, judged.answer)
         duplicate = judged.dedup_key is not None and self.is_duplicate(judged.dedup_key)
-        state.accepted += 1
         state.duplicates += duplicate
         record["_path"], record["_duplicate"] = path, duplicate
-        if config.keep_bodies:
-            state.bodies.append(record)
-        if self.record is not None:
-            self.record.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-            self.record.flush()
+        self.keep([record])
         return _response(judged.status, judged.answer)
 
     def inject(self, request: web.Request, status: int) -> web.StreamResponse:
@@ -339,7 +508,7 @@ class _MockServer:
             return web.Response(status=500)  # never reaches the client: the socket is gone
         self.state.by_status[status] += 1
         response = _response(status, self.api.answer(status))
-        if status == 429:
+        if status == 429 and self.config.retry_after is not None:
             response.headers["Retry-After"] = self.config.retry_after
         return response
 
@@ -354,6 +523,7 @@ class _MockServer:
         return handler
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
+        self.advance()  # a job that ended since the last request shows as ended
         return web.json_response(self.state.stats())
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
@@ -368,8 +538,8 @@ def create_app(
     api: MockAPI | None = None,
 ) -> web.Application:
     """The mock of `api` (default: Vero) as an aiohttp app; `app[STATE]` is its MockState;
-    `clock` drives the dedup window and the rate limit."""
-    app = web.Application()
+    `clock` drives the dedup window, the rate limits and the API's jobs."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     api = api or _vero()
     mock = _MockServer(config, MockState(), clock, api)
     app[STATE] = mock.state

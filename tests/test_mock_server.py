@@ -16,13 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
+from importer.cli import main
 from importer.errors import MappingError
 from importer.mock_server import (
     Judgement,
     MockConfig,
     RunningMock,
     embedded_mock,
+    mock_config,
     serve,
     start_mock_server,
 )
@@ -382,6 +385,7 @@ def test_stats_endpoint_and_unknown_routes() -> None:
             "accepted": 2,
             "duplicates": 1,
             "dropped": 0,
+            "window_peak": 0,
             "by_status": {"200": 2, "401": 1, "404": 1, "503": 1},
         }
     ]
@@ -543,3 +547,65 @@ def test_another_api_plugs_in_through_the_interface() -> None:
         {"n": 1, "_path": "ping", "_duplicate": True},
     ]
     assert stats[0]["by_status"] == {"202": 2, "401": 1, "404": 1, "422": 1}
+
+
+def test_a_429_without_retry_after_when_it_is_none() -> None:
+    answers: list[Answer] = []
+
+    async def scenario(mock: RunningMock, session: aiohttp.ClientSession) -> None:
+        answers.append(await send(session, mock.url, EVENT))
+
+    run(scenario, MockConfig(rate_429=1.0, retry_after=None))
+    status, payload, headers = answers[0]
+    assert (status, payload["status"], headers.get("Retry-After")) == (429, 429, None)
+
+
+def test_the_window_counts_every_arrival_across_routes_without_a_bucket_hook() -> None:
+    clock = FakeClock()
+    seen: list[tuple[int, str | None]] = []
+
+    async def scenario(mock: RunningMock, session: aiohttp.ClientSession) -> None:
+        async def call(path: str, body: dict[str, Any], token: str = TOKEN) -> None:
+            status, _, headers = await send(session, mock.url, body, path=path, token=token)
+            seen.append((status, headers.get("Retry-After")))
+
+        await call("events/track", EVENT)
+        await call("users/track", USER)
+        await call("events/track", EVENT)
+        await call("events/track", EVENT, "other-token")  # its own span: on to the 401
+        clock.now += 10.0  # the first two leave the span; the refused third stays
+        await call("events/track", EVENT)
+
+    config = MockConfig(limit_window=(2, 10.0), retry_after="4", dedup_window_s=0)
+    mock = run(scenario, config, clock)
+    assert seen == [(200, None), (200, None), (429, "4"), (401, None), (200, None)]
+    assert (mock.state.window_peak, mock.state.stats()["window_peak"]) == (3, 3)
+
+
+def test_new_config_fields_are_checked() -> None:
+    with pytest.raises(MappingError) as caught:
+        MockConfig(limit_window=(0, 60.0), job_seconds=-1, job_fail=(0,), job_drop_answer=(-2,))
+    message = str(caught.value)
+    for part in ("limit_window", "job_seconds", "job_fail", "job_drop_answer"):
+        assert part in message
+    with pytest.raises(MappingError, match="limit_window"):
+        MockConfig(limit_window=(5, 0.0))
+    assert MockConfig(limit_window=[5, 1.5]).limit_window == (5, 1.5)  # type: ignore[arg-type]
+
+
+def test_mock_config_without_api_defaults_is_the_plain_config() -> None:
+    assert mock_config(HeaderAPI(), token="t") == MockConfig(token="t")
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        pytest.param(["--limit-window", "600"], "--limit-window", id="window-without-seconds"),
+        pytest.param(["--job-fail", "0"], "--job-fail", id="job-zero"),
+    ],
+)
+def test_mock_server_refuses_bad_job_and_window_options(option: list[str], hint: str) -> None:
+    result = CliRunner().invoke(main, ["mock-server", "--port", "0", *option])
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.stderr
+    assert hint in result.stderr
