@@ -184,7 +184,7 @@ batch_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="importer")
 def main() -> None:
-    """Import historical users and events from CSV/TSV/JSONL into Vero's Track API.
+    """Import historical users and events from CSV/TSV/JSONL into Vero's Track API or Userpilot.
 
     Check files with `validate`, rehearse with `run --dry-run`, send with `run`, and re-send a
     reviewed payload file with `replay`. Exit codes: 0 all good, 1 fatal error, 2 usage error,
@@ -429,7 +429,8 @@ fresh_option = click.option(
 token_file_option = click.option(
     "--token-file",
     type=click.Path(path_type=Path),
-    help="Read the API token from this file (default: the VERO_AUTH_TOKEN environment variable).",
+    help="Read the API token from this file (default: the destination's environment variable, "
+    "VERO_AUTH_TOKEN or USERPILOT_API_KEY).",
 )
 concurrency_option = click.option(
     "--concurrency",
@@ -619,10 +620,13 @@ def run(
 
     Each acknowledged row is recorded in the checkpoint (--state); run the same command again
     after a crash or Ctrl-C and only the rest is sent. Rejected rows go to --rejects, rows the
-    API refuses for good to --dead-letter. The token comes from VERO_AUTH_TOKEN or --token-file.
+    API refuses for good to --dead-letter. The token comes from VERO_AUTH_TOKEN (Vero) or
+    USERPILOT_API_KEY (Userpilot), or --token-file. Userpilot's import_* and bulk_* actions go
+    as files, one job at a time, each followed to its end (--poll-interval, --job-wait).
 
     \b
-    Example, against the built-in mock server:
+    Example, against the built-in mock server (for Userpilot's bulk identify, the same with
+    samples/userpilot-users.csv and schemas/userpilot-bulk-identify.toml):
       importer run samples/events.csv --mapping schemas/vero-track.toml --endpoint embedded
     """
     if out is not None and not dry_run:

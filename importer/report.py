@@ -187,10 +187,15 @@ def format_summary(summary: Summary) -> str:
             lines.append(f"  {count:>8,}  {reason}")
             lines.append(f"            e.g. {summary.dead_examples[reason]}")
         lines.append("  fix them, then send them again with: importer replay <that file>")
+    if summary.jobs:
+        states = Counter(str(job["state"]) for job in summary.jobs)
+        shown = ", ".join(f"{count:,} {state}" for state, count in states.most_common())
+        lines.append(f"jobs: {len(summary.jobs):,} ({shown})")
     if summary.embedded is not None:
         embedded = summary.embedded
+        what = "row(s) in its jobs" if summary.jobs else "accepted request(s)"
         lines.append(
-            f"embedded server received {embedded['accepted']:,} accepted request(s), "
+            f"embedded server received {embedded['accepted']:,} {what}, "
             f"{embedded['duplicates']:,} of them duplicates the API would drop"
         )
     lines.extend(f"note: {note}" for note in summary.notes)

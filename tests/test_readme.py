@@ -56,3 +56,43 @@ def test_the_main_job_command_works_as_written(tmp_path: Path) -> None:
     )
     assert re.search(r"delivered +0\n", again.stdout)
     assert re.search(r"skipped \(done before\) +395\n", again.stdout)
+
+
+USERPILOT_DELIVERED = {
+    "userpilot-track.toml": 12,
+    "userpilot-identify.toml": 10,
+    "userpilot-company.toml": 7,
+    "userpilot-import-track.toml": 12,
+    "userpilot-import-identify.toml": 10,
+    "userpilot-import-company.toml": 7,
+    "userpilot-bulk-identify.toml": 10,
+    "userpilot-bulk-company.toml": 7,
+}
+
+
+def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None:
+    commands = [
+        line
+        for line in README.splitlines()
+        if line.startswith(".venv/bin/importer run samples/userpilot-")
+    ]
+    presets = [shlex.split(line)[shlex.split(line).index("--mapping") + 1] for line in commands]
+    assert sorted(Path(preset).name for preset in presets) == sorted(USERPILOT_DELIVERED)
+    for folder in ("samples", "schemas"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    for line, preset in zip(commands, presets, strict=True):
+        args = shlex.split(line)
+        assert args[0] == ".venv/bin/importer"
+        done = subprocess.run(
+            [sys.executable, "-m", "importer", *args[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 3, (line, done.stdout, done.stderr)
+        delivered = USERPILOT_DELIVERED[Path(preset).name]
+        assert re.search(rf"delivered +{delivered}\n", done.stdout), (line, done.stdout)
+        if "import" in preset or "bulk" in preset:
+            assert "jobs: 1 (1 completed)" in done.stdout, done.stdout

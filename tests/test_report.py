@@ -31,3 +31,14 @@ def test_reasons_stay_few_and_short_when_every_row_fails_its_own_way() -> None:
     assert summary.dead_by_reason[OTHER_REASONS] == 1000 - DEAD_REASONS
     assert all(len(reason) <= REASON_CHARS for reason in summary.dead_by_reason)
     assert sum(summary.dead_by_reason.values()) == 1000
+
+
+def test_jobs_are_counted_by_their_final_state() -> None:
+    summary = Summary(rows_sent=3, requests=4)
+    summary.jobs = [
+        {"file": "a", "job": "j1", "rows": 2, "state": "completed"},
+        {"file": "b", "job": "j2", "rows": 1, "state": "failed"},
+        {"file": "c", "job": "j3", "rows": 1, "state": "completed"},
+    ]
+    assert "jobs: 3 (2 completed, 1 failed)" in format_summary(summary)
+    assert summary.as_report()["jobs"][1]["job"] == "j2"
