@@ -9,6 +9,7 @@ import asyncio
 import bisect
 import heapq
 import json
+from typing import cast
 
 import aiohttp
 import pytest
@@ -17,7 +18,8 @@ from aiohttp import web
 from importer import send
 from importer.destinations.base import rate_window_of, throttle_floor_of
 from importer.destinations.userpilot import USERPILOT
-from importer.model import Request
+from importer.mock_server import STATE, create_app, mock_config
+from importer.model import Request, Result
 from importer.send import WindowGuard, send_all
 from importer.send_options import SendOptions
 from importer.workers import share
@@ -163,6 +165,68 @@ async def _run_against_server(
         await runner.cleanup()
     assert stats.stopped_reason is None
     return arrivals, delivered
+
+
+async def _run_against_the_mock(
+    clock: VirtualClock, options: SendOptions, count: int
+) -> tuple[dict[str, object], int]:
+    """send_all over real sockets to the Userpilot mock, which enforces 600 requests in any 60 s
+    per key on the same virtual clock; its stats and the requests delivered."""
+    api = USERPILOT.mock()
+    app = create_app(mock_config(api, token=TOKEN), clock=clock.clock, api=api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    delivered = 0
+
+    def on_result(result: Result) -> None:
+        nonlocal delivered
+        delivered += result.delivered
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=options.concurrency), trace_configs=[clock.trace()]
+    )
+    try:
+        await send_all(
+            _requests(count),
+            endpoint=f"http://{host}:{port}",
+            token=TOKEN,
+            destination=USERPILOT,
+            options=options,
+            on_result=on_result,
+            session=session,
+        )
+    finally:
+        await session.close()
+        await runner.cleanup()
+    return app[STATE].stats(), delivered
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_run_at_the_default_rate_stays_within_the_mocks_window(
+    monkeypatch: pytest.MonkeyPatch, guarded: bool
+) -> None:
+    """The same done-when, counted by the Userpilot mock itself: the busiest 60 s of arrivals
+    holds at most 600, so it never answers 429. Without the guard it counts more, and refuses."""
+    clock = VirtualClock()
+    monkeypatch.setattr(send, "_now", clock.clock)
+    monkeypatch.setattr(send, "_sleep", clock.sleep)
+    options = SendOptions(
+        concurrency=32,
+        rate=USERPILOT.default_rate,
+        rate_window=rate_window_of(USERPILOT) if guarded else None,
+        throttle_floor_s=throttle_floor_of(USERPILOT),
+    )
+    stats, delivered = asyncio.run(_run_against_the_mock(clock, options, 1300))
+    assert delivered == 1300
+    by_status = cast(dict[str, int], stats["by_status"])
+    if guarded:
+        assert stats["window_peak"] == 600
+        assert "429" not in by_status
+    else:
+        assert cast(int, stats["window_peak"]) > 600
+        assert by_status["429"] > 0
 
 
 @pytest.mark.parametrize(
