@@ -100,6 +100,9 @@ class Requires:
 RowRule = Distinct | AnyPresent | ExprRule | Requires
 
 
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Option:
     """A top-level mapping key a destination adds (Userpilot: `region`, `nested`, `chunk_mb`).
@@ -117,7 +120,7 @@ class Option:
     def problem(self, name: str, value: object) -> str | None:
         """Why `value` is not allowed for the key `name`, or None."""
         if not isinstance(value, self.kind) or isinstance(value, bool) != (self.kind is bool):
-            return f"{name} = {value!r} must be a {self.kind.__name__}"
+            return f"{name} = {value!r} must be {_KIND_NAMES.get(self.kind, self.kind.__name__)}"
         if self.values is not None and value not in self.values:
             return f"{name} = {value!r} is not one of {', '.join(map(repr, self.values))}"
         number = value if isinstance(value, int | float) else None
