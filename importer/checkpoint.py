@@ -42,7 +42,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -118,9 +118,17 @@ class ChunkState:
     file: str
     rows: int
     bytes: int
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # the rows' lines
     stage: str = "built"
     job: str | None = None
     outcome: str | None = None
+    fingerprint: str = ""
+    input_name: str = ""
+
+    @property
+    def lines(self) -> list[int]:
+        """Every line of the chunk's rows, in order."""
+        return [line for first, last in self.ranges for line in range(first, last + 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +253,18 @@ class _State:
         elif kind == "chunk":
             inp = self.by_id[rec["id"]]
             key = str(rec["key"])
+            ranges = [(int(a), int(b)) for a, b in rec["ranges"]]
+            if any(a > b for a, b in ranges) or sum(b - a + 1 for a, b in ranges) != rec["rows"]:
+                raise ValueError("a chunk's ranges do not hold its rows")
             self.chunks[key] = ChunkState(
-                key, inp.id, str(rec["file"]), int(rec["rows"]), int(rec["bytes"])
+                key,
+                inp.id,
+                str(rec["file"]),
+                int(rec["rows"]),
+                int(rec["bytes"]),
+                ranges,
+                fingerprint=inp.fingerprint,
+                input_name=inp.name,
             )
         elif kind == "upload":
             chunk = self.chunks[str(rec["key"])]
@@ -646,14 +664,28 @@ class CheckpointLog:
         """What the log knows of the chunk whose content hashes to `key`."""
         return self._state.chunks.get(key)
 
-    def record_chunk(self, key: str, *, fingerprint: str, file: str, rows: int, size: int) -> None:
-        """Note a chunk about to be uploaded, durably: if the answer is lost, the next run
-        looks for its job by `file` before it uploads the chunk again."""
+    def open_chunks(self) -> list[ChunkState]:
+        """Chunks whose job has not been seen to end, oldest first: a run settles them before
+        it cuts new ones."""
+        return [chunk for chunk in self._state.chunks.values() if chunk.stage != "ended"]
+
+    def record_chunk(
+        self, key: str, *, fingerprint: str, file: str, lines: Sequence[int], size: int
+    ) -> None:
+        """Note a chunk about to be uploaded, with its rows' lines, durably: if the answer is
+        lost, the next run looks for its job by `file` before its rows are sent again, and a
+        job found is settled for exactly these lines."""
         inp = self._state.by_fp.get(fingerprint)
         if inp is None:
             raise ValueError(f"input {fingerprint} was not registered")
-        rec = {"t": "chunk", "key": key, "id": inp.id, "file": file, "rows": rows, "bytes": size}
-        self._add(rec)
+        ranges: list[list[int]] = []
+        for line in lines:
+            if ranges and ranges[-1][1] == line - 1:
+                ranges[-1][1] = line
+            else:
+                ranges.append([line, line])
+        rec = {"t": "chunk", "key": key, "id": inp.id, "file": file, "rows": len(lines)}
+        self._add({**rec, "bytes": size, "ranges": ranges})
         self.sync()
 
     def record_upload(self, key: str, job: str) -> None:
@@ -664,8 +696,9 @@ class CheckpointLog:
     def record_job_end(
         self, key: str, state: str, *, completed: int | None, total: int | None
     ) -> None:
-        """Note how a chunk's job ended, after its rows' marks (which this writes first)."""
-        self.flush()
+        """Note how a chunk's job ended, after its rows' marks, in the same write: a crash
+        leaves both or neither."""
+        self._fold()
         rec = {"t": "jobend", "key": key, "state": state, "completed": completed, "total": total}
         self._add(rec)
         self.sync()

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
+import io
 import json
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import polars as pl
@@ -53,8 +56,12 @@ from importer.report import Summary
 from importer.send_options import check_endpoint, is_loopback
 
 JOBS_DIR = "jobs"  # the final status of each failed job, beside the checkpoint
+CHUNKS_DIR = "chunks"  # each chunk's rows until its job ends
 MESSAGE_CHARS = 500
-ANSWER_BYTES = 256 * 1024  # a job list can be long; nothing more is read
+ANSWER_BYTES = 64 * 1024
+LIST_BYTES = 16 * 1024 * 1024  # a job list is read whole, or not trusted
+UPLOAD_BYTES_PER_S = 250_000  # the slowest upload allowed for: 2 Mbit/s
+STILL_RUNNING_NOTICE_S = 300.0
 # Far below any documented limit: a poll a second is 60 of the 600 requests a minute.
 MIN_REMOTE_POLL_S = 1.0
 
@@ -84,12 +91,12 @@ class JobPolling:
 
 @dataclass(slots=True)
 class Chunk:
-    """Rows of one input, as the file (or list body) uploaded for one job."""
+    """Rows of one input, as the NDJSON kept in the state directory until its job ends (one
+    body per line); a list job's upload is the same bodies in a JSON list."""
 
     fingerprint: str
     name: str
     lines: list[int]
-    bodies: list[bytes]
     content: bytes
     key: str
     file: str
@@ -107,20 +114,27 @@ class _Interrupted(Exception):
     """The caller set `control.stop`."""
 
 
-def build_chunk(
-    batch: Batch, *, fingerprint: str, name: str, lines: list[int], bodies: list[bytes]
-) -> Chunk:
-    """One chunk's upload: NDJSON lines for a file job, `{list_key: [...]}` for a list job."""
-    if batch.kind == "file":
-        content = b"\n".join(bodies) + b"\n"
-    else:
-        content = b'{"' + batch.list_key.encode() + b'":[' + b",".join(bodies) + b"]}"
+def build_chunk(*, fingerprint: str, name: str, lines: list[int], bodies: pl.Series) -> Chunk:
+    """One chunk of `bodies` (JSON text, one per row: never a raw line break inside)."""
+    content = (bodies.str.join("\n")[0] + "\n").encode()
     digest = hashlib.sha256()
     digest.update(f"{fingerprint}:{lines[0]}:".encode())
     digest.update(content)
     key = digest.hexdigest()[:32]
-    suffix = "ndjson" if batch.kind == "file" else "json"
-    return Chunk(fingerprint, name, lines, bodies, content, key, f"importer-{key[:20]}.{suffix}")
+    # A new name per attempt: a job found by name after a lost answer is this attempt's.
+    file = f"importer-{key[:16]}-{secrets.token_hex(3)}.ndjson"
+    return Chunk(fingerprint, name, lines, content, key, file)
+
+
+def upload_body(batch: Batch, content: bytes) -> bytes:
+    """What a list job posts: `{"<list_key>": [body, ...]}` from a chunk's NDJSON."""
+    return (
+        b'{"'
+        + batch.list_key.encode()
+        + b'":['
+        + content.rstrip(b"\n").replace(b"\n", b",")
+        + b"]}"
+    )
 
 
 def cut_point(sizes: pl.Series, *, max_rows: int, max_bytes: int) -> int:
@@ -208,11 +222,10 @@ class _Chunker:
             head, frame = frame.head(take), frame.slice(take)
             chunks.append(
                 build_chunk(
-                    batch,
                     fingerprint=source[0],
                     name=source[1],
                     lines=head[LINE].to_list(),
-                    bodies=head[BODY].cast(pl.Binary).to_list(),
+                    bodies=head[BODY],
                 )
             )
         return chunks, None
@@ -224,14 +237,17 @@ class _Chunker:
         self._shown = not_sent
 
 
+class _Listed(enum.Enum):
+    """What the API's job list says of a file name, when it does not name the job."""
+
+    ABSENT = "absent"  # the list was read whole and no job has the name
+    UNKNOWN = "unknown"  # the list could not be read, or not whole
+
+
 @dataclass(slots=True)
 class _Counts:
     requests: int = 0
     retries: int = 0
-    uploads: int = 0
-    jobs_resumed: int = 0
-    jobs_adopted: int = 0
-    busy_waits: int = 0
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -246,7 +262,6 @@ class _JobClient:
         base: str,
         token: str,
         destination: Destination,
-        action: Action,
         batch: Batch,
         options: DeliveryOptions,
         polling: JobPolling,
@@ -259,15 +274,13 @@ class _JobClient:
         self._base = base
         self._token = token
         self._destination = destination
-        self._action = action
         self._batch = batch
         self._send = options.send
-        self._polling = polling
         self._stop = stop
         self._progress = progress
         self.scrub = make_scrubber(token, fields=destination.credential_fields)
         self.counts = _Counts()
-        if not is_loopback(base):
+        if not is_loopback(urlsplit(base).hostname or ""):
             polling = JobPolling(
                 poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
                 poll_cap_s=max(polling.poll_cap_s, MIN_REMOTE_POLL_S),
@@ -275,45 +288,47 @@ class _JobClient:
             )
         self._polling = polling
 
-    async def wait(self, seconds: float) -> None:
-        """Sleep, unless the caller stops the run first."""
-        if self._stop.is_set():
-            raise _Interrupted
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+    def check_stop(self) -> None:
+        """End the run here if the caller asked it to stop."""
         if self._stop.is_set():
             raise _Interrupted
 
+    async def wait(self, seconds: float) -> None:
+        """Sleep, unless the caller stops the run first."""
+        self.check_stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        self.check_stop()
+
     async def call(
-        self, method: str, path: str, *, data: Any = None, headers: dict[str, str] | None = None
+        self, method: str, path: str, *, data: Any = None, limit: int = ANSWER_BYTES
     ) -> tuple[int | None, bytes, str | None, str]:
-        """One request: (status or None, the answer's start, Retry-After, a message when no
-        answer came). Redirects are never followed."""
+        """One request: (status or None, its answer up to `limit` bytes, Retry-After, a message
+        when no answer came). Redirects are never followed."""
+        from importer.send import read_capped
 
         url = yarl.URL(self._base + path, encoded=True)
         self.counts.requests += 1
-        _, auth = self._destination.authorize(b"{}", self._token)
-        sent_headers = dict(auth)
-        if headers is not None:
-            sent_headers.update(headers)
+        headers = dict(self._destination.authorize(b"{}", self._token)[1])
+        size = 0
         if isinstance(data, aiohttp.FormData):
-            sent_headers.pop("Content-Type", None)  # aiohttp writes the multipart boundary
+            headers.pop("Content-Type", None)  # aiohttp writes the multipart boundary
+            size = int(getattr(data, "size", 0) or 0)
+        elif isinstance(data, io.BytesIO):
+            size = len(data.getbuffer())
+        # An upload of 50 MB takes longer than one request may: allow it 2 Mbit/s on top.
+        timeout = aiohttp.ClientTimeout(total=self._send.timeout_s + size / UPLOAD_BYTES_PER_S)
         try:
             response = await self._session.request(
-                method,
-                url,
-                data=data,
-                headers=sent_headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._send.timeout_s),
+                method, url, data=data, headers=headers, allow_redirects=False, timeout=timeout
             )
             try:
-                answer = await response.content.read(ANSWER_BYTES)
+                answer = await read_capped(response, limit)
             finally:
                 response.release()
             return response.status, answer, response.headers.get("Retry-After"), ""
         except TimeoutError:
-            return None, b"", None, f"no answer within {self._send.timeout_s:g} s"
+            return None, b"", None, f"no answer within {timeout.total:g} s"
         except (aiohttp.ClientSSLError, aiohttp.InvalidURL) as exc:
             raise _Stop(f"cannot reach the endpoint: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -323,35 +338,49 @@ class _JobClient:
         verdict, message = self._destination.classify(status, answer)
         return verdict, _clip(self.scrub(message))
 
-    async def upload(self, chunk: Chunk) -> tuple[str | None, str]:
-        """Start the chunk's job: (its id, "") or (None, why the API refused the chunk)."""
+    def _payload(self, content: bytes, file: str) -> Any:
+        """A fresh request body for each try (aiohttp consumes it)."""
+        if self._batch.kind == "list":
+            return io.BytesIO(upload_body(self._batch, content))
+        form = aiohttp.FormData()
+        form.add_field(
+            "file", io.BytesIO(content), filename=file, content_type="application/x-ndjson"
+        )
+        return form
+
+    async def upload(self, content: bytes, file: str) -> tuple[str | None, str]:
+        """Start the job of a chunk: (its id, "") or (None, why the API refused the chunk)."""
         batch = self._batch
         failures = throttled = 0
         busy_since: float | None = None
+        unanswered = False
         while True:
-            if batch.kind == "file":
-                data: Any = aiohttp.FormData()
-                data.add_field(
-                    "file", chunk.content, filename=chunk.file, content_type="application/x-ndjson"
-                )
-                headers = None
-            else:
-                data, headers = chunk.content, None
-            if failures or throttled or busy_since is not None:
+            self.check_stop()
+            if failures or throttled:
                 self.counts.retries += 1
             status, answer, retry_after, problem = await self.call(
-                "POST", batch.create_path, data=data, headers=headers
+                "POST", batch.create_path, data=self._payload(content, file)
             )
-            self.counts.uploads += 1
-            if status is None:
-                # The upload may have reached the API: look for its job before sending it again.
-                found = await self.find_job(chunk.file) if batch.kind == "file" else None
-                if found is not None:
-                    self.counts.jobs_adopted += 1
+            if status is None or (unanswered and status == HTTPStatus.CONFLICT):
+                # The upload may have reached the API (a 409 may be our own job): look for its
+                # job before sending it again.
+                unanswered = unanswered or status is None
+                found = await self.find_job(file)
+                if isinstance(found, str):
+                    self._progress.notice(
+                        f"{file}: its upload's answer was lost; found job {found}"
+                    )
                     return found, ""
+                if found is _Listed.UNKNOWN:
+                    raise _Stop(
+                        f"the upload of {file} got no answer ({problem or f'HTTP {status}'}) and "
+                        "the API's job list could not be read to tell whether it started a job; "
+                        "run again to look once more"
+                    )
+            if status is None:
                 failures += 1
-                self._check_retries(failures, f"uploading {chunk.file}: {problem}")
-                self._progress.retry(f"{chunk.file}: {problem}; trying again")
+                self._check_retries(failures, f"uploading {file}: {problem}")
+                self._progress.retry(f"{file}: {problem}; trying again")
                 await self.wait(self._backoff(failures))
                 continue
             verdict, message = self._judge(status, answer)
@@ -359,7 +388,7 @@ class _JobClient:
                 job = _job_id(answer)
                 if job is None:
                     raise _Stop(
-                        f"the API accepted {chunk.file} (HTTP {status}) but its answer names no "
+                        f"the API accepted {file} (HTTP {status}) but its answer names no "
                         f"job_id, so the job cannot be followed: {_clip(self.scrub(_text(answer)))}"
                     )
                 return job, ""
@@ -377,23 +406,22 @@ class _JobClient:
                         "runs one at a time: run again when it has ended"
                     )
                 throttled += 1
-                self.counts.busy_waits += 1
-                delay = self._busy_delay(status, throttled, retry_after)
-                self._progress.retry(
-                    f"{chunk.file}: HTTP {status}: {message}; waiting {delay:.1f} s"
-                )
+                delay = self._busy_delay(throttled, retry_after)
+                self._progress.retry(f"{file}: HTTP {status}: {message}; waiting {delay:.1f} s")
                 await self.wait(delay)
                 continue
             failures += 1
-            self._check_retries(failures, f"uploading {chunk.file}: HTTP {status}: {message}")
+            self._check_retries(failures, f"uploading {file}: HTTP {status}: {message}")
             delay = self._backoff(failures)
-            self._progress.retry(f"{chunk.file}: HTTP {status}: {message}; retry in {delay:.1f} s")
+            self._progress.retry(f"{file}: HTTP {status}: {message}; retry in {delay:.1f} s")
             await self.wait(delay)
 
-    async def follow(self, chunk: Chunk, job: str) -> dict[str, Any]:
+    async def follow(self, file: str, job: str) -> dict[str, Any]:
         """Poll the job until it ends; its last status answer."""
-        path = self._batch.status_path.replace("{job_id}", quote(job, safe=""))
+        batch = self._batch
+        path = batch.status_path.replace("{job_id}", quote(job, safe=""))
         interval, failures = self._polling.poll_s, 0
+        started = told = time.monotonic()
         while True:
             await self.wait(interval)
             interval = min(self._polling.poll_cap_s, interval * 1.5)
@@ -406,14 +434,26 @@ class _JobClient:
                         f"the status of job {job} is not the API's JSON: "
                         f"{_clip(self.scrub(_text(answer)))}"
                     )
-                if state in self._batch.running:
-                    failures = 0
-                    continue
-                return job_status
+                if state in batch.finished or state in batch.failed:
+                    return job_status
+                if state not in batch.running:
+                    raise _Stop(
+                        f"job {job} of {file} is in state {state!r}, which the importer does "
+                        "not know: nothing of it is marked; run again to follow it"
+                    )
+                failures = 0
+                now = time.monotonic()
+                if now - told >= STILL_RUNNING_NOTICE_S:
+                    told = now
+                    self._progress.retry(
+                        f"job {job} ({file}) is still {state} after {now - started:.0f} s"
+                    )
+                continue
             if status == HTTPStatus.NOT_FOUND:
                 raise _Stop(
-                    f"the API does not know job {job} of {chunk.file} (HTTP 404): its rows are "
-                    "not marked; run again to try again, or start over with --fresh"
+                    f"the API does not know job {job} of {file} (HTTP 404): its rows are not "
+                    "marked. If the job never ran, start over with --fresh (which sends every "
+                    "row again); else mark nothing and ask the API's support about the job"
                 )
             if status is not None:
                 verdict, message = self._judge(status, answer)
@@ -424,23 +464,25 @@ class _JobClient:
             self._check_retries(failures, f"reading the state of job {job}: {problem}")
             self._progress.retry(f"job {job}: {problem}; asking again")
 
-    async def find_job(self, file: str) -> str | None:
-        """The id of the job the API lists for `file`, if any (the list is read once)."""
+    async def find_job(self, file: str) -> str | _Listed:
+        """The id of the job the API lists for `file`; else whether the list says none has it."""
+        if self._batch.kind != "file":
+            return _Listed.ABSENT  # a list upload has no file name to look for
         listing = self._batch.status_path.partition("/{job_id}")[0]
-        status, answer, _, _ = await self.call("GET", listing)
-        if status is None or not 200 <= status < 300:
-            return None
+        status, answer, _, _ = await self.call("GET", listing, limit=LIST_BYTES)
+        if status is None or not 200 <= status < 300 or len(answer) >= LIST_BYTES:
+            return _Listed.UNKNOWN
         jobs = _json(answer)
         if isinstance(jobs, dict):
             jobs = jobs.get("jobs", jobs.get("data"))
         if not isinstance(jobs, list):
-            return None
+            return _Listed.UNKNOWN
         for item in jobs:
             if isinstance(item, dict) and item.get("filename") == file:
                 job = item.get("job_id")
                 if isinstance(job, str) and job:
                     return job
-        return None
+        return _Listed.ABSENT
 
     def _check_retries(self, failures: int, what: str) -> None:
         if failures > self._send.max_retries:
@@ -453,7 +495,7 @@ class _JobClient:
         base = min(self._send.backoff_cap_s, self._send.backoff_base_s * 2 ** (failures - 1))
         return max(base, self._send.throttle_floor_s) * random.uniform(1.0, 1.25)
 
-    def _busy_delay(self, status: int, throttled: int, retry_after: str | None) -> float:
+    def _busy_delay(self, throttled: int, retry_after: str | None) -> float:
         """A 429's Retry-After when it gives one; else doubling from the destination's floor
         (or the poll interval), at most the poll cap."""
         from importer.send import parse_retry_after
@@ -464,6 +506,19 @@ class _JobClient:
         floor = max(self._send.throttle_floor_s, self._polling.poll_s)
         doubled = min(self._polling.poll_cap_s, floor * 2 ** (throttled - 1))
         return max(seconds or 0.0, doubled) * random.uniform(1.0, 1.25)
+
+
+@dataclass(slots=True)
+class _Settle:
+    """What ending a chunk's job needs besides the client: where its rows are recorded."""
+
+    checkpoint: CheckpointLog
+    dead: DeadLetters
+    summary: Summary
+    progress: DeliveryProgress
+    action: Action
+    batch: Batch
+    chunk_dir: Path
 
 
 async def deliver_jobs(
@@ -480,20 +535,25 @@ async def deliver_jobs(
     control: DeliveryControl | None = None,
 ) -> Summary:
     """Deliver every row of `feeds` not yet done under `identity` as `action`'s jobs, and fill
-    in `summary` (as delivery.deliver does for one request per row)."""
+    in `summary` (as delivery.deliver does for one request per row). Jobs an earlier run left
+    open are settled first, for exactly the rows they were given."""
     batch = action.batch
     if batch is None:
         raise AssertionError("deliver_jobs is for actions delivered as jobs")
     progress = progress or DeliveryProgress()
     control = control or DeliveryControl()
     polling = JobPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
-    if options.workers > 1:
-        summary.warnings.append(
-            f"{action.name} is delivered as jobs, one at a time: --workers is ignored"
-        )
     checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
     summary.warnings.extend(checkpoint.warnings)
-    dead = DeadLetters(options.dead_letter_path)
+    settle = _Settle(
+        checkpoint,
+        DeadLetters(options.dead_letter_path),
+        summary,
+        progress,
+        action,
+        batch,
+        options.state_dir / CHUNKS_DIR,
+    )
     chunker = _Chunker(
         feeds,
         batch,
@@ -513,7 +573,6 @@ async def deliver_jobs(
                 base=check_endpoint(url) + "/",
                 token=token,
                 destination=destination,
-                action=action,
                 batch=batch,
                 options=options,
                 polling=polling,
@@ -522,18 +581,11 @@ async def deliver_jobs(
             )
             progress.begin(total)
             try:
+                for earlier in checkpoint.open_chunks():
+                    await _settle_earlier(earlier, client, settle)
                 async for chunk in chunker.chunks():
-                    await _deliver_chunk(
-                        chunk,
-                        client,
-                        checkpoint=checkpoint,
-                        dead=dead,
-                        summary=summary,
-                        progress=progress,
-                        options=options,
-                        action=action,
-                        batch=batch,
-                    )
+                    client.check_stop()
+                    await _deliver_chunk(chunk, client, settle)
             except _Stop as stop:
                 summary.stop = stop_error(str(stop), stop.status)
             except _Interrupted:
@@ -543,145 +595,143 @@ async def deliver_jobs(
                 summary.embedded = mock_state.stats()
     finally:
         try:
-            dead.close()
+            settle.dead.close()
         finally:
             checkpoint.close()
     if client is not None:
         summary.requests += client.counts.requests
         summary.retries += client.counts.retries
         summary.jobs = client.counts.jobs
-    if dead.count:
-        summary.dead_letter_file = str(dead.path)
+    if settle.dead.count:
+        summary.dead_letter_file = str(settle.dead.path)
     return summary
 
 
-async def _deliver_chunk(
-    chunk: Chunk,
-    client: _JobClient,
-    *,
-    checkpoint: CheckpointLog,
-    dead: DeadLetters,
-    summary: Summary,
-    progress: DeliveryProgress,
-    options: DeliveryOptions,
-    action: Action,
-    batch: Batch,
-) -> None:
-    """Take one chunk from wherever an earlier run left it to the end of its job."""
-    known = checkpoint.chunk(chunk.key)
-    job: str | None = None
-    if known is not None and known.stage == "ended":
-        # The job ended and its rows were marked first; they are skipped, so this is rare.
-        _end_rows(
-            chunk,
-            known.outcome in batch.finished,
-            checkpoint,
-            dead,
-            summary,
-            progress,
-            action=action,
-            error=f"job {known.job} ended {known.outcome} in an earlier run",
-        )
-        return
-    if known is not None and known.stage == "uploaded":
-        job = known.job
-        client.counts.jobs_resumed += 1
-        progress.notice(f"{chunk.file}: following job {job}, started by an earlier run")
-    elif known is not None:
-        job = await client.find_job(chunk.file) if batch.kind == "file" else None
-        if job is not None:
-            client.counts.jobs_adopted += 1
-            checkpoint.record_upload(chunk.key, job)
-            progress.notice(f"{chunk.file}: found its job {job} from an earlier run; following it")
-        else:
-            summary.warnings.append(
-                f"{chunk.file} was being uploaded when an earlier run ended and the API lists "
-                "no job for it: uploaded again"
-            )
-    else:
-        checkpoint.record_chunk(
-            chunk.key,
-            fingerprint=chunk.fingerprint,
-            file=chunk.file,
-            rows=len(chunk.lines),
-            size=len(chunk.content),
-        )
+async def _deliver_chunk(chunk: Chunk, client: _JobClient, settle: _Settle) -> None:
+    """Keep the chunk, record it, upload it, record its job, and follow the job to its end."""
+    checkpoint = settle.checkpoint
+    path = settle.chunk_dir / chunk.file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, chunk.content)  # the dead letters' bodies if the job fails
+    checkpoint.record_chunk(
+        chunk.key,
+        fingerprint=chunk.fingerprint,
+        file=chunk.file,
+        lines=chunk.lines,
+        size=len(chunk.content),
+    )
+    state = checkpoint.chunk(chunk.key)
+    if state is None:
+        raise AssertionError("a chunk just recorded is known")
+    job, refused = await client.upload(chunk.content, chunk.file)
     if job is None:
-        job, refused = await client.upload(chunk)
-        if job is None:
-            _end_rows(
-                chunk,
-                False,
-                checkpoint,
-                dead,
-                summary,
-                progress,
-                action=action,
-                error=f"the API refused {chunk.file}: {refused}",
+        _end_rows(
+            state, delivered=False, error=f"the API refused {chunk.file}: {refused}", settle=settle
+        )
+        checkpoint.record_job_end(chunk.key, "refused", completed=None, total=None)
+        path.unlink(missing_ok=True)
+        return
+    checkpoint.record_upload(chunk.key, job)
+    await _finish(state, job, client, settle)
+
+
+async def _settle_earlier(state: ChunkState, client: _JobClient, settle: _Settle) -> None:
+    """End a chunk an earlier run left open: follow its job, or find it by the chunk's file
+    name; a chunk the API never took is forgotten, and its rows are cut into chunks anew."""
+    client.check_stop()
+    job = state.job
+    if job is None:
+        found = await client.find_job(state.file)
+        if found is _Listed.UNKNOWN:
+            raise _Stop(
+                f"an earlier run uploaded {state.file} and got no answer, and the API's job list "
+                "could not be read to tell whether it started a job; run again to look once more"
             )
-            checkpoint.record_job_end(chunk.key, "refused", completed=None, total=None)
+        if found is _Listed.ABSENT:
+            settle.summary.warnings.append(
+                f"{state.file} ({state.rows:,} rows) was being uploaded when an earlier run "
+                "ended, and the API lists no job for it: its rows are sent again"
+            )
+            settle.checkpoint.record_job_end(state.key, "not_uploaded", completed=None, total=None)
+            (settle.chunk_dir / state.file).unlink(missing_ok=True)
             return
-        checkpoint.record_upload(chunk.key, job)
-    status = await client.follow(chunk, job)
-    state = str(status["status"])
+        job = found
+        settle.checkpoint.record_upload(state.key, job)
+    settle.progress.notice(f"{state.file}: following job {job}, started by an earlier run")
+    await _finish(state, job, client, settle)
+
+
+async def _finish(state: ChunkState, job: str, client: _JobClient, settle: _Settle) -> None:
+    """Follow the job to its end, then mark the chunk's rows and record the end."""
+    status = await client.follow(state.file, job)
+    outcome = str(status["status"])
     completed, total = _int(status.get("completed_rows")), _int(status.get("total_rows"))
     client.counts.jobs.append(
         {
-            "file": chunk.file,
+            "file": state.file,
             "job": job,
-            "rows": len(chunk.lines),
-            "state": state,
+            "rows": state.rows,
+            "state": outcome,
             "completed_rows": completed,
             "total_rows": total,
         }
     )
-    finished = state in batch.finished
-    if finished:
-        if completed is not None and total is not None and completed < total:
-            summary.warnings.append(
-                f"job {job} ({chunk.file}) completed with {completed:,} of {total:,} rows; the "
-                "API does not say which rows it left out, so all are counted as delivered"
-            )
-        error = ""
-    else:
-        kept = _keep_status(options.state_dir, chunk.file, status)
+    finished = outcome in settle.batch.finished
+    error = ""
+    if finished and completed is not None and total is not None and completed < total:
+        settle.summary.warnings.append(
+            f"job {job} ({state.file}) completed with {completed:,} of {total:,} rows; the "
+            "API does not say which rows it left out, so all are counted as delivered"
+        )
+    if not finished:
+        kept = _keep_status(settle.chunk_dir.parent, state.file, status)
         shown = _clip(client.scrub(json.dumps(status, sort_keys=True)))
         error = (
-            f"job {job} ended {state} ({_of(completed, total)} rows completed; its whole "
+            f"job {job} ended {outcome} ({_of(completed, total)} rows completed; its whole "
             f"status is in {kept}): {shown}"
         )
-    _end_rows(chunk, finished, checkpoint, dead, summary, progress, action=action, error=error)
-    checkpoint.record_job_end(chunk.key, state, completed=completed, total=total)
+    _end_rows(state, delivered=finished, error=error, settle=settle)
+    settle.checkpoint.record_job_end(state.key, outcome, completed=completed, total=total)
+    (settle.chunk_dir / state.file).unlink(missing_ok=True)
 
 
-def _end_rows(
-    chunk: Chunk,
-    delivered: bool,
-    checkpoint: CheckpointLog,
-    dead: DeadLetters,
-    summary: Summary,
-    progress: DeliveryProgress,
-    *,
-    action: Action,
-    error: str,
-) -> None:
+def _end_rows(state: ChunkState, *, delivered: bool, error: str, settle: _Settle) -> None:
     """Mark a chunk's rows done, or dead-letter each (durably, before its mark) and fail it."""
-    fingerprint = chunk.fingerprint
+    checkpoint, summary, progress = settle.checkpoint, settle.summary, settle.progress
+    lines = state.lines
     if delivered:
-        for line in chunk.lines:
-            checkpoint.mark_done(fingerprint, line)
+        for line in lines:
+            checkpoint.mark_done(state.fingerprint, line)
             progress.result(delivered=True, retries=0)
-        summary.rows_sent += len(chunk.lines)
+        summary.rows_sent += len(lines)
         return
-    for line, body in zip(chunk.lines, chunk.bodies, strict=True):
-        request = Request(action.method, action.path, body, fingerprint, chunk.name, line)
-        dead.write(Result(request, False, None, error, 1))
-        summary.add_dead(None, error, where=f"{chunk.name}, line {line}")
-    dead.sync()
-    for line in chunk.lines:
-        checkpoint.mark_failed(fingerprint, line, None, error)
+    bodies = _kept_bodies(settle.chunk_dir / state.file, len(lines))
+    action = settle.action
+    for line, body in zip(lines, bodies, strict=True):
+        request = Request(
+            action.method, action.path, body, state.fingerprint, state.input_name, line
+        )
+        settle.dead.write(Result(request, False, None, error, 1))
+        summary.add_dead(None, error, where=f"{state.input_name}, line {line}")
+    settle.dead.sync()
+    for line in lines:
+        checkpoint.mark_failed(state.fingerprint, line, None, error)
         progress.result(delivered=False, retries=0)
-    summary.rows_failed += len(chunk.lines)
+    summary.rows_failed += len(lines)
+
+
+def _kept_bodies(path: Path, rows: int) -> list[bytes]:
+    """The bodies of a chunk from the file kept for it, one per row."""
+    try:
+        bodies = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise _Stop(
+            f"the rows of a failed job cannot be written to the dead letters: the chunk kept in "
+            f"{path} cannot be read ({exc.strerror}); nothing of it is marked"
+        ) from None
+    if len(bodies) != rows:
+        raise _Stop(f"{path} holds {len(bodies):,} rows, not the chunk's {rows:,}; nothing marked")
+    return bodies
 
 
 @contextlib.asynccontextmanager
@@ -738,4 +788,4 @@ def _clip(text: str) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-__all__ = ["Chunk", "ChunkState", "JobPolling", "build_chunk", "cut_point", "deliver_jobs"]
+__all__ = ["Chunk", "JobPolling", "build_chunk", "cut_point", "deliver_jobs", "upload_body"]

@@ -706,7 +706,7 @@ class _Sender:
                         timeout=self.timeout,
                     )
                     try:
-                        payload = await _read_capped(response, ANSWER_BYTES)
+                        payload = await read_capped(response, ANSWER_BYTES)
                     finally:
                         response.release()
                     status = response.status
@@ -849,7 +849,7 @@ class _Sender:
         return None if seconds is None else min(seconds, self.options.retry_after_cap_s)
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """At most `limit` bytes of the body; releasing the response drops the rest with the socket."""
     if response.content_length is not None and response.content_length <= limit:
         return await response.read()  # the common case, in one step

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from importer.checkpoint import LOG_NAME, CheckpointLog, JobIdentity, read_status
-from importer.delivery import DeliveryProgress, Feed
+from importer.delivery import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
 from importer.destinations.base import Batch
-from importer.jobs import _Chunker, build_chunk, cut_point
+from importer.destinations.userpilot import USERPILOT
+from importer.jobs import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
+from importer.mock_server import mock_config, start_mock_server
 from importer.payload import BODY
 from importer.read import LINE
 from importer.report import Summary
@@ -47,17 +51,20 @@ def test_a_row_larger_than_a_chunk_still_goes_alone() -> None:
 
 
 def test_chunk_contents_and_identity() -> None:
-    bodies = [b'{"user_id":"1"}', b'{"user_id":"2"}']
-    ndjson = build_chunk(FILE_BATCH, fingerprint="a", name="in.csv", lines=[2, 3], bodies=bodies)
-    assert ndjson.content == b'{"user_id":"1"}\n{"user_id":"2"}\n'
-    assert ndjson.file == f"importer-{ndjson.key[:20]}.ndjson"
-    listed = build_chunk(LIST_BATCH, fingerprint="a", name="in.csv", lines=[2, 3], bodies=bodies)
-    assert json.loads(listed.content) == {"users": [{"user_id": "1"}, {"user_id": "2"}]}
-    again = build_chunk(FILE_BATCH, fingerprint="a", name="in.csv", lines=[2, 3], bodies=bodies)
-    assert again.key == ndjson.key, "the same rows make the same chunk on every run"
-    other_input = build_chunk(FILE_BATCH, fingerprint="b", name="x", lines=[2, 3], bodies=bodies)
-    other_lines = build_chunk(FILE_BATCH, fingerprint="a", name="x", lines=[4, 5], bodies=bodies)
-    assert len({ndjson.key, other_input.key, other_lines.key}) == 3
+    bodies = pl.Series(['{"user_id":"1"}', '{"user_id":"2"}'])
+    chunk = build_chunk(fingerprint="a", name="in.csv", lines=[2, 3], bodies=bodies)
+    assert chunk.content == b'{"user_id":"1"}\n{"user_id":"2"}\n'
+    assert chunk.file.startswith(f"importer-{chunk.key[:16]}-")
+    assert chunk.file.endswith(".ndjson")
+    assert json.loads(upload_body(LIST_BATCH, chunk.content)) == {
+        "users": [{"user_id": "1"}, {"user_id": "2"}]
+    }
+    again = build_chunk(fingerprint="a", name="in.csv", lines=[2, 3], bodies=bodies)
+    assert again.key == chunk.key, "the same rows make the same chunk on every run"
+    assert again.file != chunk.file, "each attempt has a name of its own to be found by"
+    other_input = build_chunk(fingerprint="b", name="x", lines=[2, 3], bodies=bodies)
+    other_lines = build_chunk(fingerprint="a", name="x", lines=[4, 5], bodies=bodies)
+    assert len({chunk.key, other_input.key, other_lines.key}) == 3
 
 
 def _feed(fingerprint: str, lines: list[int]) -> Feed:
@@ -113,13 +120,12 @@ def test_chunks_stay_within_max_bytes(tmp_path: Path) -> None:
 def test_chunk_records_survive_a_reopen_and_show_in_status(tmp_path: Path) -> None:
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         log.register_input("a.csv", "a")
-        log.record_chunk("k1", fingerprint="a", file="importer-k1.ndjson", rows=3, size=60)
+        log.record_chunk("k1", fingerprint="a", file="importer-k1.ndjson", lines=[2, 3, 5], size=60)
         log.record_upload("k1", "import:jobs:NX-1:abc")
-        log.record_chunk("k2", fingerprint="a", file="importer-k2.ndjson", rows=2, size=40)
-        log.record_chunk("k3", fingerprint="a", file="importer-k3.ndjson", rows=1, size=20)
+        log.record_chunk("k2", fingerprint="a", file="importer-k2.ndjson", lines=[6, 7], size=40)
+        log.record_chunk("k3", fingerprint="a", file="importer-k3.ndjson", lines=[8], size=20)
         log.record_upload("k3", "import:jobs:NX-3:def")
-        for line in (2, 3, 4):
-            log.mark_done("a", line)
+        log.mark_done("a", 8)
         log.record_job_end("k3", "completed", completed=1, total=1)
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         first, second, third = log.chunk("k1"), log.chunk("k2"), log.chunk("k3")
@@ -133,6 +139,8 @@ def test_chunk_records_survive_a_reopen_and_show_in_status(tmp_path: Path) -> No
         assert third is not None
         assert (third.stage, third.outcome) == ("ended", "completed")
         assert log.chunk("k4") is None
+        assert first.lines == [2, 3, 5], "a chunk keeps exactly the lines it was given"
+        assert [chunk.key for chunk in log.open_chunks()] == ["k1", "k2"]
     status = read_status(tmp_path)
     assert [chunk.key for chunk in status.open_jobs] == ["k1", "k2"]
     shown = format_status(status)
@@ -143,7 +151,7 @@ def test_chunk_records_survive_a_reopen_and_show_in_status(tmp_path: Path) -> No
 def test_a_job_end_is_written_after_the_rows_marks(tmp_path: Path) -> None:
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         log.register_input("a.csv", "a")
-        log.record_chunk("k1", fingerprint="a", file="f", rows=2, size=10)
+        log.record_chunk("k1", fingerprint="a", file="f", lines=[2, 3], size=10)
         log.record_upload("k1", "job-1")
         log.mark_done("a", 2)
         log.mark_done("a", 3)
@@ -153,10 +161,35 @@ def test_a_job_end_is_written_after_the_rows_marks(tmp_path: Path) -> None:
     assert kinds.index("done") < kinds.index("jobend")
 
 
+def test_a_job_end_and_its_marks_reach_the_log_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between the marks and the end would leave a job open that no run follows."""
+    with CheckpointLog.open(tmp_path, job=JOB) as log:
+        log.register_input("a.csv", "a")
+        log.record_chunk("k1", fingerprint="a", file="f", lines=[2, 3], size=10)
+        log.record_upload("k1", "job-1")
+        log.mark_done("a", 2)
+        log.mark_done("a", 3)
+        writes: list[bytes] = []
+        real_write = os.write
+
+        def counting_write(fd: int, data: bytes | memoryview) -> int:
+            writes.append(bytes(data))
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", counting_write)
+        log.record_job_end("k1", "completed", completed=2, total=2)
+        monkeypatch.undo()
+    assert len(writes) == 1
+    assert b'"t":"done"' in writes[0]
+    assert b'"t":"jobend"' in writes[0]
+
+
 def test_a_torn_job_end_leaves_the_job_open_to_poll(tmp_path: Path) -> None:
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         log.register_input("a.csv", "a")
-        log.record_chunk("k1", fingerprint="a", file="f", rows=1, size=10)
+        log.record_chunk("k1", fingerprint="a", file="f", lines=[2], size=10)
         log.record_upload("k1", "job-1")
         log.record_job_end("k1", "completed", completed=1, total=1)
     path = tmp_path / LOG_NAME
@@ -165,3 +198,101 @@ def test_a_torn_job_end_leaves_the_job_open_to_poll(tmp_path: Path) -> None:
         chunk = log.chunk("k1")
         assert chunk is not None
         assert chunk.stage == "uploaded"
+
+
+TOKEN = "jobs-test-key"
+
+
+def _track_feed(fingerprint: str, lines: list[int]) -> Feed:
+    bodies = [
+        json.dumps(
+            {
+                "event_type": "track",
+                "source": "backend-http-import",
+                "user_id": f"u{line}",
+                "event_name": "Signed Up",
+                "inserted_at": "2023-03-14T09:30:00.000Z",
+                "metadata": {"row": line},
+            },
+            separators=(",", ":"),
+        )
+        for line in lines
+    ]
+    frame = pl.DataFrame({LINE: lines, BODY: bodies}, schema={LINE: pl.Int64, BODY: pl.String})
+    return Feed(fingerprint=fingerprint, name=f"{fingerprint}.csv", frame=frame)
+
+
+async def _deliver(
+    url: str, state: Path, feeds: list[Feed], control: DeliveryControl | None = None
+) -> Summary:
+    options = DeliveryOptions(endpoint=url, token=TOKEN, state_dir=state, poll_s=0.05)
+    return await deliver_jobs(
+        iter(feeds),
+        identity=JobIdentity(mapping_fingerprint="m", destination="userpilot", endpoint=url),
+        destination=USERPILOT,
+        action=USERPILOT.actions["import_track"],
+        options=options,
+        summary=Summary(),
+        control=control,
+    )
+
+
+def test_a_job_left_open_is_settled_for_its_own_rows_when_the_rows_left_change(
+    tmp_path: Path,
+) -> None:
+    """Run 1 is stopped while its job runs; by run 2 one more row is valid, so the rows left
+    would make another chunk. The open job is followed for exactly its rows, and only the new
+    row is uploaded: nothing reaches the API twice."""
+    state = tmp_path / "state"
+
+    async def scenario() -> dict[str, object]:
+        api = USERPILOT.mock()
+        config = mock_config(api, token=TOKEN, keep_bodies=True, job_seconds=0.5)
+        mock = await start_mock_server(config, api=api)
+        try:
+            control = DeliveryControl()
+
+            async def stop_once_uploaded() -> None:
+                while not any(chunk.job for chunk in read_status(state).open_jobs):  # noqa: ASYNC110 - a file the run writes
+                    await asyncio.sleep(0.01)
+                control.stop.set()
+
+            stopper = asyncio.ensure_future(stop_once_uploaded())
+            first = await _deliver(mock.url, state, [_track_feed("a", [2, 3])], control)
+            await stopper
+            assert first.interrupted
+            assert first.rows_sent == 0
+            second = await _deliver(mock.url, state, [_track_feed("a", [2, 3, 4])])
+            assert second.stop is None
+            assert second.rows_sent == 3
+            assert [job["rows"] for job in second.jobs] == [2, 1]
+            rows = sorted(body["metadata"]["row"] for body in mock.state.bodies)
+            assert rows == [2, 3, 4]
+            return mock.state.stats()
+        finally:
+            await mock.close()
+
+    stats = asyncio.run(scenario())
+    assert stats["jobs_created"] == 2
+    assert read_status(state).open_jobs == ()
+
+
+def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    async def scenario() -> Summary:
+        api = USERPILOT.mock()
+        config = mock_config(api, token=TOKEN, job_seconds=0.05, job_fail=(1,))
+        mock = await start_mock_server(config, api=api)
+        try:
+            return await _deliver(mock.url, state, [_track_feed("a", [2, 3])])
+        finally:
+            await mock.close()
+
+    summary = asyncio.run(scenario())
+    assert (summary.rows_sent, summary.rows_failed) == (0, 2)
+    dead = [json.loads(line) for line in (state / "dead-letters.jsonl").read_text().splitlines()]
+    assert [line["body"]["metadata"]["row"] for line in dead] == [2, 3]
+    assert all("ended failed" in line["error"] for line in dead)
+    assert list((state / "jobs").glob("*.status.json"))
+    assert not list((state / "chunks").iterdir()), "a chunk's file goes when its job ends"

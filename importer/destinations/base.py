@@ -140,7 +140,8 @@ class Batch:
     `kind`: "file" uploads the chunk as an NDJSON file (multipart form field `file`); "list"
     posts a JSON object `{list_key: [rows]}`. `max_rows`/`max_bytes` bound one chunk.
     `status_path` is the job's status route with `{job_id}`; `running` and `finished` are the
-    job states that mean "still going" and "ended well"; any other state ends it badly.
+    `running`, `finished` and `failed` are the job states that mean "still going", "ended
+    well" and "ended badly"; any other state stops the run with nothing marked.
     """
 
     kind: Literal["file", "list"]
@@ -151,6 +152,7 @@ class Batch:
     list_key: str = ""
     running: frozenset[str] = frozenset()
     finished: frozenset[str] = frozenset()
+    failed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ MAX_BULK_ROWS = 10_000
 # Job states: the docs list them without defining them; these two are taken to be the ends.
 JOB_RUNNING = frozenset({"queued", "validating", "processing", "pending_refresh"})
 JOB_COMPLETED = frozenset({"completed"})
+JOB_FAILED = frozenset({"failed"})
 JOB_STATUS_PATH = "v1/background_jobs/{job_id}"
 
 ID = Field(kind="text", required=True)
@@ -50,6 +51,7 @@ def _import_batch() -> Batch:
         max_bytes=MAX_CHUNK_MB * 1_000_000,
         running=JOB_RUNNING,
         finished=JOB_COMPLETED,
+        failed=JOB_FAILED,
     )
 
 
@@ -63,6 +65,7 @@ def _bulk_batch(path: str, list_key: str) -> Batch:
         list_key=list_key,
         running=JOB_RUNNING,
         finished=JOB_COMPLETED,
+        failed=JOB_FAILED,
     )
 
 
