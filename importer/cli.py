@@ -473,7 +473,8 @@ workers_option = click.option(
     help="Sender processes. Each user's rows all go through one of them; --concurrency and "
     f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "
     f"cores) or --rate is at most {ONE_PROCESS_RATE:g}/s (one process sends that easily), "
-    f"else one per core, at most {AUTO_WORKERS_CAP}; never more than --concurrency.",
+    f"else one per core, at most {AUTO_WORKERS_CAP}; never more than --concurrency. Actions "
+    "delivered as jobs (import_*, bulk_*) use one: the API runs one job at a time.",
 )
 no_checkpoint_option = click.option(
     "--benchmark-no-checkpoint",
