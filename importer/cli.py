@@ -965,3 +965,60 @@ def _limit_window(text: str) -> tuple[int, float] | None:
 
 if __name__ == "__main__":
     main()
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--destination",
+    type=click.Choice(sorted(DESTINATIONS)),
+    default="vero",
+    show_default=True,
+    help="The API the mapping is for.",
+)
+@click.option(
+    "--action",
+    help="The action (default: guessed: an event column means the destination's event action, "
+    "else its identify).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the mapping here (an existing file is never overwritten); default: print it.",
+)
+def init(input_path: Path, destination: str, action: str | None, out: Path | None) -> None:
+    """Write a commented mapping for INPUT, guessed from its header and first rows: which
+    columns hold the user's id, the email, the event's name and its time (by their names and
+    values). It loads as written; read it through before a run.
+
+    \b
+    Example:
+      importer init samples/events.csv --out events.toml
+      importer validate samples/events.csv --mapping events.toml
+    """
+    from importer.files import write_atomic
+    from importer.guess import guess_mapping  # only this command needs it
+    from importer.read import open_input
+
+    try:
+        target = get_destination(destination)
+        chosen = None
+        if action is not None:
+            chosen = target.actions.get(action)
+            if chosen is None:
+                raise click.BadParameter(
+                    f"{action!r} is not an action of {destination} "
+                    f"({', '.join(target.actions)})",
+                    param_hint="--action",
+                )
+        if out is not None and out.exists():
+            raise ImporterError(f"{out} exists: the mapping is not written over it")
+        check_outputs({"--out": out}, inputs=(input_path,), mapping=None, state_dir=None)
+        text = guess_mapping(open_input(input_path), target, chosen)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            write_atomic(out, text.encode())
+            click.echo(f"wrote {out}: check it, then: importer validate {input_path} --mapping {out}")
+    except ImporterError as exc:
+        _fail(exc)
+
+
