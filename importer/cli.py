@@ -21,11 +21,18 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from importer import __version__
 from importer.checkpoint import read_status
-from importer.delivery import EMBEDDED, DeliveryControl, DeliveryOptions, DeliveryProgress
-from importer.destinations import DESTINATIONS, Destination, get_destination
+from importer.delivery import (
+    EMBEDDED,
+    DeliveryControl,
+    DeliveryOptions,
+    DeliveryProgress,
+    order_time_path,
+)
+from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.entry import accept_interrupts
 from importer.errors import CredentialError, ImporterError
@@ -37,13 +44,26 @@ from importer.job import (
     validate_inputs,
 )
 from importer.job import dry_run as dry_run_job
+from importer.jobfile import JobFile, Step, is_job_file, load_job
 from importer.loops import run as run_loop
 from importer.mapping import load_mapping
 from importer.outputs import check_outputs
 from importer.read import DEFAULT_BATCH_ROWS
-from importer.report import Summary, format_summary, write_report
+from importer.report import JobSummary, Summary, format_job_summary, format_summary, write_report
 from importer.send_options import SendOptions, check_endpoint, is_loopback
-from importer.status import format_status, status_report
+from importer.shard import Shard, parse_shard
+from importer.status import format_job_status, format_status, job_status_report, status_report
+from importer.steps import (
+    JobRecord,
+    PlannedStep,
+    check_steps,
+    input_stats,
+    is_job_state,
+    per_step,
+    read_job_status,
+    send_steps,
+    step_state,
+)
 
 if TYPE_CHECKING:
     from tqdm import tqdm  # type: ignore[import-untyped]
@@ -66,6 +86,9 @@ MAX_WORKERS = 64
 # cores help, up to a cap past which the API rather than this machine is the limit.
 ONE_PROCESS_RATE = 1000.0
 AUTO_WORKERS_CAP = 8
+# --shard's value when the option is not given: a Kubernetes Indexed Job or an Airflow mapped
+# task sets it per copy, where each copy's command line is the same.
+SHARD_ENV = "IMPORTER_SHARD"
 
 
 class BarProgress:
@@ -112,7 +135,7 @@ def _fail(exc: ImporterError) -> NoReturn:
     sys.exit(EXIT_FATAL)
 
 
-def _write_report(report: Path | None, summary: Summary) -> None:
+def _write_report(report: Path | None, summary: Summary | JobSummary) -> None:
     """Write --report after the summary was printed, so a bad path loses nothing else."""
     if report is None:
         return
@@ -146,17 +169,82 @@ def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
 
 
-inputs_argument = click.argument(
-    "inputs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False)
-)
+def _job_file(inputs: tuple[Path, ...], mapping_path: Path | None) -> Path | None:
+    """The job file INPUTS names, if it is one; mixing a job file with --mapping or with
+    inputs, or inputs without --mapping, is a usage error."""
+    jobs = [path for path in inputs if is_job_file(path)]
+    if not jobs:
+        if mapping_path is None:
+            raise click.UsageError(
+                "Missing option '--mapping' / '--schema' (or give a job file: JOB.toml)"
+            )
+        return None
+    if mapping_path is not None:
+        raise click.UsageError(
+            f"{jobs[0]} is a job file, which names each step's mapping: leave out --mapping"
+        )
+    if len(inputs) > 1:
+        raise click.UsageError(f"{jobs[0]} is a job file: give it alone, its steps name inputs")
+    return jobs[0]
+
+
+def _check_job_outputs(job: JobFile, outputs: dict[str, Path | None], state_dir: Path) -> None:
+    """check_outputs for each step: the step's own --rejects, --dead-letter and --out, beside
+    the one --report, against every input and the job file."""
+    kept = [job.path, *(path for step in job.steps for path in step.inputs)]
+    for step in job.steps:
+        named = {
+            option: path if option == "--report" else per_step(path, step.name)
+            for option, path in outputs.items()
+        }
+        check_outputs(
+            named,
+            inputs=kept,
+            mapping=step.mapping.path,
+            state_dir=step_state(state_dir, step.name),
+        )
+
+
+def _finish_job(summary: JobSummary, *, report: Path | None, quiet: bool) -> NoReturn:
+    """Print a job's summary, write its report, exit: 1 when a step stopped it (a refused
+    token, a redirect), 130 when interrupted, 3 when rows were rejected or failed or steps
+    were not run because one failed, else 0."""
+    if not quiet or summary.stop is not None:
+        click.echo(format_job_summary(summary))
+    elif summary.blocked:
+        for message in summary.blocked:
+            click.echo(f"stopped early: {message}", err=True)
+    _write_report(report, summary)
+    if summary.stop is not None:
+        _fail(summary.stop)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_PROBLEMS if summary.has_problems else EXIT_OK)
+
+
+def _step_options(
+    step: Step, *, rejects: Path | None, batch_rows: int, shard: Shard | None
+) -> JobOptions:
+    """What one step reads, as `importer run` would for its inputs and mapping."""
+    return JobOptions(
+        inputs=step.inputs,
+        mapping=step.mapping,
+        rejects_path=per_step(rejects, step.name),
+        batch_rows=batch_rows,
+        shard=shard,
+    )
+
+
+# A directory is its files with a known ending, and a quoted glob its matches (sources.py).
+inputs_argument = click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 mapping_option = click.option(
     "--mapping",
     "--schema",
     "mapping_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]. "
-    "Presets for every action are in schemas/. (--schema is the old name, still accepted.)",
+    "Presets for every action are in schemas/. (--schema is the old name, still accepted.) "
+    "Required unless the one input is a job file (JOB.toml), which names each step's mapping.",
 )
 rejects_option = click.option(
     "--rejects",
@@ -181,6 +269,41 @@ batch_option = click.option(
 )
 
 
+class ShardType(click.ParamType):
+    """`K/N` as a Shard; a bad value is a usage error (exit 2) that says what K or N may be."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse `K/N`; a Shard passes through (a default, or a value converted once already)."""
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ImporterError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+shard_option = click.option(
+    "--shard",
+    type=ShardType(),
+    envvar=SHARD_ENV,
+    show_envvar=True,
+    help="Build and send only the rows whose user (the first identity value, as sent) hashes "
+    "to shard K of N, K from 0 to N-1 (JOB_COMPLETION_INDEX of a Kubernetes Indexed Job); "
+    "every row is still validated. N machines with the same N and each K send disjoint parts, "
+    "each user's rows in one part. Default state: .importer/shard-K-of-N.",
+)
+
+
+def _shard_state(state_dir: Path, shard: Shard | None) -> Path:
+    """--state as given, or with --shard and no --state, the shard's own directory."""
+    source = click.get_current_context().get_parameter_source("state_dir")
+    if shard is None or source not in (None, ParameterSource.DEFAULT):
+        return state_dir
+    return DEFAULT_STATE / shard.state_name
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="importer")
 def main() -> None:
@@ -200,34 +323,50 @@ def main() -> None:
 @rejects_option
 @report_option
 @batch_option
+@shard_option
 @quiet_option
 def validate(
     inputs: tuple[Path, ...],
-    mapping_path: Path,
+    mapping_path: Path | None,
     rejects: Path | None,
     report: Path | None,
     batch_rows: int,
+    shard: Shard | None,
     quiet: bool,
 ) -> None:
     """Check INPUTS against the mapping and the API's rules; send nothing.
 
     Every row that would be refused is reported with its file, line, rule and message; the
     summary also counts events the API would drop as duplicates. Exit 3 when any row is
-    rejected, or when the API would drop events the mapping does not accept losing.
+    rejected, or when the API would drop events the mapping does not accept losing. With a
+    job file (JOB.toml) instead of INPUTS and --mapping, every step is checked.
     """
+    job_path = _job_file(inputs, mapping_path)
+    if job_path is not None:
+        _validate_job(
+            job_path,
+            rejects=rejects,
+            report=report,
+            batch_rows=batch_rows,
+            shard=shard,
+            quiet=quiet,
+        )
+    if mapping_path is None:
+        raise AssertionError("_job_file refuses inputs without --mapping")
     try:
         accept_interrupts()
         check_outputs(
             {"--rejects": rejects, "--report": report},
             inputs=inputs,
             mapping=mapping_path,
-            state_dir=DEFAULT_STATE,
+            state_dir=DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name,
         )
         options = JobOptions(
             inputs=inputs,
             mapping=load_mapping(mapping_path),
             rejects_path=rejects,
             batch_rows=batch_rows,
+            shard=shard,
         )
         summary = validate_inputs(options, progress=_progress(quiet))
     except ImporterError as exc:
@@ -235,6 +374,33 @@ def validate(
     except KeyboardInterrupt:
         _interrupted()
     _finish(summary, report=report, quiet=quiet)
+
+
+def _validate_job(
+    job_path: Path,
+    *,
+    rejects: Path | None,
+    report: Path | None,
+    batch_rows: int,
+    shard: Shard | None,
+    quiet: bool,
+) -> NoReturn:
+    """`importer validate JOB.toml`: validate each step as `validate INPUTS --mapping M` would."""
+    try:
+        accept_interrupts()
+        job = load_job(job_path)
+        state = DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name
+        _check_job_outputs(job, {"--rejects": rejects, "--report": report}, state)
+        summary = check_steps(
+            job,
+            lambda step: _step_options(step, rejects=rejects, batch_rows=batch_rows, shard=shard),
+            lambda _, options: validate_inputs(options, progress=_progress(quiet)),
+        )
+    except ImporterError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
+    _finish_job(summary, report=report, quiet=quiet)
 
 
 def _read_token_file(path: Path) -> str:
@@ -536,6 +702,32 @@ def _delivery_options(
     )
 
 
+def _order_time(action: Action, *, per_user_order: bool, order: str) -> str | None:
+    """The body path --order time sorts each user's rows by (None: input order); a usage
+    error for an order the action cannot keep."""
+    if order == "time" and not per_user_order:
+        raise click.UsageError("--order time goes with --per-user-order")
+    if not per_user_order:
+        return None
+    if action.batch is not None:
+        raise click.UsageError(
+            f"--per-user-order: action {action.name!r} goes as bulk jobs, not a request per row"
+        )
+    if not action.identity:
+        raise click.UsageError(
+            f"--per-user-order: action {action.name!r} names no user to keep the order of"
+        )
+    if order == "file":
+        return None
+    path = order_time_path(action)
+    if path is None:
+        raise click.UsageError(
+            f"--order time: action {action.name!r} has no time field to order by; "
+            "use --order file (the input's order)"
+        )
+    return path
+
+
 def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     if not quiet or summary.stop is not None:
         click.echo(format_summary(summary))
@@ -575,6 +767,7 @@ def _bar_enabled(quiet: bool) -> bool:
 @timeout_option
 @batch_option
 @workers_option
+@shard_option
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.05),
@@ -592,11 +785,25 @@ def _bar_enabled(quiet: bool) -> bool:
     help="Actions delivered as jobs: seconds to keep waiting while another job holds the API key "
     "(the API runs one at a time) before the run stops and says so.",
 )
+@click.option(
+    "--per-user-order",
+    is_flag=True,
+    help="Send one user's rows one at a time, in order (--order); users still go in parallel, "
+    "but one user with most of the rows makes the run as slow as sending them one by one.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["file", "time"]),
+    default="file",
+    show_default=True,
+    help="With --per-user-order: each user's rows in input order, or by the action's time "
+    "(Vero track: extras.created_at) when the input is not sorted by it.",
+)
 @no_checkpoint_option
 @quiet_option
 def run(
     inputs: tuple[Path, ...],
-    mapping_path: Path,
+    mapping_path: Path | None,
     endpoint: str | None,
     concurrency: int,
     rate: float | None,
@@ -612,8 +819,11 @@ def run(
     timeout: float,
     batch_rows: int,
     workers: int | None,
+    shard: Shard | None,
     poll_interval: float,
     job_wait: float,
+    per_user_order: bool,
+    order: str,
     no_checkpoint: bool,
     quiet: bool,
 ) -> None:
@@ -624,14 +834,55 @@ def run(
     API refuses for good to --dead-letter. The token comes from VERO_AUTH_TOKEN (Vero) or
     USERPILOT_API_KEY (Userpilot), or --token-file. Userpilot's import_* and bulk_* actions go
     as files, one job at a time, each followed to its end (--poll-interval, --job-wait).
+    A job file (JOB.toml) instead of INPUTS and --mapping runs its steps in order, each with
+    its own checkpoint in STATE/steps/<name>/; running it again skips the finished ones.
 
     \b
     Example, against the built-in mock server (for Userpilot's bulk identify, the same with
     samples/userpilot-users.csv and schemas/userpilot-bulk-identify.toml):
       importer run samples/events.csv --mapping schemas/vero-track.toml --endpoint embedded
+      importer run samples/migration.toml --endpoint embedded --state .importer/migration
     """
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
+    state_dir = _shard_state(state_dir, shard)
+    job_path = _job_file(inputs, mapping_path)
+    if job_path is not None:
+        _run_job(
+            job_path,
+            outputs={
+                "--rejects": rejects,
+                "--report": report,
+                "--out": out,
+                "--dead-letter": dead_letter,
+            },
+            dry_run=dry_run,
+            state_dir=state_dir,
+            batch_rows=batch_rows,
+            shard=shard,
+            quiet=quiet,
+            delivery=lambda step: dataclasses.replace(
+                _delivery_options(
+                    endpoint=endpoint,
+                    destination=step.mapping.destination,
+                    token_file=token_file,
+                    state_dir=step_state(state_dir, step.name),
+                    fresh=fresh,
+                    dead_letter=per_step(dead_letter, step.name),
+                    concurrency=concurrency,
+                    rate=rate,
+                    max_retries=max_retries,
+                    timeout=timeout,
+                    workers=workers,
+                    checkpoint=not no_checkpoint,
+                    options=step.mapping.options,
+                ),
+                poll_s=poll_interval,
+                busy_wait_s=job_wait,
+            ),
+        )
+    if mapping_path is None:
+        raise AssertionError("_job_file refuses inputs without --mapping")
     try:
         accept_interrupts()
         check_outputs(
@@ -641,8 +892,9 @@ def run(
             state_dir=state_dir,
         )
         mapping = load_mapping(mapping_path)
+        order_time = _order_time(mapping.action, per_user_order=per_user_order, order=order)
         options = JobOptions(
-            inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows
+            inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows, shard=shard
         )
         if dry_run:
             try:
@@ -665,7 +917,13 @@ def run(
                 checkpoint=not no_checkpoint,
                 options=mapping.options,
             )
-            delivery = dataclasses.replace(delivery, poll_s=poll_interval, busy_wait_s=job_wait)
+            delivery = dataclasses.replace(
+                delivery,
+                poll_s=poll_interval,
+                busy_wait_s=job_wait,
+                order_time=order_time,
+                send=dataclasses.replace(delivery.send, per_user_order=per_user_order),
+            )
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.
             sources = open_inputs(options)
@@ -681,6 +939,70 @@ def run(
     if dry_run:
         _finish(summary, report=report, quiet=quiet)
     _finish_delivery(summary, report=report, quiet=quiet)
+
+
+def _run_job(
+    job_path: Path,
+    *,
+    outputs: dict[str, Path | None],
+    dry_run: bool,
+    state_dir: Path,
+    batch_rows: int,
+    shard: Shard | None,
+    quiet: bool,
+    delivery: Callable[[Step], DeliveryOptions],
+) -> NoReturn:
+    """`importer run JOB.toml` (or with --dry-run): each step as `importer run INPUTS
+    --mapping M` would run it, with STATE/steps/<name>/ as its state directory."""
+    rejects, out = outputs["--rejects"], outputs["--out"]
+    try:
+        accept_interrupts()
+        job = load_job(job_path)
+        _check_job_outputs(job, outputs, state_dir)
+
+        def options(step: Step) -> JobOptions:
+            return _step_options(step, rejects=rejects, batch_rows=batch_rows, shard=shard)
+
+        if dry_run:
+            try:
+                summary = check_steps(
+                    job,
+                    options,
+                    lambda step, o: dry_run_job(
+                        o, out=per_step(out, step.name), progress=_progress(quiet)
+                    ),
+                )
+            except KeyboardInterrupt:
+                _interrupted()
+        else:
+            fresh = False
+            planned = []
+            record = JobRecord.read(state_dir)
+            # Every step's inputs are opened and checked against its mapping before the first
+            # row is sent, except those of a step finished before, which are not read at all.
+            for step in job.steps:
+                step_delivery = delivery(step)
+                fresh = step_delivery.fresh
+                stats = input_stats(step.inputs)
+                done = not fresh and record.finished(
+                    step, endpoint=step_delivery.endpoint, stats=stats
+                )
+                step_options = options(step)
+                sources = None if done else open_inputs(step_options)
+                planned.append(PlannedStep(step, step_options, step_delivery, stats, sources))
+            if not fresh:
+                for warning in record.warnings:
+                    click.echo(f"warning: {warning}", err=True)
+            bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+            summary = _deliver_with_signals(
+                lambda control: send_steps(job, planned, record, progress=bar, control=control),
+                bar,
+            )
+    except ImporterError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted_delivery(state_dir)
+    _finish_job(summary, report=outputs["--report"], quiet=quiet)
 
 
 @main.command()
@@ -761,8 +1083,16 @@ def replay(
 @state_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(state_dir: Path, as_json: bool) -> None:
-    """Say how far the job in --state got: per input, rows delivered and failed, and why."""
+    """Say how far the job in --state got: per input, rows delivered and failed, and why; for
+    a job file's state, each step's outcome and its inputs' progress."""
     try:
+        if is_job_state(state_dir):
+            job = read_job_status(state_dir)
+            if as_json:
+                click.echo(json.dumps(job_status_report(job), indent=2, default=str))
+            else:
+                click.echo(format_job_status(job))
+            return
         state = read_status(state_dir)
     except ImporterError as exc:
         _fail(exc)
@@ -963,8 +1293,6 @@ def _limit_window(text: str) -> tuple[int, float] | None:
         ) from None
 
 
-if __name__ == "__main__":
-    main()
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
@@ -1005,8 +1333,7 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
             chosen = target.actions.get(action)
             if chosen is None:
                 raise click.BadParameter(
-                    f"{action!r} is not an action of {destination} "
-                    f"({', '.join(target.actions)})",
+                    f"{action!r} is not an action of {destination} ({', '.join(target.actions)})",
                     param_hint="--action",
                 )
         if out is not None and out.exists():
@@ -1017,8 +1344,12 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
             click.echo(text, nl=False)
         else:
             write_atomic(out, text.encode())
-            click.echo(f"wrote {out}: check it, then: importer validate {input_path} --mapping {out}")
+            click.echo(
+                f"wrote {out}: check it, then: importer validate {input_path} --mapping {out}"
+            )
     except ImporterError as exc:
         _fail(exc)
 
 
+if __name__ == "__main__":
+    main()

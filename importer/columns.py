@@ -4,8 +4,8 @@
               line that could not be parsed); REJECT_META heads a rejects file's rows
     validate  USER and EVENT of each valid row, for the duplicate report
     payload   BODY: the JSON text of each request body
-    delivery  METHOD and PATH of each request, ROUTE (a hash of its user) for the sender
-              process that sends it
+    delivery  METHOD and PATH of each request, ROUTE (a stable hash of its user, see
+              shard.py) for the sender process that sends it and the shard it belongs to
 
 Each stage's own working columns stay private to it; these are the contract.
 """

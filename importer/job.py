@@ -21,7 +21,7 @@ from typing import IO, Protocol
 import polars as pl
 
 from importer.checkpoint import JobIdentity
-from importer.columns import METHOD, PATH
+from importer.columns import METHOD, PATH, ROUTE
 from importer.dedup import DedupTracker
 from importer.delivery import (
     DeliveryControl,
@@ -49,6 +49,8 @@ from importer.read import (
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
+from importer.shard import Shard
+from importer.sources import expand_inputs
 from importer.validate import Checked, FileState, receipt_time_note, validate_frame
 
 # A replay has no mapping; its checkpoint is bound to this instead.
@@ -83,17 +85,32 @@ class NoProgress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobOptions:
-    """What to read and how; `now` fixes the clock that future times are judged by."""
+    """What to read and how; `now` fixes the clock that future times are judged by; `shard`
+    keeps only its users' rows for payloads and sending (every row is still validated)."""
 
     inputs: tuple[Path, ...]
     mapping: Mapping
     rejects_path: Path | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
             raise ValueError("batch_rows must be positive")
+        action = self.mapping.action
+        if self.shard is not None and not any(p in self.mapping.fields for p in action.identity):
+            raise MappingError(
+                f"--shard needs each row's user, and mapping {self.mapping.path} maps none of "
+                f"{action.name}'s identity paths ({', '.join(action.identity) or 'it has none'})"
+            )
+
+    @property
+    def job_fingerprint(self) -> str:
+        """What binds a state directory to this job's rows: the mapping, and the shard, so that
+        a shard never resumes from another shard's checkpoint."""
+        fingerprint = self.mapping.fingerprint
+        return fingerprint if self.shard is None else f"{fingerprint}+{self.shard.state_name}"
 
 
 def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]) -> None:
@@ -133,7 +150,7 @@ def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]
 
 def open_inputs(options: JobOptions) -> list[InputFile]:
     """Open every input and check the mapping against each CSV header, before any row is read."""
-    sources = [open_input(path) for path in options.inputs]
+    sources = [open_input(path) for path in expand_inputs(options.inputs)]
     for source in sources:
         if not source.columns:
             continue
@@ -170,6 +187,7 @@ def iter_valid(
 ) -> Iterator[tuple[InputFile, pl.DataFrame]]:
     """Each input's validated batches; rejects are counted, written and left behind."""
     rejects = RejectsWriter(options.rejects_path) if options.rejects_path else None
+    summary.shard = None if options.shard is None else options.shard.label
     try:
         for source in sources:
             summary.inputs.append({"file": source.name, "fingerprint": source.fingerprint})
@@ -194,13 +212,18 @@ def iter_valid(
                     rejects.write(bad, source=source.name)
                 summary.rows_valid += checked.valid.height
                 summary.naive_times += checked.naive_times
-                dedup.add(checked.valid)
-                yield source, checked.valid
+                valid = checked.valid
+                if options.shard is not None:
+                    mine = valid.filter(options.shard.mask(pl.col(ROUTE)))
+                    summary.rows_other_shards += valid.height - mine.height
+                    valid = mine
+                dedup.add(valid)
+                yield source, valid
                 progress.advance(batch.frame.height + batch.rejects.height + batch.blank_lines)
             progress.end()
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
-        note = receipt_time_note(options.mapping, summary.rows_valid)
+        note = receipt_time_note(options.mapping, summary.rows_valid - summary.rows_other_shards)
         if note is not None:
             summary.notes.append(note)
     finally:
@@ -310,7 +333,7 @@ async def send_job(
     summary = Summary()
     dedup = DedupTracker(options.mapping)
     identity = JobIdentity(
-        mapping_fingerprint=options.mapping.fingerprint,
+        mapping_fingerprint=options.job_fingerprint,
         destination=options.mapping.destination.name,
         endpoint=delivery.endpoint,
     )

@@ -43,6 +43,8 @@ class Summary:
     rows_read: int = 0
     rows_valid: int = 0
     rows_rejected: int = 0
+    # Valid rows another shard sends (`--shard`): neither sent nor rejected here.
+    rows_other_shards: int = 0
     rows_sent: int = 0
     rows_skipped: int = 0
     rows_failed: int = 0
@@ -67,6 +69,7 @@ class Summary:
     dead_examples: dict[str, str] = field(default_factory=dict)
     # Jobs of an action delivered as jobs: file, job id, rows, final state, rows completed.
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    shard: str | None = None  # `K/N` with --shard
 
     @property
     def stopped(self) -> str | None:
@@ -123,6 +126,8 @@ class Summary:
         report["elapsed_s"] = round(self.elapsed_s, 3)
         report.update(
             dry_run=self.dry_run,
+            shard=self.shard,
+            rows_other_shards=self.rows_other_shards,
             blank_lines=self.blank_lines,
             naive_times=self.naive_times,
             rejects_by_rule=dict(self.rejects_by_rule),
@@ -142,7 +147,143 @@ class Summary:
         return report
 
 
-def write_report(path: Path, summary: Summary) -> None:
+COUNTERS = (
+    "rows_read",
+    "rows_valid",
+    "rows_rejected",
+    "rows_sent",
+    "rows_skipped",
+    "rows_failed",
+    "requests",
+    "retries",
+    "elapsed_s",
+    "blank_lines",
+    "naive_times",
+)
+
+
+@dataclass(slots=True)
+class StepSummary:
+    """One step of a job file: what it read and sent (`summary`, None when it did not run this
+    time) and how it ended: done, skipped (done before), failed (every row), stopped,
+    interrupted or not run (`reason` says why)."""
+
+    name: str
+    mapping: str
+    inputs: list[str]
+    status: str
+    summary: Summary | None = None
+    reason: str | None = None
+    # A step skipped as done before whose run then had rows rejected or failed.
+    problems_before: bool = False
+
+    def as_report(self) -> dict[str, Any]:
+        """The step's section of the JSON report: its name, status and its own report."""
+        report: dict[str, Any] = {
+            "name": self.name,
+            "mapping": self.mapping,
+            "inputs": [{"file": name} for name in self.inputs],
+            "status": self.status,
+            "reason": self.reason,
+        }
+        if self.summary is not None:
+            report.update(self.summary.as_report())
+        return report
+
+
+@dataclass(slots=True)
+class JobSummary:
+    """A job file's run: a StepSummary per step in running order, and why steps were not run."""
+
+    job_file: str
+    dry_run: bool = False
+    steps: list[StepSummary] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> list[Summary]:
+        """The summaries of the steps that ran this time."""
+        return [step.summary for step in self.steps if step.summary is not None]
+
+    @property
+    def stop(self) -> ImporterError | None:
+        """Why a step ended the job (a refused token, a redirect), if one did."""
+        return next((s.stop for s in self.ran if s.stop is not None), None)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the user cut the job short."""
+        return any(s.interrupted for s in self.ran)
+
+    @property
+    def has_problems(self) -> bool:
+        """Exit 3: a step had problems, or steps were not run because one failed."""
+        before = any(step.problems_before for step in self.steps)
+        return before or bool(self.blocked) or any(s.has_problems for s in self.ran)
+
+    def total(self) -> Summary:
+        """The steps' counts summed, with their rejects, dead letters and warnings."""
+        total = Summary(dry_run=self.dry_run)
+        for step in self.steps:
+            part = step.summary
+            if part is None:
+                continue
+            for name in COUNTERS:
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.rejects_by_rule.update(part.rejects_by_rule)
+            for rule, examples in part.reject_examples.items():
+                kept = total.reject_examples.setdefault(rule, [])
+                kept.extend(examples[: EXAMPLES_PER_RULE - len(kept)])
+            total.inputs.extend(part.inputs)
+            total.dead_by_reason.update(part.dead_by_reason)
+            for reason, where in part.dead_examples.items():
+                total.dead_examples.setdefault(reason, where)
+            total.jobs.extend(part.jobs)
+            if part.embedded is not None:
+                embedded = total.embedded or {"accepted": 0, "duplicates": 0}
+                for key in ("accepted", "duplicates"):
+                    embedded[key] += part.embedded.get(key, 0)
+                total.embedded = embedded
+            total.warnings.extend(f"step {step.name}: {w}" for w in part.warnings)
+            total.notes.extend(f"step {step.name}: {n}" for n in part.notes)
+            total.stop = total.stop or part.stop
+            total.interrupted = total.interrupted or part.interrupted
+        total.warnings.extend(self.blocked)
+        return total
+
+    def as_report(self) -> dict[str, Any]:
+        """The JSON report: the contract's fields summed over the steps at the top level, then
+        the job file and a section per step."""
+        report = self.total().as_report()
+        report.update(job_file=self.job_file, steps=[step.as_report() for step in self.steps])
+        return report
+
+
+def format_job_summary(job: JobSummary) -> str:
+    """A header and the usual table per step, then the job's total."""
+    lines = []
+    for number, step in enumerate(job.steps, start=1):
+        header = f"step {number}/{len(job.steps)} {step.name}: {step.status}"
+        if step.reason:
+            header += f" ({step.reason})"
+        lines.append(f"{header}  [{', '.join(step.inputs)} -> {step.mapping}]")
+        if step.summary is not None:
+            lines.append(format_summary(step.summary))
+        lines.append("")
+    states = Counter(step.status for step in job.steps)
+    shown = ", ".join(f"{count} {state}" for state, count in states.items())
+    lines.append(f"job total ({job.job_file}: {len(job.steps)} step(s), {shown}):")
+    total = job.total()
+    # The table alone: each step's own section above already lists its rejects and warnings.
+    counts = Summary(dry_run=job.dry_run)
+    for name in COUNTERS:
+        setattr(counts, name, getattr(total, name))
+    lines.append(format_summary(counts))
+    lines.extend(f"stopped early: {message}" for message in job.blocked)
+    return "\n".join(lines)
+
+
+def write_report(path: Path, summary: Summary | JobSummary) -> None:
     """Write the JSON report atomically, so a reader never sees half of one."""
     text = json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n"
     try:
@@ -158,6 +299,8 @@ def format_summary(summary: Summary) -> str:
         ("valid", summary.rows_valid),
         ("rejected", summary.rows_rejected),
     ]
+    if summary.shard is not None:
+        rows.append(("left to other shards", summary.rows_other_shards))
     if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
         rows += [
             ("delivered", summary.rows_sent),
@@ -169,6 +312,8 @@ def format_summary(summary: Summary) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"  {label:<{width}}  {value:>10,}" for label, value in rows]
     lines.append(f"  {'elapsed':<{width}}  {summary.elapsed_s:>9.1f}s")
+    if summary.shard is not None:
+        lines.append(f"  (shard {summary.shard}: only the rows of its users were built or sent)")
     if summary.blank_lines:
         lines.append(f"  ({summary.blank_lines:,} blank line(s) skipped)")
     if summary.naive_times:

@@ -7,6 +7,11 @@ reported, retries back off with full jitter (honouring `Retry-After`, or doublin
 when the API sets one), request starts keep to the API's quota per window if it has one, and a
 STOP verdict or the caller's `stop` event ends the run after the requests in flight finish. Requests that were never
 answered are never reported, so a resumed run sends them again.
+
+With `per_user_order` a request whose user (its `route`) has an earlier one unfinished (in
+flight, waiting for a retry, or parked) is parked in that user's lane instead of being queued;
+the worker that ends the earlier one (delivered or dead) sends the next of the lane itself. So
+one user's requests go one at a time, in the order they came, and users still go in parallel.
 """
 
 from __future__ import annotations
@@ -542,6 +547,14 @@ class _Sender:
         self.delivered_answers: dict[tuple[int, bytes], tuple[Verdict, str]] = {}
         self.interrupted = False
         self.error: BaseException | None = None
+        self.ordered = options.per_user_order
+        # route -> its parked requests; a route is a key while one of its requests is unfinished.
+        self.lanes: dict[int, deque[Request]] = {}
+        self.parked = 0
+        # Past this many parked requests (twice the queue's bound) no more input is pulled, so
+        # a heavy user cannot fill memory: its rows then go one at a time, the price of order.
+        self.park_bound = 2 * self.queue.maxsize
+        self.room = asyncio.Event()
 
     async def run(
         self, requests: AsyncIterable[Request] | Iterable[Request], stop: asyncio.Event | None
@@ -608,7 +621,16 @@ class _Sender:
         exhausted = False
         try:
             # put_nowait where there is room: awaiting put() costs a coroutine per request.
-            if isinstance(requests, AsyncIterable):
+            if self.ordered:
+                if isinstance(requests, AsyncIterable):
+                    async for request in requests:
+                        self.pulled += 1
+                        await self._admit(request)
+                else:
+                    for request in requests:
+                        self.pulled += 1
+                        await self._admit(request)
+            elif isinstance(requests, AsyncIterable):
                 async for request in requests:
                     self.pulled += 1
                     if queue.full():
@@ -630,6 +652,35 @@ class _Sender:
             if not exhausted:
                 await close_source(requests)
 
+    async def _admit(self, request: Request) -> None:
+        """Queue the first unfinished request of its user; park the others in the user's lane,
+        and wait while too many are parked."""
+        lane = self.lanes.get(request.route)
+        if lane is None:
+            self.lanes[request.route] = deque()
+            if self.queue.full():
+                await self.queue.put(request)
+            else:
+                self.queue.put_nowait(request)
+            return
+        lane.append(request)
+        self.parked += 1
+        while self.parked > self.park_bound:
+            self.room.clear()
+            await self.room.wait()
+
+    def _next_in_lane(self, ended: Request) -> Request | None:
+        """The parked request of `ended`'s user that goes next, now that `ended` ended; None
+        (and the lane closed) when there is none."""
+        lane = self.lanes[ended.route]
+        if not lane:
+            del self.lanes[ended.route]
+            return None
+        self.parked -= 1
+        if self.parked <= self.park_bound:
+            self.room.set()
+        return lane.popleft()
+
     async def _work(self) -> None:
         """Take requests until the input ends or the run halts; never raises."""
         queue, halt, stop_is_set = self.queue, self.halt, self.stop_is_set
@@ -644,6 +695,14 @@ class _Sender:
                     queue.put_nowait(None)  # the end marker goes back for the next worker
                     return
                 await self._send(request, me)
+                # Only an ended request lets its user's next go: one cut off by a halt keeps
+                # the rest of its lane unsent (and unmarked, for the next run to send in order).
+                while self.ordered and not halt.is_set():
+                    following = self._next_in_lane(request)
+                    if following is None:
+                        break
+                    request = following
+                    await self._send(request, me)
         except Exception as exc:
             self._fail(exc)
 

@@ -39,6 +39,8 @@ class SendOptions:
     # At most this many requests start in any window of this many seconds (600 in
     # 60 s), retries included; None: no window. Shared out among sender processes.
     rate_window: tuple[int, float] | None = None
+    # One user's requests (those of one Request.route) one at a time, in the order they come.
+    per_user_order: bool = False
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -64,6 +66,8 @@ class SendOptions:
                 continue
             if not (_is_number(value) and value >= 0):
                 problems.append(f"{name} must be a number of seconds of at least 0, not {value!r}")
+        if not isinstance(self.per_user_order, bool):
+            problems.append(f"per_user_order must be True or False, not {self.per_user_order!r}")
         if problems:
             raise MappingError("invalid send options: " + "; ".join(problems))
 

@@ -3,9 +3,9 @@
     python -P -m importer.sender_process    (started by importer.workers, never by hand)
 
 It reads length-prefixed pickled frames on stdin: first ("start", config) with the endpoint,
-the token, the destination's name and this sender's share of the send options; then ("batch",
-[(seq, method, path, body), ...]), ("end",) when no more will come, or ("stop",) to drain and
-finish. It answers on stdout with ("results", [(seq, delivered, status, error, attempts)]),
+the token, the destination's name and this sender's share of the send options; then
+("batch", [(seq, method, path, route, body), ...]), ("end",) when no more will come, or
+("stop",) to drain and finish. It answers on stdout with ("results", [(seq, delivered, status, error, attempts)]),
 ("retry", [(seq, message)]), and last ("done", stats) or ("error", text, hint, is_importer_error).
 When stdin ends (the parent was killed) it exits at once: nobody would record what it sent.
 """
@@ -63,7 +63,7 @@ async def _serve() -> None:
     if first is None:
         return
     config = first[1]
-    incoming: asyncio.Queue[list[tuple[int, str, str, bytes]] | None] = asyncio.Queue()
+    incoming: asyncio.Queue[list[tuple[int, str, str, int, bytes]] | None] = asyncio.Queue()
     stop = asyncio.Event()
     results: list[tuple[int, bool, int | None, str | None, int]] = []
     retries: list[tuple[int, str]] = []
@@ -111,9 +111,16 @@ async def _serve() -> None:
 
     async def requests() -> AsyncIterator[Request]:
         while (batch := await incoming.get()) is not None:
-            for seq, method, path, body in batch:
+            for seq, method, path, route, body in batch:
+                # The route goes along: per_user_order keeps one user's rows in order by it.
                 yield Request(
-                    method=method, path=path, body=body, input_id="", source_file="", line=seq
+                    method=method,
+                    path=path,
+                    body=body,
+                    input_id="",
+                    source_file="",
+                    line=seq,
+                    route=route,
                 )
 
     listener = asyncio.create_task(listen())

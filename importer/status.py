@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from importer.checkpoint import StateStatus
+
+if TYPE_CHECKING:
+    from importer.steps import JobStatus
 
 
 def status_report(state: StateStatus) -> dict[str, Any]:
@@ -41,4 +44,24 @@ def format_status(state: StateStatus) -> str:
             what = f"job {chunk.job} not seen to end yet (the next run polls it)"
         lines.append(f"chunk {chunk.file} ({chunk.rows:,} rows): {what}")
     lines.extend(f"warning: {warning}" for warning in state.warnings)
+    return "\n".join(lines)
+
+
+def job_status_report(job: JobStatus) -> dict[str, Any]:
+    """A job's status as JSON-ready values: each step's outcome and its checkpoint's status."""
+    return asdict(job)
+
+
+def format_job_status(job: JobStatus) -> str:
+    """A job's status: the job file, then each step's outcome and its inputs' progress."""
+    lines = [f"job file: {job.job_file}"]
+    for step in job.steps:
+        when = f", {step.updated_at}" if step.updated_at else ""
+        why = f": {step.reason}" if step.reason else ""
+        lines.append(f"step {step.name} ({step.mapping}): {step.status}{why}{when}")
+        if step.checkpoint is None:
+            lines.append("    nothing sent yet")
+        else:
+            lines.extend(f"    {line}" for line in format_status(step.checkpoint).splitlines())
+    lines.extend(f"warning: {warning}" for warning in job.warnings)
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from importer.jsontext import (
 )
 from importer.mapping import ALL_COLUMNS, Mapping
 from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, load_json
+from importer.shard import user_hashes
 from importer.times import (
     FileState,
     epoch_unit,
@@ -608,11 +609,13 @@ def _merge_object(whole: pl.Expr | None, members: list[tuple[str, pl.Expr]]) -> 
 
 
 def _route(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:
-    """ROUTE, a hash of the row's user (its first identity value), so that every row of one
-    user goes through the same sender process. Polars' hash is stable within a run, which is
-    all a route needs: nothing keeps it."""
+    """ROUTE, a stable hash of the row's user (its first identity value that has one, as the
+    text sent), so that every row of one user goes through the same sender process and lands
+    in the same shard on every machine (shard.py defines the hash)."""
     users = [_present(pl.col(text_of(paths[p]))) for p in mapping.action.identity if p in paths]
-    return [pl.coalesce(users).hash(seed=0).alias(ROUTE)] if users else []
+    if not users:
+        return []
+    return [pl.coalesce(users).map_batches(user_hashes, return_dtype=pl.Int64).alias(ROUTE)]
 
 
 def _duplicate_keys(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:

@@ -3,7 +3,8 @@
 The parent keeps everything that must be one: reading, the checkpoint, the dead letters, the
 progress and the summary. Each sender process (importer/sender_process.py) only runs
 `send_all` over the requests the parent hands it and answers with their results. A row goes to
-the process its `route` (a hash of its user) picks, so one user's rows stay in one process.
+the process its `route` (a hash of its user) picks, so one user's rows stay in one process;
+they reach it in the order they came, with their route, so `per_user_order` holds there too.
 
 Parent and senders talk over the sender's stdin and stdout in length-prefixed pickled frames;
 the token travels in the first frame, never in argv or the environment (the senders' copy of
@@ -61,7 +62,7 @@ class _Sender:
         self.writer = process.stdin
         self.reader = process.stdout
         self.window = window
-        self.pending: list[tuple[int, str, str, bytes]] = []
+        self.pending: list[tuple[int, str, str, int, bytes]] = []
         self.outstanding = 0
         self.room = asyncio.Event()
         self.room.set()
@@ -151,7 +152,7 @@ class _Pool:
         self.pulled += 1
         self.in_flight[seq] = request
         sender.outstanding += 1
-        sender.pending.append((seq, request.method, request.path, request.body))
+        sender.pending.append((seq, request.method, request.path, request.route, request.body))
         if len(sender.pending) >= FRAME_REQUESTS:
             sender.flush()
         elif not self._flush_scheduled:

@@ -204,6 +204,10 @@ class Action:
     # travels only as a property, and validate and the dry run say so.
     receipt_time: bool = False
     batch: Batch | None = None
+    # Where a job file's automatic order puts a step of this action: lower stages go first, and
+    # a step waits for every step of a lower one (users exist before their tags, events after
+    # users, aliases after the old id's events, deletions last).
+    stage: int = 2
 
     @property
     def object_fields(self) -> frozenset[str]:

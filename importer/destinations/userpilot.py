@@ -94,6 +94,7 @@ IDENTIFY = Action(
     },
     identity=("user_id",),
     rules=(Requires("company.company_id", when="company"),),
+    stage=0,
 )
 COMPANY = Action(
     name="company",
@@ -101,6 +102,7 @@ COMPANY = Action(
     path="v1/companies/identify",
     fields={"company_id": ID, "metadata": METADATA},
     identity=("company_id",),
+    stage=0,
 )
 IMPORT_TRACK = Action(
     name="import_track",
@@ -126,6 +128,7 @@ IMPORT_IDENTIFY = Action(
     constants=_import_constants("identify_user"),
     defaults={"metadata": "{}"},
     batch=_import_batch(),
+    stage=0,
 )
 IMPORT_COMPANY = Action(
     name="import_company",
@@ -136,6 +139,7 @@ IMPORT_COMPANY = Action(
     constants=_import_constants("identify_company"),
     defaults={"metadata": "{}"},
     batch=_import_batch(),
+    stage=0,
 )
 BULK_IDENTIFY = Action(
     name="bulk_identify",
@@ -144,6 +148,7 @@ BULK_IDENTIFY = Action(
     fields={"user_id": ID, "company_id": OPTIONAL_ID, "metadata": METADATA},
     identity=("user_id",),
     batch=_bulk_batch("v1/users/bulk_identify", "users"),
+    stage=0,
 )
 BULK_COMPANY = Action(
     name="bulk_company",
@@ -152,6 +157,7 @@ BULK_COMPANY = Action(
     fields={"company_id": ID, "metadata": METADATA},
     identity=("company_id",),
     batch=_bulk_batch("v1/companies/bulk_identify", "companies"),
+    stage=0,
 )
 ACTIONS = (
     TRACK,

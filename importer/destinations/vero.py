@@ -79,6 +79,7 @@ IDENTIFY = Action(
     # Vero uses an email alone as the id; say so in the payload rather than rely on it.
     fallback={"id": ("id", "email")},
     rules=(ExprRule("channels", "channels", _channels_message),),
+    stage=0,
 )
 TRACK = Action(
     name="track",
@@ -114,14 +115,25 @@ ALIAS = Action(
     fields={"id": REQUIRED_ID, "new_id": REQUIRED_ID},
     identity=("id",),
     rules=(Distinct(("id", "new_id")),),
+    stage=3,
 )
 UNSUBSCRIBE = Action(
-    name="unsubscribe", method="POST", path="users/unsubscribe", fields={"id": REQUIRED_ID}
+    name="unsubscribe",
+    method="POST",
+    path="users/unsubscribe",
+    fields={"id": REQUIRED_ID},
+    stage=1,
 )
 RESUBSCRIBE = Action(
-    name="resubscribe", method="POST", path="users/resubscribe", fields={"id": REQUIRED_ID}
+    name="resubscribe",
+    method="POST",
+    path="users/resubscribe",
+    fields={"id": REQUIRED_ID},
+    stage=1,
 )
-DELETE = Action(name="delete", method="POST", path="users/delete", fields={"id": REQUIRED_ID})
+DELETE = Action(
+    name="delete", method="POST", path="users/delete", fields={"id": REQUIRED_ID}, stage=4
+)
 TAGS = Action(
     name="tags",
     method="PUT",
@@ -129,6 +141,7 @@ TAGS = Action(
     fields={"id": REQUIRED_ID, "add": Field(kind="array"), "remove": Field(kind="array")},
     identity=("id",),
     rules=(AnyPresent(("add", "remove")),),
+    stage=1,
 )
 ACTIONS = (IDENTIFY, TRACK, ALIAS, UNSUBSCRIBE, RESUBSCRIBE, DELETE, TAGS)
 

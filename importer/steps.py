@@ -1,0 +1,305 @@
+"""Run, check and report the steps of a job file, keeping one state directory for the job.
+
+    STATE/job.json               the job record: each step's last outcome and, once it finished,
+                                 its mapping, endpoint and inputs (size, mtime) as they were read
+    STATE/steps/<name>/          the step's own checkpoint (bound to its mapping), dead letters
+                                 and the embedded server's record
+
+Each step is exactly `importer run INPUTS --mapping M` with the step's state directory. A resumed
+job skips a finished step whose mapping, endpoint and inputs (by size and modification time:
+no byte is read) are unchanged, and goes on inside the unfinished one through its checkpoint. A
+step that stops (a refused token, a redirect) or is interrupted ends the job; a step whose every
+row failed to deliver keeps the steps that wait for it from running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from importer.checkpoint import LOG_NAME, StateStatus, read_status
+from importer.delivery import DeliveryControl, DeliveryOptions, DeliveryProgress
+from importer.errors import ImporterError, OutputError
+from importer.files import write_atomic
+from importer.job import JobOptions, send_job
+from importer.jobfile import JobFile, Step
+from importer.read import InputFile
+from importer.report import JobSummary, StepSummary, Summary
+
+JOB_RECORD = "job.json"
+STEPS_DIR = "steps"
+RECORD_VERSION = 1
+DONE = "done"
+SKIPPED = "skipped (done before)"
+FAILED = "failed"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+NOT_RUN = "not run"
+PENDING = "not finished"
+
+
+def step_state(state_dir: Path, step: str) -> Path:
+    """The state directory of one step of the job kept in `state_dir`."""
+    return state_dir / STEPS_DIR / step
+
+
+def per_step(path: Path | None, step: str) -> Path | None:
+    """An output the user named once, for one step: `dead.jsonl` -> `dead.users.jsonl`, so
+    each step's file keeps the format its ending asks for and no step overwrites another's."""
+    if path is None:
+        return None
+    return path.with_name(f"{path.stem}.{step}{path.suffix}")
+
+
+def input_stats(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """What says an input changed without reading it: its size and modification time."""
+    stats = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            stats.append({"file": str(path)})  # open_inputs says why it cannot be read
+            continue
+        stats.append({"file": str(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+    return stats
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """STATE/job.json: the job file and, per step, how its last run ended; a finished step also
+    keeps what it was run with, so a resumed job knows whether to skip it."""
+
+    state_dir: Path
+    job_file: str = ""
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        """Where the record lives."""
+        return self.state_dir / JOB_RECORD
+
+    @classmethod
+    def read(cls, state_dir: Path) -> JobRecord:
+        """The record in `state_dir`; an empty one when there is none. A damaged record is a
+        warning, not an error: without it every step runs again, and each step's checkpoint
+        still sends only what it has not sent."""
+        record = cls(state_dir)
+        try:
+            raw = json.loads(record.path.read_text(encoding="utf-8"))
+            record.job_file = str(raw["job_file"])
+            record.steps = {str(s["name"]): dict(s) for s in raw["steps"]}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            record.warnings.append(
+                f"{record.path} cannot be read ({type(exc).__name__}): every step runs again, "
+                "each sending only what its checkpoint has not"
+            )
+        return record
+
+    def finished(self, step: Step, *, endpoint: str, stats: list[dict[str, Any]]) -> bool:
+        """Whether `step` finished before with the same mapping, endpoint and inputs."""
+        entry = self.steps.get(step.name, {})
+        return (
+            entry.get("status") == DONE
+            and entry.get("mapping_fingerprint") == step.mapping.fingerprint
+            and entry.get("endpoint") == endpoint
+            and entry.get("inputs") == stats
+        )
+
+    def begin(self, job: JobFile) -> None:
+        """Take the job's steps, keeping what is known of those with the same name."""
+        self.job_file = str(job.path)
+        steps = {}
+        for step in job.steps:
+            entry = self.steps.get(step.name, {})
+            entry.update(name=step.name, mapping=str(step.mapping.path))
+            entry.setdefault("status", PENDING)
+            steps[step.name] = entry
+        self.steps = steps
+
+    def note(self, name: str, status: str, **details: Any) -> None:
+        """Set a step's outcome and save the record."""
+        entry = self.steps[name]
+        entry["status"] = status
+        entry["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        entry.update(details)
+        self.save()
+
+    def save(self) -> None:
+        """Write the record atomically: a crash leaves the old one or the new one."""
+        text = json.dumps(
+            {
+                "version": RECORD_VERSION,
+                "job_file": self.job_file,
+                "steps": list(self.steps.values()),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        try:
+            write_atomic(self.path, (text + "\n").encode())
+        except OSError as exc:
+            raise OutputError(f"cannot write the job record {self.path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step ready to send: its options and, unless it is skipped, its opened inputs."""
+
+    step: Step
+    options: JobOptions
+    delivery: DeliveryOptions
+    stats: list[dict[str, Any]]
+    sources: list[InputFile] | None  # None: finished before, skipped
+
+
+def _step_summary(step: Step, status: str, summary: Summary | None = None) -> StepSummary:
+    return StepSummary(
+        name=step.name,
+        mapping=str(step.mapping.path),
+        inputs=[str(path) for path in step.inputs],
+        status=status,
+        summary=summary,
+    )
+
+
+async def send_steps(
+    job: JobFile,
+    planned: list[PlannedStep],
+    record: JobRecord,
+    *,
+    progress: DeliveryProgress | None = None,
+    control: DeliveryControl | None = None,
+) -> JobSummary:
+    """Send each planned step in turn (one event loop, one `control` for the whole job), note
+    each outcome in the job record, and stop where a step's outcome says to."""
+    control = control or DeliveryControl()
+    result = JobSummary(job_file=str(job.path))
+    record.begin(job)
+    record.save()
+    blocked: dict[str, str] = {}  # step -> the failed step it waits for
+    ended: str | None = None  # why the rest of the job does not run
+    for item in planned:
+        step = item.step
+        if ended is None and control.stop.is_set():
+            ended = "the job was interrupted"
+        if ended is not None or step.name in blocked:
+            reason = ended or f"it waits for {blocked[step.name]!r}, whose every row failed"
+            result.steps.append(_step_summary(step, NOT_RUN))
+            result.steps[-1].reason = reason
+            record.note(step.name, NOT_RUN, reason=reason)
+            continue
+        if item.sources is None:
+            before = record.steps[step.name]
+            skipped = _step_summary(step, SKIPPED)
+            rejected, failed = before.get("rows_rejected", 0), before.get("rows_failed", 0)
+            if rejected or failed or before.get("problems"):
+                # Not read again, but its rows that did not arrive still decide the exit code.
+                skipped.reason = f"when it ran: {rejected:,} rejected, {failed:,} failed"
+                skipped.problems_before = True
+            result.steps.append(skipped)
+            continue
+        record.note(step.name, PENDING)
+        try:
+            summary = await send_job(
+                item.options, item.sources, item.delivery, progress=progress, control=control
+            )
+        except ImporterError as exc:
+            # The job ends here, but what the earlier steps did is still reported.
+            summary = Summary(stop=exc)
+        if summary.stop is not None:
+            status, ended = STOPPED, f"step {step.name!r} stopped: {summary.stop}"
+        elif summary.interrupted:
+            status, ended = INTERRUPTED, "the job was interrupted"
+        elif summary.rows_sent == 0 and summary.rows_failed > 0:
+            status = FAILED
+            waiting = job.dependents(step.name)
+            blocked.update(dict.fromkeys(waiting, step.name))
+            if waiting:
+                result.blocked.append(
+                    f"step {step.name}: every row failed to deliver, so step(s) "
+                    f"{', '.join(waiting)} that depend on it were not run; fix and replay its "
+                    f"dead letters ({item.delivery.dead_letter_path}), then run the job again"
+                )
+        else:
+            status = DONE
+        result.steps.append(_step_summary(step, status, summary))
+        details: dict[str, Any] = {}
+        if status == DONE:
+            details = {
+                "mapping_fingerprint": step.mapping.fingerprint,
+                "endpoint": item.delivery.endpoint,
+                "inputs": item.stats,
+                "rows_rejected": summary.rows_rejected,
+                "rows_failed": summary.rows_failed,
+                "problems": summary.has_problems,
+            }
+        record.note(step.name, status, **details)
+    return result
+
+
+def check_steps(
+    job: JobFile,
+    options: Callable[[Step], JobOptions],
+    check: Callable[[Step, JobOptions], Summary],
+    *,
+    dry_run: bool = True,
+) -> JobSummary:
+    """`validate` or `run --dry-run` of every step: `check` runs one step's options."""
+    result = JobSummary(job_file=str(job.path), dry_run=dry_run)
+    for step in job.steps:
+        result.steps.append(_step_summary(step, DONE, check(step, options(step))))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class StepStatus:
+    """One step as `importer status` shows it: its last outcome and its checkpoint, if any."""
+
+    name: str
+    mapping: str
+    status: str
+    updated_at: str | None
+    reason: str | None
+    checkpoint: StateStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A job's state directory: the job file and each step's state."""
+
+    job_file: str
+    steps: tuple[StepStatus, ...]
+    warnings: tuple[str, ...]
+
+
+def is_job_state(state_dir: Path) -> bool:
+    """Whether `state_dir` holds a job's state rather than a single run's."""
+    return (state_dir / JOB_RECORD).is_file() and not (state_dir / LOG_NAME).exists()
+
+
+def read_job_status(state_dir: Path) -> JobStatus:
+    """What a job's state directory says, read without changing it."""
+    record = JobRecord.read(state_dir)
+    steps = []
+    for name, entry in record.steps.items():
+        folder = step_state(state_dir, name)
+        checkpoint = read_status(folder) if (folder / LOG_NAME).is_file() else None
+        steps.append(
+            StepStatus(
+                name=name,
+                mapping=str(entry.get("mapping", "")),
+                status=str(entry.get("status", PENDING)),
+                updated_at=entry.get("updated_at"),
+                reason=entry.get("reason"),
+                checkpoint=checkpoint,
+            )
+        )
+    return JobStatus(record.job_file, tuple(steps), tuple(record.warnings))
