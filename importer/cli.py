@@ -702,6 +702,23 @@ def _delivery_options(
     )
 
 
+def _ordered(
+    delivery: DeliveryOptions, action: Action, *, per_user_order: bool, order: str
+) -> DeliveryOptions:
+    """A job step's share of --per-user-order and --order time: the order is kept in every step
+    that sends a request per row of a user, and by time where its action has a time (a tags
+    step keeps its file order)."""
+    if order == "time" and not per_user_order:
+        raise click.UsageError("--order time goes with --per-user-order")
+    if not per_user_order or action.batch is not None or not action.identity:
+        return delivery
+    return dataclasses.replace(
+        delivery,
+        order_time=order_time_path(action) if order == "time" else None,
+        send=dataclasses.replace(delivery.send, per_user_order=True),
+    )
+
+
 def _order_time(action: Action, *, per_user_order: bool, order: str) -> str | None:
     """The body path --order time sorts each user's rows by (None: input order); a usage
     error for an order the action cannot keep."""
@@ -861,24 +878,29 @@ def run(
             batch_rows=batch_rows,
             shard=shard,
             quiet=quiet,
-            delivery=lambda step: dataclasses.replace(
-                _delivery_options(
-                    endpoint=endpoint,
-                    destination=step.mapping.destination,
-                    token_file=token_file,
-                    state_dir=step_state(state_dir, step.name),
-                    fresh=fresh,
-                    dead_letter=per_step(dead_letter, step.name),
-                    concurrency=concurrency,
-                    rate=rate,
-                    max_retries=max_retries,
-                    timeout=timeout,
-                    workers=workers,
-                    checkpoint=not no_checkpoint,
-                    options=step.mapping.options,
+            delivery=lambda step: _ordered(
+                dataclasses.replace(
+                    _delivery_options(
+                        endpoint=endpoint,
+                        destination=step.mapping.destination,
+                        token_file=token_file,
+                        state_dir=step_state(state_dir, step.name),
+                        fresh=fresh,
+                        dead_letter=per_step(dead_letter, step.name),
+                        concurrency=concurrency,
+                        rate=rate,
+                        max_retries=max_retries,
+                        timeout=timeout,
+                        workers=workers,
+                        checkpoint=not no_checkpoint,
+                        options=step.mapping.options,
+                    ),
+                    poll_s=poll_interval,
+                    busy_wait_s=job_wait,
                 ),
-                poll_s=poll_interval,
-                busy_wait_s=job_wait,
+                step.mapping.action,
+                per_user_order=per_user_order,
+                order=order,
             ),
         )
     if mapping_path is None:

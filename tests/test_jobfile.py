@@ -446,3 +446,39 @@ def test_a_step_whose_every_row_fails_stops_the_steps_that_wait_for_it(tmp_path:
         r"step events \(.*\): not run: it waits for 'users'",
         invoke("status", "--state", state).stdout,
     )
+
+
+def test_order_options_reach_each_step_as_far_as_its_action_allows(tmp_path: Path) -> None:
+    """--per-user-order keeps every per-row step in order; --order time sorts the events step
+    by its time and leaves the tags step, which has none, in file order."""
+    from importer.cli import _ordered
+    from importer.delivery import DeliveryOptions
+    from importer.destinations.userpilot import USERPILOT
+
+    plain = DeliveryOptions(endpoint="embedded", token=None, state_dir=tmp_path)
+    track = _ordered(plain, VERO.actions["track"], per_user_order=True, order="time")
+    assert track.send.per_user_order
+    assert track.order_time == "extras.created_at"
+    tags = _ordered(plain, VERO.actions["tags"], per_user_order=True, order="time")
+    assert tags.send.per_user_order
+    assert tags.order_time is None
+    bulk = _ordered(plain, USERPILOT.actions["bulk_identify"], per_user_order=True, order="time")
+    assert bulk == plain, "jobs keep no per-user order"
+    assert _ordered(plain, VERO.actions["track"], per_user_order=False, order="file") == plain
+
+
+def test_the_sample_job_runs_in_order_per_user(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    report = tmp_path / "report.json"
+    done = CliRunner().invoke(
+        main,
+        [
+            "run", str(ROOT / "samples" / "migration.toml"), "--endpoint", "embedded",
+            "--state", str(state), "--per-user-order", "--order", "time",
+            "--report", str(report), "--quiet",
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert done.exit_code == 3, done.output  # the samples' bad rows
+    steps = json.loads(report.read_text())["steps"]
+    assert [step["status"] for step in steps] == ["done"] * 4
