@@ -21,7 +21,12 @@ them. A damaged `job` record (the first) makes the log unusable: resuming needs 
 Records, by their `t`:
 
     job    the first record: v (format), mapping, destination, endpoint, created (ISO, UTC)
-    input  id (small int), fp (content fingerprint), name (display name; again on rename)
+    input  id (small int), fp (content fingerprint), name (display name; again on rename);
+           since nightly loads also, all optional: size (content bytes), path (the file's
+           absolute path, resolved), open (the last row's line when the content does not end
+           in a newline), grows (the id of a known input whose whole content this one starts
+           with) and upto (the last of its lines taken over, null for all): the new input
+           takes over the done lines of the one it grew from, as they stand at this record
     done   id, at (unix time), ranges: [[first, last], ...] of newly finished lines, inclusive
     fail   id, at, line, status (int or null), error (cut to 1000 characters)
 
@@ -42,7 +47,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -94,7 +99,9 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class InputStatus:
-    """Progress of one input file, for `importer status`."""
+    """Progress of one input file, for `importer status`: `delivered` and `failed` count the
+    rows sent from this content; `inherited` the rows it took over from the content it grew
+    from (`grew_from`, a fingerprint); `names` every name it was seen under, first to last."""
 
     name: str
     fingerprint: str
@@ -102,6 +109,47 @@ class InputStatus:
     failed: int
     failures: tuple[Failure, ...]
     updated_at: datetime | None
+    first_at: datetime | None = None
+    names: tuple[str, ...] = ()
+    grew_from: str | None = None
+    inherited: int = 0
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputFacts:
+    """What the log keeps of an input's content besides its fingerprint, so that a later run
+    tells a grown or a changed file from a new one: its size, its resolved path, and the line
+    of its last row when that row has no newline yet (it may be cut short)."""
+
+    size: int
+    path: str
+    open_line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownInput:
+    """An input the log knows, as a later run compares its inputs with it."""
+
+    id: int
+    fingerprint: str
+    name: str
+    delivered: int  # rows of this content done and not dead-lettered, taken over ones included
+    size: int | None
+    path: str | None
+    open_line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What `CheckpointLog.admit` made of an input: `kind` is "known", "grown", "new",
+    "changed" (not registered: skip it) or "resent" (changed, sent as a new input anyway);
+    `previous` the known input it is, grew from or replaces; `cut_line` the line of a grown
+    input's row that was cut short before (not taken over: sent again, complete)."""
+
+    kind: str
+    previous: KnownInput | None = None
+    cut_line: int | None = None
 
 
 @dataclass(slots=True)
@@ -175,6 +223,10 @@ class _LineSet:
         self.count += last - first + 1 - covered
         self._cache = None
 
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """The ranges, first to last."""
+        return zip(self._starts, self._ends, strict=True)
+
     def mask(self, lines: pl.Series) -> pl.Series:
         """True where a line falls in a range: one binary search per row, in Polars."""
         if not self._starts:
@@ -200,6 +252,27 @@ class _Input:
     failed: int = 0
     failures: list[Failure] = field(default_factory=list)
     updated: float | None = None
+    first: float | None = None
+    names: list[str] = field(default_factory=list)
+    size: int | None = None
+    path: str | None = None
+    open_line: int | None = None
+    grew_from: int | None = None
+    inherited: int = 0
+    inherited_failed: int = 0
+
+    def touch(self, at: float) -> None:
+        """Note a row finished at `at`."""
+        self.updated = at
+        if self.first is None:
+            self.first = at
+
+    def known(self) -> KnownInput:
+        """What a later run compares its inputs with."""
+        delivered = self.lines.count - self.failed - self.inherited_failed
+        return KnownInput(
+            self.id, self.fingerprint, self.name, delivered, self.size, self.path, self.open_line
+        )
 
 
 class _State:
@@ -226,12 +299,21 @@ class _State:
             raise ValueError("the job record must come first, and once")
         elif kind == "input":
             inp = self.by_id.get(rec["id"]) or self.by_fp.get(rec["fp"])
+            base = self.by_id[rec["grows"]] if rec.get("grows") is not None else None
+            upto = rec.get("upto")
             if inp is None:
                 inp = _Input(int(rec["id"]), str(rec["fp"]), str(rec["name"]))
+                if base is not None:
+                    _inherit(inp, base, None if upto is None else int(upto))
                 self.by_id[inp.id] = self.by_fp[inp.fingerprint] = inp
             elif (inp.id, inp.fingerprint) != (rec["id"], rec["fp"]):
                 raise ValueError("an input id and fingerprint disagree with earlier records")
             inp.name = str(rec["name"])
+            if inp.name not in inp.names:
+                inp.names.append(inp.name)
+            if "size" in rec:
+                inp.size, inp.path = int(rec["size"]), str(rec["path"])
+                inp.open_line = None if rec.get("open") is None else int(rec["open"])
         elif kind == "done":
             # Check the whole record before changing anything: a skipped record must leave no trace.
             inp, at = self.by_id[rec["id"]], float(rec["at"])
@@ -240,7 +322,7 @@ class _State:
                 raise ValueError("an empty range")
             for a, b in ranges:
                 inp.lines.add_range(a, b)
-            inp.updated = at
+            inp.touch(at)
         elif kind == "fail":
             inp, at = self.by_id[rec["id"]], float(rec["at"])
             failure = Failure(int(rec["line"]), rec["status"], str(rec["error"]))
@@ -249,7 +331,7 @@ class _State:
                 inp.failed += 1
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
-            inp.updated = at
+            inp.touch(at)
         elif kind == "chunk":
             inp = self.by_id[rec["id"]]
             key = str(rec["key"])
@@ -274,6 +356,19 @@ class _State:
             chunk.outcome, chunk.stage = str(rec["state"]), "ended"
         else:
             raise ValueError(f"unknown record type {kind!r}")
+
+
+def _inherit(inp: _Input, base: _Input, upto: int | None) -> None:
+    """Give a grown input the done lines of the content it starts with (up to `upto`)."""
+    inp.grew_from = base.id
+    for first, last in base.lines.ranges():
+        if upto is not None and first > upto:
+            break
+        inp.lines.add_range(first, last if upto is None else min(last, upto))
+    inp.inherited = inp.lines.count
+    # The log keeps how many rows were dead-lettered, not which: when the last line is not
+    # taken over, this may count one too many.
+    inp.inherited_failed = base.failed + base.inherited_failed
 
 
 @dataclass(slots=True)
@@ -637,14 +732,81 @@ class CheckpointLog:
             raise
         return cls(path, state, fd, lock_fd, warnings)
 
-    def register_input(self, name: str, fingerprint: str) -> None:
-        """Declare an input before marking its rows; a known fingerprint just takes the new name."""
+    def register_input(
+        self,
+        name: str,
+        fingerprint: str,
+        *,
+        facts: InputFacts | None = None,
+        grows: tuple[int, int | None] | None = None,
+    ) -> None:
+        """Declare an input before marking its rows; a known fingerprint just takes the new name
+        (and `facts`, when the log lacks them). `grows` (id, last line) makes a new input take
+        over the done lines of a known one up to that line (None: all)."""
         inp = self._state.by_fp.get(fingerprint)
-        if inp is not None and inp.name == name:
+        if inp is not None and inp.name == name and (facts is None or inp.path == facts.path):
             return
         ident = inp.id if inp is not None else max(self._state.by_id, default=0) + 1
-        self._add({"t": "input", "id": ident, "fp": fingerprint, "name": name})
+        rec: dict[str, Any] = {"t": "input", "id": ident, "fp": fingerprint, "name": name}
+        if facts is not None:
+            rec.update(size=facts.size, path=facts.path)
+            if facts.open_line is not None:
+                rec["open"] = facts.open_line
+        if grows is not None and inp is None:
+            rec.update(grows=grows[0], upto=grows[1])
+        self._add(rec)
         self._pending_done.setdefault(fingerprint, [])
+
+    def known_inputs(self) -> list[KnownInput]:
+        """Every input the log knows, oldest first."""
+        self._fold()
+        return [inp.known() for inp in self._state.by_id.values()]
+
+    def admit(
+        self,
+        name: str,
+        fingerprint: str,
+        facts: InputFacts,
+        prefixes: Mapping[int, tuple[str, bool]],
+        *,
+        resend_changed: bool = False,
+    ) -> Admission:
+        """Tell what an input is to this job, and register it unless it is to be skipped.
+
+        Known content (under any name) is "known". Content that starts with the whole of a
+        known one (`prefixes`: the hash of its first bytes, and whether its line goes on, by
+        size) "grew" from the longest such: it takes over its done lines, but for a last line
+        that had no newline and goes on now (that row is sent again, complete). Otherwise a
+        file at the path of a known input whose content is not known is "changed" and is not
+        registered, unless `resend_changed` ("resent": a new input). Else it is "new". Call it
+        for the known contents first, so that a renamed file's path moves before the others are
+        judged (a rotated log's new file is new, not a change of the old one).
+        """
+        state = self._state
+        inp = state.by_fp.get(fingerprint)
+        if inp is not None:
+            self.register_input(name, fingerprint, facts=facts)
+            return Admission("known", inp.known())
+        grown = max(
+            (
+                k
+                for k in state.by_id.values()
+                if k.size is not None and k.fingerprint == prefixes.get(k.size, ("", False))[0]
+            ),
+            key=lambda k: k.size or 0,
+            default=None,
+        )
+        if grown is not None and grown.size is not None:
+            upto = None
+            if grown.open_line is not None and prefixes[grown.size][1]:
+                upto = grown.open_line - 1
+            self.register_input(name, fingerprint, facts=facts, grows=(grown.id, upto))
+            return Admission("grown", grown.known(), cut_line=None if upto is None else upto + 1)
+        before = [k for k in state.by_id.values() if k.path == facts.path]
+        if before and not resend_changed:
+            return Admission("changed", before[-1].known())
+        self.register_input(name, fingerprint, facts=facts)
+        return Admission("resent" if before else "new", before[-1].known() if before else None)
 
     def mark_done(self, fingerprint: str, line: int) -> None:
         """Note that the API acknowledged a row; durable after the next `sync`."""
@@ -863,12 +1025,34 @@ def read_status(state_dir: Path) -> StateStatus:
         InputStatus(
             name=inp.name,
             fingerprint=inp.fingerprint,
-            delivered=inp.lines.count - inp.failed,
+            delivered=inp.lines.count - inp.inherited - inp.failed,
             failed=inp.failed,
             failures=tuple(inp.failures),
-            updated_at=None if inp.updated is None else datetime.fromtimestamp(inp.updated, UTC),
+            updated_at=_time(inp.updated),
+            first_at=_time(inp.first),
+            names=tuple(inp.names),
+            grew_from=None if inp.grew_from is None else state.by_id[inp.grew_from].fingerprint,
+            inherited=inp.inherited,
+            size=inp.size,
         )
         for inp in state.by_id.values()
     )
     open_jobs = tuple(chunk for chunk in state.chunks.values() if chunk.stage != "ended")
     return StateStatus(state.job, state.created, inputs, tuple(warnings), open_jobs)
+
+
+def _time(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+def known_sizes(state_dir: Path) -> set[int]:
+    """The content sizes of the inputs a state directory knows, for the byte pass to probe (see
+    read.open_input); empty when there is no usable log (opening it later says why)."""
+    path = state_dir / LOG_NAME
+    try:
+        if not path.is_file():
+            return set()
+        state, _ = _load(path)
+    except OSError:
+        return set()
+    return {inp.size for inp in state.by_id.values() if inp.size}

@@ -16,6 +16,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -45,6 +46,16 @@ from importer.job import (
 )
 from importer.job import dry_run as dry_run_job
 from importer.jobfile import JobFile, Step, is_job_file, load_job
+from importer.logs import (
+    DEFAULT_PROGRESS_S,
+    FORMATS,
+    JSON,
+    TEXT,
+    DeliveryEvents,
+    EventLog,
+    ReadEvents,
+    shown_endpoint,
+)
 from importer.loops import run as run_loop
 from importer.mapping import load_mapping
 from importer.outputs import check_outputs
@@ -54,6 +65,8 @@ from importer.send_options import SendOptions, check_endpoint, is_loopback
 from importer.shard import Shard, parse_shard
 from importer.status import format_job_status, format_status, job_status_report, status_report
 from importer.steps import (
+    PENDING,
+    SKIPPED,
     JobRecord,
     PlannedStep,
     check_steps,
@@ -64,9 +77,12 @@ from importer.steps import (
     send_steps,
     step_state,
 )
+from importer.validate import Window, window_column, window_refusal
 
 if TYPE_CHECKING:
     from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from importer.mapping import Mapping as MappingFile
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -89,6 +105,10 @@ AUTO_WORKERS_CAP = 8
 # --shard's value when the option is not given: a Kubernetes Indexed Job or an Airflow mapped
 # task sets it per copy, where each copy's command line is the same.
 SHARD_ENV = "IMPORTER_SHARD"
+# Where a command keeps its --log-format json writer and --progress-every: click's ctx.meta,
+# which a command's context shares with its parent's.
+EVENTS_KEY = "importer.events"
+EVERY_KEY = "importer.progress_every"
 
 
 class BarProgress:
@@ -124,15 +144,93 @@ class BarProgress:
             self._bar = None
 
 
-def _progress(quiet: bool) -> BarProgress:
+def _events() -> EventLog | None:
+    """The command's JSON event writer, when --log-format json asked for one."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(EVENTS_KEY)
+
+
+def _progress_every() -> float:
+    ctx = click.get_current_context(silent=True)
+    every = None if ctx is None else ctx.meta.get(EVERY_KEY)
+    return DEFAULT_PROGRESS_S if every is None else float(every)
+
+
+def _progress(quiet: bool) -> BarProgress | ReadEvents:
+    events = _events()
+    if events is not None:
+        return ReadEvents(events, every=_progress_every())
     return BarProgress(enabled=not quiet and sys.stderr.isatty())
 
 
 def _fail(exc: ImporterError) -> NoReturn:
-    click.echo(f"Error: {exc}", err=True)
-    if exc.hint:
-        click.echo(f"Hint: {exc.hint}", err=True)
+    events = _events()
+    if events is not None:
+        events.error(str(exc), hint=exc.hint, exit_code=EXIT_FATAL)
+    else:
+        click.echo(f"Error: {exc}", err=True)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", err=True)
     sys.exit(EXIT_FATAL)
+
+
+def _warning(message: str) -> None:
+    """A warning on stderr: a line, or with --log-format json a `warning` event."""
+    events = _events()
+    if events is not None:
+        events.emit("warning", message=message)
+    else:
+        click.echo(f"warning: {message}", err=True)
+
+
+def _summary_event(summary: Summary | JobSummary, code: int) -> None:
+    """With --log-format json: the summary's warnings and notes, then its report and exit code."""
+    events = _events()
+    if events is not None:
+        events.summary(summary.as_report(), exit_code=code)
+
+
+def _start_event(
+    command: str,
+    inputs: tuple[Path, ...],
+    *,
+    mapping: MappingFile | None = None,
+    job: JobFile | None = None,
+    endpoint: str | None = None,
+    window: Window | None = None,
+    **details: Any,
+) -> None:
+    """With --log-format json: what the command is about to do (never the token)."""
+    events = _events()
+    if events is None:
+        return
+    fields: dict[str, Any] = {"command": command, "version": __version__}
+    fields["inputs"] = [str(path) for path in inputs]
+    if mapping is not None:
+        fields.update(
+            mapping=str(mapping.path),
+            destination=mapping.destination.name,
+            action=mapping.action.name,
+        )
+    if job is not None:
+        fields["job_file"] = str(job.path)
+        fields["steps"] = [
+            {
+                "name": step.name,
+                "mapping": str(step.mapping.path),
+                "destination": step.mapping.destination.name,
+                "action": step.mapping.action.name,
+                "inputs": [str(path) for path in step.inputs],
+            }
+            for step in job.steps
+        ]
+    fields["endpoint"] = shown_endpoint(endpoint)
+    if window is not None:
+        fields.update(
+            since=None if window.since is None else window.since.isoformat(),
+            until=None if window.until is None else window.until.isoformat(),
+        )
+    events.emit("start", **fields, **details)
 
 
 def _write_report(report: Path | None, summary: Summary | JobSummary) -> None:
@@ -150,7 +248,11 @@ def _interrupted(
 ) -> NoReturn:
     """Ctrl-C outside the sending loop (which drains and saves on its own): say where things
     stand and exit 130, not click's 'Aborted!' and 1."""
-    click.echo(f"\ninterrupted: {what}", err=True)
+    events = _events()
+    if events is not None:
+        events.error(f"interrupted: {what}", hint=None, exit_code=EXIT_INTERRUPTED)
+    else:
+        click.echo(f"\ninterrupted: {what}", err=True)
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -162,11 +264,12 @@ def _interrupted_delivery(state_dir: Path) -> NoReturn:
 
 
 def _finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
+    code = EXIT_PROBLEMS if summary.has_problems or summary.stopped else EXIT_OK
     if not quiet:
         click.echo(format_summary(summary))
     _write_report(report, summary)
-    problems = summary.has_problems or summary.stopped
-    sys.exit(EXIT_PROBLEMS if problems else EXIT_OK)
+    _summary_event(summary, code)
+    sys.exit(code)
 
 
 def _job_file(inputs: tuple[Path, ...], mapping_path: Path | None) -> Path | None:
@@ -209,21 +312,36 @@ def _finish_job(summary: JobSummary, *, report: Path | None, quiet: bool) -> NoR
     """Print a job's summary, write its report, exit: 1 when a step stopped it (a refused
     token, a redirect), 130 when interrupted, 3 when rows were rejected or failed or steps
     were not run because one failed, else 0."""
+    code = _exit_code(summary)
     if not quiet or summary.stop is not None:
         click.echo(format_job_summary(summary))
-    elif summary.blocked:
+    elif summary.blocked and _events() is None:  # else among the summary event's warnings
         for message in summary.blocked:
             click.echo(f"stopped early: {message}", err=True)
     _write_report(report, summary)
+    _summary_event(summary, code)
     if summary.stop is not None:
         _fail(summary.stop)
+    sys.exit(code)
+
+
+def _exit_code(summary: Summary | JobSummary) -> int:
+    """A delivery's exit code: 1 stopped (the stop is the error), 130 interrupted, 3 rows
+    rejected or failed, else 0."""
+    if summary.stop is not None:
+        return EXIT_FATAL
     if summary.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(EXIT_PROBLEMS if summary.has_problems else EXIT_OK)
+        return EXIT_INTERRUPTED
+    return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
 
 
 def _step_options(
-    step: Step, *, rejects: Path | None, batch_rows: int, shard: Shard | None
+    step: Step,
+    *,
+    rejects: Path | None,
+    batch_rows: int,
+    shard: Shard | None,
+    window: Window | None = None,
 ) -> JobOptions:
     """What one step reads, as `importer run` would for its inputs and mapping."""
     return JobOptions(
@@ -232,7 +350,49 @@ def _step_options(
         rejects_path=per_step(rejects, step.name),
         batch_rows=batch_rows,
         shard=shard,
+        window=window,
     )
+
+
+def _step_events(
+    check: Callable[[Step, JobOptions], Summary],
+) -> Callable[[Step, JobOptions], Summary]:
+    """`check` of one step of a job file, between `step` events with --log-format json."""
+    events = _events()
+    if events is None:
+        return check
+
+    def checked(step: Step, options: JobOptions) -> Summary:
+        events.emit("step", step=step.name, status="started")
+        summary = check(step, options)
+        events.emit(
+            "step",
+            step=step.name,
+            status="done",
+            rows_rejected=summary.rows_rejected,
+            rows_failed=summary.rows_failed,
+        )
+        return summary
+
+    return checked
+
+
+class EventRecord(JobRecord):
+    """The job record, writing a `step` event for each outcome it notes (--log-format json):
+    a step's start ("started") and its end (its status, and why)."""
+
+    events: EventLog | None = None
+
+    def note(self, name: str, status: str, **details: Any) -> None:
+        """Note the outcome as the record does, then write it as an event."""
+        super().note(name, status, **details)
+        if self.events is None:
+            return
+        kept = ("reason", "rows_rejected", "rows_failed")
+        shown = {key: value for key, value in details.items() if key in kept}
+        self.events.emit(
+            "step", step=name, status="started" if status == PENDING else status, **shown
+        )
 
 
 # A directory is its files with a known ending, and a quoted glob its matches (sources.py).
@@ -296,6 +456,160 @@ shard_option = click.option(
 )
 
 
+def _set_log_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--log-format json: the command's events go to stderr as JSON lines from here on."""
+    if value == JSON:
+        ctx.meta[EVENTS_KEY] = EventLog(sys.stderr)
+    return value
+
+
+def _set_progress_every(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    ctx.meta[EVERY_KEY] = value
+    return value
+
+
+def log_options(fn: FC) -> FC:
+    """--log-format and --progress-every, for the commands that read or send rows."""
+    for decorator in reversed(
+        (
+            click.option(
+                "--log-format",
+                type=click.Choice(FORMATS),
+                default=TEXT,
+                show_default=True,
+                is_eager=True,  # before the other options, so their usage errors are events too
+                expose_value=False,
+                callback=_set_log_format,
+                help="text: a progress bar and messages for people on stderr. json: one JSON "
+                "object per line on stderr for each event (start, step, progress, retry, "
+                "warning, note, summary, error), each with ts and event, for log collectors; "
+                "the summary still goes to stdout unless --quiet.",
+            ),
+            click.option(
+                "--progress-every",
+                type=click.FloatRange(min=0),
+                default=DEFAULT_PROGRESS_S,
+                show_default=True,
+                metavar="SECONDS",
+                expose_value=False,
+                callback=_set_progress_every,
+                help="With --log-format json: seconds between progress events (0: at every row).",
+            ),
+        )
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+class TimeType(click.ParamType):
+    """An ISO 8601 date or time as an aware datetime; one without an offset is UTC."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse the option's text; a datetime passes through."""
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is not an ISO 8601 date or time, such as 2024-05-01, "
+                "2024-05-01T06:00:00Z or 2024-05-01T08:00:00+02:00",
+                param,
+                ctx,
+            )
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def window_options(fn: FC) -> FC:
+    """--since and --until: keep only the rows whose time falls in [since, until)."""
+    what = (
+        "ISO 8601 date or time (without an offset: UTC). The time is the action's required time "
+        "field, else the first column the mapping types as a timestamp; rows outside are counted "
+        "(rows_outside_window), neither sent nor rejected."
+    )
+    for decorator in reversed(
+        (
+            click.option(
+                "--since",
+                type=TimeType(),
+                help=f"Keep only rows whose time is at or after this {what}",
+            ),
+            click.option(
+                "--until",
+                type=TimeType(),
+                help=f"Keep only rows whose time is before this {what}",
+            ),
+        )
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _window(since: datetime | None, until: datetime | None) -> Window | None:
+    """--since and --until as a Window; None when neither is given."""
+    if since is None and until is None:
+        return None
+    if since is not None and until is not None and since >= until:
+        raise click.UsageError(
+            f"--since {since.isoformat()} is not before --until {until.isoformat()}: "
+            "no row could be kept"
+        )
+    return Window(since=since, until=until)
+
+
+def _check_window(window: Window | None, mapping: MappingFile, step: str | None = None) -> None:
+    """A usage error (exit 2) when the window is given for rows that have no time."""
+    if window is not None and window_column(mapping) is None:
+        where = "" if step is None else f"step {step}: "
+        raise click.UsageError(where + window_refusal(mapping))
+
+
+def _asks_json(args: list[str]) -> bool:
+    """Whether the command line asks for --log-format json, read before click parsed it."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(
+        arg == f"--log-format={JSON}" or (arg == "--log-format" and value == JSON)
+        for arg, value in pairs
+    )
+
+
+class LoggedCommand(click.Command):
+    """A command whose usage errors (exit 2) are, with --log-format json, an `error` event and
+    nothing else on stderr: a log collector reads one JSON object a line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse as click does; a usage error becomes an event when JSON was asked for."""
+        asked = _asks_json(list(args))  # click's parser consumes the list
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_event(ctx, exc, asked=asked)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a usage error it raises becomes an event too."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_event(ctx, exc, asked=False)
+            raise
+
+
+def _usage_event(ctx: click.Context, exc: click.UsageError, *, asked: bool) -> None:
+    """Write a usage error as an `error` event and exit with its code, when there is a JSON
+    event writer (or the command line asked for one before it could be made)."""
+    events = ctx.meta.get(EVENTS_KEY) or (EventLog(sys.stderr) if asked else None)
+    if events is None:
+        return
+    events.error(
+        exc.format_message(), hint=f"importer {ctx.info_name} --help", exit_code=exc.exit_code
+    )
+    raise click.exceptions.Exit(exc.exit_code)
+
+
 def _shard_state(state_dir: Path, shard: Shard | None) -> Path:
     """--state as given, or with --shard and no --state, the shard's own directory."""
     source = click.get_current_context().get_parameter_source("state_dir")
@@ -317,13 +631,15 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(cls=LoggedCommand)
 @inputs_argument
 @mapping_option
 @rejects_option
 @report_option
 @batch_option
 @shard_option
+@window_options
+@log_options
 @quiet_option
 def validate(
     inputs: tuple[Path, ...],
@@ -332,6 +648,8 @@ def validate(
     report: Path | None,
     batch_rows: int,
     shard: Shard | None,
+    since: datetime | None,
+    until: datetime | None,
     quiet: bool,
 ) -> None:
     """Check INPUTS against the mapping and the API's rules; send nothing.
@@ -339,8 +657,10 @@ def validate(
     Every row that would be refused is reported with its file, line, rule and message; the
     summary also counts events the API would drop as duplicates. Exit 3 when any row is
     rejected, or when the API would drop events the mapping does not accept losing. With a
-    job file (JOB.toml) instead of INPUTS and --mapping, every step is checked.
+    job file (JOB.toml) instead of INPUTS and --mapping, every step is checked. --since and
+    --until keep only the rows whose time is in the window; the others are only counted.
     """
+    window = _window(since, until)
     job_path = _job_file(inputs, mapping_path)
     if job_path is not None:
         _validate_job(
@@ -349,6 +669,7 @@ def validate(
             report=report,
             batch_rows=batch_rows,
             shard=shard,
+            window=window,
             quiet=quiet,
         )
     if mapping_path is None:
@@ -361,12 +682,16 @@ def validate(
             mapping=mapping_path,
             state_dir=DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name,
         )
+        mapping = load_mapping(mapping_path)
+        _check_window(window, mapping)
+        _start_event("validate", inputs, mapping=mapping, window=window)
         options = JobOptions(
             inputs=inputs,
-            mapping=load_mapping(mapping_path),
+            mapping=mapping,
             rejects_path=rejects,
             batch_rows=batch_rows,
             shard=shard,
+            window=window,
         )
         summary = validate_inputs(options, progress=_progress(quiet))
     except ImporterError as exc:
@@ -383,18 +708,24 @@ def _validate_job(
     report: Path | None,
     batch_rows: int,
     shard: Shard | None,
+    window: Window | None,
     quiet: bool,
 ) -> NoReturn:
     """`importer validate JOB.toml`: validate each step as `validate INPUTS --mapping M` would."""
     try:
         accept_interrupts()
         job = load_job(job_path)
+        for step in job.steps:
+            _check_window(window, step.mapping, step.name)
         state = DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name
         _check_job_outputs(job, {"--rejects": rejects, "--report": report}, state)
+        _start_event("validate", (job_path,), job=job, window=window)
         summary = check_steps(
             job,
-            lambda step: _step_options(step, rejects=rejects, batch_rows=batch_rows, shard=shard),
-            lambda _, options: validate_inputs(options, progress=_progress(quiet)),
+            lambda step: _step_options(
+                step, rejects=rejects, batch_rows=batch_rows, shard=shard, window=window
+            ),
+            _step_events(lambda _, options: validate_inputs(options, progress=_progress(quiet))),
         )
     except ImporterError as exc:
         _fail(exc)
@@ -530,8 +861,38 @@ class BarDelivery(DeliveryProgress):
             self._bar = None
 
 
+class EventDelivery(DeliveryEvents):
+    """A delivery's events with --log-format json; a second Ctrl-C quits as BarDelivery's does."""
+
+    def abandon(self) -> None:
+        """Quit at once on a second Ctrl-C (the caller synced what was acknowledged)."""
+        self.log.error(
+            "interrupted: quit at once; the checkpoint holds every acknowledged row synced so far",
+            hint=None,
+            exit_code=EXIT_INTERRUPTED,
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # not sys.exit: that would wait for the requests in flight
+
+
+def _delivery_progress(quiet: bool) -> BarDelivery | EventDelivery:
+    """The bar on a terminal, or with --log-format json the events."""
+    events = _events()
+    if events is not None:
+        return EventDelivery(events, every=_progress_every(), retry_every=RETRY_NOTICE_S)
+    return BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+
+
+async def _tick(progress: EventDelivery) -> None:
+    """Progress events on time even while no row ends (a slow API, a background job)."""
+    while True:
+        await asyncio.sleep(progress.every)
+        progress.tick()
+
+
 def _deliver_with_signals(
-    job: Callable[[DeliveryControl], Coroutine[Any, Any, Summary]], progress: BarDelivery
+    job: Callable[[DeliveryControl], Coroutine[Any, Any, Summary]],
+    progress: BarDelivery | EventDelivery,
 ) -> Summary:
     """Run a delivery in its own event loop with SIGINT and SIGTERM wired to it: the first lets
     the requests in flight finish and saves; a second saves what was acknowledged and quits."""
@@ -542,16 +903,25 @@ def _deliver_with_signals(
         signums = (signal.SIGINT, signal.SIGTERM)
         for signum in signums:
             loop.add_signal_handler(signum, _on_signal, signum, control, progress)
+        ticking = None
+        if isinstance(progress, EventDelivery) and progress.every > 0:
+            ticking = asyncio.create_task(_tick(progress))
         try:
             return await job(control)
         finally:
+            if ticking is not None:
+                ticking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticking
             for signum in signums:
                 loop.remove_signal_handler(signum)
 
     return run_loop(main())
 
 
-def _on_signal(signum: int, control: DeliveryControl, progress: BarDelivery) -> None:
+def _on_signal(
+    signum: int, control: DeliveryControl, progress: BarDelivery | EventDelivery
+) -> None:
     if not control.stop.is_set():
         control.stop.set()
         progress.notice(
@@ -746,21 +1116,21 @@ def _order_time(action: Action, *, per_user_order: bool, order: str) -> str | No
 
 
 def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
+    code = _exit_code(summary)
     if not quiet or summary.stop is not None:
         click.echo(format_summary(summary))
     _write_report(report, summary)
+    _summary_event(summary, code)
     if summary.stop is not None:
         _fail(summary.stop)
-    if summary.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(EXIT_PROBLEMS if summary.has_problems else EXIT_OK)
+    sys.exit(code)
 
 
 def _bar_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-@main.command()
+@main.command(cls=LoggedCommand)
 @inputs_argument
 @mapping_option
 @endpoint_option
@@ -816,7 +1186,22 @@ def _bar_enabled(quiet: bool) -> bool:
     help="With --per-user-order: each user's rows in input order, or by the action's time "
     "(Vero track: extras.created_at) when the input is not sorted by it.",
 )
+@window_options
+@click.option(
+    "--resend-changed",
+    is_flag=True,
+    help="Send a file whose content changed since it was sent (same path, other content, not "
+    "grown) as a new input, all of it; without it such a file is reported, skipped and the exit "
+    "code is 3.",
+)
+@click.option(
+    "--past-failed",
+    is_flag=True,
+    help="Job files: run the steps that wait for a step whose every row failed to deliver "
+    "(after you replayed its dead letters); without it they wait.",
+)
 @no_checkpoint_option
+@log_options
 @quiet_option
 def run(
     inputs: tuple[Path, ...],
@@ -841,6 +1226,10 @@ def run(
     job_wait: float,
     per_user_order: bool,
     order: str,
+    since: datetime | None,
+    until: datetime | None,
+    resend_changed: bool,
+    past_failed: bool,
     no_checkpoint: bool,
     quiet: bool,
 ) -> None:
@@ -862,11 +1251,15 @@ def run(
     """
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")
+    window = _window(since, until)
     state_dir = _shard_state(state_dir, shard)
     job_path = _job_file(inputs, mapping_path)
     if job_path is not None:
         _run_job(
             job_path,
+            endpoint=endpoint,
+            window=window,
+            past_failed=past_failed,
             outputs={
                 "--rejects": rejects,
                 "--report": report,
@@ -915,8 +1308,25 @@ def run(
         )
         mapping = load_mapping(mapping_path)
         order_time = _order_time(mapping.action, per_user_order=per_user_order, order=order)
+        _check_window(window, mapping)
+        target = endpoint or endpoint_of(mapping.destination, mapping.options)
+        _start_event(
+            "run",
+            inputs,
+            mapping=mapping,
+            endpoint=None if dry_run else target,
+            window=window,
+            dry_run=dry_run,
+            state=None if dry_run else str(state_dir),
+            shard=None if shard is None else shard.label,
+        )
         options = JobOptions(
-            inputs=inputs, mapping=mapping, rejects_path=rejects, batch_rows=batch_rows, shard=shard
+            inputs=inputs,
+            mapping=mapping,
+            rejects_path=rejects,
+            batch_rows=batch_rows,
+            shard=shard,
+            window=window,
         )
         if dry_run:
             try:
@@ -948,10 +1358,18 @@ def run(
             )
             # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
             # until every input was read through once.
-            sources = open_inputs(options)
-            bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+            known = None if fresh or no_checkpoint else state_dir  # for grown files
+            sources = open_inputs(options, state_dir=known)
+            bar = _delivery_progress(quiet)
             summary = _deliver_with_signals(
-                lambda control: send_job(options, sources, delivery, progress=bar, control=control),
+                lambda control: send_job(
+                    options,
+                    sources,
+                    delivery,
+                    progress=bar,
+                    control=control,
+                    resend_changed=resend_changed,
+                ),
                 bar,
             )
     except ImporterError as exc:
@@ -966,6 +1384,8 @@ def run(
 def _run_job(
     job_path: Path,
     *,
+    endpoint: str | None,
+    window: Window | None,
     outputs: dict[str, Path | None],
     dry_run: bool,
     state_dir: Path,
@@ -973,6 +1393,7 @@ def _run_job(
     shard: Shard | None,
     quiet: bool,
     delivery: Callable[[Step], DeliveryOptions],
+    past_failed: bool = False,
 ) -> NoReturn:
     """`importer run JOB.toml` (or with --dry-run): each step as `importer run INPUTS
     --mapping M` would run it, with STATE/steps/<name>/ as its state directory."""
@@ -980,18 +1401,34 @@ def _run_job(
     try:
         accept_interrupts()
         job = load_job(job_path)
+        for step in job.steps:
+            _check_window(window, step.mapping, step.name)
         _check_job_outputs(job, outputs, state_dir)
+        _start_event(
+            "run",
+            (job_path,),
+            job=job,
+            endpoint=None if dry_run else endpoint,
+            window=window,
+            dry_run=dry_run,
+            state=None if dry_run else str(state_dir),
+            shard=None if shard is None else shard.label,
+        )
 
         def options(step: Step) -> JobOptions:
-            return _step_options(step, rejects=rejects, batch_rows=batch_rows, shard=shard)
+            return _step_options(
+                step, rejects=rejects, batch_rows=batch_rows, shard=shard, window=window
+            )
 
         if dry_run:
             try:
                 summary = check_steps(
                     job,
                     options,
-                    lambda step, o: dry_run_job(
-                        o, out=per_step(out, step.name), progress=_progress(quiet)
+                    _step_events(
+                        lambda step, o: dry_run_job(
+                            o, out=per_step(out, step.name), progress=_progress(quiet)
+                        )
                     ),
                 )
             except KeyboardInterrupt:
@@ -999,25 +1436,35 @@ def _run_job(
         else:
             fresh = False
             planned = []
-            record = JobRecord.read(state_dir)
+            record = EventRecord.read(state_dir)
+            record.events = _events()
             # Every step's inputs are opened and checked against its mapping before the first
             # row is sent, except those of a step finished before, which are not read at all.
             for step in job.steps:
                 step_delivery = delivery(step)
                 fresh = step_delivery.fresh
                 stats = input_stats(step.inputs)
-                done = not fresh and record.finished(
-                    step, endpoint=step_delivery.endpoint, stats=stats
-                )
                 step_options = options(step)
+                done = not fresh and record.finished(
+                    step,
+                    fingerprint=step_options.job_fingerprint,
+                    endpoint=step_delivery.endpoint,
+                    stats=stats,
+                )
                 sources = None if done else open_inputs(step_options)
                 planned.append(PlannedStep(step, step_options, step_delivery, stats, sources))
             if not fresh:
                 for warning in record.warnings:
-                    click.echo(f"warning: {warning}", err=True)
-            bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+                    _warning(warning)
+            if record.events is not None:
+                for item in planned:
+                    if item.sources is None:  # the job record notes nothing for these
+                        record.events.emit("step", step=item.step.name, status=SKIPPED)
+            bar = _delivery_progress(quiet)
             summary = _deliver_with_signals(
-                lambda control: send_steps(job, planned, record, progress=bar, control=control),
+                lambda control: send_steps(
+                    job, planned, record, progress=bar, control=control, past_failed=past_failed
+                ),
                 bar,
             )
     except ImporterError as exc:
@@ -1027,7 +1474,7 @@ def _run_job(
     _finish_job(summary, report=outputs["--report"], quiet=quiet)
 
 
-@main.command()
+@main.command(cls=LoggedCommand)
 @click.argument("payloads", type=click.Path(path_type=Path, dir_okay=False))
 @endpoint_option
 @concurrency_option
@@ -1041,6 +1488,7 @@ def _run_job(
 @token_file_option
 @retries_option
 @timeout_option
+@log_options
 @quiet_option
 def replay(
     payloads: Path,
@@ -1087,7 +1535,14 @@ def replay(
             inputs=[payloads],
             state_dir=state_dir,
         )
-        bar = BarDelivery(enabled=_bar_enabled(quiet), retries_shown=not quiet)
+        _start_event(
+            "replay",
+            (payloads,),
+            endpoint=delivery.endpoint,
+            destination=target.name,
+            state=str(state_dir),
+        )
+        bar = _delivery_progress(quiet)
         summary = _deliver_with_signals(
             lambda control: replay_job(
                 payloads, target, delivery, rejects_path=rejects, progress=bar, control=control

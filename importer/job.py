@@ -13,14 +13,14 @@ import itertools
 import time
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
 import polars as pl
 
-from importer.checkpoint import JobIdentity
+from importer.checkpoint import Admission, CheckpointLog, InputFacts, JobIdentity, known_sizes
 from importer.columns import METHOD, PATH, ROUTE
 from importer.dedup import DedupTracker
 from importer.delivery import (
@@ -46,12 +46,21 @@ from importer.read import (
     iter_batches,
     jsonl_keys,
     open_input,
+    read_prefixes,
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
 from importer.shard import Shard
 from importer.sources import expand_inputs
-from importer.validate import Checked, FileState, receipt_time_note, validate_frame
+from importer.validate import (
+    Checked,
+    FileState,
+    Window,
+    receipt_time_note,
+    validate_frame,
+    window_column,
+    window_refusal,
+)
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -86,7 +95,8 @@ class NoProgress:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobOptions:
     """What to read and how; `now` fixes the clock that future times are judged by; `shard`
-    keeps only its users' rows for payloads and sending (every row is still validated)."""
+    keeps only its users' rows for payloads and sending (every row is still validated);
+    `window` keeps only the rows whose time is in it (--since/--until)."""
 
     inputs: tuple[Path, ...]
     mapping: Mapping
@@ -94,6 +104,7 @@ class JobOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     shard: Shard | None = None
+    window: Window | None = None
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -104,6 +115,8 @@ class JobOptions:
                 f"--shard needs each row's user, and mapping {self.mapping.path} maps none of "
                 f"{action.name}'s identity paths ({', '.join(action.identity) or 'it has none'})"
             )
+        if self.window is not None and window_column(self.mapping) is None:
+            raise MappingError(window_refusal(self.mapping))
 
     @property
     def job_fingerprint(self) -> str:
@@ -148,9 +161,14 @@ def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]
         )
 
 
-def open_inputs(options: JobOptions) -> list[InputFile]:
-    """Open every input and check the mapping against each CSV header, before any row is read."""
-    sources = [open_input(path) for path in expand_inputs(options.inputs)]
+def open_inputs(options: JobOptions, *, state_dir: Path | None = None) -> list[InputFile]:
+    """Open every input and check the mapping against each CSV header, before any row is read.
+
+    With `state_dir`, the byte pass also hashes each input's first bytes at the sizes of the
+    inputs its checkpoint knows, so that `send_job` knows a grown file without reading it again.
+    """
+    probes = None if state_dir is None else known_sizes(state_dir)
+    sources = [open_input(path, probes=probes) for path in expand_inputs(options.inputs)]
     for source in sources:
         if not source.columns:
             continue
@@ -212,6 +230,7 @@ def iter_valid(
                     rejects.write(bad, source=source.name)
                 summary.rows_valid += checked.valid.height
                 summary.naive_times += checked.naive_times
+                summary.rows_outside_window += checked.outside
                 valid = checked.valid
                 if options.shard is not None:
                     mine = valid.filter(options.shard.mask(pl.col(ROUTE)))
@@ -237,7 +256,10 @@ def _checked(
     """The batches of `source`, each with its validation."""
     state = FileState()
     for batch in iter_batches(source, batch_rows=options.batch_rows):
-        yield batch, validate_frame(batch.frame, options.mapping, state=state, now=options.now)
+        checked = validate_frame(
+            batch.frame, options.mapping, state=state, now=options.now, window=options.window
+        )
+        yield batch, checked
 
 
 def validate_inputs(options: JobOptions, *, progress: Progress | None = None) -> Summary:
@@ -325,10 +347,12 @@ async def send_job(
     *,
     progress: DeliveryProgress | None = None,
     control: DeliveryControl | None = None,
+    resend_changed: bool = False,
 ) -> Summary:
     """`importer run`: read, validate, build and send every row of `sources` (from
     `open_inputs`, called before the event loop starts) not yet acknowledged; `control`
-    lets the caller end it early."""
+    lets the caller end it early. A file whose content changed since it was sent is skipped
+    unless `resend_changed` (see `admit_inputs`)."""
     started = time.monotonic()
     summary = Summary()
     dedup = DedupTracker(options.mapping)
@@ -337,6 +361,14 @@ async def send_job(
         destination=options.mapping.destination.name,
         endpoint=delivery.endpoint,
     )
+    admitted: list[tuple[InputFile, Admission]] = []
+    if delivery.checkpoint:
+        admitted, warnings = admit_inputs(
+            sources, delivery, identity, resend_changed=resend_changed
+        )
+        summary.warnings.extend(warnings)  # a repaired log says so once, here
+        sources = [source for source, admission in admitted if admission.kind != "changed"]
+        delivery = replace(delivery, fresh=False)  # admit_inputs set the old log aside
     feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
@@ -370,9 +402,91 @@ async def send_job(
             )
     finally:
         feeds.close()
+    _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def admit_inputs(
+    sources: list[InputFile],
+    delivery: DeliveryOptions,
+    identity: JobIdentity,
+    *,
+    resend_changed: bool = False,
+) -> tuple[list[tuple[InputFile, Admission]], list[str]]:
+    """Register every input with the checkpoint before anything is sent, and say what each is:
+    known, grown (it takes over the done rows of the content it starts with), new, or changed
+    (same path as a known input, other content: left out unless `resend_changed`).
+
+    Files whose content is known are registered first, so that a renamed file has moved before
+    the others are judged by path. The log is closed again: delivery opens it for itself. Also
+    returns the log's warnings (a damaged log is repaired by this first opening).
+    """
+    found: dict[int, Admission] = {}
+    with CheckpointLog.open(delivery.state_dir, job=identity, fresh=delivery.fresh) as log:
+        known = {item.fingerprint for item in log.known_inputs()}
+        order = sorted(range(len(sources)), key=lambda i: sources[i].fingerprint not in known)
+        for index in order:
+            source = sources[index]
+            facts = InputFacts(
+                size=source.size, path=str(source.path.resolve()), open_line=_open_line(source)
+            )
+            prefixes = source.prefixes
+            if prefixes is None:  # opened without probes: look at this path's past contents
+                sizes = [
+                    item.size
+                    for item in log.known_inputs()
+                    if item.path == facts.path and item.size and item.size < source.size
+                ]
+                prefixes = read_prefixes(source, sizes)
+            found[index] = log.admit(
+                source.name, source.fingerprint, facts, prefixes, resend_changed=resend_changed
+            )
+    return [(source, found[index]) for index, source in enumerate(sources)], log.warnings
+
+
+def _open_line(source: InputFile) -> int | None:
+    """The line of the last row when the content does not end in a newline: it may be cut short
+    (a log being written), and a later, grown file may go on with it."""
+    if not source.ends_open or source.format == "parquet":
+        return None
+    return source.lines + 1 if source.format == "jsonl" else source.records + 1
+
+
+def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission]]) -> None:
+    """Say in the summary what each input was to the checkpoint, and warn of a changed file."""
+    status = {(s.name, s.fingerprint): admission for s, admission in admitted}
+    for item in summary.inputs:
+        admission = status.get((item["file"], item["fingerprint"]))
+        if admission is not None:
+            item["status"] = admission.kind
+            if admission.kind == "grown" and admission.previous is not None:
+                item["grew_from"] = admission.previous.fingerprint
+    for source, admission in admitted:
+        before = admission.previous
+        if admission.kind == "grown" and admission.cut_line is not None and before is not None:
+            summary.warnings.append(
+                f"{source.name}: line {admission.cut_line} had no newline when it was sent (as "
+                f"part of {before.name}) and goes on now: it was sent again, complete"
+            )
+        if admission.kind not in ("changed", "resent") or before is None:
+            continue
+        sent = f"{before.delivered:,} rows of it were sent before (content {before.fingerprint})"
+        if admission.kind == "resent":
+            summary.warnings.append(
+                f"{source.name} changed since it was sent: {sent}; --resend-changed sent it "
+                "again as a new input"
+            )
+            continue
+        summary.inputs.append(
+            {"file": source.name, "fingerprint": source.fingerprint, "status": "changed"}
+        )
+        summary.warnings.append(
+            f"{source.name} changed since it was sent ({sent}) and is not a growth of it: "
+            "nothing of it was sent. Check what changed; to send all of it as a new input, "
+            "run again with --resend-changed"
+        )
 
 
 async def replay_job(

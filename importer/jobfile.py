@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from importer.destinations import Destination
-from importer.errors import MappingError
+from importer.errors import ImporterError, MappingError
 from importer.mapping import Mapping, load_mapping
+from importer.sources import expand_inputs
 
 ORDERS = ("auto", "file")
 TOP_LEVEL_KEYS = frozenset({"job", "step"})
@@ -208,6 +209,12 @@ def _inputs(value: object, folder: Path, where: str, problems: list[str]) -> tup
             if not files:
                 problems.append(f"{where}: inputs[{position}] = {pattern!r} matches no file")
             paths.update(dict.fromkeys(files))
+        elif path.is_dir():
+            # A folder is its files with a known ending, sorted, as on the command line.
+            try:
+                paths.update(dict.fromkeys(expand_inputs((path,))))
+            except ImporterError as exc:
+                problems.append(f"{where}: inputs[{position}] = {pattern!r}: {exc}")
         elif not path.is_file():
             problems.append(f"{where}: inputs[{position}] = {pattern!r}: {path} is not a file")
         else:

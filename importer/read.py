@@ -32,12 +32,12 @@ import re
 import stat
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from queue import Queue
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 import polars as pl
 
@@ -106,6 +106,16 @@ _NUMBER_RE = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+class Prefix(NamedTuple):
+    """The first bytes of an input's content, up to a size the byte pass was asked about: their
+    hash (equal to a shorter input's fingerprint when the input is that one grown) and whether
+    the line they end in goes on after them (a last line written without its newline, then
+    continued)."""
+
+    fingerprint: str
+    continues_line: bool
+
+
 @dataclass(frozen=True, slots=True)
 class InputFile:
     """An input that passed the byte checks: where it is, how to parse it, what it contains.
@@ -142,6 +152,12 @@ class InputFile:
     # Parquet: the file's size and mtime when opened, checked before each batch (Polars reads
     # the file itself, so its blocks cannot go through _CheckedReader).
     stamp: tuple[int, int] = (0, 0)
+    # The content does not end in a newline: its last line may be cut short (a log being written).
+    ends_open: bool = False
+    # By size, the content's first bytes at each size `open_input` was asked to probe and the
+    # content is longer than (None: not asked; Parquet is never probed: it does not grow by
+    # appending).
+    prefixes: dict[int, Prefix] | None = None
 
     @property
     def name(self) -> str:
@@ -163,8 +179,11 @@ class Batch:
     blank_lines: int = 0
 
 
-def open_input(path: Path) -> InputFile:
-    """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it."""
+def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFile:
+    """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
+
+    `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
+    first bytes, so that a grown input is known without reading it again (`prefixes`)."""
     _refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -181,26 +200,29 @@ def open_input(path: Path) -> InputFile:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file")
     if input_format == "parquet":
-        return _open_parquet(path)
+        parquet = _open_parquet(path)
+        return parquet if probes is None else replace(parquet, prefixes={})
     try:
         with path.open("rb") as handle:
             compression = compression_of(handle.read(4))
-        fingerprint, size, lines, blocks, blank, nul_bytes, plain = _scan_bytes(path)
+        scan = _scan_bytes(path, probes or ())
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     facts = InputFile(
         path=path,
         format=input_format,
-        fingerprint=fingerprint,
-        size=size,
-        lines=lines,
-        blocks=blocks,
-        blank=blank,
-        nul_bytes=nul_bytes,
-        plain=plain,
+        fingerprint=scan.fingerprint,
+        size=scan.size,
+        lines=scan.lines,
+        blocks=scan.blocks,
+        blank=scan.blank,
+        nul_bytes=scan.nul_bytes,
+        plain=scan.plain,
         compression=compression,
+        ends_open=scan.ends_open,
+        prefixes=None if probes is None else scan.prefixes,
     )
-    if blank:
+    if scan.blank:
         return facts
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
@@ -291,10 +313,74 @@ def _refuse_special(path: Path) -> None:
     )
 
 
-def _scan_bytes(path: Path) -> tuple[str, int, int, tuple[bytes, ...], bool, bool, bool]:
+class _Scan(NamedTuple):
+    """What the byte pass found: see InputFile's fields of the same names."""
+
+    fingerprint: str
+    size: int
+    lines: int
+    blocks: tuple[bytes, ...]
+    blank: bool
+    nul_bytes: bool
+    ends_open: bool
+    prefixes: dict[int, Prefix]
+    plain: bool
+
+
+class _Probes:
+    """Hashes of the content's first bytes at given sizes, taken as the byte pass goes: the
+    running hash is updated up to each size, copied, then on, so a probe costs one copy."""
+
+    def __init__(self, sizes: Collection[int]) -> None:
+        self._sizes = sorted({size for size in sizes if size > 0})
+        self._next = 0
+        self._last = b""  # the content's last byte so far
+        # size -> (hash, the byte before it, up to 2 bytes after it)
+        self._found: dict[int, tuple[str, bytes, bytes]] = {}
+        self._waiting: list[int] = []  # probes that still lack the bytes after them
+
+    def update(self, digest: Any, chunk: bytes, offset: int) -> None:
+        """Hash `chunk` (content from `offset`) into `digest`, probing on the way."""
+        view = memoryview(chunk)
+        for size in self._waiting:
+            found, before, after = self._found[size]
+            self._found[size] = (found, before, after + chunk[: 2 - len(after)])
+        self._waiting = [size for size in self._waiting if len(self._found[size][2]) < 2]
+        start = 0
+        end = offset + len(chunk)
+        while self._next < len(self._sizes) and self._sizes[self._next] <= end:
+            cut = self._sizes[self._next] - offset
+            digest.update(view[start:cut])
+            before = chunk[cut - 1 : cut] if cut else self._last
+            after = chunk[cut : cut + 2]
+            self._found[self._sizes[self._next]] = (digest.hexdigest(), before, after)
+            if len(after) < 2:
+                self._waiting.append(self._sizes[self._next])
+            start = cut
+            self._next += 1
+        digest.update(view[start:])
+        if chunk:
+            self._last = chunk[-1:]
+
+    def prefixes(self, size: int) -> dict[int, Prefix]:
+        """The probes below `size` (the content's): at `size` itself it is the whole content."""
+        return {
+            at: Prefix(found, not _line_ends(before, after))
+            for at, (found, before, after) in self._found.items()
+            if at < size
+        }
+
+
+def _line_ends(before: bytes, after: bytes) -> bool:
+    """Whether a line ends between `before` and `after` (LF or CRLF, on either side)."""
+    return before == b"\n" or after[:1] == b"\n" or after[:2] == b"\r\n"
+
+
+def _scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
     """One pass over the bytes: refuse UTF-16, CR-only, compressed and non-UTF-8 files; hash,
     count lines, and tell whether there is anything but whitespace, whether a NUL byte, and
-    whether the text is plain (no quote, no lone CR: see InputFile.plain).
+    whether the text is plain (no quote, no lone CR: see InputFile.plain); hash the first bytes
+    at each of `probes` (sizes) too.
 
     A gzip or zstd file is decompressed (as a stream) and its content is what is hashed: the
     same rows are the same input, compressed or not, and later passes check the decompressed
@@ -308,6 +394,7 @@ def _scan_bytes(path: Path) -> tuple[str, int, int, tuple[bytes, ...], bool, boo
     blank = True
     nul_bytes = False
     plain = True
+    prober = _Probes(probes)
     with open_bytes(path) as handle:
         try:
             first = handle.read(CHUNK_BYTES)
@@ -316,7 +403,7 @@ def _scan_bytes(path: Path) -> tuple[str, int, int, tuple[bytes, ...], bool, boo
         _check_start(path, first)
         chunk = first
         while chunk:
-            digest.update(chunk)
+            prober.update(digest, chunk, size)
             # A copy of the running hash per block costs nothing; see _CheckedReader.
             blocks.append(digest.copy().digest())
             if blank:  # only the first block of a file with content is looked at
@@ -338,7 +425,17 @@ def _scan_bytes(path: Path) -> tuple[str, int, int, tuple[bytes, ...], bool, boo
                 raise _corrupt(exc, lines) from None
         _check_utf8(path, pending, lines)
         plain = plain and _is_plain(pending)
-    return digest.hexdigest(), size, lines, tuple(blocks), blank, nul_bytes, plain
+    return _Scan(
+        digest.hexdigest(),
+        size,
+        lines,
+        tuple(blocks),
+        blank,
+        nul_bytes,
+        ends_open=bool(pending),
+        prefixes=prober.prefixes(size),
+        plain=plain,
+    )
 
 
 def _corrupt(exc: CorruptInput, lines: int) -> InputError:
@@ -1399,3 +1496,21 @@ def _encodable(row: dict[str, str]) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def read_prefixes(source: InputFile, sizes: Collection[int]) -> dict[int, Prefix]:
+    """The content's first bytes at `sizes`, read again up to the largest: for an input opened
+    without probes (see open_input)."""
+    if source.format == "parquet" or not sizes:
+        return {}
+    digest = hashlib.blake2b(digest_size=16)
+    prober = _Probes(sizes)
+    offset, end = 0, max(sizes) + 2  # two bytes past a probe tell whether its line goes on
+    try:
+        with open_bytes(source.path) as handle:
+            while offset < end and (chunk := handle.read(CHUNK_BYTES)):
+                prober.update(digest, chunk, offset)
+                offset += len(chunk)
+    except OSError as exc:
+        raise InputError(f"{source.path}: cannot be read ({exc.strerror or exc})") from exc
+    return prober.prefixes(source.size)

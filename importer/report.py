@@ -45,6 +45,8 @@ class Summary:
     rows_rejected: int = 0
     # Valid rows another shard sends (`--shard`): neither sent nor rejected here.
     rows_other_shards: int = 0
+    # Rows whose time lies outside --since/--until: neither sent nor rejected.
+    rows_outside_window: int = 0
     rows_sent: int = 0
     rows_skipped: int = 0
     rows_failed: int = 0
@@ -79,9 +81,10 @@ class Summary:
     @property
     def has_problems(self) -> bool:
         """Exit 3: rows rejected or undeliverable, or events the API would drop as duplicates
-        that the mapping does not accept losing."""
+        that the mapping does not accept losing, or a changed input left out (not sent)."""
         dropped = self.dedup is not None and self.dedup.unaccepted
-        return bool(self.rows_rejected or self.rows_failed or dropped)
+        changed = any(item.get("status") == "changed" for item in self.inputs)
+        return bool(self.rows_rejected or self.rows_failed or dropped or changed)
 
     def add_rejects(self, rejects: pl.DataFrame, *, source: str) -> None:
         """Count a batch's rejects by rule and keep a few examples of each."""
@@ -128,6 +131,7 @@ class Summary:
             dry_run=self.dry_run,
             shard=self.shard,
             rows_other_shards=self.rows_other_shards,
+            rows_outside_window=self.rows_outside_window,
             blank_lines=self.blank_lines,
             naive_times=self.naive_times,
             rejects_by_rule=dict(self.rejects_by_rule),
@@ -159,6 +163,8 @@ COUNTERS = (
     "elapsed_s",
     "blank_lines",
     "naive_times",
+    "rows_outside_window",
+    "rows_other_shards",
 )
 
 
@@ -247,6 +253,7 @@ class JobSummary:
             total.warnings.extend(f"step {step.name}: {w}" for w in part.warnings)
             total.notes.extend(f"step {step.name}: {n}" for n in part.notes)
             total.stop = total.stop or part.stop
+            total.shard = total.shard or part.shard
             total.interrupted = total.interrupted or part.interrupted
         total.warnings.extend(self.blocked)
         return total
@@ -301,6 +308,8 @@ def format_summary(summary: Summary) -> str:
     ]
     if summary.shard is not None:
         rows.append(("left to other shards", summary.rows_other_shards))
+    if summary.rows_outside_window:
+        rows.append(("outside --since/--until", summary.rows_outside_window))
     if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
         rows += [
             ("delivered", summary.rows_sent),

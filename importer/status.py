@@ -17,7 +17,8 @@ def status_report(state: StateStatus) -> dict[str, Any]:
 
 
 def format_status(state: StateStatus) -> str:
-    """The status as a few lines a person reads: the job, then each input's progress."""
+    """The status as a few lines a person reads: the job, then what was sent from each input
+    and when, the names it was seen under, and the content it grew from."""
     lines = []
     if state.job is not None:
         lines.append(
@@ -29,11 +30,20 @@ def format_status(state: StateStatus) -> str:
     if not state.inputs:
         lines.append("no input has been sent yet")
     for item in state.inputs:
-        when = f", last update {item.updated_at:%Y-%m-%d %H:%M:%S}" if item.updated_at else ""
+        when = f", first {item.first_at:%Y-%m-%d %H:%M:%S}" if item.first_at else ""
+        if item.updated_at:
+            when += f", last update {item.updated_at:%Y-%m-%d %H:%M:%S}"
         lines.append(
             f"{item.name}: {item.delivered:,} delivered, {item.failed:,} failed{when}"
             f" (content {item.fingerprint[:12]})"
         )
+        if len(item.names) > 1:
+            lines.append(f"    seen as {', '.join(item.names)}")
+        if item.grew_from is not None:
+            lines.append(
+                f"    grew from content {item.grew_from[:12]}: {item.inherited:,} rows taken "
+                "over (sent before as part of it)"
+            )
         for failure in item.failures:
             status = failure.status if failure.status is not None else "no answer"
             lines.append(f"    line {failure.line}: {status}: {failure.error}")

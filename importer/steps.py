@@ -103,12 +103,15 @@ class JobRecord:
             )
         return record
 
-    def finished(self, step: Step, *, endpoint: str, stats: list[dict[str, Any]]) -> bool:
-        """Whether `step` finished before with the same mapping, endpoint and inputs."""
+    def finished(
+        self, step: Step, *, fingerprint: str, endpoint: str, stats: list[dict[str, Any]]
+    ) -> bool:
+        """Whether `step` finished before with the same mapping and shard (`fingerprint`),
+        endpoint and inputs: a step done for one shard is not done for another."""
         entry = self.steps.get(step.name, {})
         return (
             entry.get("status") == DONE
-            and entry.get("mapping_fingerprint") == step.mapping.fingerprint
+            and entry.get("mapping_fingerprint") == fingerprint
             and entry.get("endpoint") == endpoint
             and entry.get("inputs") == stats
         )
@@ -127,6 +130,7 @@ class JobRecord:
     def note(self, name: str, status: str, **details: Any) -> None:
         """Set a step's outcome and save the record."""
         entry = self.steps[name]
+        entry.pop("reason", None)  # a reason belongs to the outcome it explained
         entry["status"] = status
         entry["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         entry.update(details)
@@ -177,9 +181,14 @@ async def send_steps(
     *,
     progress: DeliveryProgress | None = None,
     control: DeliveryControl | None = None,
+    past_failed: bool = False,
 ) -> JobSummary:
     """Send each planned step in turn (one event loop, one `control` for the whole job), note
-    each outcome in the job record, and stop where a step's outcome says to."""
+    each outcome in the job record, and stop where a step's outcome says to.
+
+    A step is failed when, over all its runs, none of its rows was delivered and some failed:
+    a rerun, which sends nothing of it, does not make it done. `past_failed` runs the steps
+    that wait for it anyway (after its dead letters were replayed)."""
     control = control or DeliveryControl()
     result = JobSummary(job_file=str(job.path))
     record.begin(job)
@@ -218,7 +227,7 @@ async def send_steps(
             status, ended = STOPPED, f"step {step.name!r} stopped: {summary.stop}"
         elif summary.interrupted:
             status, ended = INTERRUPTED, "the job was interrupted"
-        elif summary.rows_sent == 0 and summary.rows_failed > 0:
+        elif summary.rows_sent == 0 and _never_delivered(item) and not past_failed:
             status = FAILED
             waiting = job.dependents(step.name)
             blocked.update(dict.fromkeys(waiting, step.name))
@@ -226,7 +235,8 @@ async def send_steps(
                 result.blocked.append(
                     f"step {step.name}: every row failed to deliver, so step(s) "
                     f"{', '.join(waiting)} that depend on it were not run; fix and replay its "
-                    f"dead letters ({item.delivery.dead_letter_path}), then run the job again"
+                    f"dead letters ({item.delivery.dead_letter_path}), then run the job again "
+                    "with --past-failed"
                 )
         else:
             status = DONE
@@ -234,7 +244,7 @@ async def send_steps(
         details: dict[str, Any] = {}
         if status == DONE:
             details = {
-                "mapping_fingerprint": step.mapping.fingerprint,
+                "mapping_fingerprint": item.options.job_fingerprint,
                 "endpoint": item.delivery.endpoint,
                 "inputs": item.stats,
                 "rows_rejected": summary.rows_rejected,
@@ -243,6 +253,17 @@ async def send_steps(
             }
         record.note(step.name, status, **details)
     return result
+
+
+def _never_delivered(item: PlannedStep) -> bool:
+    """Whether the step's checkpoint, over all runs, holds failed rows and no delivered one."""
+    try:
+        state = read_status(item.delivery.state_dir)
+    except ImporterError:
+        return False
+    mine = {source.fingerprint for source in item.sources or ()}
+    inputs = [inp for inp in state.inputs if inp.fingerprint in mine]
+    return sum(i.delivered for i in inputs) == 0 and sum(i.failed for i in inputs) > 0
 
 
 def check_steps(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -20,6 +20,7 @@ from importer.coerce import INT_RE, coerce
 from importer.columns import EVENT, ROUTE, USER
 from importer.destinations import Action
 from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field, Requires, options_of
+from importer.errors import MappingError
 from importer.jsontext import (
     json_as_text,
     json_booleans_as_text,
@@ -48,16 +49,59 @@ ARRAY_OF_STRINGS = rf"^\s*\[\s*(?:{_STRING}\s*(?:,\s*{_STRING}\s*)*)?\]\s*$"
 # JSON text that holds nothing: an empty array, object or string, or white space.
 _EMPTY = r'^\s*(?:\[\s*\]|\{\s*\}|"\s*")?\s*$'
 
-__all__ = ["EVENT", "USER", "Checked", "FileState", "validate_frame"]
+__all__ = ["EVENT", "USER", "Checked", "FileState", "Window", "validate_frame", "window_column"]
 
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """A validated batch: payload-path columns of the good rows, and the rejected rows."""
+    """A validated batch: payload-path columns of the good rows, and the rejected rows;
+    `outside` counts the rows left out as outside the --since/--until window (neither)."""
 
     valid: pl.DataFrame
     rejects: pl.DataFrame
     naive_times: int
+    outside: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """`--since`/`--until`: keep the rows whose mapped time is in [since, until); an end left
+    as None is open. Both are aware datetimes, compared in UTC."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for end in (self.since, self.until):
+            if end is not None and end.tzinfo is None:
+                raise ValueError("window ends must be aware datetimes")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("since must come before until")
+
+    def excludes(self, when: pl.Expr) -> pl.Expr:
+        """True where a naive UTC time lies outside the window; null where it is null."""
+        out = pl.lit(False)
+        if self.since is not None:
+            out = out | (when < pl.lit(_naive_utc(self.since)))
+        if self.until is not None:
+            out = out | (when >= pl.lit(_naive_utc(self.until)))
+        return out
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def window_column(mapping: Mapping) -> str | None:
+    """The source column a window filters on: the one mapped to the action's required time
+    field, else the first column the mapping types as a timestamp; None when there is none."""
+    action = mapping.action
+    required = [p for p in sorted(action.time_fields) if action.fields[p].required]
+    for path in required:
+        column = mapping.fields.get(path)
+        if column is not None and column != ALL_COLUMNS:
+            return column
+    return next((c for c, t in mapping.types.items() if t == "timestamp"), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +112,15 @@ class _Rule:
 
 
 def validate_frame(
-    frame: pl.DataFrame, mapping: Mapping, *, state: FileState, now: datetime
+    frame: pl.DataFrame,
+    mapping: Mapping,
+    *,
+    state: FileState,
+    now: datetime,
+    window: Window | None = None,
 ) -> Checked:
-    """Split `frame` into normalised good rows and rejects, following the mapping's action."""
+    """Split `frame` into normalised good rows and rejects, following the mapping's action;
+    with `window`, rows whose time lies outside it are neither (only counted)."""
     action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
     original = frame
@@ -153,6 +203,20 @@ def validate_frame(
         pl.coalesce([_when(r.message, pl.lit(r.column)) for r in rules] or [nothing]).alias(COLUMN),
         pl.any_horizontal(naive).alias("__naive") if naive else pl.lit(False).alias("__naive"),
     )
+    outside = 0
+    if window is not None:
+        column = window_column(mapping)
+        if column is None:
+            raise MappingError(window_refusal(mapping))
+        # The time as it will be sent, parsed back: rows whose time is unreadable keep their
+        # place and their reject; a row outside the window is left out whatever else it breaks.
+        when = json_as_text(pl.col(column)).str.to_datetime(
+            mapping.destination.time_format, time_unit="ms", strict=False
+        )
+        excluded = work.select(window.excludes(when).fill_null(False)).to_series()
+        outside = int(excluded.sum())
+        if outside:
+            work, original = work.filter(~excluded), original.filter(~excluded)
     is_bad = work[ERROR].is_not_null()
     rejects = pl.concat(
         [
@@ -168,7 +232,18 @@ def validate_frame(
         *_duplicate_keys(mapping, paths),
         *_route(mapping, paths),
     )
-    return Checked(valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()))
+    return Checked(
+        valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()), outside=outside
+    )
+
+
+def window_refusal(mapping: Mapping) -> str:
+    """Why --since/--until cannot apply to the mapping: its rows have no time to filter by."""
+    return (
+        f"--since/--until: action {mapping.action.name!r} of mapping {mapping.path} has no time "
+        'field, and the mapping types no column as "timestamp": its rows have no time to '
+        "filter by"
+    )
 
 
 def receipt_time_note(mapping: Mapping, rows: int) -> str | None:

@@ -429,6 +429,18 @@ def test_a_step_whose_every_row_fails_stops_the_steps_that_wait_for_it(tmp_path:
         args = ("run", job, "--endpoint", mock.url, "--state", state, "--concurrency", "1")
         done = invoke(*args, "--report", report)
         received = read_jsonl(mock.record)
+        # A rerun (a scheduler's retry) sends nothing of the failed step: it stays failed, and
+        # what waits for it still does not run.
+        again = invoke(*args, "--report", tmp_path / "again.json")
+        assert again.exit_code == 3, again.output
+        steps_again = json.loads((tmp_path / "again.json").read_text())["steps"]
+        assert [s["status"] for s in steps_again][:2] == ["failed", "not run"]
+        assert read_jsonl(mock.record) == received
+        status_before = invoke("status", "--state", state).stdout
+        # Once its dead letters were dealt with, --past-failed lets the waiting steps go.
+        past = invoke(*args, "--past-failed")
+        assert "users/track" not in [r["_path"] for r in read_jsonl(mock.record)]
+        assert "events/track" in [r["_path"] for r in read_jsonl(mock.record)], past.output
     assert done.exit_code == 3, done.output
     assert (
         "stopped early: step users: every row failed to deliver, so step(s) events that depend "
@@ -442,10 +454,8 @@ def test_a_step_whose_every_row_fails_stops_the_steps_that_wait_for_it(tmp_path:
     ]
     assert result["rows_failed"] == 3
     assert [r["_path"] for r in received] == ["users/unsubscribe"] * 3
-    assert re.search(
-        r"step events \(.*\): not run: it waits for 'users'",
-        invoke("status", "--state", state).stdout,
-    )
+    assert re.search(r"step events \(.*\): not run: it waits for 'users'", status_before)
+    assert re.search(r"users.csv: 0 delivered, 3 failed", status_before)
 
 
 def test_order_options_reach_each_step_as_far_as_its_action_allows(tmp_path: Path) -> None:
@@ -482,3 +492,32 @@ def test_the_sample_job_runs_in_order_per_user(tmp_path: Path) -> None:
     assert done.exit_code == 3, done.output  # the samples' bad rows
     steps = json.loads(report.read_text())["steps"]
     assert [step["status"] for step in steps] == ["done"] * 4
+
+
+def test_each_shard_runs_the_sample_job_and_never_takes_another_shards_steps(
+    tmp_path: Path,
+) -> None:
+    """Every step of the sample job (unsubscribes included) has a user to shard by; a step one
+    shard finished is not 'done' for another shard in the same state directory."""
+    job = ROOT / "samples" / "migration.toml"
+    state = tmp_path / "state"
+    report = tmp_path / "r.json"
+    first = invoke("run", job, "--endpoint", "embedded", "--state", state, "--shard", "0/3",
+                   "--report", report, "--quiet")  # fmt: skip
+    assert first.exit_code == 3, first.output  # the samples' bad rows
+    result = json.loads(report.read_text())
+    assert [s["status"] for s in result["steps"]] == ["done"] * 4
+    assert result["shard"] == "0/3"
+    assert 0 < result["rows_sent"] < result["rows_other_shards"]
+    other = invoke("run", job, "--endpoint", "embedded", "--state", state, "--shard", "1/3",
+                   "--quiet")  # fmt: skip
+    assert other.exit_code == 1
+    assert "belongs to another job" in other.output
+
+
+def test_a_folder_as_a_steps_input_is_its_files_sorted(tmp_path: Path) -> None:
+    users = "user_id,email\nu1,u1@example.com\n"
+    files = {"nights/b.csv": users, "nights/a.csv": users, "nights/notes.txt": "x"}
+    job = write_job(tmp_path, step("users", "vero-identify", '["nights"]'), files)
+    [only] = load_job(job).steps
+    assert [path.name for path in only.inputs] == ["a.csv", "b.csv"]

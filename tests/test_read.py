@@ -1255,8 +1255,8 @@ def test_a_file_changed_during_a_run_sends_nothing_of_it_and_the_original_arrive
     path = write(tmp_path, "events.csv", original)
     opened = cli.open_inputs
 
-    def open_then_rewrite(options: Any) -> Any:
-        sources = opened(options)
+    def open_then_rewrite(options: Any, **known: Any) -> Any:
+        sources = opened(options, **known)
         path.write_text(original.replace("u1,", "u7,").replace("u2,", "u8,"))
         return sources
 

@@ -122,6 +122,7 @@ UNSUBSCRIBE = Action(
     method="POST",
     path="users/unsubscribe",
     fields={"id": REQUIRED_ID},
+    identity=("id",),
     stage=1,
 )
 RESUBSCRIBE = Action(
@@ -129,10 +130,16 @@ RESUBSCRIBE = Action(
     method="POST",
     path="users/resubscribe",
     fields={"id": REQUIRED_ID},
+    identity=("id",),
     stage=1,
 )
 DELETE = Action(
-    name="delete", method="POST", path="users/delete", fields={"id": REQUIRED_ID}, stage=4
+    name="delete",
+    method="POST",
+    path="users/delete",
+    fields={"id": REQUIRED_ID},
+    identity=("id",),
+    stage=4,
 )
 TAGS = Action(
     name="tags",

@@ -1,0 +1,228 @@
+"""Events as JSON lines, for schedulers and log collectors (`--log-format json`).
+
+One JSON object per line, each with `ts` (ISO 8601, UTC) and `event`:
+
+    start     the command, its inputs, mapping, destination and endpoint (never the token)
+    step      a job file's step started ("started") or ended (its status)
+    progress  every few seconds while rows go: rows done, rows a second, retries
+    retry     a request will be tried again (at most one line per interval, with the count
+              of those not shown)
+    warning   something the user should look at; note: something worth knowing
+    summary   the fields of the JSON report (--report), and the exit code
+    error     message, hint and exit code of a run that ends in an error
+
+The command line decides when each is written, from the core's progress and notice callbacks;
+this module only shapes and writes them. It writes to the stream it is given and never exits.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from importer.delivery import DeliveryProgress
+
+TEXT = "text"
+JSON = "json"
+FORMATS = (TEXT, JSON)
+DEFAULT_PROGRESS_S = 10.0
+
+
+def utc_now() -> str:
+    """Now, as the `ts` of an event: ISO 8601 UTC to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def shown_endpoint(endpoint: str | None) -> str | None:
+    """An endpoint as an event shows it: without user info, query or fragment, where secrets
+    tend to hide (the endpoint check refuses them, but the start event may come first)."""
+    if endpoint is None or "://" not in endpoint:
+        return endpoint
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        return "(not a URL)"
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+
+
+class EventLog:
+    """Writes events, one JSON object a line, to `stream`; safe to call from several threads."""
+
+    def __init__(self, stream: TextIO, *, now: Callable[[], str] = utc_now) -> None:
+        self._stream = stream
+        self._now = now
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one event: `ts` and `event` first, then `fields` (values JSON cannot hold are
+        written as their text)."""
+        line = json.dumps(
+            {"ts": self._now(), "event": event, **fields},
+            ensure_ascii=False,
+            default=str,
+            separators=(",", ":"),
+        )
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def error(self, message: str, *, hint: str | None, exit_code: int) -> None:
+        """The error that ends the command."""
+        self.emit("error", message=message, hint=hint, exit_code=exit_code)
+
+    def summary(self, report: dict[str, Any], *, exit_code: int) -> None:
+        """The warnings and notes of a finished run, one event each, then its summary."""
+        for warning in report.get("warnings") or ():
+            self.emit("warning", message=warning)
+        for note in report.get("notes") or ():
+            self.emit("note", message=note)
+        self.emit("summary", **report, exit_code=exit_code)
+
+
+class _Due:
+    """Says when `every` seconds have passed since it last said so (0: every time)."""
+
+    def __init__(self, every: float, clock: Callable[[], float]) -> None:
+        self.every = every
+        self._clock = clock
+        self.started = clock()
+        self._last = self.started
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return round(rows / seconds, 1) if seconds > 0 else 0.0
+
+
+class ReadEvents:
+    """`progress` events of `validate` and `run --dry-run`, as rows are read (job.Progress)."""
+
+    def __init__(
+        self, log: EventLog, *, every: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = log
+        self._due = _Due(every, clock)
+        self._rows = 0
+        self._file: str | None = None
+        self._total: int | None = None
+        self._file_rows = 0
+
+    def begin(self, name: str, total: int | None) -> None:
+        """A new input starts."""
+        self._file, self._total, self._file_rows = name, total, 0
+
+    def advance(self, rows: int) -> None:
+        """Count rows read; write a progress event when one is due."""
+        self._rows += rows
+        self._file_rows += rows
+        if self._due():
+            elapsed = self._due.elapsed()
+            self._log.emit(
+                "progress",
+                stage="read",
+                file=self._file,
+                file_rows=self._file_rows,
+                file_total=self._total,
+                rows_done=self._rows,
+                rows_per_s=_rate(self._rows, elapsed),
+                elapsed_s=round(elapsed, 3),
+            )
+
+    def end(self) -> None:
+        """The input is done."""
+
+
+class DeliveryEvents(DeliveryProgress):
+    """`progress`, `retry` and `note` events of a delivery (run, replay).
+
+    Progress is written when due as results come in, and by `tick()`, which the caller runs
+    every `every` seconds so that a run waiting on a slow API or a background job still says
+    so. Retries are written at most one every `retry_every` seconds, as the terminal shows them.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        every: float,
+        retry_every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.every = every
+        self._clock = clock
+        self._due = _Due(every, clock)
+        self._retry_every = retry_every
+        self._retry_shown_at: float | None = None
+        self._retries_unshown = 0
+        self._total: int | None = None
+        self._sent = self._failed = self._skipped = self._retries = 0
+
+    def begin(self, total: int | None) -> None:
+        """Sending starts (each step of a job file starts again)."""
+        self._total = total
+        self._sent = self._failed = self._skipped = self._retries = 0
+        self._due = _Due(self.every, self._clock)
+
+    def result(self, *, delivered: bool, retries: int) -> None:
+        """Count one row; write a progress event when one is due."""
+        self._retries += retries
+        if delivered:
+            self._sent += 1
+        else:
+            self._failed += 1
+        if self._due():
+            self._progress()
+
+    def skip(self, rows: int) -> None:
+        """Count rows that will not be sent."""
+        self._skipped += rows
+
+    def tick(self) -> None:
+        """Write a progress event if one is due."""
+        if self._due():
+            self._progress()
+
+    def _progress(self) -> None:
+        elapsed = self._due.elapsed()
+        done = self._sent + self._failed
+        self.log.emit(
+            "progress",
+            stage="send",
+            rows_done=done,
+            rows_sent=self._sent,
+            rows_failed=self._failed,
+            rows_skipped=self._skipped,
+            total=self._total,
+            rows_per_s=_rate(done, elapsed),
+            retries=self._retries,
+            elapsed_s=round(elapsed, 3),
+        )
+
+    def notice(self, message: str) -> None:
+        """Something the user should read now, as a note."""
+        self.log.emit("note", message=message)
+
+    def retry(self, message: str) -> None:
+        """The first retry, then at most one every `retry_every` seconds with the count of those
+        not written: a throttled run of a million rows would otherwise write a line each."""
+        now = self._clock()
+        if self._retry_shown_at is not None and now - self._retry_shown_at < self._retry_every:
+            self._retries_unshown += 1
+            return
+        more, self._retries_unshown, self._retry_shown_at = self._retries_unshown, 0, now
+        self.log.emit("retry", message=message, more_since_last=more)
