@@ -354,3 +354,56 @@ def test_a_glob_on_the_command_line_reads_its_files_in_order(tmp_path: Path) -> 
     assert [line["body"]["identity"] for line in sent] == [
         line["body"]["identity"] for line in whole
     ]
+
+
+# ------------------------------------------------------------------------------- at the mock
+
+
+def _received(state: Path) -> list[dict[str, Any]]:
+    """What the embedded server accepted, as it parsed it, without its own bookkeeping and the
+    row id (made of the input's content and line, which differ between forms)."""
+    records = [json.loads(line) for line in (state / RECORD).read_text().splitlines()]
+    for record in records:
+        record["extras"].pop("check_id")
+    return [{k: v for k, v in record.items() if not k.startswith("_")} for record in records]
+
+
+@pytest.mark.parametrize("form", ["csv.gz", "csv.zst", "parquet"])
+def test_compressed_and_parquet_rows_arrive_at_the_mock_with_their_types(
+    tmp_path: Path, form: str
+) -> None:
+    """The same rows as plain CSV, as the API receives them: ids as text, times in UTC, a
+    decimal and a 64-bit integer as numbers, a list and an object as JSON."""
+    plain = tmp_path / "plain.csv"
+    plain.write_text(
+        "user_id,email,event,occurred_at,price,big,zip\n"
+        "007,a@example.com,Login,2024-01-02T03:04:05+01:00,12.5,9007199254740993,01234\n"
+        "u2,,Buy,2024-07-02T03:04:05+00:00,-0.25,-9223372036854775808,99999\n"
+    )
+    frame = pl.read_csv(plain, infer_schema=False).with_columns(
+        pl.col("occurred_at").str.to_datetime("%Y-%m-%dT%H:%M:%S%z").dt.convert_time_zone("UTC"),
+        pl.col("price").cast(pl.Decimal(10, 2)),
+        pl.col("big").cast(pl.Int64),
+    )
+    source = tmp_path / f"events.{form}"
+    if form == "parquet":
+        frame.write_parquet(source)
+    else:
+        packed = gzip.compress if form == "csv.gz" else zstd
+        source.write_bytes(packed(plain.read_bytes()))
+    runs = {}
+    for name, path in (("plain", plain), ("other", source)):
+        state = tmp_path / f"state-{name}"
+        code, _, err = invoke(
+            "run", str(path), "--schema", TRACK, "--endpoint", "embedded", "--state", str(state)
+        )
+        assert code == 0, err
+        runs[name] = _received(state)
+    assert runs["other"] == runs["plain"]
+    first, second = runs["other"]
+    assert first["identity"]["id"] == "007"
+    assert first["extras"]["created_at"] == "2024-01-02T02:04:05+0000"
+    assert first["data"]["price"] == 12.5
+    assert first["data"]["big"] == 9007199254740993
+    assert first["data"]["zip"] == "01234"
+    assert second["data"]["big"] == -(2**63)
