@@ -299,6 +299,15 @@ class Destination(Protocol):
         ...
 
 
+def redirect_refusal(status: int) -> tuple[Verdict, str]:
+    """What every destination makes of a 3xx: stop, and say why it is not followed."""
+    return Verdict.STOP, (
+        f"the endpoint answered with a redirect (HTTP {status}); redirects are not "
+        "followed, because a POST would be re-sent elsewhere or turned into a GET: "
+        "use the final URL as --endpoint"
+    )
+
+
 # Optional members a destination may declare; the functions below read them with their
 # defaults, so a destination that has no use for one need not say so.
 

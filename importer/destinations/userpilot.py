@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from importer.destinations.base import Action, Batch, Field, Option, Requires
+from importer.destinations.base import Action, Batch, Field, Option, Requires, redirect_refusal
 from importer.model import Verdict
 
 if TYPE_CHECKING:
@@ -248,11 +248,7 @@ class Userpilot:
         if status in (401, 403):
             return Verdict.STOP, f"Userpilot refused the API key (HTTP {status}): {message}"
         if 300 <= status < 400:
-            return Verdict.STOP, (
-                f"the endpoint answered with a redirect (HTTP {status}); redirects are not "
-                "followed, because a POST would be re-sent elsewhere or turned into a GET: "
-                "use the final URL as --endpoint"
-            )
+            return redirect_refusal(status)
         if status in RETRYABLE_STATUSES:
             return Verdict.RETRY, message
         return Verdict.DEAD, message

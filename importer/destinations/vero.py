@@ -18,6 +18,7 @@ from importer.destinations.base import (
     Duplicates,
     ExprRule,
     Field,
+    redirect_refusal,
 )
 from importer.model import Verdict
 
@@ -203,11 +204,7 @@ class Vero:
         if status == 401:
             return Verdict.STOP, f"the API refused the token (HTTP 401): {message}"
         if 300 <= status < 400:
-            return Verdict.STOP, (
-                f"the endpoint answered with a redirect (HTTP {status}); redirects are not "
-                "followed, because a POST would be re-sent elsewhere or turned into a GET: "
-                "use the final URL as --endpoint"
-            )
+            return redirect_refusal(status)
         if status in RETRYABLE_STATUSES:
             return Verdict.RETRY, message
         return Verdict.DEAD, message
