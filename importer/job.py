@@ -21,6 +21,7 @@ from typing import IO, Protocol
 import polars as pl
 
 from importer.checkpoint import Admission, CheckpointLog, InputFacts, JobIdentity, known_sizes
+from importer.cloud import open_sources, place_of
 from importer.columns import METHOD, PATH, ROUTE
 from importer.dedup import DedupTracker
 from importer.delivery import (
@@ -45,13 +46,11 @@ from importer.read import (
     InputFile,
     iter_batches,
     jsonl_keys,
-    open_input,
     read_prefixes,
 )
 from importer.replay import iter_payload_feeds
 from importer.report import RejectsWriter, Summary
 from importer.shard import Shard
-from importer.sources import expand_inputs
 from importer.validate import (
     Checked,
     FileState,
@@ -168,7 +167,7 @@ def open_inputs(options: JobOptions, *, state_dir: Path | None = None) -> list[I
     inputs its checkpoint knows, so that `send_job` knows a grown file without reading it again.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
-    sources = [open_input(path, probes=probes) for path in expand_inputs(options.inputs)]
+    sources = open_sources(options.inputs, probes=probes)
     for source in sources:
         if not source.columns:
             continue
@@ -430,7 +429,7 @@ def admit_inputs(
         for index in order:
             source = sources[index]
             facts = InputFacts(
-                size=source.size, path=str(source.path.resolve()), open_line=_open_line(source)
+                size=source.size, path=place_of(source), open_line=_open_line(source)
             )
             prefixes = source.prefixes
             if prefixes is None:  # opened without probes: look at this path's past contents

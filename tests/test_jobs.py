@@ -296,3 +296,12 @@ def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> No
     assert all("ended failed" in line["error"] for line in dead)
     assert list((state / "jobs").glob("*.status.json"))
     assert not list((state / "chunks").iterdir()), "a chunk's file goes when its job ends"
+
+
+def test_jobs_on_this_machine_are_looked_at_sooner() -> None:
+    from importer.cli import _default_poll_s
+
+    assert _default_poll_s("embedded") == 0.1
+    assert _default_poll_s("http://127.0.0.1:8787") == 0.1
+    assert _default_poll_s("https://analytex.userpilot.io") == 1.0
+    assert _default_poll_s(None) == 1.0

@@ -1,0 +1,224 @@
+"""s3:// inputs, imported from a real local S3 server (moto's server mode on 127.0.0.1, started
+and ended by these tests): a pattern is listed and each object read like a local file, named by
+its URL; a rerun sends nothing new; a changed object is reported, not sent again; a missing
+bucket or object is one clear error with nothing sent."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from pipeline_helpers import ROOT
+
+from importer.cli import main
+
+boto3 = pytest.importorskip("boto3", reason="boto3 is in the test extras: pip install -e .[test]")
+pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
+
+TRACK = str(ROOT / "schemas" / "vero-track.toml")
+HEADER = "row_id,user_id,email,event,occurred_at\n"
+RECORD = "embedded-received.jsonl"
+START_SECONDS = 30
+
+
+def rows(first: int, last: int) -> str:
+    """CSV rows first..last, each its own row id, user and second (none is a duplicate)."""
+    return "".join(
+        f"{i},u{i},u{i}@example.com,Viewed,2024-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z\n"
+        for i in range(first, last + 1)
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; its process group is ended with the module."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not _answers(port):
+            assert process.poll() is None, "moto's server ended before it answered"
+            assert time.monotonic() < deadline, "moto's server did not answer in time"
+            time.sleep(0.05)  # polling a condition with a deadline, not waiting for time
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A client of the local server; the importer finds it through the same environment
+    (boto3 honours AWS_ENDPOINT_URL by itself). Temporary copies go under tmp_path/tmp."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return boto3.client("s3")
+
+
+def run(state: Path, *inputs: str, extra: tuple[str, ...] = ()) -> tuple[int, str]:
+    """`importer run INPUTS` to the embedded mock: the exit code and everything it said."""
+    args = ["run", *inputs, "--mapping", TRACK, "--endpoint", "embedded", "--state", str(state)]
+    result = CliRunner().invoke(main, [*args, *extra], catch_exceptions=False)
+    return result.exit_code, result.stdout + result.stderr
+
+
+def received(state: Path) -> list[int]:
+    """Row ids the embedded mock received, over every run into `state`."""
+    record = state / RECORD
+    lines = record.read_text().splitlines() if record.exists() else []
+    return sorted(int(json.loads(line)["data"]["row_id"]) for line in lines)
+
+
+def parquet_bytes(first: int, last: int) -> bytes:
+    frame = pl.read_csv(io.StringIO(HEADER + rows(first, last)))
+    out = io.BytesIO()
+    frame.write_parquet(out)
+    return out.getvalue()
+
+
+def test_a_pattern_is_imported_by_url_and_a_rerun_sends_nothing_new(
+    s3: Any, tmp_path: Path
+) -> None:
+    s3.create_bucket(Bucket="nightly")
+    s3.put_object(Bucket="nightly", Key="exports/a.csv", Body=HEADER + rows(1, 3))
+    s3.put_object(Bucket="nightly", Key="exports/b.csv.gz", Body=gzip.compress(
+        (HEADER + rows(11, 12)).encode()))  # fmt: skip
+    s3.put_object(Bucket="nightly", Key="exports/c.parquet", Body=parquet_bytes(21, 22))
+    # A wildcard stops at `/`, as in a local glob; other prefixes are not listed.
+    s3.put_object(Bucket="nightly", Key="exports/old/d.csv", Body=HEADER + rows(31, 31))
+    s3.put_object(Bucket="nightly", Key="other/e.csv", Body=HEADER + rows(41, 41))
+    state, report = tmp_path / "state", tmp_path / "report.json"
+
+    patterns = ("s3://nightly/exports/*.csv*", "s3://nightly/exports/*.parquet")
+    code, said = run(state, *patterns, extra=("--report", str(report)))
+    assert code == 0, said
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+    files = [item["file"] for item in json.loads(report.read_text())["inputs"]]
+    assert files == [
+        "s3://nightly/exports/a.csv",
+        "s3://nightly/exports/b.csv.gz",
+        "s3://nightly/exports/c.parquet",
+    ]
+    # The temporary copies go with the run's inputs (a CLI process: at its exit at the latest).
+    gc.collect()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+    code, said = run(state, *patterns)
+    assert code == 0, said
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+
+
+def test_an_object_changed_since_it_was_sent_is_reported_not_sent_again(
+    s3: Any, tmp_path: Path
+) -> None:
+    s3.create_bucket(Bucket="changes")
+    s3.put_object(Bucket="changes", Key="a.csv", Body=HEADER + rows(1, 3))
+    state = tmp_path / "state"
+    assert run(state, "s3://changes/a.csv")[0] == 0
+
+    # Known by its URL from run to run, though each run reads another temporary copy.
+    s3.put_object(Bucket="changes", Key="a.csv", Body=HEADER + rows(1, 1) + rows(9, 10))
+    code, said = run(state, "s3://changes/a.csv")
+    assert code == 3, said
+    assert "s3://changes/a.csv changed since it was sent" in said
+    assert received(state) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("s3://no-such-bucket/exports/*.csv", "no such bucket", id="bucket"),
+        pytest.param("s3://missing/exports/gone.csv", "no such object", id="key"),
+        pytest.param("s3://missing/exports/*.tsv", "the pattern matches no object", id="pattern"),
+    ],
+)
+def test_a_missing_bucket_or_object_is_one_clear_error_and_nothing_is_sent(
+    s3: Any, tmp_path: Path, url: str, message: str
+) -> None:
+    s3.create_bucket(Bucket="missing")
+    s3.put_object(Bucket="missing", Key="exports/a.csv", Body=HEADER + rows(1, 3))
+    state = tmp_path / "state"
+    code, said = run(state, "s3://missing/exports/a.csv", url)
+    assert code == 1, said
+    assert f"Error: {url}: {message}" in said
+    assert "Traceback" not in said
+    assert received(state) == []
+
+
+def test_a_damaged_object_is_named_by_its_url(s3: Any, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket="damaged")
+    s3.put_object(Bucket="damaged", Key="cut.parquet", Body=parquet_bytes(1, 3)[:-20])
+    code, said = run(tmp_path / "state", "s3://damaged/cut.parquet")
+    assert code == 1, said
+    assert "Error: s3://damaged/cut.parquet: " in said
+    assert str(tmp_path / "tmp") not in said
+
+
+def test_without_boto3_the_error_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` raises ImportError
+    code, said = run(tmp_path / "state", "s3://bucket/exports/*.csv")
+    assert code == 1, said
+    assert "Error: s3://bucket/exports/*.csv: s3:// inputs need boto3" in said
+    assert "pip install 'importer[cloud]'" in said
+
+
+def test_gs_inputs_are_refused_as_not_built(tmp_path: Path) -> None:
+    code, said = run(tmp_path / "state", "gs://bucket/exports/*.csv")
+    assert code == 1, said
+    assert "Error: gs://bucket/exports/*.csv: gs:// inputs are not built yet" in said
+
+
+def test_no_credentials_is_one_clear_error(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no lookup off this machine
+    code, said = run(tmp_path / "state", "s3://bucket/a.csv")
+    assert code == 1, said
+    assert "Error: s3://bucket/a.csv: no credentials for the store" in said
+    assert "AWS_ACCESS_KEY_ID" in said
