@@ -1,4 +1,5 @@
-"""Inputs in object storage: `s3://bucket/key` and `s3://bucket/prefix/*.parquet`.
+"""Inputs in object storage: `s3://bucket/key`, `s3://bucket/prefix/*.parquet`, and the same
+with `gs://` for Google Cloud Storage.
 
 A pattern is expanded by listing the bucket (sorted by key, so a nightly run reads a prefix in
 the same order each time). Each object is streamed down in chunks into a temporary folder and
@@ -8,9 +9,11 @@ input is checked before anything is sent), so the disk holds one copy of each. T
 when the run's inputs are dropped, or at the latest when the process exits.
 
 Messages, reports and the checkpoint name the object by its URL, never by the temporary copy.
-Credentials and the endpoint of an S3-compatible store come from boto3's usual environment
-(AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL, ...). boto3 is imported only when a cloud
-input is named: it is the optional `cloud` extra.
+Credentials and endpoints come from each library's usual environment: boto3's (AWS_ACCESS_KEY_ID,
+AWS_PROFILE, AWS_ENDPOINT_URL, ...) for S3 and S3-compatible stores, google-cloud-storage's
+(GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, ...) for GCS. Both stores sit behind
+_Store (list keys, copy an object), so the expansion and the download are written once. Each
+library is imported only when one of its URLs is named: they are the optional `cloud` extra.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import BinaryIO, Protocol
 
 from importer.errors import InputError
 from importer.read import InputFile, open_input
@@ -90,83 +93,86 @@ def open_sources(paths: Iterable[Path], *, probes: Collection[int] | None) -> li
         if url is None:
             sources += [open_input(item, probes=probes) for item in expand_inputs((path,))]
             continue
-        client = _client(url)
-        for found in expand_url(client, url):
+        store = _store(url)
+        for found in expand_url(store, url):
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
-            _download(client, found, copy)
+            _download(store, found, copy)
             sources.append(_open_copy(found, copy, downloads, probes))
     return sources
 
 
-def expand_url(client: Any, url: str) -> list[str]:
+class _Store(Protocol):
+    """What the expansion and the download need of an object store; one per scheme."""
+
+    scheme: str
+    errors: tuple[type[Exception], ...]  # what its calls raise when the store refuses
+
+    def keys(self, bucket: str, prefix: str) -> Iterable[str]:
+        """Every key in `bucket` that starts with `prefix`."""
+        ...
+
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
+        """Write the object's bytes to `out`, streamed a piece at a time."""
+        ...
+
+    def refusal(self, url: str, exc: Exception) -> InputError:
+        """One clear error naming `url` for one of `errors`."""
+        ...
+
+
+def expand_url(store: _Store, url: str) -> list[str]:
     """The object URLs `url` names: itself, or for a pattern (`*`, `?`, `[...]` in the key) the
     objects whose keys it matches, sorted by key. A wildcard stops at `/` as in a local glob."""
     bucket, key = _split(url)
     magic = GLOB_CHARS.search(key)
     if magic is None:
         return [url]
-    prefix = key[: magic.start()]
     parts = key.split("/")
-    keys: list[str] = []
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [item["Key"] for item in page.get("Contents", ())]
-    except _store_errors() as exc:
-        raise _refusal(url, exc) from None
+        keys = list(store.keys(bucket, key[: magic.start()]))
+    except store.errors as exc:
+        raise store.refusal(url, exc) from None
     found = sorted(name for name in keys if _matches(name.split("/"), parts))
     if not found:
         raise InputError(f"{url}: the pattern matches no object in bucket {bucket}")
-    return [f"s3://{bucket}/{name}" for name in found]
+    return [f"{store.scheme}://{bucket}/{name}" for name in found]
 
 
 def _matches(key: list[str], pattern: list[str]) -> bool:
-    """Whether a key matches the pattern part by part (S3 keys are case-sensitive)."""
+    """Whether a key matches the pattern part by part (object keys are case-sensitive)."""
     return len(key) == len(pattern) and all(
         fnmatch.fnmatchcase(part, wanted) for part, wanted in zip(key, pattern, strict=True)
     )
 
 
 def _split(url: str) -> tuple[str, str]:
-    """The bucket and the key of an `s3://` URL."""
-    bucket, _, key = url.removeprefix("s3://").partition("/")
+    """The bucket and the key of an `s3://` or `gs://` URL."""
+    scheme, _, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
     if not bucket or not key:
         raise InputError(
-            f"{url}: name an object or a pattern: s3://bucket/key or s3://bucket/*.csv"
+            f"{url}: name an object or a pattern: {scheme}://bucket/key or {scheme}://bucket/*.csv"
         )
     return bucket, key
 
 
-def _client(url: str) -> Any:
-    """An S3 client configured from the environment, as boto3 does by itself (credentials,
-    region, AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for an S3-compatible store)."""
-    if url.startswith("gs://"):
-        raise InputError(
-            f"{url}: gs:// inputs are not built yet",
-            hint="copy the files down first (gcloud storage cp), and import the local copies",
-        )
-    try:
-        import boto3  # the optional `cloud` extra: only for cloud inputs
-    except ImportError:
-        raise InputError(f"{url}: s3:// inputs need boto3", hint=INSTALL_HINT) from None
-    try:
-        return boto3.session.Session().client("s3")  # the environment as it is now
-    except _store_errors() as exc:
-        raise _refusal(url, exc) from None
+def _store(url: str) -> _Store:
+    """The store `url` lives in, configured from the environment as its library does by itself."""
+    return _GoogleStorage(url) if url.startswith("gs://") else _S3(url)
 
 
-def _download(client: Any, url: str, copy: Path) -> None:
-    """Stream the object `url` into `copy`, a chunk at a time."""
+def _download(store: _Store, url: str, copy: Path) -> None:
+    """Stream the object `url` into `copy`."""
     bucket, key = _split(url)
     try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
         with copy.open("wb") as out:
-            for chunk in body.iter_chunks(CHUNK_BYTES):
-                out.write(chunk)
+            store.copy(bucket, key, out)
+    # First: a failed connection can be an OSError too (requests' errors are), yet is the store's.
+    except store.errors as exc:
+        raise store.refusal(url, exc) from None
     except OSError as exc:
         raise InputError(f"{url}: cannot be downloaded to {copy} ({exc.strerror or exc})") from exc
-    except _store_errors() as exc:
-        raise _refusal(url, exc) from None
 
 
 def _open_copy(
@@ -181,35 +187,124 @@ def _open_copy(
     return CloudInput(**facts, url=url, downloads=downloads)
 
 
+ACCESS_DENIED = "access denied (check the credentials and the bucket's policy)"
+
 # What S3's error codes mean for the user, in words they can act on.
 REFUSALS = {
     "NoSuchBucket": "no such bucket",
     "NoSuchKey": "no such object",
     "404": "no such object",
-    "AccessDenied": "access denied (check the credentials and the bucket's policy)",
-    "403": "access denied (check the credentials and the bucket's policy)",
+    "AccessDenied": ACCESS_DENIED,
+    "403": ACCESS_DENIED,
     "InvalidAccessKeyId": "the access key is not known to the store",
     "SignatureDoesNotMatch": "the secret key does not match the access key",
 }
 
 
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What a call to the store raises when it fails; botocore is there once _client worked."""
-    from botocore.exceptions import BotoCoreError, ClientError
+class _S3:
+    """Amazon S3 or an S3-compatible store, through boto3: credentials, region and endpoint
+    (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3) come from boto3's usual environment."""
 
-    return (BotoCoreError, ClientError)
+    scheme = "s3"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import boto3  # the optional `cloud` extra: only for cloud inputs
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise InputError(f"{url}: s3:// inputs need boto3", hint=INSTALL_HINT) from None
+        self.errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
+        try:
+            self.client = boto3.session.Session().client("s3")  # the environment as it is now
+        except self.errors as exc:
+            raise self.refusal(url, exc) from None
+
+    def keys(self, bucket: str, prefix: str) -> Iterable[str]:
+        """Every key under `prefix`, a page of the listing at a time."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            yield from (item["Key"] for item in page.get("Contents", ()))
+
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
+        """Write the object's body to `out`, CHUNK_BYTES at a time."""
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(CHUNK_BYTES):
+            out.write(chunk)
+
+    def refusal(self, url: str, exc: Exception) -> InputError:
+        """S3's error code in words, or the library's own message."""
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            return InputError(f"{url}: {REFUSALS.get(code, str(exc))}")
+        if isinstance(exc, NoCredentialsError):
+            return InputError(
+                f"{url}: no credentials for the store",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+            )
+        return InputError(f"{url}: the store cannot be read ({exc})")
 
 
-def _refusal(url: str, exc: Exception) -> InputError:
-    """One clear error for a failed call to the store, naming the URL."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+class _GoogleStorage:
+    """Google Cloud Storage, through google-cloud-storage: credentials from Application Default
+    Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's login, the metadata server). With
+    STORAGE_EMULATOR_HOST set the library talks to that emulator, anonymously, by itself."""
 
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        return InputError(f"{url}: {REFUSALS.get(code, str(exc))}")
-    if isinstance(exc, NoCredentialsError):
-        return InputError(
-            f"{url}: no credentials for the store",
-            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+    scheme = "gs"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import requests
+            from google.api_core.exceptions import GoogleAPIError
+            from google.auth.exceptions import GoogleAuthError
+            from google.cloud import storage  # the optional `cloud` extra
+        except ImportError:
+            raise InputError(
+                f"{url}: gs:// inputs need google-cloud-storage", hint=INSTALL_HINT
+            ) from None
+        self.errors: tuple[type[Exception], ...] = (
+            GoogleAPIError,
+            GoogleAuthError,
+            requests.RequestException,
         )
-    return InputError(f"{url}: the store cannot be read ({exc})")
+        try:
+            self.client = storage.Client()
+        except self.errors as exc:
+            raise self.refusal(url, exc) from None
+
+    def keys(self, bucket: str, prefix: str) -> Iterable[str]:
+        """Every key under `prefix`; the iterator fetches the listing a page at a time."""
+        return (blob.name for blob in self.client.list_blobs(bucket, prefix=prefix))
+
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
+        """Write the object to `out`; the library streams it and checks its checksum."""
+        self.client.bucket(bucket).blob(key).download_to_file(out)
+
+    def refusal(self, url: str, exc: Exception) -> InputError:
+        """The store's refusal in words, or the library's own message."""
+        from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
+        from google.auth.exceptions import DefaultCredentialsError
+
+        if isinstance(exc, NotFound):
+            bucket, _ = _split(url)
+            return InputError(f"{url}: {self._missing(bucket)}")
+        if isinstance(exc, Forbidden):
+            return InputError(f"{url}: {ACCESS_DENIED}")
+        if isinstance(exc, Unauthorized):
+            return InputError(f"{url}: the store refused the credentials")
+        if isinstance(exc, DefaultCredentialsError):
+            return InputError(
+                f"{url}: no credentials for the store ({exc})",
+                hint="set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, "
+                "or run `gcloud auth application-default login`",
+            )
+        return InputError(f"{url}: the store cannot be read ({exc})")
+
+    def _missing(self, bucket: str) -> str:
+        """What a 404 means: GCS answers the same for a missing bucket and a missing object."""
+        try:
+            return "no such object" if self.client.bucket(bucket).exists() else "no such bucket"
+        except self.errors:
+            return "no such bucket or object"

@@ -1,5 +1,5 @@
-"""s3:// inputs, imported from a real local S3 server (moto's server mode on 127.0.0.1, started
-and ended by these tests): a pattern is listed and each object read like a local file, named by
+"""s3:// and gs:// inputs, imported from a real local S3 server (moto's server mode) and a local
+GCS emulator (gcp-storage-emulator), each on 127.0.0.1, started and ended by these tests: a pattern is listed and each object read like a local file, named by
 its URL; a rerun sends nothing new; a changed object is reported, not sent again; a missing
 bucket or object is one clear error with nothing sent."""
 
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,26 +58,51 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """moto's S3 server on a free loopback port; its process group is ended with the module."""
-    port = _free_port()
+def _serve(command: list[str], port: int, what: str) -> Iterator[str]:
+    """Run a local server in its own process group until the caller is done with it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         deadline = time.monotonic() + START_SECONDS
         while not _answers(port):
-            assert process.poll() is None, "moto's server ended before it answered"
-            assert time.monotonic() < deadline, "moto's server did not answer in time"
+            assert process.poll() is None, f"{what} ended before it answered"
+            assert time.monotonic() < deadline, f"{what} did not answer in time"
             time.sleep(0.05)  # polling a condition with a deadline, not waiting for time
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; its process group is ended with the module."""
+    port = _free_port()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    yield from _serve(command, port, "moto's server")
+
+
+@pytest.fixture(scope="module")
+def gcs_server() -> Iterator[str]:
+    """A GCS emulator, in memory, on a free loopback port; ended with the module."""
+    pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator is in the test extras")
+    port = _free_port()
+    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
+    yield from _serve(
+        [*command, "--port", str(port), "--in-memory", "--quiet"], port, "the emulator"
+    )
+
+
+@pytest.fixture
+def gcs(gcs_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A client of the emulator; the importer finds it through STORAGE_EMULATOR_HOST, which the
+    library honours by itself (anonymously). Temporary copies go under tmp_path/tmp."""
+    storage = pytest.importorskip("google.cloud.storage", reason="in the test extras")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return storage.Client()
 
 
 @pytest.fixture
@@ -93,6 +118,28 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     return boto3.client("s3")
+
+
+# A bucket in the store under test, by name: the URL scheme, and how to put an object in it.
+Bucket = Callable[[str], tuple[str, Callable[[str, str | bytes], None]]]
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request: pytest.FixtureRequest) -> Bucket:
+    """Each store's tests in one: makes (or reuses) a bucket in the local S3 server or GCS
+    emulator, which live for the module."""
+    scheme = str(request.param)
+    client = request.getfixturevalue("s3" if scheme == "s3" else "gcs")
+
+    def make(name: str) -> tuple[str, Callable[[str, str | bytes], None]]:
+        if scheme == "s3":
+            client.create_bucket(Bucket=name)  # moto answers OK for a bucket it already has
+            return scheme, lambda key, body: client.put_object(Bucket=name, Key=key, Body=body)
+        found = client.bucket(name)
+        found = found if found.exists() else client.create_bucket(name)
+        return scheme, lambda key, body: found.blob(key).upload_from_string(body)
+
+    return make
 
 
 def run(state: Path, *inputs: str, extra: tuple[str, ...] = ()) -> tuple[int, str]:
@@ -117,27 +164,26 @@ def parquet_bytes(first: int, last: int) -> bytes:
 
 
 def test_a_pattern_is_imported_by_url_and_a_rerun_sends_nothing_new(
-    s3: Any, tmp_path: Path
+    bucket: Bucket, tmp_path: Path
 ) -> None:
-    s3.create_bucket(Bucket="nightly")
-    s3.put_object(Bucket="nightly", Key="exports/a.csv", Body=HEADER + rows(1, 3))
-    s3.put_object(Bucket="nightly", Key="exports/b.csv.gz", Body=gzip.compress(
-        (HEADER + rows(11, 12)).encode()))  # fmt: skip
-    s3.put_object(Bucket="nightly", Key="exports/c.parquet", Body=parquet_bytes(21, 22))
+    scheme, put = bucket("nightly")
+    put("exports/a.csv", HEADER + rows(1, 3))
+    put("exports/b.csv.gz", gzip.compress((HEADER + rows(11, 12)).encode()))
+    put("exports/c.parquet", parquet_bytes(21, 22))
     # A wildcard stops at `/`, as in a local glob; other prefixes are not listed.
-    s3.put_object(Bucket="nightly", Key="exports/old/d.csv", Body=HEADER + rows(31, 31))
-    s3.put_object(Bucket="nightly", Key="other/e.csv", Body=HEADER + rows(41, 41))
+    put("exports/old/d.csv", HEADER + rows(31, 31))
+    put("other/e.csv", HEADER + rows(41, 41))
     state, report = tmp_path / "state", tmp_path / "report.json"
 
-    patterns = ("s3://nightly/exports/*.csv*", "s3://nightly/exports/*.parquet")
+    patterns = (f"{scheme}://nightly/exports/*.csv*", f"{scheme}://nightly/exports/*.parquet")
     code, said = run(state, *patterns, extra=("--report", str(report)))
     assert code == 0, said
     assert received(state) == [1, 2, 3, 11, 12, 21, 22]
     files = [item["file"] for item in json.loads(report.read_text())["inputs"]]
     assert files == [
-        "s3://nightly/exports/a.csv",
-        "s3://nightly/exports/b.csv.gz",
-        "s3://nightly/exports/c.parquet",
+        f"{scheme}://nightly/exports/a.csv",
+        f"{scheme}://nightly/exports/b.csv.gz",
+        f"{scheme}://nightly/exports/c.parquet",
     ]
     # The temporary copies go with the run's inputs (a CLI process: at its exit at the latest).
     gc.collect()
@@ -167,18 +213,19 @@ def test_an_object_changed_since_it_was_sent_is_reported_not_sent_again(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        pytest.param("s3://no-such-bucket/exports/*.csv", "no such bucket", id="bucket"),
-        pytest.param("s3://missing/exports/gone.csv", "no such object", id="key"),
-        pytest.param("s3://missing/exports/*.tsv", "the pattern matches no object", id="pattern"),
+        pytest.param("no-such-bucket/exports/*.csv", "no such bucket", id="bucket"),
+        pytest.param("no-such-bucket/exports/a.csv", "no such bucket", id="bucket-key"),
+        pytest.param("missing/exports/gone.csv", "no such object", id="key"),
+        pytest.param("missing/exports/*.tsv", "the pattern matches no object", id="pattern"),
     ],
 )
 def test_a_missing_bucket_or_object_is_one_clear_error_and_nothing_is_sent(
-    s3: Any, tmp_path: Path, url: str, message: str
+    bucket: Bucket, tmp_path: Path, url: str, message: str
 ) -> None:
-    s3.create_bucket(Bucket="missing")
-    s3.put_object(Bucket="missing", Key="exports/a.csv", Body=HEADER + rows(1, 3))
-    state = tmp_path / "state"
-    code, said = run(state, "s3://missing/exports/a.csv", url)
+    scheme, put = bucket("missing")
+    put("exports/a.csv", HEADER + rows(1, 3))
+    state, url = tmp_path / "state", f"{scheme}://{url}"
+    code, said = run(state, f"{scheme}://missing/exports/a.csv", url)
     assert code == 1, said
     assert f"Error: {url}: {message}" in said
     assert "Traceback" not in said
@@ -204,10 +251,14 @@ def test_without_boto3_the_error_says_what_to_install(
     assert "pip install 'importer[cloud]'" in said
 
 
-def test_gs_inputs_are_refused_as_not_built(tmp_path: Path) -> None:
+def test_without_google_cloud_storage_the_error_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "google.cloud", None)  # its import raises ImportError
     code, said = run(tmp_path / "state", "gs://bucket/exports/*.csv")
     assert code == 1, said
-    assert "Error: gs://bucket/exports/*.csv: gs:// inputs are not built yet" in said
+    assert "Error: gs://bucket/exports/*.csv: gs:// inputs need google-cloud-storage" in said
+    assert "pip install 'importer[cloud]'" in said
 
 
 def test_no_credentials_is_one_clear_error(
@@ -222,3 +273,16 @@ def test_no_credentials_is_one_clear_error(
     assert code == 1, said
     assert "Error: s3://bucket/a.csv: no credentials for the store" in said
     assert "AWS_ACCESS_KEY_ID" in said
+
+
+def test_no_gs_credentials_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("google.cloud.storage", reason="in the test extras")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    # A key file that is not there fails before any lookup off this machine.
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    code, said = run(tmp_path / "state", "gs://bucket/a.csv")
+    assert code == 1, said
+    assert "Error: gs://bucket/a.csv: no credentials for the store" in said
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in said

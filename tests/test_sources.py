@@ -365,6 +365,8 @@ def _received(state: Path) -> list[dict[str, Any]]:
     records = [json.loads(line) for line in (state / RECORD).read_text().splitlines()]
     for record in records:
         record["extras"].pop("check_id")
+    # Requests go concurrently, so they arrive in any order: compare them by user.
+    records.sort(key=lambda record: record["identity"]["id"])
     return [{k: v for k, v in record.items() if not k.startswith("_")} for record in records]
 
 
