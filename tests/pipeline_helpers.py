@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,3 +130,27 @@ def write_jsonl(tmp_path: Path, *rows: dict[str, Any] | str, name: str = "in.jso
     lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@contextmanager
+def mock_server_process(*options: str, env: dict[str, str]) -> Iterator[str]:
+    """`importer mock-server --port 0 OPTIONS` in its own process, with `env` added to this
+    one's environment (the token's variable); yields its `--endpoint` URL, ends it after."""
+    command = [sys.executable, "-m", "importer", "mock-server", "--port", "0", *options]
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "listening: --endpoint " in line, line
+        yield line.split("--endpoint ")[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, mock_server_process
 
 from importer.cli import main
 from importer.destinations.vero import VERO
@@ -333,25 +333,8 @@ class Mock:
 def vero_mock(tmp_path: Path, *options: str) -> Iterator[Mock]:
     """`importer mock-server` (Vero) in its own process, ended when the test ends."""
     record = tmp_path / "received.jsonl"
-    command = [sys.executable, "-m", "importer", "mock-server", "--port", "0"]
-    command += ["--record", str(record), *options]
-    process = subprocess.Popen(
-        command,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, VERO.token_env: TOKEN},
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "listening: --endpoint " in line, line
-        yield Mock(url=line.split("--endpoint ")[1].strip(), record=record)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    with mock_server_process("--record", str(record), *options, env={VERO.token_env: TOKEN}) as url:
+        yield Mock(url=url, record=record)
 
 
 USERS, EVENTS = 30, 120

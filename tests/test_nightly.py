@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, mock_server_process
 
 from importer.checkpoint import InputFacts, JobIdentity, read_status
 from importer.cli import main
@@ -53,25 +50,9 @@ class Mock:
 def mock_server(tmp_path: Path) -> Iterator[Mock]:
     """One `importer mock-server` for every night, in its own process; ended with the test."""
     record = tmp_path / "received.jsonl"
-    env = {**os.environ, "VERO_AUTH_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "importer", "mock-server", "--port", "0"]
-    process = subprocess.Popen(
-        [*command, "--record", str(record), "--dedup-window", "0"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "listening: --endpoint " in line, line
-        yield Mock(url=line.split("--endpoint ")[1].strip(), record=record)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    options = ("--record", str(record), "--dedup-window", "0")
+    with mock_server_process(*options, env={"VERO_AUTH_TOKEN": TOKEN}) as url:
+        yield Mock(url=url, record=record)
 
 
 def night(mock: Mock, folder: Path, state: Path, *extra: str) -> tuple[int, str]:

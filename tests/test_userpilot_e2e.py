@@ -6,10 +6,7 @@ says it sent."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, mock_server_process
 
 from importer import cli
 from importer.cli import main
@@ -112,22 +109,9 @@ def mock_server(tmp_path: Path, *options: str, token: str = TOKEN) -> Iterator[M
     """`importer mock-server --destination userpilot` in its own process on a free port,
     accepting `token` (given through its environment variable); ended when the test ends."""
     record = tmp_path / "received.jsonl"
-    command = [sys.executable, "-m", "importer", "mock-server", "--destination", "userpilot"]
-    command += ["--port", "0", "--record", str(record), *options]
-    env = {**os.environ, USERPILOT.token_env: token}
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "listening: --endpoint " in line, line
-        yield Mock(url=line.split("--endpoint ")[1].strip(), record=record)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    options = ("--destination", "userpilot", "--record", str(record), *options)
+    with mock_server_process(*options, env={USERPILOT.token_env: token}) as url:
+        yield Mock(url=url, record=record)
 
 
 def run_args(name: str, state: Path, *extra: str | Path) -> list[str | Path]:
