@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 import yaml
 from click.testing import CliRunner
-from pipeline_helpers import ROOT, make_mapping, run_file, write_jsonl
+from pipeline_helpers import ROOT, make_mapping, mock_server_process, run_file, write_jsonl
 
 from importer import cli
 from importer.cli import main
@@ -289,24 +289,9 @@ def _env(**extra: str) -> dict[str, str]:
 @contextmanager
 def mock_server(record: Path) -> Iterator[str]:
     """`importer mock-server` in its own process, recording what it accepts; yields its URL."""
-    command = [sys.executable, "-m", "importer", "mock-server", "--port", "0"]
-    process = subprocess.Popen(
-        [*command, "--record", str(record), "--dedup-window", "0"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=_env(VERO_AUTH_TOKEN=TOKEN),
-    )
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "listening: --endpoint " in line, line
-        yield line.split("--endpoint ")[1].strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    options = ("--record", str(record), "--dedup-window", "0")
+    with mock_server_process(*options, env={"VERO_AUTH_TOKEN": TOKEN}) as url:
+        yield url
 
 
 def recorded(record: Path) -> list[str]:
