@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from importer.entry import main
+from importer.cli.entry import main
 
 main()

@@ -16,11 +16,11 @@ from typing import IO, Any
 
 import polars as pl
 
-from importer.dedup import DedupReport
+from importer.checks.dedup import DedupReport
+from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 from importer.errors import ImporterError, OutputError
 from importer.files import open_output, write_atomic
 from importer.jsontext import json_as_text, json_object, json_string
-from importer.read import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 
 EXAMPLES_PER_RULE = 3
 # Dead letters are counted by reason (status and the API's message, cut to REASON_CHARS); past

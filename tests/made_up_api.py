@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from importer.destinations.base import Action, Field
-from importer.mock_server import Judgement, MockAPI
+from importer.mock.server import Judgement, MockAPI
 from importer.model import Verdict
 
 PING = Action(

@@ -16,10 +16,11 @@ from typing import Any
 import jsonschema
 import polars as pl
 
-from importer.mapping import Mapping, parse_mapping
-from importer.payload import BODY, build_bodies
-from importer.read import LINE, iter_batches, open_input
-from importer.validate import FileState, validate_frame
+from importer.checks.validate import FileState, validate_frame
+from importer.columns import BODY, LINE
+from importer.inputs.reader import iter_batches, open_input
+from importer.mapping.file import Mapping, parse_mapping
+from importer.payloads.build import build_bodies
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

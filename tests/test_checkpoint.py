@@ -17,7 +17,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from importer.checkpoint import (
+from importer.errors import CheckpointError, MappingError
+from importer.inputs.reader import open_input
+from importer.state.checkpoint import (
     CORRUPT_NAME,
     LOCK_NAME,
     LOG_NAME,
@@ -26,8 +28,6 @@ from importer.checkpoint import (
     JobIdentity,
     read_status,
 )
-from importer.errors import CheckpointError, MappingError
-from importer.read import open_input
 
 JOB = JobIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
 FP = "f" * 32
@@ -536,7 +536,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from importer.checkpoint import CheckpointLog, JobIdentity
+    from importer.state.checkpoint import CheckpointLog, JobIdentity
 
     job = JobIdentity("m1", "vero", "embedded")
     log = CheckpointLog.open(Path(sys.argv[1]), job=job)

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer import cli
-from importer.cli import BarDelivery, main
+from importer.cli import app as cli
+from importer.cli.app import BarDelivery, main
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 IDENTIFY = str(ROOT / "schemas" / "vero-identify.toml")
@@ -385,8 +385,8 @@ def test_ctrl_c_while_reading_exits_130_with_a_word(
     # moment, with no race against the clock.
     code = f"""
 import os, signal, sys
-import importer.read as read
-from importer import entry
+import importer.inputs.reader as read
+from importer.cli import entry
 
 def interrupted(*args, **kwargs):
     result = real(*args, **kwargs)
@@ -569,11 +569,11 @@ def test_ctrl_c_while_the_command_line_starts_exits_130_without_a_traceback() ->
     # while it imports the command line (Polars and aiohttp), before any command runs.
     code = f"""
 import os, signal, sys
-from importer import entry
+from importer.cli import entry
 
 class InterruptOnImport:
     def find_spec(self, name, path=None, target=None):
-        if name == "importer.cli":
+        if name == "importer.cli.app":
             os.kill(os.getpid(), signal.SIGINT)
         return None
 

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer.cli import main
+from importer.cli.app import main
 
 boto3 = pytest.importorskip("boto3", reason="boto3 is in the test extras: pip install -e .[test]")
 pytest.importorskip("moto.server", reason="moto[server] is in the test extras")

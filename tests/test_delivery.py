@@ -28,9 +28,8 @@ import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
-from importer import delivery
-from importer.checkpoint import CheckpointLog, JobIdentity
-from importer.delivery import (
+from importer.delivery import deliver as delivery
+from importer.delivery.deliver import (
     DeadLetters,
     DeliveryControl,
     DeliveryOptions,
@@ -41,12 +40,13 @@ from importer.delivery import (
     body_frame,
     deliver,
 )
-from importer.destinations.vero import VERO
+from importer.delivery.options import SendOptions
+from importer.destinations.vero.api import VERO
 from importer.errors import CredentialError, ImporterError, TokenRefusedError
-from importer.mock_server import MockConfig, start_mock_server
+from importer.mock.server import MockConfig, start_mock_server
 from importer.model import Request, Result
-from importer.report import Summary
-from importer.send_options import SendOptions
+from importer.outcome import Summary
+from importer.state.checkpoint import CheckpointLog, JobIdentity
 
 TOKEN = "tok-e2e-5f3a9c1d7b"
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
@@ -525,11 +525,11 @@ def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
 def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) -> None:
     """A 401 while the next batch is still being built: deliver() returns only after that
     thread is done, so closing the input afterwards is safe and nothing touches the summary."""
-    from importer.checkpoint import JobIdentity
-    from importer.delivery import DeliveryOptions, Feed, body_frame, deliver
-    from importer.destinations.vero import VERO
-    from importer.mock_server import MockConfig, start_mock_server
-    from importer.report import Summary
+    from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
+    from importer.destinations.vero.api import VERO
+    from importer.mock.server import MockConfig, start_mock_server
+    from importer.outcome import Summary
+    from importer.state.checkpoint import JobIdentity
 
     order: list[str] = []
     frame = pl.DataFrame({"__line": [2], "__body": ['{"identity":{"id":"u"},"event_name":"e"}']})
@@ -583,9 +583,9 @@ def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all
 
 
 def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: Path) -> None:
-    from importer.delivery import EMBEDDED, DeliveryOptions, DeliveryProgress
-    from importer.job import JobOptions, open_inputs, send_job
-    from importer.mapping import load_mapping
+    from importer.delivery.deliver import EMBEDDED, DeliveryOptions, DeliveryProgress
+    from importer.mapping.file import load_mapping
+    from importer.pipeline.run import JobOptions, open_inputs, send_job
 
     class Counting(DeliveryProgress):
         def __init__(self) -> None:
@@ -708,7 +708,7 @@ def test_the_caller_stops_a_delivery_and_syncs_it_through_its_control(
 
 
 def test_a_second_signal_syncs_the_checkpoint_before_it_quits() -> None:
-    from importer.cli import BarDelivery, _on_signal
+    from importer.cli.app import BarDelivery, _on_signal
 
     events: list[str] = []
 
@@ -847,7 +847,7 @@ def test_the_next_batch_is_read_while_this_one_is_sent(tmp_path: Path) -> None:
 
 def test_delivery_imports_no_web_server() -> None:
     """aiohttp's server (the mock's) took a quarter of a dry run's start-up."""
-    code = "import sys, importer.delivery; print('aiohttp.web' in sys.modules)"
+    code = "import sys, importer.delivery.deliver; print('aiohttp.web' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -861,5 +861,5 @@ def test_validate_loads_no_http_client(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "importer.validate" in loaded
+    assert "importer.checks.validate" in loaded
     assert not {name for name in loaded if name.split(".")[0] == "aiohttp"}

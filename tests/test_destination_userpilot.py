@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import make_mapping
 
-from importer.cli import _delivery_options
+from importer.cli.app import _delivery_options
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
-from importer.destinations.userpilot import USERPILOT, error_summary
+from importer.destinations.userpilot.api import USERPILOT, error_summary
 from importer.errors import MappingError
 from importer.model import Verdict
 

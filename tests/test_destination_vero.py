@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from importer.destinations.vero import VERO
+from importer.destinations.vero.api import VERO
 from importer.model import Verdict
 
 

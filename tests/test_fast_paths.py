@@ -19,9 +19,11 @@ import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
-from importer import job, read, times
+from importer.checks import times
+from importer.inputs import reader as read
 from importer.jsontext import json_as_text, json_kind, json_object
-from importer.mapping import load_mapping
+from importer.mapping.file import load_mapping
+from importer.pipeline import run as job
 
 PROFILE_FIELDS = (
     "header",

@@ -11,8 +11,8 @@ import pytest
 
 from importer.errors import OutputError
 from importer.files import open_output, write_atomic
-from importer.outputs import check_outputs
-from importer.report import Summary, write_report
+from importer.outcome import Summary, write_report
+from importer.pipeline.outputs import check_outputs
 
 
 def _pieces_then_failure() -> Iterator[bytes]:

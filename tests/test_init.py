@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 from pipeline_helpers import ROOT, write_csv
 
-from importer.cli import main
-from importer.mapping import load_mapping
+from importer.cli.app import main
+from importer.mapping.file import load_mapping
 
 SAMPLES = ROOT / "samples"
 

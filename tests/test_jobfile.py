@@ -25,11 +25,11 @@ import pytest
 from click.testing import CliRunner, Result
 from pipeline_helpers import ROOT, mock_server_process
 
-from importer.cli import main
-from importer.destinations.vero import VERO
+from importer.cli.app import main
+from importer.destinations.vero.api import VERO
 from importer.errors import MappingError
-from importer.jobfile import JobFile, load_job
-from importer.steps import per_step
+from importer.jobfile.parse import JobFile, load_job
+from importer.jobfile.steps import per_step
 
 SCHEMAS = ROOT / "schemas"
 TOKEN = "job-test-token"
@@ -444,9 +444,9 @@ def test_a_step_whose_every_row_fails_stops_the_steps_that_wait_for_it(tmp_path:
 def test_order_options_reach_each_step_as_far_as_its_action_allows(tmp_path: Path) -> None:
     """--per-user-order keeps every per-row step in order; --order time sorts the events step
     by its time and leaves the tags step, which has none, in file order."""
-    from importer.cli import _ordered
-    from importer.delivery import DeliveryOptions
-    from importer.destinations.userpilot import USERPILOT
+    from importer.cli.app import _ordered
+    from importer.delivery.deliver import DeliveryOptions
+    from importer.destinations.userpilot.api import USERPILOT
 
     plain = DeliveryOptions(endpoint="embedded", token=None, state_dir=tmp_path)
     track = _ordered(plain, VERO.actions["track"], per_user_order=True, order="time")

@@ -10,16 +10,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from importer.checkpoint import LOG_NAME, CheckpointLog, JobIdentity, read_status
-from importer.delivery import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
+from importer.columns import BODY, LINE
+from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
+from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
 from importer.destinations.base import Batch
-from importer.destinations.userpilot import USERPILOT
-from importer.jobs import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
-from importer.mock_server import mock_config, start_mock_server
-from importer.payload import BODY
-from importer.read import LINE
-from importer.report import Summary
-from importer.status import format_status
+from importer.destinations.userpilot.api import USERPILOT
+from importer.mock.server import mock_config, start_mock_server
+from importer.outcome import Summary
+from importer.state.checkpoint import LOG_NAME, CheckpointLog, JobIdentity, read_status
+from importer.state.status import format_status
 
 JOB = JobIdentity(mapping_fingerprint="m1", destination="made-up", endpoint="embedded")
 FILE_BATCH = Batch(
@@ -299,7 +298,7 @@ def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> No
 
 
 def test_jobs_on_this_machine_are_looked_at_sooner() -> None:
-    from importer.cli import _default_poll_s
+    from importer.cli.app import _default_poll_s
 
     assert _default_poll_s("embedded") == 0.1
     assert _default_poll_s("http://127.0.0.1:8787") == 0.1

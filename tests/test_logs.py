@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer import cli
-from importer.cli import main
-from importer.delivery import DeliveryControl
+from importer.cli import app as cli
+from importer.cli.app import main
+from importer.cli.events import DeliveryEvents, EventLog, ReadEvents, shown_endpoint
+from importer.delivery.deliver import DeliveryControl
 from importer.errors import TokenRefusedError
-from importer.logs import DeliveryEvents, EventLog, ReadEvents, shown_endpoint
-from importer.report import Summary
+from importer.outcome import Summary
 
 SAMPLES = ROOT / "samples"
 SCHEMAS = ROOT / "schemas"

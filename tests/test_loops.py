@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from importer.loops import LOOP_ENV, loop_factory, loop_name, run
+from importer.delivery.loops import LOOP_ENV, loop_factory, loop_name, run
 
 
 def _fake_uvloop(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from made_up_api import PINGER
 
-from importer.cli import main
+from importer.cli.app import main
 from importer.destinations import DESTINATIONS
 
 MAPPING = """
@@ -72,7 +72,7 @@ def test_the_destinations_default_rate_applies_unless_rate_is_given(
 ) -> None:
     from dataclasses import replace
 
-    from importer import cli
+    from importer.cli import app as cli
 
     monkeypatch.setitem(DESTINATIONS, PINGER.name, replace(PINGER, default_rate=10.0))
     options = {

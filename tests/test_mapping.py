@@ -8,7 +8,7 @@ import pytest
 from pipeline_helpers import ROOT, TRACK, make_mapping
 
 from importer.errors import MappingError
-from importer.mapping import load_mapping
+from importer.mapping.file import load_mapping
 
 
 @pytest.mark.parametrize("preset", sorted((ROOT / "schemas").glob("*.toml")), ids=lambda p: p.name)

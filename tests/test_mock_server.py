@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from importer.cli import main
+from importer.cli.app import main
 from importer.errors import MappingError
-from importer.mock_server import (
+from importer.mock.server import (
     Judgement,
     MockConfig,
     RunningMock,

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, mock_server_process
 
-from importer.checkpoint import InputFacts, JobIdentity, read_status
-from importer.cli import main
-from importer.read import open_input
+from importer.cli.app import main
+from importer.inputs.reader import open_input
+from importer.state.checkpoint import InputFacts, JobIdentity, read_status
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 TOKEN = "nightly-test-token"
@@ -175,7 +175,7 @@ def test_the_byte_pass_hashes_the_first_bytes_at_known_sizes(tmp_path: Path) -> 
 
 def test_an_old_log_without_sizes_still_reads(tmp_path: Path) -> None:
     """Input records from before nightly loads have no size or path: read as before."""
-    from importer.checkpoint import CheckpointLog
+    from importer.state.checkpoint import CheckpointLog
 
     job = JobIdentity("m", "vero", "embedded")
     with CheckpointLog.open(tmp_path, job=job) as log:
@@ -190,7 +190,7 @@ def test_an_old_log_without_sizes_still_reads(tmp_path: Path) -> None:
 def test_status_lists_each_file_with_what_was_sent(tmp_path: Path) -> None:
     """`importer status` text: names, counts, first and last time."""
     job = JobIdentity("m", "vero", "embedded")
-    from importer.checkpoint import CheckpointLog
+    from importer.state.checkpoint import CheckpointLog
 
     with CheckpointLog.open(tmp_path, job=job) as log:
         log.register_input("a.csv", "fp-a", facts=InputFacts(10, "/x/a.csv"))
@@ -217,7 +217,7 @@ def test_a_rotated_log_is_not_a_change(tmp_path: Path) -> None:
 def test_prefixes_read_again_for_an_input_opened_without_probes(tmp_path: Path) -> None:
     """A job file's steps open their inputs without the checkpoint's sizes: the prefixes at the
     sizes of the path's past contents are read again, to the same result."""
-    from importer.read import read_prefixes
+    from importer.inputs.reader import read_prefixes
 
     old = (HEADER + rows(1, 3)).encode()
     (tmp_path / "new.csv.gz").write_bytes(gzip.compress(old + rows(4, 4).encode()))

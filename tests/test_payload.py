@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pipeline_helpers import IDENTIFY, NOW, make_mapping, run_file, write_csv
 
-from importer.dedup import DedupReport, DedupTracker
-from importer.read import iter_batches, open_input
-from importer.validate import FileState, validate_frame
+from importer.checks.dedup import DedupReport, DedupTracker
+from importer.checks.validate import FileState, validate_frame
+from importer.inputs.reader import iter_batches, open_input
 
 HEADER = "user_id,email,event,occurred_at,product"
 ROWS = [

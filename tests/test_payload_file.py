@@ -10,15 +10,14 @@ import polars as pl
 import pytest
 from pipeline_helpers import NOW, make_mapping, write_jsonl
 
-from importer.delivery import DeadLetters
-from importer.destinations.vero import VERO
-from importer.job import JobOptions, dry_run
+from importer.columns import BODY, LINE
+from importer.delivery.deliver import DeadLetters
+from importer.destinations.vero.api import VERO
 from importer.model import Request, Result
-from importer.payload import BODY
-from importer.payload_file import dead_letter_line, parse_line, payload_lines
-from importer.read import LINE
-from importer.replay import iter_payload_feeds
-from importer.report import Summary
+from importer.outcome import Summary
+from importer.payloads.payload_file import dead_letter_line, parse_line, payload_lines
+from importer.pipeline.replay import iter_payload_feeds
+from importer.pipeline.run import JobOptions, dry_run
 
 BODY_TEXT = '{"identity":{"id":"ü1"},"event_name":"Login","data":{"n":9007199254740993}}'
 CALLS = {("POST", "events/track")}

@@ -22,22 +22,22 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from importer.cli import main
+from importer.cli.app import main
 from importer.columns import ROUTE
-from importer.delivery import (
+from importer.delivery.deliver import (
     ORDER_SPILL_NAME,
     DeliveryControl,
     DeliveryOptions,
     DeliveryProgress,
     release_order,
 )
+from importer.delivery.options import SendOptions
+from importer.delivery.send import send_all
+from importer.delivery.workers import send_across_workers
 from importer.destinations import get_destination
-from importer.job import JobOptions, open_inputs, send_job
 from importer.model import Request, Result
-from importer.report import Summary
-from importer.send import send_all
-from importer.send_options import SendOptions
-from importer.workers import send_across_workers
+from importer.outcome import Summary
+from importer.pipeline.run import JobOptions, open_inputs, send_job
 from tests.pipeline_helpers import NOW, ROOT, make_mapping, write_csv
 
 TOKEN = "order-test-token"

@@ -15,14 +15,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from importer import send
+from importer.delivery import send
+from importer.delivery.options import SendOptions
+from importer.delivery.send import WindowGuard, send_all
+from importer.delivery.workers import share
 from importer.destinations.base import rate_window_of, throttle_floor_of
-from importer.destinations.userpilot import USERPILOT
-from importer.mock_server import STATE, create_app, mock_config
+from importer.destinations.userpilot.api import USERPILOT
+from importer.mock.server import STATE, create_app, mock_config
 from importer.model import Request, Result
-from importer.send import WindowGuard, send_all
-from importer.send_options import SendOptions
-from importer.workers import share
 
 TOKEN = "window-test-token"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import ROOT
 
-from importer.cli import main
+from importer.cli.app import main
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

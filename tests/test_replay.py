@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from importer.destinations.vero import VERO
-from importer.payload import BODY
-from importer.read import LINE
-from importer.replay import iter_payload_feeds
-from importer.report import Summary
+from importer.columns import BODY, LINE
+from importer.destinations.vero.api import VERO
+from importer.outcome import Summary
+from importer.pipeline.replay import iter_payload_feeds
 
 GOOD = {
     "method": "POST",

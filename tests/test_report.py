@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importer.report import DEAD_REASONS, OTHER_REASONS, REASON_CHARS, Summary, format_summary
+from importer.outcome import DEAD_REASONS, OTHER_REASONS, REASON_CHARS, Summary, format_summary
 
 
 def test_dead_letters_are_counted_by_reason_with_the_first_row_as_example() -> None:

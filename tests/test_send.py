@@ -21,17 +21,12 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from importer import send
-from importer.checkpoint import JobIdentity
-from importer.delivery import DeliveryOptions, Feed, body_frame, deliver
-from importer.destinations.vero import VERO
-from importer.errors import CheckpointError, InputError, MappingError
-from importer.mock_server import MockConfig, start_mock_server
-from importer.model import Request, Result
-from importer.payload import BODY as BODY_COLUMN
-from importer.read import LINE
-from importer.report import Summary
-from importer.send import (
+from importer.columns import BODY as BODY_COLUMN
+from importer.columns import LINE
+from importer.delivery import send
+from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
+from importer.delivery.options import DRAIN_MARGIN_S, SendOptions, check_endpoint, is_loopback
+from importer.delivery.send import (
     AdaptiveLimit,
     AdaptiveRate,
     SendStats,
@@ -40,7 +35,12 @@ from importer.send import (
     parse_retry_after,
     send_all,
 )
-from importer.send_options import DRAIN_MARGIN_S, SendOptions, check_endpoint, is_loopback
+from importer.destinations.vero.api import VERO
+from importer.errors import CheckpointError, InputError, MappingError
+from importer.mock.server import MockConfig, start_mock_server
+from importer.model import Request, Result
+from importer.outcome import Summary
+from importer.state.checkpoint import JobIdentity
 
 TOKEN = "tok-S3CRET-value"
 ENDPOINT = "https://api.example.test/api/v2"

@@ -24,12 +24,12 @@ import yaml
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, make_mapping, mock_server_process, run_file, write_jsonl
 
-from importer import cli
-from importer.cli import main
+from importer.checks.shard import Shard, shard_of, user_hashes
+from importer.cli import app as cli
+from importer.cli.app import main
 from importer.columns import ROUTE
 from importer.errors import MappingError
-from importer.job import JobOptions
-from importer.shard import Shard, shard_of, user_hashes
+from importer.pipeline.run import JobOptions
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 EVENTS_CSV = str(ROOT / "samples" / "events.csv")

@@ -16,10 +16,10 @@ import zstandard
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer.cli import main
+from importer.cli.app import main
 from importer.errors import InputError
-from importer.read import iter_batches, open_input
-from importer.sources import expand_inputs
+from importer.inputs.locate import expand_inputs
+from importer.inputs.reader import iter_batches, open_input
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 EVENTS_CSV = ROOT / "samples" / "events.csv"

@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import NOW, ROOT, write_csv, write_jsonl
 
-from importer.cli import main
-from importer.mapping import Mapping, parse_mapping
-from importer.payload import BODY, build_bodies
-from importer.read import ERROR, RULE, iter_batches, open_input
-from importer.validate import FileState, validate_frame
+from importer.checks.validate import FileState, validate_frame
+from importer.cli.app import main
+from importer.columns import BODY, ERROR, RULE
+from importer.inputs.reader import iter_batches, open_input
+from importer.mapping.file import Mapping, parse_mapping
+from importer.payloads.build import build_bodies
 
 SCHEMAS = ROOT / "schemas"
 TIME = "2024-05-01T10:00:00+02:00"

@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner, Result
 from pipeline_helpers import ROOT, mock_server_process
 
-from importer import cli
-from importer.cli import main
-from importer.destinations import userpilot
-from importer.destinations.userpilot import USERPILOT
-from importer.mapping import load_mapping
+from importer.cli import app as cli
+from importer.cli.app import main
+from importer.destinations.userpilot import api as userpilot
+from importer.destinations.userpilot.api import USERPILOT
+from importer.mapping.file import load_mapping
 
 TOKEN = "up-e2e-key-7c41d9a2"
 OTHER_TOKEN = "up-e2e-wrong-3b8e20f5"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_userpilot_e2e import TOKEN, Mock, invoke, mock_server
 
-from importer.destinations.userpilot import USERPILOT
+from importer.destinations.userpilot.api import USERPILOT
 
 DEADLINE_S = 60.0
 # About 170 bytes a row: 1.7 MB of NDJSON, two chunks of at most 1 MB.

@@ -19,14 +19,14 @@ import aiohttp
 import pytest
 import yarl
 
-from importer.destinations.userpilot import USERPILOT
-from importer.destinations.userpilot_mock import (
+from importer.destinations.userpilot.api import USERPILOT
+from importer.destinations.userpilot.mock import (
     UserpilotMock,
     check_import_row,
     error_body,
     parse_multipart,
 )
-from importer.mock_server import MockConfig, RunningMock, mock_config, start_mock_server
+from importer.mock.server import MockConfig, RunningMock, mock_config, start_mock_server
 
 TOKEN = "test-token"
 HEADERS = {"Authorization": f"Token {TOKEN}", "X-API-Version": "2020-09-22"}

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, check_body, schema_of
 
-from importer.cli import main
-from importer.destinations.userpilot import IMPORT_SOURCE, USERPILOT
-from importer.mapping import load_mapping
+from importer.cli.app import main
+from importer.destinations.userpilot.api import IMPORT_SOURCE, USERPILOT
+from importer.mapping.file import load_mapping
 
 SCHEMAS = ROOT / "schemas"
 SAMPLES = ROOT / "samples"

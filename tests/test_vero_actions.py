@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, run_file, write_csv, write_jsonl
 
-from importer.cli import main
-from importer.destinations.vero import VERO
-from importer.mapping import load_mapping
+from importer.cli.app import main
+from importer.destinations.vero.api import VERO
+from importer.mapping.file import load_mapping
 
 SCHEMAS = ROOT / "schemas"
 

@@ -11,7 +11,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from importer.mock_server import MockConfig, RunningMock, start_mock_server
+from importer.mock.server import MockConfig, RunningMock, start_mock_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"

@@ -13,13 +13,14 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import NOW, ROOT, TRACK
 
-from importer.cli import main
-from importer.delivery import EMBEDDED_RECORD_NAME
+from importer.checks.validate import FileState, Window, validate_frame
+from importer.cli.app import main
+from importer.columns import LINE, RULE
+from importer.delivery.deliver import EMBEDDED_RECORD_NAME
 from importer.errors import MappingError
-from importer.job import JobOptions
-from importer.mapping import load_mapping, parse_mapping
-from importer.read import LINE, RULE, iter_batches, open_input
-from importer.validate import FileState, Window, validate_frame
+from importer.inputs.reader import iter_batches, open_input
+from importer.mapping.file import load_mapping, parse_mapping
+from importer.pipeline.run import JobOptions
 
 SCHEMAS = ROOT / "schemas"
 MAY_1 = datetime(2024, 5, 1, tzinfo=UTC)

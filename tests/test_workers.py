@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from importer.cli import AUTO_WORKERS_CAP, _delivery_options, auto_workers, main
+from importer.cli.app import AUTO_WORKERS_CAP, _delivery_options, auto_workers, main
+from importer.delivery.options import SendOptions
+from importer.delivery.send import SendStats, send_all
+from importer.delivery.workers import _Pool, _Sender, send_across_workers, share
 from importer.destinations import get_destination
 from importer.errors import ImporterError
-from importer.mock_server import MockConfig, embedded_mock
+from importer.mock.server import MockConfig, embedded_mock
 from importer.model import Request, Result
-from importer.send import SendStats, send_all
-from importer.send_options import SendOptions
-from importer.workers import _Pool, _Sender, send_across_workers, share
 
 TOKEN = "workers-test-token"
 VERO = get_destination("vero")

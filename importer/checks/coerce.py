@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from importer.inputs.reader import dump_json, load_json
 from importer.jsontext import json_as_text, json_kind, json_string
-from importer.read import dump_json, load_json
 
 INT_RE = r"^-?(?:0|[1-9]\d*)$"
 NUMBER_RE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$"

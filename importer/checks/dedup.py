@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from importer.mapping import Mapping
-from importer.validate import EVENT, USER
+from importer.columns import EVENT, USER
+from importer.mapping.file import Mapping
 
 FOLDED = "__folded"
 KEY = "__key"

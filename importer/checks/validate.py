@@ -16,23 +16,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from importer.coerce import INT_RE, coerce
-from importer.columns import EVENT, ROUTE, USER
-from importer.destinations import Action
-from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field, Requires, options_of
-from importer.errors import MappingError
-from importer.jsontext import (
-    json_as_text,
-    json_booleans_as_text,
-    json_kind,
-    json_object,
-    json_outside_strings,
-    json_string,
-)
-from importer.mapping import ALL_COLUMNS, Mapping
-from importer.read import COLUMN, ERROR, LINE, RULE, dump_json, load_json
-from importer.shard import user_hashes
-from importer.times import (
+from importer.checks.coerce import INT_RE, coerce
+from importer.checks.shard import user_hashes
+from importer.checks.times import (
     FileState,
     epoch_unit,
     kind_of,
@@ -41,6 +27,20 @@ from importer.times import (
     text_of,
     time_message_of,
 )
+from importer.columns import COLUMN, ERROR, EVENT, LINE, ROUTE, RULE, USER
+from importer.destinations import Action
+from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field, Requires, options_of
+from importer.errors import MappingError
+from importer.inputs.reader import dump_json, load_json
+from importer.jsontext import (
+    json_as_text,
+    json_booleans_as_text,
+    json_kind,
+    json_object,
+    json_outside_strings,
+    json_string,
+)
+from importer.mapping.file import ALL_COLUMNS, Mapping
 
 # A JSON array of strings, none empty: what a list field sends. Escapes and characters only as
 # JSON allows them, since the text is spliced into the body as it is.

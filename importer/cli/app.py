@@ -25,28 +25,10 @@ import click
 from click.core import ParameterSource
 
 from importer import __version__
-from importer.checkpoint import read_status
-from importer.delivery import (
-    EMBEDDED,
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    order_time_path,
-)
-from importer.destinations import DESTINATIONS, Action, Destination, get_destination
-from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
-from importer.entry import accept_interrupts
-from importer.errors import CredentialError, ImporterError
-from importer.job import (
-    JobOptions,
-    open_inputs,
-    replay_job,
-    send_job,
-    validate_inputs,
-)
-from importer.job import dry_run as dry_run_job
-from importer.jobfile import JobFile, Step, is_job_file, load_job
-from importer.logs import (
+from importer.checks.shard import Shard, parse_shard
+from importer.checks.validate import Window, window_column, window_refusal
+from importer.cli.entry import accept_interrupts
+from importer.cli.events import (
     DEFAULT_PROGRESS_S,
     FORMATS,
     JSON,
@@ -56,15 +38,21 @@ from importer.logs import (
     ReadEvents,
     shown_endpoint,
 )
-from importer.loops import run as run_loop
-from importer.mapping import load_mapping
-from importer.outputs import check_outputs
-from importer.read import DEFAULT_BATCH_ROWS
-from importer.report import JobSummary, Summary, format_job_summary, format_summary, write_report
-from importer.send_options import SendOptions, check_endpoint, is_loopback
-from importer.shard import Shard, parse_shard
-from importer.status import format_job_status, format_status, job_status_report, status_report
-from importer.steps import (
+from importer.delivery.deliver import (
+    EMBEDDED,
+    DeliveryControl,
+    DeliveryOptions,
+    DeliveryProgress,
+    order_time_path,
+)
+from importer.delivery.loops import run as run_loop
+from importer.delivery.options import SendOptions, check_endpoint, is_loopback
+from importer.destinations import DESTINATIONS, Action, Destination, get_destination
+from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
+from importer.errors import CredentialError, ImporterError
+from importer.inputs.reader import DEFAULT_BATCH_ROWS
+from importer.jobfile.parse import JobFile, Step, is_job_file, load_job
+from importer.jobfile.steps import (
     PENDING,
     SKIPPED,
     JobRecord,
@@ -77,12 +65,24 @@ from importer.steps import (
     send_steps,
     step_state,
 )
-from importer.validate import Window, window_column, window_refusal
+from importer.mapping.file import load_mapping
+from importer.outcome import JobSummary, Summary, format_job_summary, format_summary, write_report
+from importer.pipeline.outputs import check_outputs
+from importer.pipeline.run import (
+    JobOptions,
+    open_inputs,
+    replay_job,
+    send_job,
+    validate_inputs,
+)
+from importer.pipeline.run import dry_run as dry_run_job
+from importer.state.checkpoint import read_status
+from importer.state.status import format_job_status, format_status, job_status_report, status_report
 
 if TYPE_CHECKING:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    from importer.mapping import Mapping as MappingFile
+    from importer.mapping.file import Mapping as MappingFile
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -1731,7 +1731,7 @@ def mock_server(
             err=True,
         )
     try:
-        from importer.mock_server import mock_config, serve  # aiohttp.web only for this command
+        from importer.mock.server import mock_config, serve  # aiohttp.web only for this command
 
         api = target.mock()
         config = mock_config(
@@ -1806,8 +1806,8 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
       importer validate samples/events.csv --mapping events.toml
     """
     from importer.files import write_atomic
-    from importer.guess import guess_mapping  # only this command needs it
-    from importer.read import open_input
+    from importer.inputs.reader import open_input
+    from importer.pipeline.guess import guess_mapping  # only this command needs it
 
     try:
         target = get_destination(destination)

@@ -27,6 +27,6 @@ def accept_interrupts() -> None:
 def main() -> None:
     """Run the command line with start-up interrupts handled."""
     signal.signal(signal.SIGINT, _interrupted_before_start)
-    from importer.cli import main as cli
+    from importer.cli.app import main as cli
 
     cli()

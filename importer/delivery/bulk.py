@@ -36,8 +36,8 @@ import aiohttp
 import polars as pl
 import yarl
 
-from importer.checkpoint import CheckpointLog, ChunkState, JobIdentity
-from importer.delivery import (
+from importer.columns import BODY, LINE
+from importer.delivery.deliver import (
     DeadLetters,
     DeliveryControl,
     DeliveryOptions,
@@ -46,14 +46,13 @@ from importer.delivery import (
     open_endpoint,
     stop_error,
 )
+from importer.delivery.options import check_endpoint, is_loopback
 from importer.destinations.base import Action, Batch, Destination
 from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
-from importer.payload import BODY
-from importer.read import LINE
-from importer.report import Summary
-from importer.send_options import check_endpoint, is_loopback
+from importer.outcome import Summary
+from importer.state.checkpoint import CheckpointLog, ChunkState, JobIdentity
 
 JOBS_DIR = "jobs"  # the final status of each failed job, beside the checkpoint
 CHUNKS_DIR = "chunks"  # each chunk's rows until its job ends
@@ -268,7 +267,7 @@ class _JobClient:
         stop: asyncio.Event,
         progress: DeliveryProgress,
     ) -> None:
-        from importer.send import make_scrubber
+        from importer.delivery.send import make_scrubber
 
         self._session = session
         self._base = base
@@ -305,7 +304,7 @@ class _JobClient:
     ) -> tuple[int | None, bytes, str | None, str]:
         """One request: (status or None, its answer up to `limit` bytes, Retry-After, a message
         when no answer came). Redirects are never followed."""
-        from importer.send import read_capped
+        from importer.delivery.send import read_capped
 
         url = yarl.URL(self._base + path, encoded=True)
         self.counts.requests += 1
@@ -498,7 +497,7 @@ class _JobClient:
     def _busy_delay(self, throttled: int, retry_after: str | None) -> float:
         """A 429's Retry-After when it gives one; else doubling from the destination's floor
         (or the poll interval), at most the poll cap."""
-        from importer.send import parse_retry_after
+        from importer.delivery.send import parse_retry_after
 
         seconds = None
         if retry_after is not None:

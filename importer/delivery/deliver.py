@@ -32,21 +32,19 @@ from typing import IO, TYPE_CHECKING
 
 import polars as pl
 
-from importer.checkpoint import CheckpointLog, JobIdentity
-from importer.columns import METHOD, PATH, ROUTE
+from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
+from importer.delivery.options import SendOptions
 from importer.destinations import Action, Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.files import open_output
 from importer.model import Request, Result
-from importer.payload import BODY
-from importer.payload_file import dead_letter_line
-from importer.read import LINE
-from importer.report import Summary
-from importer.send_options import SendOptions
+from importer.outcome import Summary
+from importer.payloads.payload_file import dead_letter_line
+from importer.state.checkpoint import CheckpointLog, JobIdentity
 
 if TYPE_CHECKING:
-    from importer.mock_server import MockState
-    from importer.send import SendStats
+    from importer.delivery.send import SendStats
+    from importer.mock.server import MockState
 
 EMBEDDED = "embedded"
 EMBEDDED_TOKEN = "embedded-mock-token"
@@ -81,7 +79,7 @@ class Feed:
 class DeliveryOptions:
     """Where to send and where to keep state; `token` may be None only for the embedded server.
 
-    `workers` is how many processes send (1: this one; more: importer.workers, each user's rows
+    `workers` is how many processes send (1: this one; more: importer.delivery.workers, each user's rows
     through one of them by the ROUTE column). `checkpoint=False` is for benchmarks only: the
     checkpoint log is neither read nor written (every row is sent, nothing is resumable), so a
     run shows what the log costs.
@@ -613,10 +611,10 @@ async def deliver(
 def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
     """send_all in this process, or the same spread over `workers` sender processes."""
     if workers == 1:
-        from importer.send import send_all  # the HTTP client only for a run that sends
+        from importer.delivery.send import send_all  # the HTTP client only for a run that sends
 
         return send_all
-    from importer.workers import send_across_workers  # subprocess machinery only when used
+    from importer.delivery.workers import send_across_workers  # subprocess machinery only when used
 
     return functools.partial(send_across_workers, workers=workers)
 
@@ -632,7 +630,7 @@ async def open_endpoint(
         yield options.endpoint, options.token, None
         return
     # Imported here: only a run to the embedded mock needs aiohttp's server.
-    from importer.mock_server import embedded_mock, mock_config
+    from importer.mock.server import embedded_mock, mock_config
 
     token = options.token or EMBEDDED_TOKEN
     record = options.state_dir / EMBEDDED_RECORD_NAME

@@ -32,12 +32,12 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from importer.destinations.base import Destination
-from importer.model import Request, Result, Verdict
-from importer.send_options import (
+from importer.delivery.options import (
     SendOptions,
     check_endpoint,
 )
+from importer.destinations.base import Destination
+from importer.model import Request, Result, Verdict
 
 # Looked up at call time, so tests can swap in a fake clock instead of really waiting.
 _now: Callable[[], float] = time.monotonic

@@ -1,6 +1,6 @@
 """The sender process of `--workers`: send_all over what its parent hands in, results back.
 
-    python -P -m importer.sender_process    (started by importer.workers, never by hand)
+    python -P -m importer.delivery.sender_process    (started by importer.delivery.workers, never by hand)
 
 It reads length-prefixed pickled frames on stdin: first ("start", config) with the endpoint,
 the token, the destination's name and this sender's share of the send options; then
@@ -24,11 +24,11 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
+from importer.delivery.loops import run as run_loop
+from importer.delivery.send import send_all
 from importer.destinations import get_destination
 from importer.errors import ImporterError
-from importer.loops import run as run_loop
 from importer.model import Request, Result
-from importer.send import send_all
 
 _HEADER = struct.Struct(">I")
 

@@ -27,12 +27,12 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
+from importer.delivery.options import SendOptions
+from importer.delivery.send import SendStats, close_source
+from importer.delivery.sender_process import frame, read_frame
 from importer.destinations import Destination, get_destination
 from importer.errors import ImporterError
 from importer.model import Request, Result
-from importer.send import SendStats, close_source
-from importer.send_options import SendOptions
-from importer.sender_process import frame, read_frame
 
 # Requests handed to a sender in one frame at most; fewer when it would otherwise wait.
 FRAME_REQUESTS = 256
@@ -295,7 +295,7 @@ async def send_across_workers(
                 sys.executable,
                 "-P",  # this importer's code, not a module of the same name in the cwd
                 "-m",
-                "importer.sender_process",
+                "importer.delivery.sender_process",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=environment,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from importer.destinations.base import Action, Destination
-from importer.destinations.userpilot import USERPILOT
-from importer.destinations.vero import VERO
+from importer.destinations.userpilot.api import USERPILOT
+from importer.destinations.vero.api import VERO
 from importer.errors import MappingError
 
 DESTINATIONS: dict[str, Destination] = {VERO.name: VERO, USERPILOT.name: USERPILOT}

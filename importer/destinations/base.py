@@ -23,7 +23,7 @@ import polars as pl
 from importer.model import Verdict
 
 if TYPE_CHECKING:
-    from importer.mock_server import MockAPI
+    from importer.mock.server import MockAPI
 
 # text: a JSON string (numbers are sent as text); object: a JSON object, which takes "*" and
 # sub-keys (`data.plan`); array: a JSON array of strings, from a JSON array or a delimited

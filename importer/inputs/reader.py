@@ -43,8 +43,7 @@ import polars as pl
 
 from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 from importer.errors import InputError
-from importer.jsontext import json_string
-from importer.sources import (
+from importer.inputs.locate import (
     COMPRESSED_ENDINGS,
     PARQUET_MAGIC,
     CorruptInput,
@@ -52,6 +51,7 @@ from importer.sources import (
     open_bytes,
     text_ending,
 )
+from importer.jsontext import json_string
 
 # The importer's own columns sit next to the input's in read.py and validate.py, so an input
 # column may not start like one of them (Mongo's "__v" is fine).

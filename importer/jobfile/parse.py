@@ -28,8 +28,8 @@ from pathlib import Path
 
 from importer.destinations import Destination
 from importer.errors import ImporterError, MappingError
-from importer.mapping import Mapping, load_mapping
-from importer.sources import expand_inputs
+from importer.inputs.locate import expand_inputs
+from importer.mapping.file import Mapping, load_mapping
 
 ORDERS = ("auto", "file")
 TOP_LEVEL_KEYS = frozenset({"job", "step"})

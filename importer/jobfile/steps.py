@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from importer.checkpoint import LOG_NAME, StateStatus, read_status
-from importer.delivery import DeliveryControl, DeliveryOptions, DeliveryProgress
+from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress
 from importer.errors import ImporterError, OutputError
 from importer.files import write_atomic
-from importer.job import JobOptions, send_job
-from importer.jobfile import JobFile, Step
-from importer.read import InputFile
-from importer.report import JobSummary, StepSummary, Summary
+from importer.inputs.reader import InputFile
+from importer.jobfile.parse import JobFile, Step
+from importer.outcome import JobSummary, StepSummary, Summary
+from importer.pipeline.run import JobOptions, send_job
+from importer.state.checkpoint import LOG_NAME, StateStatus, read_status
 
 JOB_RECORD = "job.json"
 STEPS_DIR = "steps"

@@ -3,8 +3,8 @@
 Tests run it in-process; users run it for dry rehearsals (`importer mock-server`, or
 `--endpoint embedded`). What is generic lives here: faults, the rate limits, the token check, the
 duplicate window, counters and the record of accepted bodies (never with the token). What an API
-says and refuses comes from a `MockAPI`, such as importer.destinations.vero_mock; an API with
-background jobs (importer.destinations.userpilot_mock) uses the optional hooks listed there.
+says and refuses comes from a `MockAPI`, such as importer.destinations.vero.mock; an API with
+background jobs (importer.destinations.userpilot.mock) uses the optional hooks listed there.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def mock_config(api: MockAPI, **given: Any) -> MockConfig:
 
 def _vero() -> MockAPI:
     """Vero, the API served when none is given; imported late, as its module imports this one."""
-    from importer.destinations.vero_mock import VERO_MOCK
+    from importer.destinations.vero.mock import VERO_MOCK
 
     return VERO_MOCK
 

@@ -12,10 +12,10 @@ import json
 
 import polars as pl
 
-from importer.columns import BODY, ROUTE
+from importer.columns import BODY, LINE, ROUTE
+from importer.inputs.reader import InputFile
 from importer.jsontext import json_object
-from importer.mapping import Mapping
-from importer.read import LINE, InputFile
+from importer.mapping.file import Mapping
 
 
 def check_id_prefix(fingerprint: str) -> str:

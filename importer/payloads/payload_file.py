@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from importer.inputs.reader import dump_json, load_json
 from importer.model import Result
-from importer.read import dump_json, load_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,12 @@ from itertools import islice
 
 import polars as pl
 
+from importer.checks.times import EPOCH_RE, ISO_RE
 from importer.destinations import Action, Destination
 from importer.errors import MappingError
+from importer.inputs.reader import InputFile, iter_batches
 from importer.jsontext import json_as_text
-from importer.mapping import ALL_COLUMNS
-from importer.read import InputFile, iter_batches
-from importer.times import EPOCH_RE, ISO_RE
+from importer.mapping.file import ALL_COLUMNS
 
 SAMPLE_ROWS = 1_000
 # A column is taken for what its values look like when this share of its values does.

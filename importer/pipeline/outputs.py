@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from importer.checkpoint import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
-from importer.delivery import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME
+from importer.delivery.deliver import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME
 from importer.errors import OutputError
+from importer.state.checkpoint import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
 
 DEAD_LETTER_OPTION = "--dead-letter"
 # What each file of a state directory is, for messages.

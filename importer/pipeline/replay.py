@@ -1,6 +1,6 @@
 """Read a payload file (a dry run's --out, or a dead-letter file) back into request bodies.
 
-Each line is a request as importer.payload_file describes it. A line that is not one, or names
+Each line is a request as importer.payloads.payload_file describes it. A line that is not one, or names
 a call the destination does not have, is a reject with its line; the rest are sent as they
 are, with the same engine, limits and checkpoint as a run.
 """
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from importer.delivery import METHOD, PATH, Feed
+from importer.columns import BODY, COLUMN, ERROR, LINE, METHOD, PATH, RAW, RULE
+from importer.delivery.deliver import Feed
 from importer.destinations import Destination
 from importer.errors import InputError
-from importer.payload import BODY
-from importer.payload_file import PayloadLine, parse_line
-from importer.read import COLUMN, ERROR, LINE, RAW, RULE, open_input
-from importer.report import RejectsWriter, Summary
+from importer.inputs.reader import open_input
+from importer.outcome import RejectsWriter, Summary
+from importer.payloads.payload_file import PayloadLine, parse_line
 
 BATCH_LINES = 50_000
 

@@ -20,11 +20,19 @@ from typing import IO, Protocol
 
 import polars as pl
 
-from importer.checkpoint import Admission, CheckpointLog, InputFacts, JobIdentity, known_sizes
-from importer.cloud import open_sources, place_of
-from importer.columns import METHOD, PATH, ROUTE
-from importer.dedup import DedupTracker
-from importer.delivery import (
+from importer.checks.dedup import DedupTracker
+from importer.checks.shard import Shard
+from importer.checks.validate import (
+    Checked,
+    FileState,
+    Window,
+    receipt_time_note,
+    validate_frame,
+    window_column,
+    window_refusal,
+)
+from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
+from importer.delivery.deliver import (
     DeliveryControl,
     DeliveryOptions,
     DeliveryProgress,
@@ -35,12 +43,9 @@ from importer.delivery import (
 from importer.destinations import Action, Destination
 from importer.errors import InputError, MappingError
 from importer.files import open_output
-from importer.mapping import ALL_COLUMNS, Mapping
-from importer.payload import BODY, build_bodies
-from importer.payload_file import payload_lines
-from importer.read import (
+from importer.inputs.cloud import open_sources, place_of
+from importer.inputs.reader import (
     DEFAULT_BATCH_ROWS,
-    LINE,
     SAMPLE_LINES,
     Batch,
     InputFile,
@@ -48,18 +53,12 @@ from importer.read import (
     jsonl_keys,
     read_prefixes,
 )
-from importer.replay import iter_payload_feeds
-from importer.report import RejectsWriter, Summary
-from importer.shard import Shard
-from importer.validate import (
-    Checked,
-    FileState,
-    Window,
-    receipt_time_note,
-    validate_frame,
-    window_column,
-    window_refusal,
-)
+from importer.mapping.file import ALL_COLUMNS, Mapping
+from importer.outcome import RejectsWriter, Summary
+from importer.payloads.build import build_bodies
+from importer.payloads.payload_file import payload_lines
+from importer.pipeline.replay import iter_payload_feeds
+from importer.state.checkpoint import Admission, CheckpointLog, InputFacts, JobIdentity, known_sizes
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -384,7 +383,7 @@ async def send_job(
                 control=control,
             )
         else:
-            from importer.jobs import deliver_jobs  # the job machinery only when used
+            from importer.delivery.bulk import deliver_jobs  # the job machinery only when used
 
             chunk_mb = options.mapping.options.get("chunk_mb")
             await deliver_jobs(
@@ -521,7 +520,7 @@ async def replay_job(
                 control=control,
             )
         else:
-            from importer.jobs import deliver_jobs  # the job machinery only when used
+            from importer.delivery.bulk import deliver_jobs  # the job machinery only when used
 
             await deliver_jobs(
                 _only_call(chained, batched, payloads),

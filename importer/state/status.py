@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from importer.checkpoint import StateStatus
+from importer.state.checkpoint import StateStatus
 
 if TYPE_CHECKING:
-    from importer.steps import JobStatus
+    from importer.jobfile.steps import JobStatus
 
 
 def status_report(state: StateStatus) -> dict[str, Any]:

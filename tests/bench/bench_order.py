@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from importer.delivery.options import SendOptions
+from importer.delivery.send import send_all
 from importer.destinations import get_destination
 from importer.model import Request, Result
-from importer.send import send_all
-from importer.send_options import SendOptions
 
 TOKEN = "bench-token"
 

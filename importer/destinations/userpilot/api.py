@@ -18,7 +18,7 @@ from importer.destinations.base import Action, Batch, Field, Option, Requires, r
 from importer.model import Verdict
 
 if TYPE_CHECKING:
-    from importer.mock_server import MockAPI
+    from importer.mock.server import MockAPI
 
 HOSTS = {"us": "https://analytex.userpilot.io", "eu": "https://analytex-eu.userpilot.io"}
 API_VERSION = "2020-09-22"
@@ -223,7 +223,7 @@ class Userpilot:
 
     def mock(self) -> MockAPI:
         """A fresh Userpilot mock: it holds the jobs it was given, so none is shared."""
-        from importer.destinations.userpilot_mock import UserpilotMock
+        from importer.destinations.userpilot.mock import UserpilotMock
 
         return UserpilotMock()
 

@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from importer.destinations.userpilot import API_VERSION, MAX_BULK_ROWS
-from importer.mock_server import DROP, Judgement, MockCall, MockConfig
+from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS
+from importer.mock.server import DROP, Judgement, MockCall, MockConfig
 
 TRACK, IDENTIFY, COMPANY = "v1/track", "v1/identify", "v1/companies/identify"
 IMPORTS = "v1/imports"

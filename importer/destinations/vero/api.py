@@ -23,7 +23,7 @@ from importer.destinations.base import (
 from importer.model import Verdict
 
 if TYPE_CHECKING:
-    from importer.mock_server import MockAPI
+    from importer.mock.server import MockAPI
 
 # Vero: id, email and event_name must each be *less than* 255 characters.
 MAX_CHARS = 255
@@ -179,7 +179,7 @@ class Vero:
 
     def mock(self) -> MockAPI:
         """Vero's rules for every action, its answers and its duplicate window, for the mock."""
-        from importer.destinations.vero_mock import VERO_MOCK  # aiohttp.web only when needed
+        from importer.destinations.vero.mock import VERO_MOCK  # aiohttp.web only when needed
 
         return VERO_MOCK
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from importer.mock_server import Judgement
+from importer.mock.server import Judgement
 
 MAX_LENGTH = 255  # Vero: id, email and event_name must be *less than* 255 characters
 TIMEZONES = range(-12, 15)  # GMT offsets a clock can show: -12 (Baker Island) to +14 (Kiribati)
@@ -209,7 +209,7 @@ def _answer(status: int, message: str | None = None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class VeroMock:
-    """Vero's side of the mock server (the `MockAPI` interface of importer.mock_server)."""
+    """Vero's side of the mock server (the `MockAPI` interface of importer.mock.server)."""
 
     base_path: str = "/api/v2"
     rules: Mapping[tuple[str, str], Check] = field(default_factory=lambda: dict(RULES))
