@@ -20,6 +20,7 @@ import pytest
 from pipeline_helpers import ROOT
 
 from importer.checks import times
+from importer.inputs import bytescan, common, delimited
 from importer.inputs import reader as read
 from importer.jsontext import json_as_text, json_kind, json_object
 from importer.mapping.file import load_mapping
@@ -57,16 +58,16 @@ def test_a_plain_csv_is_profiled_as_pythons_csv_module_profiles_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tiny slices and pieces, so that offsets and piece edges fall everywhere.
-    monkeypatch.setattr(read, "CHUNK_RECORDS", 3)
-    monkeypatch.setattr(read, "PLAIN_PIECE_BYTES", 40)
-    record_pass = read._check_records
+    monkeypatch.setattr(common, "CHUNK_RECORDS", 3)
+    monkeypatch.setattr(delimited, "PLAIN_PIECE_BYTES", 40)
+    record_pass = delimited._check_records
     passes: list[Path] = []
 
     def counting(path: Path, separator: str) -> Any:
         passes.append(path)
         return record_pass(path, separator)
 
-    monkeypatch.setattr(read, "_check_records", counting)
+    monkeypatch.setattr(delimited, "_check_records", counting)
     rng = random.Random(20261201)
     for case in range(40):
         separator = rng.choice([",", "\t"])
@@ -78,7 +79,7 @@ def test_a_plain_csv_is_profiled_as_pythons_csv_module_profiles_it(
         assert fast.plain, text
         # A blank first line is the only plain text left to the record pass (for its message).
         assert passes == ([path] if text.lstrip("\ufeff").startswith(("\n", "\r")) else [])
-        general = read._profile_csv(replace(fast, plain=False))
+        general = delimited.profile_csv(replace(fast, plain=False))
         assert {name: getattr(fast, name) for name in PROFILE_FIELDS} == {
             name: getattr(general, name) for name in PROFILE_FIELDS
         }, text
@@ -104,7 +105,7 @@ def test_only_text_without_quotes_or_lone_crs_is_plain(
 ) -> None:
     path = tmp_path / "in.csv"
     path.write_bytes(text.encode())
-    *_, found = read._scan_bytes(path)
+    *_, found = bytescan.scan_bytes(path)
     assert found is plain
 
 
@@ -182,14 +183,14 @@ def test_csv_batches_are_read_ahead_in_a_thread_that_ends_with_them(
     path.write_text("a,b\n" + "".join(f"{i},x\n" for i in range(30)))
     source = read.open_input(path)
     made_in: list[str] = []
-    original = read._iter_csv
+    original = read.iter_csv
 
     def tracing(*args: Any) -> Any:
         for batch in original(*args):
             made_in.append(threading.current_thread().name)
             yield batch
 
-    monkeypatch.setattr(read, "_iter_csv", tracing)
+    monkeypatch.setattr(read, "iter_csv", tracing)
     batches = read.iter_batches(source, batch_rows=4)
     first = next(batches)
     assert first.frame["a"].to_list() == ["0", "1", "2", "3"]

@@ -217,7 +217,7 @@ def test_a_rotated_log_is_not_a_change(tmp_path: Path) -> None:
 def test_prefixes_read_again_for_an_input_opened_without_probes(tmp_path: Path) -> None:
     """A job file's steps open their inputs without the checkpoint's sizes: the prefixes at the
     sizes of the path's past contents are read again, to the same result."""
-    from importer.inputs.reader import read_prefixes
+    from importer.inputs.bytescan import read_prefixes
 
     old = (HEADER + rows(1, 3)).encode()
     (tmp_path / "new.csv.gz").write_bytes(gzip.compress(old + rows(4, 4).encode()))

@@ -1,4 +1,4 @@
-"""read.py on real files: every value arrives exactly, bad rows become rejects, bad files raise.
+"""The inputs stage on real files: every value arrives exactly, bad rows become rejects, bad files raise.
 
 The public corpora (JSONTestSuite, csv-spectrum, the Big List of Naughty Strings) are read from
 ../shared/corpora next to the repository and never copied into it; their tests skip without them.
@@ -29,7 +29,8 @@ from pipeline_helpers import ROOT
 from importer.cli import app as cli
 from importer.columns import COLUMN, ERROR, LINE, RAW, RULE
 from importer.errors import InputError
-from importer.inputs.reader import Batch, InputFile, iter_batches, open_input
+from importer.inputs.common import Batch, InputFile
+from importer.inputs.reader import iter_batches, open_input
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 ABSENT = f"../shared/corpora is absent: {CORPORA} holds the public test corpora"
@@ -1185,8 +1186,8 @@ def test_a_file_rewritten_in_place_stops_before_the_changed_block(
 ) -> None:
     """Same length, new content: rows must never come from bytes the fingerprint did not hash,
     or they are sent and recorded as the original's and the original rows never arrive."""
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_BYTES", 256)
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_RECORDS", 5)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_BYTES", 256)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_RECORDS", 5)
     data, header, row = _fixed_width(name, 200)
     path = write(tmp_path, name, data)
     source = open_input(path)
@@ -1219,8 +1220,8 @@ def test_a_file_whose_length_changes_during_the_read(
     """Said as a change, not as broken quoting, and without the rows of the new part; a file
     that grows by a whole block is caught too (block 0: the file ends where a block does)."""
     data, _, row = _fixed_width(name, 200)
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_BYTES", block or len(data) // 8)
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_RECORDS", 5)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_BYTES", block or len(data) // 8)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_RECORDS", 5)
     path = write(tmp_path, name, data)
     source = open_input(path)
     changed = data[: -2 * row] if change == "shorter" else data + data[-row:]
@@ -1313,7 +1314,7 @@ def test_a_file_of_only_blank_lines_is_empty(tmp_path: Path, name: str, data: st
 def test_a_blank_start_longer_than_a_block_is_not_a_blank_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_BYTES", 64)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_BYTES", 64)
     result = read_bytes(tmp_path, "in.jsonl", "\n" * 300 + '{"a":1}\n')
     assert not result.source.blank
     assert (result.rows, result.blank_lines) == ({301: {"a": 1}}, 300)
@@ -1489,7 +1490,7 @@ def test_a_nul_beyond_the_first_block_is_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The byte pass notes a NUL byte in any block, not just the first."""
-    monkeypatch.setattr("importer.inputs.reader.CHUNK_BYTES", 64)
+    monkeypatch.setattr("importer.inputs.common.CHUNK_BYTES", 64)
     rows = [f"{i},ok" for i in range(50)] + ["50,x\x00"]
     result = read_bytes(tmp_path, "in.csv", "a,b\n" + "\n".join(rows) + "\n")
     assert {line: r[RULE] for line, r in result.rejects.items()} == {52: "nul"}

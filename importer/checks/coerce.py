@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from importer.inputs.reader import dump_json, load_json
+from importer.jsoncodec import dump_json, load_json
 from importer.jsontext import json_as_text, json_kind, json_string
 
 INT_RE = r"^-?(?:0|[1-9]\d*)$"

@@ -31,7 +31,7 @@ from importer.columns import COLUMN, ERROR, EVENT, LINE, ROUTE, RULE, USER
 from importer.destinations import Action
 from importer.destinations.base import AnyPresent, Distinct, ExprRule, Field, Requires, options_of
 from importer.errors import MappingError
-from importer.inputs.reader import dump_json, load_json
+from importer.jsoncodec import dump_json, load_json
 from importer.jsontext import (
     json_as_text,
     json_booleans_as_text,

@@ -50,7 +50,7 @@ from importer.delivery.options import SendOptions, check_endpoint, is_loopback
 from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.errors import CredentialError, ImporterError
-from importer.inputs.reader import DEFAULT_BATCH_ROWS
+from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.jobfile.parse import JobFile, Step, is_job_file, load_job
 from importer.jobfile.steps import (
     PENDING,

@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from importer.errors import InputError
+from importer.inputs.common import InputFile
 from importer.inputs.locate import expand_inputs
-from importer.inputs.reader import InputFile, open_input
+from importer.inputs.reader import open_input
 
 # A URL given on the command line arrives as a Path, which folds `s3://` into `s3:/`.
 URL = re.compile(r"^(?P<scheme>s3|gs):/+(?P<rest>.*)$", re.S)

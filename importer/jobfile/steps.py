@@ -25,7 +25,7 @@ from typing import Any
 from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress
 from importer.errors import ImporterError, OutputError
 from importer.files import write_atomic
-from importer.inputs.reader import InputFile
+from importer.inputs.common import InputFile
 from importer.jobfile.parse import JobFile, Step
 from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import JobOptions, send_job

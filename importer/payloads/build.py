@@ -13,7 +13,7 @@ import json
 import polars as pl
 
 from importer.columns import BODY, LINE, ROUTE
-from importer.inputs.reader import InputFile
+from importer.inputs.common import InputFile
 from importer.jsontext import json_object
 from importer.mapping.file import Mapping
 

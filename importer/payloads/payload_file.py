@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from importer.inputs.reader import dump_json, load_json
+from importer.jsoncodec import dump_json, load_json
 from importer.model import Result
 
 

@@ -18,7 +18,8 @@ import polars as pl
 from importer.checks.times import EPOCH_RE, ISO_RE
 from importer.destinations import Action, Destination
 from importer.errors import MappingError
-from importer.inputs.reader import InputFile, iter_batches
+from importer.inputs.common import InputFile
+from importer.inputs.reader import iter_batches
 from importer.jsontext import json_as_text
 from importer.mapping.file import ALL_COLUMNS
 

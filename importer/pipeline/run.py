@@ -43,16 +43,11 @@ from importer.delivery.deliver import (
 from importer.destinations import Action, Destination
 from importer.errors import InputError, MappingError
 from importer.files import open_output
+from importer.inputs.bytescan import read_prefixes
 from importer.inputs.cloud import open_sources, place_of
-from importer.inputs.reader import (
-    DEFAULT_BATCH_ROWS,
-    SAMPLE_LINES,
-    Batch,
-    InputFile,
-    iter_batches,
-    jsonl_keys,
-    read_prefixes,
-)
+from importer.inputs.common import DEFAULT_BATCH_ROWS, SAMPLE_LINES, Batch, InputFile
+from importer.inputs.jsonl import jsonl_keys
+from importer.inputs.reader import iter_batches
 from importer.mapping.file import ALL_COLUMNS, Mapping
 from importer.outcome import RejectsWriter, Summary
 from importer.payloads.build import build_bodies
