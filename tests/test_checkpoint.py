@@ -19,15 +19,10 @@ import pytest
 
 from importer.errors import CheckpointError, MappingError
 from importer.inputs.reader import open_input
-from importer.state.checkpoint import (
-    CORRUPT_NAME,
-    LOCK_NAME,
-    LOG_NAME,
-    PREV_NAME,
-    CheckpointLog,
-    JobIdentity,
-    read_status,
-)
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import JobIdentity
+from importer.state.layout import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
+from importer.state.status import read_status
 
 JOB = JobIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
 FP = "f" * 32

@@ -533,6 +533,43 @@ def test_an_output_onto_a_file_of_the_state_directory_is_refused(
     assert target.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("option", "name", "what"),
+    [
+        pytest.param(
+            "--report", "job.json", "the job file's record of its steps", id="report-onto-job"
+        ),
+        pytest.param("--out", "chunks", "in the chunks of bulk uploads", id="out-onto-chunks"),
+        pytest.param(
+            "--rejects", "jobs/x.csv", "in the status of bulk upload jobs", id="rejects-into-jobs"
+        ),
+        pytest.param(
+            "--report", "steps/users/r.json", "in the job file's step states", id="report-in-steps"
+        ),
+        pytest.param(
+            "--dead-letter",
+            "order-spill/d.jsonl",
+            "in the rows kept for --order time",
+            id="dead-letter-in-spill",
+        ),
+    ],
+)
+def test_an_output_onto_any_file_or_folder_the_state_directory_keeps_is_refused(
+    tmp_path: Path, option: str, name: str, what: str
+) -> None:
+    state = tmp_path / "state"
+    target = state / name
+    target.parent.mkdir(parents=True)
+    args = ["--dry-run"] if option == "--out" else ["--endpoint", "embedded"]
+    code, out, err = invoke(
+        "run", EVENTS_CSV, "--schema", TRACK, "--state", str(state), *args, option, str(target)
+    )
+    assert (code, out) == (1, "")
+    assert f"Error: {option} {target} is {what}" in err
+    assert f"in the state directory {state}" in err
+    assert not target.is_file()
+
+
 def test_the_dead_letter_file_may_be_the_state_directorys_own(tmp_path: Path) -> None:
     state = tmp_path / "state"
     letters = state / "dead-letters.jsonl"

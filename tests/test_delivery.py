@@ -46,7 +46,8 @@ from importer.errors import CredentialError, ImporterError, TokenRefusedError
 from importer.mock.server import MockConfig, start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
-from importer.state.checkpoint import CheckpointLog, JobIdentity
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import JobIdentity
 
 TOKEN = "tok-e2e-5f3a9c1d7b"
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
@@ -529,7 +530,7 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
     from importer.destinations.vero.api import VERO
     from importer.mock.server import MockConfig, start_mock_server
     from importer.outcome import Summary
-    from importer.state.checkpoint import JobIdentity
+    from importer.state.facts import JobIdentity
 
     order: list[str] = []
     frame = pl.DataFrame({"__line": [2], "__body": ['{"identity":{"id":"u"},"event_name":"e"}']})

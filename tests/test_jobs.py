@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from importer.cli.status import format_status
 from importer.columns import BODY, LINE
 from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
 from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
@@ -17,8 +18,10 @@ from importer.destinations.base import Batch
 from importer.destinations.userpilot.api import USERPILOT
 from importer.mock.server import mock_config, start_mock_server
 from importer.outcome import Summary
-from importer.state.checkpoint import LOG_NAME, CheckpointLog, JobIdentity, read_status
-from importer.state.status import format_status
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import JobIdentity
+from importer.state.layout import LOG_NAME
+from importer.state.status import read_status
 
 JOB = JobIdentity(mapping_fingerprint="m1", destination="made-up", endpoint="embedded")
 FILE_BATCH = Batch(

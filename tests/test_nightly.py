@@ -17,7 +17,8 @@ from pipeline_helpers import ROOT, mock_server_process
 
 from importer.cli.app import main
 from importer.inputs.reader import open_input
-from importer.state.checkpoint import InputFacts, JobIdentity, read_status
+from importer.state.facts import InputFacts, JobIdentity
+from importer.state.status import read_status
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 TOKEN = "nightly-test-token"

@@ -25,7 +25,6 @@ from click.testing import CliRunner
 from importer.cli.app import main
 from importer.columns import ROUTE
 from importer.delivery.deliver import (
-    ORDER_SPILL_NAME,
     DeliveryControl,
     DeliveryOptions,
     DeliveryProgress,
@@ -38,6 +37,7 @@ from importer.destinations import get_destination
 from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.pipeline.run import JobOptions, open_inputs, send_job
+from importer.state.layout import ORDER_SPILL_NAME
 from tests.pipeline_helpers import NOW, ROOT, make_mapping, write_csv
 
 TOKEN = "order-test-token"

@@ -40,7 +40,7 @@ from importer.errors import CheckpointError, InputError, MappingError
 from importer.mock.server import MockConfig, start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
-from importer.state.checkpoint import JobIdentity
+from importer.state.facts import JobIdentity
 
 TOKEN = "tok-S3CRET-value"
 ENDPOINT = "https://api.example.test/api/v2"

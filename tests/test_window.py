@@ -16,11 +16,11 @@ from pipeline_helpers import NOW, ROOT, TRACK
 from importer.checks.validate import FileState, Window, validate_frame
 from importer.cli.app import main
 from importer.columns import LINE, RULE
-from importer.delivery.deliver import EMBEDDED_RECORD_NAME
 from importer.errors import MappingError
 from importer.inputs.reader import iter_batches, open_input
 from importer.mapping.file import load_mapping, parse_mapping
 from importer.pipeline.run import JobOptions
+from importer.state.layout import EMBEDDED_RECORD_NAME
 
 SCHEMAS = ROOT / "schemas"
 MAY_1 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -38,6 +38,7 @@ from importer.cli.events import (
     ReadEvents,
     shown_endpoint,
 )
+from importer.cli.status import format_job_status, format_status, job_status_report, status_report
 from importer.delivery.deliver import (
     EMBEDDED,
     DeliveryControl,
@@ -76,8 +77,8 @@ from importer.pipeline.run import (
     validate_inputs,
 )
 from importer.pipeline.run import dry_run as dry_run_job
-from importer.state.checkpoint import read_status
-from importer.state.status import format_job_status, format_status, job_status_report, status_report
+from importer.state.layout import DEFAULT_STATE
+from importer.state.status import read_status
 
 if TYPE_CHECKING:
     from tqdm import tqdm  # type: ignore[import-untyped]
@@ -95,8 +96,6 @@ RETRY_NOTICE_S = 10.0
 # error message is scrubbed of the token, which costs time in proportion to its length.
 MAX_TOKEN_BYTES = 4096
 TOKEN_FILE = "the --token-file"
-# `validate` has no --state; its outputs are still kept off the default one.
-DEFAULT_STATE = Path(".importer")
 MAX_WORKERS = 64
 # --workers by default: one process keeps up with this many requests a second; above it, the
 # cores help, up to a cap past which the API rather than this machine is the limit.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from importer.state.checkpoint import StateStatus
+from importer.state.facts import StateStatus
 
 if TYPE_CHECKING:
     from importer.jobfile.steps import JobStatus

@@ -52,10 +52,10 @@ from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
-from importer.state.checkpoint import CheckpointLog, ChunkState, JobIdentity
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import ChunkState, JobIdentity
+from importer.state.layout import CHUNKS_DIR, JOBS_DIR
 
-JOBS_DIR = "jobs"  # the final status of each failed job, beside the checkpoint
-CHUNKS_DIR = "chunks"  # each chunk's rows until its job ends
 MESSAGE_CHARS = 500
 ANSWER_BYTES = 64 * 1024
 LIST_BYTES = 16 * 1024 * 1024  # a job list is read whole, or not trusted

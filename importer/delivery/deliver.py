@@ -40,7 +40,9 @@ from importer.files import open_output
 from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.payloads.payload_file import dead_letter_line
-from importer.state.checkpoint import CheckpointLog, JobIdentity
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import JobIdentity
+from importer.state.layout import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME, ORDER_SPILL_NAME
 
 if TYPE_CHECKING:
     from importer.delivery.send import SendStats
@@ -50,11 +52,6 @@ EMBEDDED = "embedded"
 EMBEDDED_TOKEN = "embedded-mock-token"
 SYNC_EVERY = 2_000
 SYNC_INTERVAL_S = 0.5
-# Files this module keeps in the state directory beside the checkpoint log.
-DEAD_LETTER_NAME = "dead-letters.jsonl"
-EMBEDDED_RECORD_NAME = "embedded-received.jsonl"
-# With --order time: the rows to send, kept here between the pass that ranks them and the send.
-ORDER_SPILL_NAME = "order-spill"
 # RequestFeed's working columns for --order time.
 _INPUT, _NAME, _TIME, _POS, _SEQ, _RELEASE = (
     "__input",

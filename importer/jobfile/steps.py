@@ -29,10 +29,10 @@ from importer.inputs.common import InputFile
 from importer.jobfile.parse import JobFile, Step
 from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import JobOptions, send_job
-from importer.state.checkpoint import LOG_NAME, StateStatus, read_status
+from importer.state.facts import StateStatus
+from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
+from importer.state.status import read_status
 
-JOB_RECORD = "job.json"
-STEPS_DIR = "steps"
 RECORD_VERSION = 1
 DONE = "done"
 SKIPPED = "skipped (done before)"

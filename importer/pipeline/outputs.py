@@ -13,21 +13,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from importer.delivery.deliver import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME
 from importer.errors import OutputError
-from importer.state.checkpoint import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
+from importer.state.layout import DEAD_LETTER_NAME, STATE_FILES, STATE_FOLDERS
 
 DEAD_LETTER_OPTION = "--dead-letter"
-# What each file of a state directory is, for messages.
-STATE_FILES = {
-    LOG_NAME: "the checkpoint log",
-    LOG_NAME + ".tmp": "the checkpoint log being written",
-    PREV_NAME: "the checkpoint that --fresh set aside",
-    CORRUPT_NAME: "the copy of a damaged checkpoint",
-    LOCK_NAME: "the lock of a running job",
-    EMBEDDED_RECORD_NAME: "the embedded server's record",
-    DEAD_LETTER_NAME: "the default dead-letter file",
-}
 
 
 def check_outputs(
@@ -81,11 +70,19 @@ def _loop(option: str, path: Path) -> str:
 
 def _state_file(option: str, path: Path, state_dir: Path) -> str:
     what = STATE_FILES.get(path.name)
-    if what is None or not _same_file(path.parent, state_dir):
-        return ""
-    if option == DEAD_LETTER_OPTION and path.name == DEAD_LETTER_NAME:
-        return ""
-    return f"{option} {path} is {what} in the state directory {state_dir}"
+    if what is not None and _same_file(path.parent, state_dir):
+        if option == DEAD_LETTER_OPTION and path.name == DEAD_LETTER_NAME:
+            return ""
+        return f"{option} {path} is {what} in the state directory {state_dir}"
+    for folder, what in STATE_FOLDERS.items():
+        kept = state_dir / folder
+        if _same_file(path, kept) or _inside(path, kept):
+            return f"{option} {path} is in {what} ({kept}) in the state directory {state_dir}"
+    return ""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return any(_same_file(parent, folder) for parent in path.parents)
 
 
 def _same_file(one: Path, other: Path) -> bool:

@@ -53,7 +53,9 @@ from importer.outcome import RejectsWriter, Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.replay import iter_payload_feeds
-from importer.state.checkpoint import Admission, CheckpointLog, InputFacts, JobIdentity, known_sizes
+from importer.state.checkpoint import CheckpointLog
+from importer.state.facts import Admission, InputFacts, JobIdentity
+from importer.state.status import known_sizes
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
