@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from importer.destinations.base import Action, Field
-from importer.mock.server import Judgement, MockAPI
+from importer.destinations.mocking import Judgement
 from importer.model import Verdict
 
 PING = Action(
@@ -75,9 +75,6 @@ class Pinger:
         if 200 <= status < 300:
             return Verdict.STOP, f"HTTP {status} without Pinger's answer"
         return Verdict.DEAD, body.decode("utf-8", "replace")
-
-    def mock(self) -> MockAPI:
-        return PingerMock()
 
 
 PINGER = Pinger()

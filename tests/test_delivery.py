@@ -41,9 +41,10 @@ from importer.delivery.deliver import (
     deliver,
 )
 from importer.delivery.options import SendOptions
+from importer.destinations.mocking import MockConfig
 from importer.destinations.vero.api import VERO
 from importer.errors import CredentialError, ImporterError, TokenRefusedError
-from importer.mock.server import MockConfig, start_mock_server
+from importer.mock.server import start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.state.checkpoint import CheckpointLog
@@ -527,8 +528,9 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
     """A 401 while the next batch is still being built: deliver() returns only after that
     thread is done, so closing the input afterwards is safe and nothing touches the summary."""
     from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
+    from importer.destinations.mocking import MockConfig
     from importer.destinations.vero.api import VERO
-    from importer.mock.server import MockConfig, start_mock_server
+    from importer.mock.server import start_mock_server
     from importer.outcome import Summary
     from importer.state.facts import JobIdentity
 
@@ -584,8 +586,9 @@ def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all
 
 
 def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: Path) -> None:
-    from importer.delivery.deliver import EMBEDDED, DeliveryOptions, DeliveryProgress
+    from importer.delivery.deliver import DeliveryOptions, DeliveryProgress
     from importer.mapping.file import load_mapping
+    from importer.pipeline.endpoint import EMBEDDED
     from importer.pipeline.run import JobOptions, open_inputs, send_job
 
     class Counting(DeliveryProgress):

@@ -16,6 +16,7 @@ from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_job
 from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
 from importer.destinations.base import Batch
 from importer.destinations.userpilot.api import USERPILOT
+from importer.mock.registry import mock_for
 from importer.mock.server import mock_config, start_mock_server
 from importer.outcome import Summary
 from importer.state.checkpoint import CheckpointLog
@@ -248,7 +249,7 @@ def test_a_job_left_open_is_settled_for_its_own_rows_when_the_rows_left_change(
     state = tmp_path / "state"
 
     async def scenario() -> dict[str, object]:
-        api = USERPILOT.mock()
+        api = mock_for("userpilot")
         config = mock_config(api, token=TOKEN, keep_bodies=True, job_seconds=0.5)
         mock = await start_mock_server(config, api=api)
         try:
@@ -283,7 +284,7 @@ def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> No
     state = tmp_path / "state"
 
     async def scenario() -> Summary:
-        api = USERPILOT.mock()
+        api = mock_for("userpilot")
         config = mock_config(api, token=TOKEN, job_seconds=0.05, job_fail=(1,))
         mock = await start_mock_server(config, api=api)
         try:

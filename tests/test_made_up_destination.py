@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from made_up_api import PINGER
+from made_up_api import PINGER, PingerMock
 
 from importer.cli.app import main
 from importer.destinations import DESTINATIONS
+from importer.mock.registry import MOCKS
 
 MAPPING = """
 destination = "pinger"
@@ -26,6 +27,7 @@ props = "*"
 @pytest.fixture
 def pinger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(DESTINATIONS, PINGER.name, PINGER)
+    monkeypatch.setitem(MOCKS, PINGER.name, PingerMock)
 
 
 def test_a_made_up_api_runs_end_to_end_on_its_own_mock(pinger: None, tmp_path: Path) -> None:

@@ -19,16 +19,9 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from importer.cli.app import main
+from importer.destinations.mocking import Judgement, MockConfig
 from importer.errors import MappingError
-from importer.mock.server import (
-    Judgement,
-    MockConfig,
-    RunningMock,
-    embedded_mock,
-    mock_config,
-    serve,
-    start_mock_server,
-)
+from importer.mock.server import RunningMock, embedded_mock, mock_config, serve, start_mock_server
 
 TOKEN = "test-token"
 UNAUTHORIZED = {

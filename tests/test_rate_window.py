@@ -21,6 +21,7 @@ from importer.delivery.send import WindowGuard, send_all
 from importer.delivery.workers import share
 from importer.destinations.base import rate_window_of, throttle_floor_of
 from importer.destinations.userpilot.api import USERPILOT
+from importer.mock.registry import mock_for
 from importer.mock.server import STATE, create_app, mock_config
 from importer.model import Request, Result
 
@@ -172,7 +173,7 @@ async def _run_against_the_mock(
 ) -> tuple[dict[str, object], int]:
     """send_all over real sockets to the Userpilot mock, which enforces 600 requests in any 60 s
     per key on the same virtual clock; its stats and the requests delivered."""
-    api = USERPILOT.mock()
+    api = mock_for("userpilot")
     app = create_app(mock_config(api, token=TOKEN), clock=clock.clock, api=api)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -35,9 +35,10 @@ from importer.delivery.send import (
     parse_retry_after,
     send_all,
 )
+from importer.destinations.mocking import MockConfig
 from importer.destinations.vero.api import VERO
 from importer.errors import CheckpointError, InputError, MappingError
-from importer.mock.server import MockConfig, start_mock_server
+from importer.mock.server import start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.state.facts import JobIdentity

@@ -19,14 +19,15 @@ import aiohttp
 import pytest
 import yarl
 
-from importer.destinations.userpilot.api import USERPILOT
+from importer.destinations.mocking import MockConfig
 from importer.destinations.userpilot.mock import (
     UserpilotMock,
     check_import_row,
     error_body,
     parse_multipart,
 )
-from importer.mock.server import MockConfig, RunningMock, mock_config, start_mock_server
+from importer.mock.registry import mock_for
+from importer.mock.server import RunningMock, mock_config, start_mock_server
 
 TOKEN = "test-token"
 HEADERS = {"Authorization": f"Token {TOKEN}", "X-API-Version": "2020-09-22"}
@@ -108,7 +109,7 @@ def play(
 
     async def main() -> RunningMock:
         config_ = config or MockConfig(keep_bodies=True)
-        api = USERPILOT.mock()
+        api = mock_for("userpilot")
         mock = await start_mock_server(config_, clock=clock or time.monotonic, api=api)
         try:
             async with aiohttp.ClientSession() as session:
@@ -588,7 +589,7 @@ def test_faults_apply_to_polls_too() -> None:
 
 
 def test_each_mock_holds_its_own_jobs() -> None:
-    assert USERPILOT.mock() is not USERPILOT.mock()
+    assert mock_for("userpilot") is not mock_for("userpilot")
 
 
 def test_mock_server_command_serves_userpilot(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import aiohttp
 import jsonschema
 import pytest
 
-from importer.mock.server import MockConfig, RunningMock, start_mock_server
+from importer.destinations.mocking import MockConfig
+from importer.mock.server import RunningMock, start_mock_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"

@@ -19,8 +19,9 @@ from importer.delivery.options import SendOptions
 from importer.delivery.send import SendStats, send_all
 from importer.delivery.workers import _Pool, _Sender, send_across_workers, share
 from importer.destinations import get_destination
+from importer.destinations.mocking import MockConfig
 from importer.errors import ImporterError
-from importer.mock.server import MockConfig, embedded_mock
+from importer.mock.server import embedded_mock
 from importer.model import Request, Result
 
 TOKEN = "workers-test-token"

@@ -40,7 +40,6 @@ from importer.cli.events import (
 )
 from importer.cli.status import format_job_status, format_status, job_status_report, status_report
 from importer.delivery.deliver import (
-    EMBEDDED,
     DeliveryControl,
     DeliveryOptions,
     DeliveryProgress,
@@ -68,6 +67,7 @@ from importer.jobfile.steps import (
 )
 from importer.mapping.file import load_mapping
 from importer.outcome import JobSummary, Summary, format_job_summary, format_summary, write_report
+from importer.pipeline.endpoint import EMBEDDED
 from importer.pipeline.outputs import check_outputs
 from importer.pipeline.run import (
     JobOptions,
@@ -1730,9 +1730,10 @@ def mock_server(
             err=True,
         )
     try:
+        from importer.mock.registry import mock_for
         from importer.mock.server import mock_config, serve  # aiohttp.web only for this command
 
-        api = target.mock()
+        api = mock_for(target.name)
         config = mock_config(
             api,
             token=token,

@@ -43,7 +43,6 @@ from importer.delivery.deliver import (
     DeliveryOptions,
     DeliveryProgress,
     Feed,
-    open_endpoint,
     stop_error,
 )
 from importer.delivery.options import check_endpoint, is_loopback
@@ -563,14 +562,11 @@ async def deliver_jobs(
     )
     client: _JobClient | None = None
     try:
-        async with (
-            open_endpoint(options, destination) as (url, token, mock_state),
-            _session() as session,
-        ):
+        async with _session() as session:
             client = _JobClient(
                 session,
-                base=check_endpoint(url) + "/",
-                token=token,
+                base=check_endpoint(options.endpoint) + "/",
+                token=options.real_token,
                 destination=destination,
                 batch=batch,
                 options=options,
@@ -590,8 +586,6 @@ async def deliver_jobs(
             except _Interrupted:
                 summary.interrupted = True
             progress.end()
-            if mock_state is not None:
-                summary.embedded = mock_state.stats()
     finally:
         try:
             settle.dead.close()

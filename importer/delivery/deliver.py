@@ -42,14 +42,11 @@ from importer.outcome import Summary
 from importer.payloads.payload_file import dead_letter_line
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import JobIdentity
-from importer.state.layout import DEAD_LETTER_NAME, EMBEDDED_RECORD_NAME, ORDER_SPILL_NAME
+from importer.state.layout import DEAD_LETTER_NAME, ORDER_SPILL_NAME
 
 if TYPE_CHECKING:
     from importer.delivery.send import SendStats
-    from importer.mock.server import MockState
 
-EMBEDDED = "embedded"
-EMBEDDED_TOKEN = "embedded-mock-token"
 SYNC_EVERY = 2_000
 SYNC_INTERVAL_S = 0.5
 # RequestFeed's working columns for --order time.
@@ -74,7 +71,7 @@ class Feed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryOptions:
-    """Where to send and where to keep state; `token` may be None only for the embedded server.
+    """Where to send and where to keep state; `token` is None only until the embedded mock starts.
 
     `workers` is how many processes send (1: this one; more: importer.delivery.workers, each user's rows
     through one of them by the ROUTE column). `checkpoint=False` is for benchmarks only: the
@@ -97,6 +94,16 @@ class DeliveryOptions:
     # With send.per_user_order: the body path of the time each user's rows are sent by
     # (--order time, from order_time_path); None: in the order of the input.
     order_time: str | None = None
+
+    @property
+    def real_token(self) -> str:
+        """The token to send: a run reaches delivery with one (the embedded mock's included)."""
+        if self.token is None:
+            # An internal invariant, not a user's mistake: a missing token is refused first.
+            raise AssertionError(
+                "delivery needs a token; the embedded mock's is set when it starts"
+            )
+        return self.token
 
     @property
     def dead_letter_path(self) -> Path:
@@ -539,8 +546,6 @@ async def deliver(
 
     `summary.stop` is set when the API ended the run (a TokenRefusedError for a refused token,
     an ImporterError for a redirect); `summary.interrupted` when the caller set `control.stop`.
-    With `options.endpoint == "embedded"` the built-in mock server runs inside this event loop
-    and `summary.embedded` says what it received.
     """
     progress = progress or DeliveryProgress()
     control = control or DeliveryControl()
@@ -563,23 +568,20 @@ async def deliver(
     tick = asyncio.create_task(recorder.sync_every(SYNC_INTERVAL_S))
     try:
         with control.recording(recorder):
-            async with open_endpoint(options, destination) as (url, token, mock_state):
-                progress.begin(total)
-                stats = await _sender(options.workers)(
-                    feed.requests(),
-                    endpoint=url,
-                    token=token,
-                    destination=destination,
-                    options=options.send,
-                    on_result=recorder.record,
-                    on_retry=lambda request, message: progress.retry(
-                        f"{request.source_file}, line {request.line}: {message}"
-                    ),
-                    stop=control.stop,
-                )
-                progress.end()
-                if mock_state is not None:
-                    summary.embedded = mock_state.stats()
+            progress.begin(total)
+            stats = await _sender(options.workers)(
+                feed.requests(),
+                endpoint=options.endpoint,
+                token=options.real_token,
+                destination=destination,
+                options=options.send,
+                on_result=recorder.record,
+                on_retry=lambda request, message: progress.retry(
+                    f"{request.source_file}, line {request.line}: {message}"
+                ),
+                stop=control.stop,
+            )
+            progress.end()
     finally:
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -614,28 +616,6 @@ def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:
     from importer.delivery.workers import send_across_workers  # subprocess machinery only when used
 
     return functools.partial(send_across_workers, workers=workers)
-
-
-@contextlib.asynccontextmanager
-async def open_endpoint(
-    options: DeliveryOptions, destination: Destination
-) -> AsyncIterator[tuple[str, str, MockState | None]]:
-    if options.endpoint != EMBEDDED:
-        if options.token is None:
-            # An internal invariant, not a user's mistake: the CLI refuses a missing token first.
-            raise AssertionError("the CLI resolves a token for every real endpoint")
-        yield options.endpoint, options.token, None
-        return
-    # Imported here: only a run to the embedded mock needs aiohttp's server.
-    from importer.mock.server import embedded_mock, mock_config
-
-    token = options.token or EMBEDDED_TOKEN
-    record = options.state_dir / EMBEDDED_RECORD_NAME
-    api = destination.mock()
-    # The API's documented limits (a rate window, no Retry-After) hold at the embedded mock too.
-    config = mock_config(api, token=token, record=record)
-    async with embedded_mock(config, api=api) as mock:
-        yield mock.url, token, mock.state
 
 
 def body_frame(frame: pl.DataFrame, *, method: str, path: str) -> pl.DataFrame:

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import polars as pl
 
 from importer.model import Verdict
-
-if TYPE_CHECKING:
-    from importer.mock.server import MockAPI
 
 # text: a JSON string (numbers are sent as text); object: a JSON object, which takes "*" and
 # sub-keys (`data.plan`); array: a JSON array of strings, from a JSON array or a delimited
@@ -291,11 +288,6 @@ class Destination(Protocol):
 
     def classify(self, status: int, body: bytes) -> tuple[Verdict, str]:
         """What to do with an HTTP answer, and a message for the user."""
-        ...
-
-    def mock(self) -> MockAPI:
-        """The API's stand-in for `mock-server` and `--endpoint embedded`: its routes, where it
-        finds the credential, and what it accepts or refuses as the API would."""
         ...
 
 

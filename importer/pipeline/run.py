@@ -52,6 +52,7 @@ from importer.mapping.file import ALL_COLUMNS, Mapping
 from importer.outcome import RejectsWriter, Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
+from importer.pipeline.endpoint import open_endpoint
 from importer.pipeline.replay import iter_payload_feeds
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import Admission, InputFacts, JobIdentity
@@ -368,29 +369,15 @@ async def send_job(
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
     try:
-        if action.batch is None:
-            await deliver(
+        async with open_endpoint(delivery, options.mapping.destination, summary) as endpoint:
+            await _deliver_feeds(
                 feeds,
                 identity=identity,
                 destination=options.mapping.destination,
-                options=delivery,
+                action=action if action.batch is not None else None,
+                delivery=endpoint,
                 summary=summary,
-                progress=progress,
-                total=total,
-                control=control,
-            )
-        else:
-            from importer.delivery.bulk import deliver_jobs  # the job machinery only when used
-
-            chunk_mb = options.mapping.options.get("chunk_mb")
-            await deliver_jobs(
-                feeds,
-                identity=identity,
-                destination=options.mapping.destination,
-                action=action,
-                options=delivery,
-                summary=summary,
-                max_bytes=chunk_mb * 1_000_000 if isinstance(chunk_mb, int) else None,
+                max_bytes=_chunk_bytes(options.mapping),
                 progress=progress,
                 total=total,
                 control=control,
@@ -506,25 +493,13 @@ async def replay_job(
     batched = _batch_action(destination, first)
     chained = itertools.chain(() if first is None else (first,), feeds)
     try:
-        if batched is None:
-            await deliver(
-                chained,
-                identity=identity,
-                destination=destination,
-                options=delivery,
-                summary=summary,
-                progress=progress,
-                control=control,
-            )
-        else:
-            from importer.delivery.bulk import deliver_jobs  # the job machinery only when used
-
-            await deliver_jobs(
-                _only_call(chained, batched, payloads),
+        async with open_endpoint(delivery, destination, summary) as endpoint:
+            await _deliver_feeds(
+                chained if batched is None else _only_call(chained, batched, payloads),
                 identity=identity,
                 destination=destination,
                 action=batched,
-                options=delivery,
+                delivery=endpoint,
                 summary=summary,
                 progress=progress,
                 control=control,
@@ -535,6 +510,54 @@ async def replay_job(
             rejects.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+async def _deliver_feeds(
+    feeds: Iterator[Feed],
+    *,
+    identity: JobIdentity,
+    destination: Destination,
+    action: Action | None,
+    delivery: DeliveryOptions,
+    summary: Summary,
+    max_bytes: int | None = None,
+    progress: DeliveryProgress | None = None,
+    total: int | None = None,
+    control: DeliveryControl | None = None,
+) -> None:
+    """Send `feeds` request by request, or as the API's bulk uploads when `action` is one."""
+    if action is None:
+        await deliver(
+            feeds,
+            identity=identity,
+            destination=destination,
+            options=delivery,
+            summary=summary,
+            progress=progress,
+            total=total,
+            control=control,
+        )
+        return
+    from importer.delivery.bulk import deliver_jobs  # the upload machinery only when used
+
+    await deliver_jobs(
+        feeds,
+        identity=identity,
+        destination=destination,
+        action=action,
+        options=delivery,
+        summary=summary,
+        max_bytes=max_bytes,
+        progress=progress,
+        total=total,
+        control=control,
+    )
+
+
+def _chunk_bytes(mapping: Mapping) -> int | None:
+    """The mapping's `chunk_mb` option in bytes, when it sets one."""
+    chunk_mb = mapping.options.get("chunk_mb")
+    return chunk_mb * 1_000_000 if isinstance(chunk_mb, int) else None
 
 
 def _batch_action(destination: Destination, feed: Feed | None) -> Action | None:

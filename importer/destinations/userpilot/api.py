@@ -12,13 +12,9 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from importer.destinations.base import Action, Batch, Field, Option, Requires, redirect_refusal
 from importer.model import Verdict
-
-if TYPE_CHECKING:
-    from importer.mock.server import MockAPI
 
 HOSTS = {"us": "https://analytex.userpilot.io", "eu": "https://analytex-eu.userpilot.io"}
 API_VERSION = "2020-09-22"
@@ -220,12 +216,6 @@ class Userpilot:
     def endpoint(self, options: Mapping[str, object]) -> str:
         """The host of the mapping's region."""
         return HOSTS[str(options.get("region", "us"))]
-
-    def mock(self) -> MockAPI:
-        """A fresh Userpilot mock: it holds the jobs it was given, so none is shared."""
-        from importer.destinations.userpilot.mock import UserpilotMock
-
-        return UserpilotMock()
 
     def authorize(self, body: bytes, token: str) -> tuple[bytes, dict[str, str]]:
         """The body as built; the key in the Authorization header, with the API version."""

@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from importer.destinations.mocking import DROP, Judgement, MockCall, MockConfig
 from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS
-from importer.mock.server import DROP, Judgement, MockCall, MockConfig
 
 TRACK, IDENTIFY, COMPANY = "v1/track", "v1/identify", "v1/companies/identify"
 IMPORTS = "v1/imports"
@@ -286,7 +286,7 @@ class Job:
 @dataclass(slots=True)
 class UserpilotMock:
     """Userpilot's side of the mock server (`MockAPI` with the optional hooks); it holds the
-    jobs it was given, so each server needs its own (Userpilot.mock() makes a new one)."""
+    jobs it was given, so each server needs its own (the mock server's registry makes a new one)."""
 
     base_path: str = ""
     config: MockConfig = field(default_factory=MockConfig)

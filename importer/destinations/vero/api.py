@@ -7,7 +7,6 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -21,9 +20,6 @@ from importer.destinations.base import (
     redirect_refusal,
 )
 from importer.model import Verdict
-
-if TYPE_CHECKING:
-    from importer.mock.server import MockAPI
 
 # Vero: id, email and event_name must each be *less than* 255 characters.
 MAX_CHARS = 255
@@ -176,12 +172,6 @@ class Vero:
     actions: Mapping[str, Action] = field(
         default_factory=lambda: {action.name: action for action in ACTIONS}
     )
-
-    def mock(self) -> MockAPI:
-        """Vero's rules for every action, its answers and its duplicate window, for the mock."""
-        from importer.destinations.vero.mock import VERO_MOCK  # aiohttp.web only when needed
-
-        return VERO_MOCK
 
     def authorize(self, body: bytes, token: str) -> tuple[bytes, dict[str, str]]:
         """Splice `auth_token` into the JSON body, so the token never sits in a URL or a log line.

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from importer.mock.server import Judgement
+from importer.destinations.mocking import Judgement
 
 MAX_LENGTH = 255  # Vero: id, email and event_name must be *less than* 255 characters
 TIMEZONES = range(-12, 15)  # GMT offsets a clock can show: -12 (Baker Island) to +14 (Kiribati)
