@@ -1,26 +1,24 @@
-"""What a job tells the user afterwards: the summary, the rejects file and the JSON report.
+"""What a run counts, and the JSON report (`--report`) that carries it.
 
-The summary is built as text here and printed by the CLI. The rejects file (`--rejects`) is CSV
-or JSONL by its ending; each row carries `_file`, `_line`, `_rule`, `_error` and then the row's
-own columns, so a fixed rejects file can be imported again (the reader drops those columns).
+`Summary` is one run's (or one step's) outcome: rows read, valid, rejected, sent, skipped, failed,
+with examples per rule, dead letters by reason and the duplicate report; `StepSummary` and
+`JobSummary` add a job file's steps up. Every stage fills its counts in; the CLI prints them
+(cli/report.py) and the Python API returns them.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import polars as pl
 
-from importer.checks.dedup import DedupReport
-from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
+from importer.columns import ERROR, LINE, RULE
 from importer.errors import ImporterError, OutputError
-from importer.files import open_output, write_atomic
-from importer.jsontext import json_as_text, json_object, json_string
+from importer.files import write_atomic
 
 EXAMPLES_PER_RULE = 3
 # Dead letters are counted by reason (status and the API's message, cut to REASON_CHARS); past
@@ -266,30 +264,6 @@ class JobSummary:
         return report
 
 
-def format_job_summary(job: JobSummary) -> str:
-    """A header and the usual table per step, then the job's total."""
-    lines = []
-    for number, step in enumerate(job.steps, start=1):
-        header = f"step {number}/{len(job.steps)} {step.name}: {step.status}"
-        if step.reason:
-            header += f" ({step.reason})"
-        lines.append(f"{header}  [{', '.join(step.inputs)} -> {step.mapping}]")
-        if step.summary is not None:
-            lines.append(format_summary(step.summary))
-        lines.append("")
-    states = Counter(step.status for step in job.steps)
-    shown = ", ".join(f"{count} {state}" for state, count in states.items())
-    lines.append(f"job total ({job.job_file}: {len(job.steps)} step(s), {shown}):")
-    total = job.total()
-    # The table alone: each step's own section above already lists its rejects and warnings.
-    counts = Summary(dry_run=job.dry_run)
-    for name in COUNTERS:
-        setattr(counts, name, getattr(total, name))
-    lines.append(format_summary(counts))
-    lines.extend(f"stopped early: {message}" for message in job.blocked)
-    return "\n".join(lines)
-
-
 def write_report(path: Path, summary: Summary | JobSummary) -> None:
     """Write the JSON report atomically, so a reader never sees half of one."""
     text = json.dumps(summary.as_report(), indent=2, ensure_ascii=False) + "\n"
@@ -299,164 +273,24 @@ def write_report(path: Path, summary: Summary | JobSummary) -> None:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def format_summary(summary: Summary) -> str:
-    """The table printed at the end of a job."""
-    rows = [
-        ("rows read", summary.rows_read),
-        ("valid", summary.rows_valid),
-        ("rejected", summary.rows_rejected),
-    ]
-    if summary.shard is not None:
-        rows.append(("left to other shards", summary.rows_other_shards))
-    if summary.rows_outside_window:
-        rows.append(("outside --since/--until", summary.rows_outside_window))
-    if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
-        rows += [
-            ("delivered", summary.rows_sent),
-            ("skipped (done before)", summary.rows_skipped),
-            ("failed (dead letters)", summary.rows_failed),
-            ("requests", summary.requests),
-            ("retries", summary.retries),
-        ]
-    width = max(len(label) for label, _ in rows)
-    lines = [f"  {label:<{width}}  {value:>10,}" for label, value in rows]
-    lines.append(f"  {'elapsed':<{width}}  {summary.elapsed_s:>9.1f}s")
-    if summary.shard is not None:
-        lines.append(f"  (shard {summary.shard}: only the rows of its users were built or sent)")
-    if summary.blank_lines:
-        lines.append(f"  ({summary.blank_lines:,} blank line(s) skipped)")
-    if summary.naive_times:
-        lines.append(
-            f"  {summary.naive_times:,} time(s) had no offset and were read in the mapping's timezone"
-        )
-    if summary.rejects_by_rule:
-        lines.append("rejected by rule:")
-        for rule, count in summary.rejects_by_rule.most_common():
-            lines.append(f"  {rule:<14} {count:>8,}")
-            lines.extend(f"      {example}" for example in summary.reject_examples.get(rule, []))
-    lines.extend(_dedup_lines(summary.dedup))
-    if summary.dead_letter_file:
-        lines.append(f"dead letters: {summary.rows_failed:,} in {summary.dead_letter_file}")
-        for reason, count in summary.dead_by_reason.most_common(DEAD_REASONS_SHOWN):
-            lines.append(f"  {count:>8,}  {reason}")
-            lines.append(f"            e.g. {summary.dead_examples[reason]}")
-        lines.append("  fix them, then send them again with: importer replay <that file>")
-    if summary.jobs:
-        states = Counter(str(job["state"]) for job in summary.jobs)
-        shown = ", ".join(f"{count:,} {state}" for state, count in states.most_common())
-        lines.append(f"jobs: {len(summary.jobs):,} ({shown})")
-    if summary.embedded is not None:
-        embedded = summary.embedded
-        what = "row(s) in its jobs" if summary.jobs else "accepted request(s)"
-        lines.append(
-            f"embedded server received {embedded['accepted']:,} {what}, "
-            f"{embedded['duplicates']:,} of them duplicates the API would drop"
-        )
-    lines.extend(f"note: {note}" for note in summary.notes)
-    lines.extend(f"warning: {warning}" for warning in summary.warnings)
-    if summary.interrupted:
-        lines.append("interrupted: run the same command again to send the rest")
-    if summary.stopped:
-        lines.append(f"stopped: {summary.stopped}")
-    return "\n".join(lines)
+@dataclass(frozen=True, slots=True)
+class DedupReport:
+    """Per folded event name: rows the API would drop, and raw names that fold into one."""
 
+    would_drop: dict[str, int]
+    folded_names: dict[str, list[str]]
+    protected: bool
+    api: str = ""
+    window: str = ""
+    time_key: str | None = None
+    accepted: bool = False
 
-def _dedup_lines(dedup: DedupReport | None) -> list[str]:
-    if dedup is None:
-        return []
-    api = dedup.api
-    lines = []
-    if dedup.would_drop:
-        same = (
-            f"same data and the same {dedup.time_key} to the second"
-            if dedup.time_key
-            else "same data"
-        )
-        lines.append(
-            f"dedup: {api} would drop {dedup.total:,} event(s) as duplicates (same user, same "
-            f"event name, {same}, sent within {dedup.window}, as a replay does):"
-        )
-        lines.extend(
-            f"  {name!r}: {count:,}" for name, count in list(dedup.would_drop.items())[:10]
-        )
-        if dedup.accepted:
-            lines.append("  the mapping accepts these drops ([dedup] accept_drops = true)")
-        else:
-            lines.append(
-                '  to keep them, set [dedup] data_key = "import_row" in the mapping (a row id '
-                "in every event's data); to accept the drops, set [dedup] accept_drops = true"
-            )
-    elif dedup.protected:
-        lines.append(f"dedup: every event carries a unique data key; {api} will drop none")
-    elif dedup.time_key:
-        lines.append(
-            f"dedup: every event's data carries its time as {dedup.time_key!r}; {api} will "
-            "drop none"
-        )
-    for folded, names in list(dedup.folded_names.items())[:10]:
-        shown = ", ".join(repr(n) for n in names)
-        lines.append(f"dedup: {shown} are one event to {api} ({folded!r})")
-    return lines
+    @property
+    def total(self) -> int:
+        """How many rows in all would be dropped."""
+        return sum(self.would_drop.values())
 
-
-class RejectsWriter:
-    """Appends rejected rows to `--rejects`, CSV or JSONL by the path's ending.
-
-    Batches differ in their columns (JSONL keys, several inputs), so a CSV is written at close
-    from a JSONL spool beside it, with the union of columns as its header.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._csv = path.suffix.lower() in (".csv", ".tsv")
-        target = path.with_name(f".{path.name}.spool") if self._csv else path
-        self._spool_path = target
-        self._handle: IO[str] = open_output(target, "w", shown=path)
-
-    def write(self, rejects: pl.DataFrame, *, source: str) -> None:
-        """Append a batch's rejects (LINE, RULE, COLUMN, ERROR, then the row's JSON text cells)."""
-        if rejects.height == 0:
-            return
-        row_columns = [c for c in rejects.columns if c not in (LINE, RULE, COLUMN, ERROR, RAW)]
-        # `_raw` is the plain text of a line that could not be parsed, not a JSON text cell.
-        raw = [(RAW, json_string(pl.col(RAW)))] if RAW in rejects.columns else []
-        if self._csv:
-            # The CSV holds the text a person typed, not JSON: strings decoded, objects as JSON.
-            cells = [
-                pl.coalesce(json_as_text(pl.col(c)), pl.col(c).replace("null", None))
-                for c in row_columns
-            ]
-            values = [json_string(cell) for cell in cells]
-        else:
-            values = [pl.col(c) for c in row_columns]
-        # Every column, empty ones too: a fixed rejects file must still fit the mapping.
-        null = pl.lit("null")
-        members = [(c, v.fill_null(null)) for c, v in zip(row_columns, values, strict=True)]
-        meta = [
-            ("_file", pl.lit(json.dumps(source, ensure_ascii=False))),
-            ("_line", pl.col(LINE).cast(pl.String)),
-            ("_rule", json_string(pl.col(RULE))),
-            ("_error", json_string(pl.col(ERROR))),
-        ]
-        lines = rejects.select(json_object(meta + members + raw)).to_series()
-        self._handle.write("\n".join(lines.to_list()) + "\n")
-
-    def close(self) -> None:
-        """Flush, and for a CSV target convert the spool."""
-        self._handle.close()
-        if not self._csv:
-            return
-        header: dict[str, None] = dict.fromkeys(REJECT_META)
-        with self._spool_path.open(encoding="utf-8") as spool:
-            for line in spool:
-                header.update(dict.fromkeys(json.loads(line)))
-        delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
-        with (
-            self._spool_path.open(encoding="utf-8") as spool,
-            self.path.open("w", encoding="utf-8", newline="") as out,
-        ):
-            writer = csv.DictWriter(out, fieldnames=list(header), delimiter=delimiter)
-            writer.writeheader()
-            for line in spool:
-                writer.writerow(json.loads(line))
-        self._spool_path.unlink()
+    @property
+    def unaccepted(self) -> bool:
+        """Whether the API would drop events the mapping does not say it accepts losing."""
+        return self.total > 0 and not self.accepted

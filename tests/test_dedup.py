@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 from pipeline_helpers import NOW, make_mapping, write_csv
 
-from importer.checks.dedup import DedupReport, DedupTracker
+from importer.checks.dedup import DedupTracker
 from importer.checks.validate import FileState, validate_frame
 from importer.columns import EVENT, USER
 from importer.inputs.reader import iter_batches, open_input
+from importer.outcome import DedupReport
 
 HEADER = "user_id,email,event,occurred_at,product"
 EVENTS = ["Purchased Item", "purchased_item", "Viewed Product", "Logged in"]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pipeline_helpers import IDENTIFY, NOW, make_mapping, run_file, write_csv
 
-from importer.checks.dedup import DedupReport, DedupTracker
+from importer.checks.dedup import DedupTracker
 from importer.checks.validate import FileState, validate_frame
 from importer.inputs.reader import iter_batches, open_input
+from importer.outcome import DedupReport
 
 HEADER = "user_id,email,event,occurred_at,product"
 ROWS = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from importer.outcome import DEAD_REASONS, OTHER_REASONS, REASON_CHARS, Summary, format_summary
+from importer.cli.report import format_summary
+from importer.outcome import DEAD_REASONS, OTHER_REASONS, REASON_CHARS, Summary
 
 
 def test_dead_letters_are_counted_by_reason_with_the_first_row_as_example() -> None:

@@ -246,7 +246,7 @@ def test_userpilot_open_job_is_settled_not_uploaded_again(tmp_path: Path, input_
         )  # fmt: skip
         stats = mock_stats(endpoint)
     assert done.returncode == 3, done.stdout + done.stderr  # two bad rows in the sample
-    assert "started by an earlier run" in done.stdout
+    assert "started by an earlier run" in done.stderr  # it follows the old job
     assert stats["uploads_by_filename"].get(chunk.name) == 1, "the old chunk was uploaded again"
     # the old job, and for the grown file one for the rows after it
     assert stats["jobs_created"] == (2 if input_name == "grown" else 1)

@@ -14,13 +14,13 @@ import os
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from importer.columns import EVENT, USER
 from importer.mapping.file import Mapping
+from importer.outcome import DedupReport
 
 FOLDED = "__folded"
 KEY = "__key"
@@ -28,29 +28,6 @@ KEY = "__key"
 # report() to 1/64 of them at a time (5 MB at 20M rows).
 SPILL_BYTES = 8 << 20
 PARTITIONS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class DedupReport:
-    """Per folded event name: rows the API would drop, and raw names that fold into one."""
-
-    would_drop: dict[str, int]
-    folded_names: dict[str, list[str]]
-    protected: bool
-    api: str = ""
-    window: str = ""
-    time_key: str | None = None
-    accepted: bool = False
-
-    @property
-    def total(self) -> int:
-        """How many rows in all would be dropped."""
-        return sum(self.would_drop.values())
-
-    @property
-    def unaccepted(self) -> bool:
-        """Whether the API would drop events the mapping does not say it accepts losing."""
-        return self.total > 0 and not self.accepted
 
 
 class DedupTracker:

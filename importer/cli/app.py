@@ -38,6 +38,7 @@ from importer.cli.events import (
     ReadEvents,
     shown_endpoint,
 )
+from importer.cli.report import format_job_summary, format_summary
 from importer.cli.status import format_job_status, format_status, job_status_report, status_report
 from importer.delivery.deliver import (
     DeliveryControl,
@@ -66,7 +67,7 @@ from importer.jobfile.steps import (
     step_state,
 )
 from importer.mapping.file import load_mapping
-from importer.outcome import JobSummary, Summary, format_job_summary, format_summary, write_report
+from importer.outcome import JobSummary, Summary, write_report
 from importer.pipeline.endpoint import EMBEDDED
 from importer.pipeline.outputs import check_outputs
 from importer.pipeline.run import (

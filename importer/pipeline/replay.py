@@ -12,12 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
+from importer.checks.rejects import RejectsWriter
 from importer.columns import BODY, COLUMN, ERROR, LINE, METHOD, PATH, RAW, RULE
 from importer.delivery.deliver import Feed
 from importer.destinations import Destination
 from importer.errors import InputError
 from importer.inputs.reader import open_input
-from importer.outcome import RejectsWriter, Summary
+from importer.outcome import Summary
 from importer.payloads.payload_file import PayloadLine, parse_line
 
 BATCH_LINES = 50_000

@@ -21,6 +21,7 @@ from typing import IO, Protocol
 import polars as pl
 
 from importer.checks.dedup import DedupTracker
+from importer.checks.rejects import RejectsWriter
 from importer.checks.shard import Shard
 from importer.checks.validate import (
     Checked,
@@ -49,7 +50,7 @@ from importer.inputs.common import DEFAULT_BATCH_ROWS, SAMPLE_LINES, Batch, Inpu
 from importer.inputs.jsonl import jsonl_keys
 from importer.inputs.reader import iter_batches
 from importer.mapping.file import ALL_COLUMNS, Mapping
-from importer.outcome import RejectsWriter, Summary
+from importer.outcome import Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
