@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from importer.delivery import send
+from importer.delivery import send, throttle
 from importer.delivery.options import SendOptions
-from importer.delivery.send import WindowGuard, send_all
+from importer.delivery.send import send_all
+from importer.delivery.throttle import WindowGuard
 from importer.delivery.workers import share
 from importer.destinations.base import rate_window_of, throttle_floor_of
 from importer.destinations.userpilot.api import USERPILOT
@@ -321,7 +322,7 @@ def test_retries_count_against_the_window(monkeypatch: pytest.MonkeyPatch) -> No
     clock = VirtualClock()
     monkeypatch.setattr(send, "_now", clock.clock)
     monkeypatch.setattr(send, "_sleep", clock.sleep)
-    monkeypatch.setattr(send.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(throttle.random, "uniform", lambda low, high: low)
     answers = iter([429, 202, 202])
 
     async def scenario() -> list[float]:

@@ -23,18 +23,12 @@ from yarl import URL
 
 from importer.columns import BODY as BODY_COLUMN
 from importer.columns import LINE
-from importer.delivery import send
+from importer.delivery import scrub, send, throttle
 from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
 from importer.delivery.options import DRAIN_MARGIN_S, SendOptions, check_endpoint, is_loopback
-from importer.delivery.send import (
-    AdaptiveLimit,
-    AdaptiveRate,
-    SendStats,
-    backoff_delay,
-    make_scrubber,
-    parse_retry_after,
-    send_all,
-)
+from importer.delivery.scrub import make_scrubber
+from importer.delivery.send import SendStats, send_all
+from importer.delivery.throttle import AdaptiveLimit, AdaptiveRate, backoff_delay, parse_retry_after
 from importer.destinations.mocking import MockConfig
 from importer.destinations.vero.api import VERO
 from importer.errors import CheckpointError, InputError, MappingError
@@ -328,7 +322,7 @@ def test_long_error_body_is_scrubbed_before_it_is_cut(fake_time: FakeTime) -> No
     assert result.error is not None
     assert TOKEN[:4] not in result.error
     assert 'auth_token":"***' in result.error
-    assert len(result.error) < send.MESSAGE_CHARS + 50
+    assert len(result.error) < scrub.MESSAGE_CHARS + 50
     assert result.error.endswith("more characters)")
 
 
@@ -1041,7 +1035,7 @@ def test_429_without_retry_after_doubles_from_the_floor(
 ) -> None:
     """With a floor: 1 s then 2 s, each at most a quarter longer; without one (floor 0) the
     usual full jitter from 0, which may retry at once."""
-    monkeypatch.setattr(send.random, "uniform", lambda low, high: low if jitter == "low" else high)
+    monkeypatch.setattr(throttle.random, "uniform", lambda low, high: low if jitter == "low" else high)
     with MockAPI() as m:
         m.post(TRACK, status=429, body=b"slow down")
         m.post(TRACK, status=429, body=b"slow down")
@@ -1070,11 +1064,11 @@ def test_floor_backoff_waits_at_random_between_its_base_and_a_quarter_more(
 def test_floor_backoff_grows_to_the_cap_and_never_under_the_floor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(send.random, "uniform", lambda low, high: low)
-    delays = [send.floor_backoff(k, floor=1.0, cap=30.0) for k in range(1, 8)]
+    monkeypatch.setattr(throttle.random, "uniform", lambda low, high: low)
+    delays = [throttle.floor_backoff(k, floor=1.0, cap=30.0) for k in range(1, 8)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    assert send.floor_backoff(10_000, floor=1.0, cap=30.0) == 30.0
-    assert send.floor_backoff(3, floor=5.0, cap=2.0) == 5.0  # a cap under the floor
+    assert throttle.floor_backoff(10_000, floor=1.0, cap=30.0) == 30.0
+    assert throttle.floor_backoff(3, floor=5.0, cap=2.0) == 5.0  # a cap under the floor
 
 
 @pytest.mark.parametrize(

@@ -266,7 +266,7 @@ class _JobClient:
         stop: asyncio.Event,
         progress: DeliveryProgress,
     ) -> None:
-        from importer.delivery.send import make_scrubber
+        from importer.delivery.scrub import make_scrubber
 
         self._session = session
         self._base = base
@@ -496,7 +496,7 @@ class _JobClient:
     def _busy_delay(self, throttled: int, retry_after: str | None) -> float:
         """A 429's Retry-After when it gives one; else doubling from the destination's floor
         (or the poll interval), at most the poll cap."""
-        from importer.delivery.send import parse_retry_after
+        from importer.delivery.throttle import parse_retry_after
 
         seconds = None
         if retry_after is not None:
