@@ -29,24 +29,17 @@ import pytest
 from pipeline_helpers import ROOT
 
 from importer.delivery import deliver as delivery
-from importer.delivery.deliver import (
-    DeadLetters,
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    Feed,
-    Recorder,
-    RequestFeed,
-    body_frame,
-    deliver,
-)
-from importer.delivery.options import SendOptions
+from importer.delivery.deliver import DeliveryControl, body_frame, deliver
+from importer.delivery.feed import RequestFeed
+from importer.delivery.options import DeliveryOptions, Feed, SendOptions
+from importer.delivery.record import DeadLetters, Recorder
 from importer.destinations.mocking import MockConfig
 from importer.destinations.vero.api import VERO
 from importer.errors import CredentialError, ImporterError, TokenRefusedError
 from importer.mock.server import start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
+from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import JobIdentity
 
@@ -527,7 +520,8 @@ def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
 def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) -> None:
     """A 401 while the next batch is still being built: deliver() returns only after that
     thread is done, so closing the input afterwards is safe and nothing touches the summary."""
-    from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
+    from importer.delivery.deliver import body_frame, deliver
+    from importer.delivery.options import DeliveryOptions, Feed
     from importer.destinations.mocking import MockConfig
     from importer.destinations.vero.api import VERO
     from importer.mock.server import start_mock_server
@@ -586,10 +580,11 @@ def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all
 
 
 def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: Path) -> None:
-    from importer.delivery.deliver import DeliveryOptions, DeliveryProgress
+    from importer.delivery.options import DeliveryOptions
     from importer.mapping.file import load_mapping
     from importer.pipeline.endpoint import EMBEDDED
     from importer.pipeline.run import JobOptions, open_inputs, send_job
+    from importer.progress import DeliveryProgress
 
     class Counting(DeliveryProgress):
         def __init__(self) -> None:

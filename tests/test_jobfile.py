@@ -445,7 +445,7 @@ def test_order_options_reach_each_step_as_far_as_its_action_allows(tmp_path: Pat
     """--per-user-order keeps every per-row step in order; --order time sorts the events step
     by its time and leaves the tags step, which has none, in file order."""
     from importer.cli.app import _ordered
-    from importer.delivery.deliver import DeliveryOptions
+    from importer.delivery.options import DeliveryOptions
     from importer.destinations.userpilot.api import USERPILOT
 
     plain = DeliveryOptions(endpoint="embedded", token=None, state_dir=tmp_path)

@@ -13,12 +13,14 @@ import pytest
 from importer.cli.status import format_status
 from importer.columns import BODY, LINE
 from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
-from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress, Feed
+from importer.delivery.deliver import DeliveryControl
+from importer.delivery.options import DeliveryOptions, Feed
 from importer.destinations.base import Batch
 from importer.destinations.userpilot.api import USERPILOT
 from importer.mock.registry import mock_for
 from importer.mock.server import mock_config, start_mock_server
 from importer.outcome import Summary
+from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import JobIdentity
 from importer.state.layout import LOG_NAME

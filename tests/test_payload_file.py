@@ -11,7 +11,7 @@ import pytest
 from pipeline_helpers import NOW, make_mapping, write_jsonl
 
 from importer.columns import BODY, LINE
-from importer.delivery.deliver import DeadLetters
+from importer.delivery.record import DeadLetters
 from importer.destinations.vero.api import VERO
 from importer.model import Request, Result
 from importer.outcome import Summary

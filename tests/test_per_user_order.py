@@ -24,19 +24,16 @@ from click.testing import CliRunner
 
 from importer.cli.app import main
 from importer.columns import ROUTE
-from importer.delivery.deliver import (
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    release_order,
-)
-from importer.delivery.options import SendOptions
+from importer.delivery.deliver import DeliveryControl
+from importer.delivery.feed import release_order
+from importer.delivery.options import DeliveryOptions, SendOptions
 from importer.delivery.send import send_all
 from importer.delivery.workers import send_across_workers
 from importer.destinations import get_destination
 from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.pipeline.run import JobOptions, open_inputs, send_job
+from importer.progress import DeliveryProgress
 from importer.state.layout import ORDER_SPILL_NAME
 from tests.pipeline_helpers import NOW, ROOT, make_mapping, write_csv
 

@@ -24,8 +24,15 @@ from yarl import URL
 from importer.columns import BODY as BODY_COLUMN
 from importer.columns import LINE
 from importer.delivery import scrub, send, throttle
-from importer.delivery.deliver import DeliveryOptions, Feed, body_frame, deliver
-from importer.delivery.options import DRAIN_MARGIN_S, SendOptions, check_endpoint, is_loopback
+from importer.delivery.deliver import body_frame, deliver
+from importer.delivery.options import (
+    DRAIN_MARGIN_S,
+    DeliveryOptions,
+    Feed,
+    SendOptions,
+    check_endpoint,
+    is_loopback,
+)
 from importer.delivery.scrub import make_scrubber
 from importer.delivery.send import SendStats, send_all
 from importer.delivery.throttle import AdaptiveLimit, AdaptiveRate, backoff_delay, parse_retry_after
@@ -1035,7 +1042,9 @@ def test_429_without_retry_after_doubles_from_the_floor(
 ) -> None:
     """With a floor: 1 s then 2 s, each at most a quarter longer; without one (floor 0) the
     usual full jitter from 0, which may retry at once."""
-    monkeypatch.setattr(throttle.random, "uniform", lambda low, high: low if jitter == "low" else high)
+    monkeypatch.setattr(
+        throttle.random, "uniform", lambda low, high: low if jitter == "low" else high
+    )
     with MockAPI() as m:
         m.post(TRACK, status=429, body=b"slow down")
         m.post(TRACK, status=429, body=b"slow down")

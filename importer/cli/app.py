@@ -40,14 +40,10 @@ from importer.cli.events import (
 )
 from importer.cli.report import format_job_summary, format_summary
 from importer.cli.status import format_job_status, format_status, job_status_report, status_report
-from importer.delivery.deliver import (
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    order_time_path,
-)
+from importer.delivery.deliver import DeliveryControl
+from importer.delivery.feed import order_time_path
 from importer.delivery.loops import run as run_loop
-from importer.delivery.options import SendOptions, check_endpoint, is_loopback
+from importer.delivery.options import DeliveryOptions, SendOptions, check_endpoint, is_loopback
 from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.errors import CredentialError, ImporterError
@@ -78,6 +74,7 @@ from importer.pipeline.run import (
     validate_inputs,
 )
 from importer.pipeline.run import dry_run as dry_run_job
+from importer.progress import DeliveryProgress
 from importer.state.layout import DEFAULT_STATE
 from importer.state.status import read_status
 

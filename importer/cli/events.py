@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from importer.delivery.deliver import DeliveryProgress
+from importer.progress import DeliveryProgress
 
 TEXT = "text"
 JSON = "json"

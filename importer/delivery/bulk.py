@@ -37,20 +37,15 @@ import polars as pl
 import yarl
 
 from importer.columns import BODY, LINE
-from importer.delivery.deliver import (
-    DeadLetters,
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    Feed,
-    stop_error,
-)
-from importer.delivery.options import check_endpoint, is_loopback
+from importer.delivery.deliver import DeliveryControl, stop_error
+from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
+from importer.delivery.record import DeadLetters
 from importer.destinations.base import Action, Batch, Destination
 from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
+from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import ChunkState, JobIdentity
 from importer.state.layout import CHUNKS_DIR, JOBS_DIR

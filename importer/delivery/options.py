@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import polars as pl
+
 from importer.errors import MappingError
+from importer.state.layout import DEAD_LETTER_NAME
+
+if TYPE_CHECKING:
+    pass
 
 # Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
 DRAIN_MARGIN_S = 5.0
@@ -141,3 +149,54 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """Bodies of one input, ready to send: LINE, BODY, METHOD and PATH columns."""
+
+    fingerprint: str
+    name: str
+    frame: pl.DataFrame
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryOptions:
+    """Where to send and where to keep state; `token` is None only until the embedded mock starts.
+
+    `workers` is how many processes send (1: this one; more: importer.delivery.workers, each user's rows
+    through one of them by the ROUTE column). `checkpoint=False` is for benchmarks only: the
+    checkpoint log is neither read nor written (every row is sent, nothing is resumable), so a
+    run shows what the log costs.
+    """
+
+    endpoint: str
+    token: str | None
+    state_dir: Path
+    fresh: bool = False
+    dead_letter: Path | None = None
+    send: SendOptions = field(default_factory=SendOptions)
+    workers: int = 1
+    checkpoint: bool = True
+    # For actions delivered as jobs: the first wait before asking how a job is doing (then
+    # 1.5 times longer each time), and how long to wait while another job holds the key.
+    poll_s: float = 1.0
+    busy_wait_s: float = 3600.0
+    # With send.per_user_order: the body path of the time each user's rows are sent by
+    # (--order time, from order_time_path); None: in the order of the input.
+    order_time: str | None = None
+
+    @property
+    def real_token(self) -> str:
+        """The token to send: a run reaches delivery with one (the embedded mock's included)."""
+        if self.token is None:
+            # An internal invariant, not a user's mistake: a missing token is refused first.
+            raise AssertionError(
+                "delivery needs a token; the embedded mock's is set when it starts"
+            )
+        return self.token
+
+    @property
+    def dead_letter_path(self) -> Path:
+        """The dead-letter file: the one asked for, else one in the state directory."""
+        return self.dead_letter or self.state_dir / DEAD_LETTER_NAME

@@ -22,13 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from importer.delivery.deliver import DeliveryControl, DeliveryOptions, DeliveryProgress
+from importer.delivery.deliver import DeliveryControl
+from importer.delivery.options import DeliveryOptions
 from importer.errors import ImporterError, OutputError
 from importer.files import write_atomic
 from importer.inputs.common import InputFile
 from importer.jobfile.parse import JobFile, Step
 from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import JobOptions, send_job
+from importer.progress import DeliveryProgress
 from importer.state.facts import StateStatus
 from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
 from importer.state.status import read_status

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from importer.delivery.deliver import DeliveryOptions
+from importer.delivery.options import DeliveryOptions
 from importer.destinations import Destination
 from importer.outcome import Summary
 from importer.state.layout import EMBEDDED_RECORD_NAME

@@ -14,7 +14,7 @@ import polars as pl
 
 from importer.checks.rejects import RejectsWriter
 from importer.columns import BODY, COLUMN, ERROR, LINE, METHOD, PATH, RAW, RULE
-from importer.delivery.deliver import Feed
+from importer.delivery.options import Feed
 from importer.destinations import Destination
 from importer.errors import InputError
 from importer.inputs.reader import open_input

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 import polars as pl
 
@@ -33,14 +33,8 @@ from importer.checks.validate import (
     window_refusal,
 )
 from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
-from importer.delivery.deliver import (
-    DeliveryControl,
-    DeliveryOptions,
-    DeliveryProgress,
-    Feed,
-    body_frame,
-    deliver,
-)
+from importer.delivery.deliver import DeliveryControl, body_frame, deliver
+from importer.delivery.options import DeliveryOptions, Feed
 from importer.destinations import Action, Destination
 from importer.errors import InputError, MappingError
 from importer.files import open_output
@@ -55,38 +49,13 @@ from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
 from importer.pipeline.replay import iter_payload_feeds
+from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import Admission, InputFacts, JobIdentity
 from importer.state.status import known_sizes
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
-
-
-class Progress(Protocol):
-    """How the core reports progress; the CLI draws it, tests may count it."""
-
-    def begin(self, name: str, total: int | None) -> None:
-        """A new input starts; `total` is its row count where known."""
-
-    def advance(self, rows: int) -> None:
-        """`rows` more rows were read."""
-
-    def end(self) -> None:
-        """The input is done."""
-
-
-class NoProgress:
-    """Progress that goes nowhere."""
-
-    def begin(self, name: str, total: int | None) -> None:
-        """Ignore."""
-
-    def advance(self, rows: int) -> None:
-        """Ignore."""
-
-    def end(self) -> None:
-        """Ignore."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
