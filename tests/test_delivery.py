@@ -28,7 +28,7 @@ import polars as pl
 import pytest
 from pipeline_helpers import ROOT
 
-from importer.delivery import deliver as delivery
+from importer.delivery import record
 from importer.delivery.deliver import DeliveryControl, body_frame, deliver
 from importer.delivery.feed import RequestFeed
 from importer.delivery.options import DeliveryOptions, Feed, SendOptions
@@ -781,7 +781,7 @@ def test_syncs_run_in_a_thread_and_come_every_sync_every_results(
         synced.set()
         real_fsync(fd)
 
-    monkeypatch.setattr(delivery, "SYNC_EVERY", 3)
+    monkeypatch.setattr(record, "SYNC_EVERY", 3)
     monkeypatch.setattr(os, "fsync", fsync)
 
     async def main() -> None:
