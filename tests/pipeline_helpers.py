@@ -68,7 +68,7 @@ def schema_of(mapping: Mapping) -> jsonschema.Draft202012Validator:
 def check_body(mapping: Mapping, body: dict[str, Any]) -> None:
     """Validate one built body against its schema; a list action's body is one row of the
     request's list, so it is checked as the list's only item."""
-    batch = mapping.action.batch
+    batch = mapping.action.bulk
     whole = {batch.list_key: [body]} if batch is not None and batch.kind == "list" else body
     schema_of(mapping).validate(whole)
 

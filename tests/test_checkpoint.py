@@ -20,11 +20,11 @@ import pytest
 from importer.errors import CheckpointError, MappingError
 from importer.inputs.reader import open_input
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import JobIdentity
+from importer.state.facts import RunIdentity
 from importer.state.layout import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
 from importer.state.status import read_status
 
-JOB = JobIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
+JOB = RunIdentity(mapping_fingerprint="m1", destination="vero", endpoint="embedded")
 FP = "f" * 32
 
 
@@ -287,12 +287,12 @@ def test_unreadable_header_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("other", "what"),
     [
-        pytest.param(JobIdentity("m2", "vero", "embedded"), "mapping fingerprint", id="mapping"),
-        pytest.param(JobIdentity("m1", "userpilot", "embedded"), "destination", id="destination"),
-        pytest.param(JobIdentity("m1", "vero", "https://api.example"), "endpoint", id="endpoint"),
+        pytest.param(RunIdentity("m2", "vero", "embedded"), "mapping fingerprint", id="mapping"),
+        pytest.param(RunIdentity("m1", "userpilot", "embedded"), "destination", id="destination"),
+        pytest.param(RunIdentity("m1", "vero", "https://api.example"), "endpoint", id="endpoint"),
     ],
 )
-def test_other_job_is_refused(tmp_path: Path, other: JobIdentity, what: str) -> None:
+def test_other_job_is_refused(tmp_path: Path, other: RunIdentity, what: str) -> None:
     write_log(tmp_path, [[2]])
     with pytest.raises(CheckpointError, match="--fresh") as info:
         CheckpointLog.open(tmp_path, job=other)
@@ -304,7 +304,7 @@ def test_other_job_is_refused(tmp_path: Path, other: JobIdentity, what: str) -> 
 def test_fresh_starts_over_and_sets_the_old_log_aside(tmp_path: Path) -> None:
     write_log(tmp_path, [[2, 3]])
     old = (tmp_path / LOG_NAME).read_bytes()
-    other = JobIdentity("m2", "vero", "embedded")
+    other = RunIdentity("m2", "vero", "embedded")
     with CheckpointLog.open(tmp_path, job=other, fresh=True) as log:
         assert not log.is_done(FP, 2)
         assert log.delivered_count(FP) == 0
@@ -490,7 +490,7 @@ def test_unregistered_input_and_credentials_in_endpoint_are_rejected(tmp_path: P
     ):
         log.mark_done(FP, 2)
     with pytest.raises(MappingError, match="credentials"):
-        JobIdentity("m1", "vero", "https://user:secret@api.example")
+        RunIdentity("m1", "vero", "https://user:secret@api.example")
 
 
 def test_read_status(tmp_path: Path) -> None:
@@ -531,9 +531,9 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from importer.state.checkpoint import CheckpointLog, JobIdentity
+    from importer.state.checkpoint import CheckpointLog, RunIdentity
 
-    job = JobIdentity("m1", "vero", "embedded")
+    job = RunIdentity("m1", "vero", "embedded")
     log = CheckpointLog.open(Path(sys.argv[1]), job=job)
     log.register_input("events.csv", sys.argv[2])
     count = 0

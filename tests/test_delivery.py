@@ -41,7 +41,7 @@ from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import JobIdentity
+from importer.state.facts import RunIdentity
 
 TOKEN = "tok-e2e-5f3a9c1d7b"
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
@@ -526,7 +526,7 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
     from importer.destinations.vero.api import VERO
     from importer.mock.server import start_mock_server
     from importer.outcome import Summary
-    from importer.state.facts import JobIdentity
+    from importer.state.facts import RunIdentity
 
     order: list[str] = []
     frame = pl.DataFrame({"__line": [2], "__body": ['{"identity":{"id":"u"},"event_name":"e"}']})
@@ -542,7 +542,7 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
         try:
             return await deliver(
                 batches,
-                identity=JobIdentity("m", "vero", mock.url),
+                identity=RunIdentity("m", "vero", mock.url),
                 destination=VERO,
                 options=DeliveryOptions(endpoint=mock.url, token=TOKEN, state_dir=tmp_path),
                 summary=Summary(),
@@ -583,7 +583,7 @@ def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: P
     from importer.delivery.options import DeliveryOptions
     from importer.mapping.file import load_mapping
     from importer.pipeline.endpoint import EMBEDDED
-    from importer.pipeline.run import JobOptions, open_inputs, send_job
+    from importer.pipeline.run import RunOptions, open_inputs, send_inputs
     from importer.progress import DeliveryProgress
 
     class Counting(DeliveryProgress):
@@ -603,11 +603,13 @@ def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: P
     events = write_events(tmp_path / "events.csv", 50)
     with events.open("a") as handle:
         handle.write("u1,not-an-email,Viewed product,2024-01-01T00:00:00Z,sku\n\n")
-    options = JobOptions(inputs=(events,), mapping=load_mapping(Path(TRACK)), batch_rows=16)
+    options = RunOptions(inputs=(events,), mapping=load_mapping(Path(TRACK)), batch_rows=16)
     delivery = DeliveryOptions(endpoint=EMBEDDED, token=None, state_dir=tmp_path / "state")
     for attempt in ("first", "resumed"):
         progress = Counting()
-        summary = asyncio.run(send_job(options, open_inputs(options), delivery, progress=progress))
+        summary = asyncio.run(
+            send_inputs(options, open_inputs(options), delivery, progress=progress)
+        )
         assert summary.rows_rejected == 1
         assert progress.total == progress.moved, attempt
     assert (summary.rows_sent, summary.rows_skipped) == (0, 50)
@@ -636,7 +638,7 @@ def _deliver_lines(
         try:
             return await deliver(
                 iter([feed]),
-                identity=JobIdentity("m", "vero", "the-mock"),  # its port differs per run
+                identity=RunIdentity("m", "vero", "the-mock"),  # its port differs per run
                 destination=VERO,
                 options=DeliveryOptions(
                     endpoint=mock.url,
@@ -750,7 +752,7 @@ def test_the_marks_of_one_loop_turn_reach_the_log_in_one_write_at_the_next(
     loses no acknowledgement once the loop has turned."""
 
     async def main() -> None:
-        log = CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x"))
+        log = CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x"))
         log.register_input("in.csv", "fp")
         log.flush()
         recorder = _recorder(log, tmp_path)
@@ -785,7 +787,7 @@ def test_syncs_run_in_a_thread_and_come_every_sync_every_results(
     monkeypatch.setattr(os, "fsync", fsync)
 
     async def main() -> None:
-        log = CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x"))
+        log = CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x"))
         log.register_input("in.csv", "fp")
         recorder = _recorder(log, tmp_path)
         threads.clear()  # opening the log synced it
@@ -802,7 +804,7 @@ def test_syncs_run_in_a_thread_and_come_every_sync_every_results(
         recorder.close()
 
     asyncio.run(main())
-    with CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x")) as log:
+    with CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x")) as log:
         assert log.delivered_count("fp") == 3
 
 
@@ -829,7 +831,7 @@ def test_the_next_batch_is_read_while_this_one_is_sent(tmp_path: Path) -> None:
             yield Feed("fp", "in.csv", body_frame(frame, method="POST", path="events/track"))
 
     async def main() -> bool:
-        with CheckpointLog.open(tmp_path, job=JobIdentity("m", "vero", "x")) as log:
+        with CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x")) as log:
             summary, progress = Summary(), DeliveryProgress()
             feed = RequestFeed(feeds(), checkpoint=log, summary=summary, progress=progress)
             requests = feed.requests()

@@ -208,7 +208,7 @@ def test_a_dry_run_writes_its_lines_in_a_thread_and_raises_its_error(
         "user_id,email,event,occurred_at\n"
         + "".join(f"u{i},u{i}@example.com,Bought,2023-05-30T10:00:{i:02d}Z\n" for i in range(5))
     )
-    options = job.JobOptions(
+    options = job.RunOptions(
         inputs=(path,), mapping=load_mapping(ROOT / "schemas" / "vero-track.toml"), batch_rows=2
     )
     out = tmp_path / "out.jsonl"

@@ -12,29 +12,29 @@ import pytest
 
 from importer.cli.status import format_status
 from importer.columns import BODY, LINE
-from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_jobs, upload_body
+from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_uploads, upload_body
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.options import DeliveryOptions, Feed
-from importer.destinations.base import Batch
+from importer.destinations.base import BulkUpload
 from importer.destinations.userpilot.api import USERPILOT
 from importer.mock.registry import mock_for
 from importer.mock.server import mock_config, start_mock_server
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import JobIdentity
+from importer.state.facts import RunIdentity
 from importer.state.layout import LOG_NAME
 from importer.state.status import read_status
 
-JOB = JobIdentity(mapping_fingerprint="m1", destination="made-up", endpoint="embedded")
-FILE_BATCH = Batch(
+JOB = RunIdentity(mapping_fingerprint="m1", destination="made-up", endpoint="embedded")
+FILE_BATCH = BulkUpload(
     kind="file",
     create_path="v1/imports",
     status_path="v1/jobs/{job_id}",
     max_rows=3,
     max_bytes=1_000,
 )
-LIST_BATCH = Batch(
+LIST_BATCH = BulkUpload(
     kind="list",
     create_path="v1/bulk",
     status_path="v1/jobs/{job_id}",
@@ -81,7 +81,7 @@ def _feed(fingerprint: str, lines: list[int]) -> Feed:
 
 
 def _chunks(
-    feeds: list[Feed], log: CheckpointLog, batch: Batch = FILE_BATCH
+    feeds: list[Feed], log: CheckpointLog, batch: BulkUpload = FILE_BATCH
 ) -> list[tuple[str, list[int]]]:
     chunker = _Chunker(
         iter(feeds),
@@ -113,7 +113,7 @@ def test_chunks_skip_rows_already_done(tmp_path: Path) -> None:
 
 
 def test_chunks_stay_within_max_bytes(tmp_path: Path) -> None:
-    small = Batch(
+    small = BulkUpload(
         kind="file", create_path="x", status_path="x/{job_id}", max_rows=100, max_bytes=40
     )
     with CheckpointLog.open(tmp_path, job=JOB) as log:
@@ -231,9 +231,9 @@ async def _deliver(
     url: str, state: Path, feeds: list[Feed], control: DeliveryControl | None = None
 ) -> Summary:
     options = DeliveryOptions(endpoint=url, token=TOKEN, state_dir=state, poll_s=0.05)
-    return await deliver_jobs(
+    return await deliver_uploads(
         iter(feeds),
-        identity=JobIdentity(mapping_fingerprint="m", destination="userpilot", endpoint=url),
+        identity=RunIdentity(mapping_fingerprint="m", destination="userpilot", endpoint=url),
         destination=USERPILOT,
         action=USERPILOT.actions["import_track"],
         options=options,

@@ -353,7 +353,7 @@ def test_a_stopped_run_writes_the_summary_then_the_error(
     async def refused(*args: object, **kwargs: object) -> Summary:
         return Summary(rows_read=2, stop=TokenRefusedError("HTTP 401: the token was refused"))
 
-    monkeypatch.setattr(cli, "send_job", refused)
+    monkeypatch.setattr(cli, "send_inputs", refused)
     code, _, err = invoke(
         "run", str(_clean_csv(tmp_path)), "--mapping", TRACK, "--endpoint", "embedded",
         "--state", str(tmp_path / "state"), "--log-format", "json",

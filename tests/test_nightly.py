@@ -17,7 +17,7 @@ from pipeline_helpers import ROOT, mock_server_process
 
 from importer.cli.app import main
 from importer.inputs.reader import open_input
-from importer.state.facts import InputFacts, JobIdentity
+from importer.state.facts import InputFacts, RunIdentity
 from importer.state.status import read_status
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
@@ -178,7 +178,7 @@ def test_an_old_log_without_sizes_still_reads(tmp_path: Path) -> None:
     """Input records from before nightly loads have no size or path: read as before."""
     from importer.state.checkpoint import CheckpointLog
 
-    job = JobIdentity("m", "vero", "embedded")
+    job = RunIdentity("m", "vero", "embedded")
     with CheckpointLog.open(tmp_path, job=job) as log:
         log.register_input("a.csv", "fp-a")
         log.mark_done("fp-a", 2)
@@ -190,7 +190,7 @@ def test_an_old_log_without_sizes_still_reads(tmp_path: Path) -> None:
 
 def test_status_lists_each_file_with_what_was_sent(tmp_path: Path) -> None:
     """`importer status` text: names, counts, first and last time."""
-    job = JobIdentity("m", "vero", "embedded")
+    job = RunIdentity("m", "vero", "embedded")
     from importer.state.checkpoint import CheckpointLog
 
     with CheckpointLog.open(tmp_path, job=job) as log:

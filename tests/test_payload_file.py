@@ -17,7 +17,7 @@ from importer.model import Request, Result
 from importer.outcome import Summary
 from importer.payloads.payload_file import dead_letter_line, parse_line, payload_lines
 from importer.pipeline.replay import iter_payload_feeds
-from importer.pipeline.run import JobOptions, dry_run
+from importer.pipeline.run import RunOptions, dry_run
 
 BODY_TEXT = '{"identity":{"id":"ü1"},"event_name":"Login","data":{"n":9007199254740993}}'
 CALLS = {("POST", "events/track")}
@@ -43,7 +43,7 @@ def test_a_dry_run_out_file_replays_byte_for_byte(tmp_path: Path) -> None:
         "data": "*",
     }
     mapping = make_mapping(fields=fields)
-    dry_run(JobOptions(inputs=(events,), mapping=mapping, now=NOW), out=out)
+    dry_run(RunOptions(inputs=(events,), mapping=mapping, now=NOW), out=out)
     written = out.read_text(encoding="utf-8").splitlines()
     first = json.loads(written[0])
     assert list(first) == ["method", "path", "body", "source"]

@@ -32,7 +32,7 @@ from importer.delivery.workers import send_across_workers
 from importer.destinations import get_destination
 from importer.model import Request, Result
 from importer.outcome import Summary
-from importer.pipeline.run import JobOptions, open_inputs, send_job
+from importer.pipeline.run import RunOptions, open_inputs, send_inputs
 from importer.progress import DeliveryProgress
 from importer.state.layout import ORDER_SPILL_NAME
 from tests.pipeline_helpers import NOW, ROOT, make_mapping, write_csv
@@ -230,7 +230,7 @@ async def _deliver(
     batch_rows: int = 1000,
     stop_after: int | None = None,
 ) -> Summary:
-    options = JobOptions(inputs=(path,), mapping=make_mapping(), batch_rows=batch_rows, now=NOW)
+    options = RunOptions(inputs=(path,), mapping=make_mapping(), batch_rows=batch_rows, now=NOW)
     delivery = DeliveryOptions(
         endpoint=url,
         token=TOKEN,
@@ -240,7 +240,7 @@ async def _deliver(
     )
     control = DeliveryControl()
     progress = StopAfter(control, stop_after) if stop_after else None
-    return await send_job(
+    return await send_inputs(
         options, open_inputs(options), delivery, progress=progress, control=control
     )
 

@@ -42,7 +42,7 @@ from importer.errors import CheckpointError, InputError, MappingError
 from importer.mock.server import start_mock_server
 from importer.model import Request, Result
 from importer.outcome import Summary
-from importer.state.facts import JobIdentity
+from importer.state.facts import RunIdentity
 
 TOKEN = "tok-S3CRET-value"
 ENDPOINT = "https://api.example.test/api/v2"
@@ -973,7 +973,7 @@ def test_the_summary_warns_of_rows_that_may_arrive_twice(tmp_path: Path) -> None
         try:
             return await deliver(
                 iter([Feed("fingerprint", "events.csv", frame)]),
-                identity=JobIdentity("mapping", "vero", mock.url),
+                identity=RunIdentity("mapping", "vero", mock.url),
                 destination=VERO,
                 options=DeliveryOptions(
                     endpoint=mock.url,

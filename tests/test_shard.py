@@ -29,7 +29,7 @@ from importer.cli import app as cli
 from importer.cli.app import main
 from importer.columns import ROUTE
 from importer.errors import MappingError
-from importer.pipeline.run import JobOptions
+from importer.pipeline.run import RunOptions
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 EVENTS_CSV = str(ROOT / "samples" / "events.csv")
@@ -240,9 +240,9 @@ def test_sharding_needs_an_identity() -> None:
     anonymous = dataclasses.replace(
         mapping, action=dataclasses.replace(mapping.action, identity=())
     )
-    JobOptions(inputs=(), mapping=anonymous)
+    RunOptions(inputs=(), mapping=anonymous)
     with pytest.raises(MappingError, match="--shard needs each row's user"):
-        JobOptions(inputs=(), mapping=anonymous, shard=Shard(0, 2))
+        RunOptions(inputs=(), mapping=anonymous, shard=Shard(0, 2))
 
 
 # ------------------------------------------------------------------------------ state

@@ -72,7 +72,7 @@ def run(path: Path, mapping: Mapping) -> tuple[list[dict[str, Any]], list[tuple[
     schema = SCHEMAS / f"userpilot-{mapping.action.name.replace('_', '-')}.schema.json"
     if schema.exists():
         validator = jsonschema.Draft202012Validator(json.loads(schema.read_text()))
-        batch = mapping.action.batch
+        batch = mapping.action.bulk
         # A bulk request's body is a list of rows under one key.
         checked = [{batch.list_key: bodies}] if batch and batch.kind == "list" else bodies
         for body in checked if bodies else []:

@@ -147,7 +147,7 @@ def test_every_action_delivers_each_valid_sample_row_exactly_once(
     assert summary["rows_sent"] == sent
     assert summary["rows_failed"] == 0
     stats = summary["embedded_server"]
-    if action.batch is None:
+    if action.bulk is None:
         assert stats["accepted"] == sent
         assert stats["duplicates"] == 0
     else:

@@ -100,7 +100,7 @@ def test_preset_options_commented_out_load_when_uncommented(name: str, tmp_path:
     mapping = load_mapping(path)
     assert mapping.options["region"] == "eu"
     assert mapping.options["nested"] == "json"
-    if mapping.action.batch is not None:
+    if mapping.action.bulk is not None:
         assert mapping.options["chunk_mb"] == 50
         assert "\nchunk_mb = 50" in text
 
@@ -133,7 +133,7 @@ def test_dry_run_bodies_pass_the_schema(name: str, tmp_path: Path) -> None:
         assert payload["path"] == mapping.action.path
         check_body(mapping, payload["body"])
     bodies = [p["body"] for p in payloads]
-    batch = mapping.action.batch
+    batch = mapping.action.bulk
     if batch is not None and batch.kind == "list":
         # All rows in one request, as the importer wraps a chunk.
         schema_of(mapping).validate({batch.list_key: bodies})

@@ -19,7 +19,7 @@ from importer.columns import LINE, RULE
 from importer.errors import MappingError
 from importer.inputs.reader import iter_batches, open_input
 from importer.mapping.file import load_mapping, parse_mapping
-from importer.pipeline.run import JobOptions
+from importer.pipeline.run import RunOptions
 from importer.state.layout import EMBEDDED_RECORD_NAME
 
 SCHEMAS = ROOT / "schemas"
@@ -109,7 +109,7 @@ def test_an_action_without_a_time_uses_its_first_timestamp_column(tmp_path: Path
 def test_a_mapping_without_a_time_is_refused(tmp_path: Path) -> None:
     mapping = load_mapping(SCHEMAS / "vero-tags.toml")
     with pytest.raises(MappingError, match=r"action 'tags' of mapping .* has no time field"):
-        JobOptions(inputs=(), mapping=mapping, window=Window(since=MAY_1))
+        RunOptions(inputs=(), mapping=mapping, window=Window(since=MAY_1))
 
 
 def test_a_window_checks_its_ends() -> None:

@@ -67,10 +67,10 @@ from importer.outcome import JobSummary, Summary, write_report
 from importer.pipeline.endpoint import EMBEDDED
 from importer.pipeline.outputs import check_outputs
 from importer.pipeline.run import (
-    JobOptions,
+    RunOptions,
     open_inputs,
-    replay_job,
-    send_job,
+    replay_payloads,
+    send_inputs,
     validate_inputs,
 )
 from importer.pipeline.run import dry_run as dry_run_job
@@ -339,9 +339,9 @@ def _step_options(
     batch_rows: int,
     shard: Shard | None,
     window: Window | None = None,
-) -> JobOptions:
+) -> RunOptions:
     """What one step reads, as `importer run` would for its inputs and mapping."""
-    return JobOptions(
+    return RunOptions(
         inputs=step.inputs,
         mapping=step.mapping,
         rejects_path=per_step(rejects, step.name),
@@ -352,14 +352,14 @@ def _step_options(
 
 
 def _step_events(
-    check: Callable[[Step, JobOptions], Summary],
-) -> Callable[[Step, JobOptions], Summary]:
+    check: Callable[[Step, RunOptions], Summary],
+) -> Callable[[Step, RunOptions], Summary]:
     """`check` of one step of a job file, between `step` events with --log-format json."""
     events = _events()
     if events is None:
         return check
 
-    def checked(step: Step, options: JobOptions) -> Summary:
+    def checked(step: Step, options: RunOptions) -> Summary:
         events.emit("step", step=step.name, status="started")
         summary = check(step, options)
         events.emit(
@@ -682,7 +682,7 @@ def validate(
         mapping = load_mapping(mapping_path)
         _check_window(window, mapping)
         _start_event("validate", inputs, mapping=mapping, window=window)
-        options = JobOptions(
+        options = RunOptions(
             inputs=inputs,
             mapping=mapping,
             rejects_path=rejects,
@@ -1085,7 +1085,7 @@ def _ordered(
     step keeps its file order)."""
     if order == "time" and not per_user_order:
         raise click.UsageError("--order time goes with --per-user-order")
-    if not per_user_order or action.batch is not None or not action.identity:
+    if not per_user_order or action.bulk is not None or not action.identity:
         return delivery
     return dataclasses.replace(
         delivery,
@@ -1101,7 +1101,7 @@ def _order_time(action: Action, *, per_user_order: bool, order: str) -> str | No
         raise click.UsageError("--order time goes with --per-user-order")
     if not per_user_order:
         return None
-    if action.batch is not None:
+    if action.bulk is not None:
         raise click.UsageError(
             f"--per-user-order: action {action.name!r} goes as bulk jobs, not a request per row"
         )
@@ -1323,7 +1323,7 @@ def run(
             state=None if dry_run else str(state_dir),
             shard=None if shard is None else shard.label,
         )
-        options = JobOptions(
+        options = RunOptions(
             inputs=inputs,
             mapping=mapping,
             rejects_path=rejects,
@@ -1365,7 +1365,7 @@ def run(
             sources = open_inputs(options, state_dir=known)
             bar = _delivery_progress(quiet)
             summary = _deliver_with_signals(
-                lambda control: send_job(
+                lambda control: send_inputs(
                     options,
                     sources,
                     delivery,
@@ -1418,7 +1418,7 @@ def _run_job(
             shard=None if shard is None else shard.label,
         )
 
-        def options(step: Step) -> JobOptions:
+        def options(step: Step) -> RunOptions:
             return _step_options(
                 step, rejects=rejects, batch_rows=batch_rows, shard=shard, window=window
             )
@@ -1450,7 +1450,7 @@ def _run_job(
                 step_options = options(step)
                 done = not fresh and record.finished(
                     step,
-                    fingerprint=step_options.job_fingerprint,
+                    fingerprint=step_options.run_fingerprint,
                     endpoint=step_delivery.endpoint,
                     stats=stats,
                 )
@@ -1547,7 +1547,7 @@ def replay(
         )
         bar = _delivery_progress(quiet)
         summary = _deliver_with_signals(
-            lambda control: replay_job(
+            lambda control: replay_payloads(
                 payloads, target, delivery, rejects_path=rejects, progress=bar, control=control
             ),
             bar,

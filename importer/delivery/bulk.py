@@ -1,4 +1,4 @@
-"""Deliver an action the API takes as jobs (an Action with a `Batch`): rows are cut into chunks,
+"""Deliver an action the API takes as jobs (an Action with a `BulkUpload`): rows are cut into chunks,
 each chunk is one upload that starts a job on the API's side, and the job is polled to its end.
 
 One job at a time, strictly in order, because the API runs one per token:
@@ -40,14 +40,14 @@ from importer.columns import BODY, LINE
 from importer.delivery.deliver import DeliveryControl, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
 from importer.delivery.record import DeadLetters
-from importer.destinations.base import Action, Batch, Destination
+from importer.destinations.base import Action, BulkUpload, Destination
 from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import ChunkState, JobIdentity
+from importer.state.facts import ChunkState, RunIdentity
 from importer.state.layout import CHUNKS_DIR, JOBS_DIR
 
 MESSAGE_CHARS = 500
@@ -60,7 +60,7 @@ MIN_REMOTE_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobPolling:
+class UploadPolling:
     """How jobs are waited for.
 
     `poll_s`: the first wait before asking how a job is doing, then 1.5 times longer each time
@@ -119,7 +119,7 @@ def build_chunk(*, fingerprint: str, name: str, lines: list[int], bodies: pl.Ser
     return Chunk(fingerprint, name, lines, content, key, file)
 
 
-def upload_body(batch: Batch, content: bytes) -> bytes:
+def upload_body(batch: BulkUpload, content: bytes) -> bytes:
     """What a list job posts: `{"<list_key>": [body, ...]}` from a chunk's NDJSON."""
     return (
         b'{"'
@@ -148,7 +148,7 @@ class _Chunker:
     def __init__(
         self,
         feeds: Iterator[Feed],
-        batch: Batch,
+        batch: BulkUpload,
         *,
         max_bytes: int,
         checkpoint: CheckpointLog,
@@ -244,7 +244,7 @@ class _Counts:
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _JobClient:
+class _UploadClient:
     """Uploads chunks and follows their jobs, one at a time, with the API's answers judged by
     the destination."""
 
@@ -255,9 +255,9 @@ class _JobClient:
         base: str,
         token: str,
         destination: Destination,
-        batch: Batch,
+        batch: BulkUpload,
         options: DeliveryOptions,
-        polling: JobPolling,
+        polling: UploadPolling,
         stop: asyncio.Event,
         progress: DeliveryProgress,
     ) -> None:
@@ -274,7 +274,7 @@ class _JobClient:
         self.scrub = make_scrubber(token, fields=destination.credential_fields)
         self.counts = _Counts()
         if not is_loopback(urlsplit(base).hostname or ""):
-            polling = JobPolling(
+            polling = UploadPolling(
                 poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
                 poll_cap_s=max(polling.poll_cap_s, MIN_REMOTE_POLL_S),
                 busy_wait_s=polling.busy_wait_s,
@@ -510,14 +510,14 @@ class _Settle:
     summary: Summary
     progress: DeliveryProgress
     action: Action
-    batch: Batch
+    bulk: BulkUpload
     chunk_dir: Path
 
 
-async def deliver_jobs(
+async def deliver_uploads(
     feeds: Iterator[Feed],
     *,
-    identity: JobIdentity,
+    identity: RunIdentity,
     destination: Destination,
     action: Action,
     options: DeliveryOptions,
@@ -530,12 +530,12 @@ async def deliver_jobs(
     """Deliver every row of `feeds` not yet done under `identity` as `action`'s jobs, and fill
     in `summary` (as delivery.deliver does for one request per row). Jobs an earlier run left
     open are settled first, for exactly the rows they were given."""
-    batch = action.batch
+    batch = action.bulk
     if batch is None:
-        raise AssertionError("deliver_jobs is for actions delivered as jobs")
+        raise AssertionError("deliver_uploads is for actions delivered as jobs")
     progress = progress or DeliveryProgress()
     control = control or DeliveryControl()
-    polling = JobPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
+    polling = UploadPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
     checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
     summary.warnings.extend(checkpoint.warnings)
     settle = _Settle(
@@ -555,10 +555,10 @@ async def deliver_jobs(
         summary=summary,
         progress=progress,
     )
-    client: _JobClient | None = None
+    client: _UploadClient | None = None
     try:
         async with _session() as session:
-            client = _JobClient(
+            client = _UploadClient(
                 session,
                 base=check_endpoint(options.endpoint) + "/",
                 token=options.real_token,
@@ -595,7 +595,7 @@ async def deliver_jobs(
     return summary
 
 
-async def _deliver_chunk(chunk: Chunk, client: _JobClient, settle: _Settle) -> None:
+async def _deliver_chunk(chunk: Chunk, client: _UploadClient, settle: _Settle) -> None:
     """Keep the chunk, record it, upload it, record its job, and follow the job to its end."""
     checkpoint = settle.checkpoint
     path = settle.chunk_dir / chunk.file
@@ -623,7 +623,7 @@ async def _deliver_chunk(chunk: Chunk, client: _JobClient, settle: _Settle) -> N
     await _finish(state, job, client, settle)
 
 
-async def _settle_earlier(state: ChunkState, client: _JobClient, settle: _Settle) -> None:
+async def _settle_earlier(state: ChunkState, client: _UploadClient, settle: _Settle) -> None:
     """End a chunk an earlier run left open: follow its job, or find it by the chunk's file
     name; a chunk the API never took is forgotten, and its rows are cut into chunks anew."""
     client.check_stop()
@@ -649,7 +649,7 @@ async def _settle_earlier(state: ChunkState, client: _JobClient, settle: _Settle
     await _finish(state, job, client, settle)
 
 
-async def _finish(state: ChunkState, job: str, client: _JobClient, settle: _Settle) -> None:
+async def _finish(state: ChunkState, job: str, client: _UploadClient, settle: _Settle) -> None:
     """Follow the job to its end, then mark the chunk's rows and record the end."""
     status = await client.follow(state.file, job)
     outcome = str(status["status"])
@@ -664,7 +664,7 @@ async def _finish(state: ChunkState, job: str, client: _JobClient, settle: _Sett
             "total_rows": total,
         }
     )
-    finished = outcome in settle.batch.finished
+    finished = outcome in settle.bulk.finished
     error = ""
     if finished and completed is not None and total is not None and completed < total:
         settle.summary.warnings.append(
@@ -776,4 +776,4 @@ def _clip(text: str) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-__all__ = ["Chunk", "JobPolling", "build_chunk", "cut_point", "deliver_jobs", "upload_body"]
+__all__ = ["Chunk", "UploadPolling", "build_chunk", "cut_point", "deliver_uploads", "upload_body"]

@@ -36,7 +36,7 @@ from importer.errors import ImporterError, TokenRefusedError
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import JobIdentity
+from importer.state.facts import RunIdentity
 from importer.state.layout import ORDER_SPILL_NAME
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def stop_error(reason: str | None, status: int | None) -> ImporterError | None:
 async def deliver(
     feeds: Iterator[Feed],
     *,
-    identity: JobIdentity,
+    identity: RunIdentity,
     destination: Destination,
     options: DeliveryOptions,
     summary: Summary,

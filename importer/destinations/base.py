@@ -129,7 +129,7 @@ class Option:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Batch:
+class BulkUpload:
     """An action delivered as jobs rather than one request per row (Userpilot's Bulk Import and
     bulk identify): rows are cut into chunks, each chunk is one upload that starts a job on the
     API's side, and the job is polled until it ends.
@@ -200,7 +200,7 @@ class Action:
     # True when the API stamps the event with the moment it receives it: a mapped time then
     # travels only as a property, and validate and the dry run say so.
     receipt_time: bool = False
-    batch: Batch | None = None
+    bulk: BulkUpload | None = None
     # Where a job file's automatic order puts a step of this action: lower stages go first, and
     # a step waits for every step of a lower one (users exist before their tags, events after
     # users, aliases after the old id's events, deletions last).

@@ -29,7 +29,7 @@ from importer.files import write_atomic
 from importer.inputs.common import InputFile
 from importer.jobfile.parse import JobFile, Step
 from importer.outcome import JobSummary, StepSummary, Summary
-from importer.pipeline.run import JobOptions, send_job
+from importer.pipeline.run import RunOptions, send_inputs
 from importer.progress import DeliveryProgress
 from importer.state.facts import StateStatus
 from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
@@ -160,7 +160,7 @@ class PlannedStep:
     """A step ready to send: its options and, unless it is skipped, its opened inputs."""
 
     step: Step
-    options: JobOptions
+    options: RunOptions
     delivery: DeliveryOptions
     stats: list[dict[str, Any]]
     sources: list[InputFile] | None  # None: finished before, skipped
@@ -219,7 +219,7 @@ async def send_steps(
             continue
         record.note(step.name, PENDING)
         try:
-            summary = await send_job(
+            summary = await send_inputs(
                 item.options, item.sources, item.delivery, progress=progress, control=control
             )
         except ImporterError as exc:
@@ -246,7 +246,7 @@ async def send_steps(
         details: dict[str, Any] = {}
         if status == DONE:
             details = {
-                "mapping_fingerprint": item.options.job_fingerprint,
+                "mapping_fingerprint": item.options.run_fingerprint,
                 "endpoint": item.delivery.endpoint,
                 "inputs": item.stats,
                 "rows_rejected": summary.rows_rejected,
@@ -270,8 +270,8 @@ def _never_delivered(item: PlannedStep) -> bool:
 
 def check_steps(
     job: JobFile,
-    options: Callable[[Step], JobOptions],
-    check: Callable[[Step, JobOptions], Summary],
+    options: Callable[[Step], RunOptions],
+    check: Callable[[Step, RunOptions], Summary],
     *,
     dry_run: bool = True,
 ) -> JobSummary:

@@ -103,7 +103,7 @@ def choose_action(destination: Destination, columns: Columns) -> Action:
     first whose identity a column is named after (`company_id`), else the first."""
     candidates = []
     for action in destination.actions.values():
-        if action.batch is not None:
+        if action.bulk is not None:
             continue
         takes_event = bool(_event_paths(action))
         takes_only_properties = bool(action.object_fields) and not takes_event

@@ -51,7 +51,7 @@ from importer.pipeline.endpoint import open_endpoint
 from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
-from importer.state.facts import Admission, InputFacts, JobIdentity
+from importer.state.facts import Admission, InputFacts, RunIdentity
 from importer.state.status import known_sizes
 
 # A replay has no mapping; its checkpoint is bound to this instead.
@@ -59,7 +59,7 @@ REPLAY_MAPPING = "replay-of-payload-file"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobOptions:
+class RunOptions:
     """What to read and how; `now` fixes the clock that future times are judged by; `shard`
     keeps only its users' rows for payloads and sending (every row is still validated);
     `window` keeps only the rows whose time is in it (--since/--until)."""
@@ -85,7 +85,7 @@ class JobOptions:
             raise MappingError(window_refusal(self.mapping))
 
     @property
-    def job_fingerprint(self) -> str:
+    def run_fingerprint(self) -> str:
         """What binds a state directory to this job's rows: the mapping, and the shard, so that
         a shard never resumes from another shard's checkpoint."""
         fingerprint = self.mapping.fingerprint
@@ -127,11 +127,11 @@ def _check_data_keys(mapping: Mapping, source: InputFile, columns: Iterable[str]
         )
 
 
-def open_inputs(options: JobOptions, *, state_dir: Path | None = None) -> list[InputFile]:
+def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[InputFile]:
     """Open every input and check the mapping against each CSV header, before any row is read.
 
     With `state_dir`, the byte pass also hashes each input's first bytes at the sizes of the
-    inputs its checkpoint knows, so that `send_job` knows a grown file without reading it again.
+    inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it again.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
     sources = open_sources(options.inputs, probes=probes)
@@ -162,7 +162,7 @@ def _needs_every_key(mapping: Mapping, source: InputFile) -> bool:
 
 
 def iter_valid(
-    options: JobOptions,
+    options: RunOptions,
     sources: list[InputFile],
     summary: Summary,
     *,
@@ -217,7 +217,7 @@ def iter_valid(
 
 
 def _checked(
-    source: InputFile, options: JobOptions
+    source: InputFile, options: RunOptions
 ) -> Generator[tuple[Batch, Checked], None, None]:
     """The batches of `source`, each with its validation."""
     state = FileState()
@@ -228,7 +228,7 @@ def _checked(
         yield batch, checked
 
 
-def validate_inputs(options: JobOptions, *, progress: Progress | None = None) -> Summary:
+def validate_inputs(options: RunOptions, *, progress: Progress | None = None) -> Summary:
     """`importer validate`: every check, no payloads."""
     started = time.monotonic()
     summary = Summary(dry_run=True)
@@ -242,7 +242,7 @@ def validate_inputs(options: JobOptions, *, progress: Progress | None = None) ->
 
 
 def dry_run(
-    options: JobOptions, *, out: Path | None = None, progress: Progress | None = None
+    options: RunOptions, *, out: Path | None = None, progress: Progress | None = None
 ) -> Summary:
     """`importer run --dry-run`: build every payload, send nothing, write them to `out`."""
     started = time.monotonic()
@@ -277,7 +277,7 @@ def dry_run(
     return summary
 
 
-def _write_lines(handle: IO[bytes], bodies: pl.DataFrame, options: JobOptions, name: str) -> None:
+def _write_lines(handle: IO[bytes], bodies: pl.DataFrame, options: RunOptions, name: str) -> None:
     """A dry run's payload lines of one batch, written in one go from Polars' own buffers: a
     line is JSON, which never holds a raw line break or needs CSV quoting."""
     action = options.mapping.action
@@ -288,7 +288,7 @@ def _write_lines(handle: IO[bytes], bodies: pl.DataFrame, options: JobOptions, n
 
 
 def iter_feeds(
-    options: JobOptions,
+    options: RunOptions,
     sources: list[InputFile],
     summary: Summary,
     *,
@@ -306,8 +306,8 @@ def iter_feeds(
         )
 
 
-async def send_job(
-    options: JobOptions,
+async def send_inputs(
+    options: RunOptions,
     sources: list[InputFile],
     delivery: DeliveryOptions,
     *,
@@ -322,8 +322,8 @@ async def send_job(
     started = time.monotonic()
     summary = Summary()
     dedup = DedupTracker(options.mapping)
-    identity = JobIdentity(
-        mapping_fingerprint=options.job_fingerprint,
+    identity = RunIdentity(
+        mapping_fingerprint=options.run_fingerprint,
         destination=options.mapping.destination.name,
         endpoint=delivery.endpoint,
     )
@@ -344,7 +344,7 @@ async def send_job(
                 feeds,
                 identity=identity,
                 destination=options.mapping.destination,
-                action=action if action.batch is not None else None,
+                action=action if action.bulk is not None else None,
                 delivery=endpoint,
                 summary=summary,
                 max_bytes=_chunk_bytes(options.mapping),
@@ -363,7 +363,7 @@ async def send_job(
 def admit_inputs(
     sources: list[InputFile],
     delivery: DeliveryOptions,
-    identity: JobIdentity,
+    identity: RunIdentity,
     *,
     resend_changed: bool = False,
 ) -> tuple[list[tuple[InputFile, Admission]], list[str]]:
@@ -441,7 +441,7 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
         )
 
 
-async def replay_job(
+async def replay_payloads(
     payloads: Path,
     destination: Destination,
     delivery: DeliveryOptions,
@@ -455,7 +455,7 @@ async def replay_job(
     started = time.monotonic()
     summary = Summary()
     rejects = RejectsWriter(rejects_path) if rejects_path else None
-    identity = JobIdentity(
+    identity = RunIdentity(
         mapping_fingerprint=REPLAY_MAPPING, destination=destination.name, endpoint=delivery.endpoint
     )
     feeds = iter_payload_feeds(payloads, destination=destination, summary=summary, rejects=rejects)
@@ -485,7 +485,7 @@ async def replay_job(
 async def _deliver_feeds(
     feeds: Iterator[Feed],
     *,
-    identity: JobIdentity,
+    identity: RunIdentity,
     destination: Destination,
     action: Action | None,
     delivery: DeliveryOptions,
@@ -508,9 +508,9 @@ async def _deliver_feeds(
             control=control,
         )
         return
-    from importer.delivery.bulk import deliver_jobs  # the upload machinery only when used
+    from importer.delivery.bulk import deliver_uploads  # the upload machinery only when used
 
-    await deliver_jobs(
+    await deliver_uploads(
         feeds,
         identity=identity,
         destination=destination,
@@ -539,7 +539,7 @@ def _batch_action(destination: Destination, feed: Feed | None) -> Action | None:
         (
             action
             for action in destination.actions.values()
-            if action.batch is not None and (action.method, action.path) == call
+            if action.bulk is not None and (action.method, action.path) == call
         ),
         None,
     )

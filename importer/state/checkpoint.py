@@ -54,8 +54,8 @@ from importer.state.facts import (
     Admission,
     ChunkState,
     InputFacts,
-    JobIdentity,
     KnownInput,
+    RunIdentity,
 )
 from importer.state.layout import (
     CORRUPT_NAME,
@@ -86,7 +86,7 @@ def _lock(state_dir: Path) -> int:
     return fd
 
 
-def _check_job(path: Path, state: StateRows, job: JobIdentity) -> None:
+def _check_run(path: Path, state: StateRows, job: RunIdentity) -> None:
     """Refuse a log written for another job: resuming it would skip the wrong rows."""
     if state.job is None:
         raise CheckpointError(f"{path} has no readable job header; run with --fresh to start over")
@@ -128,7 +128,7 @@ class CheckpointLog:
         self._unsynced: list[dict[str, Any]] = []
 
     @classmethod
-    def open(cls, state_dir: Path, *, job: JobIdentity, fresh: bool = False) -> CheckpointLog:
+    def open(cls, state_dir: Path, *, job: RunIdentity, fresh: bool = False) -> CheckpointLog:
         """Resume the log in `state_dir` (or start one); `fresh` sets an old log aside first."""
         try:
             check_paths(state_dir, (LOG_NAME, LOCK_NAME, PREV_NAME, CORRUPT_NAME))
@@ -143,7 +143,7 @@ class CheckpointLog:
                 os.replace(path, state_dir / PREV_NAME)
             if path.exists() and path.stat().st_size > 0:
                 state, damage = load_log(path)
-                _check_job(path, state, job)
+                _check_run(path, state, job)
                 if damage is not None:
                     warnings.append(repair_log(path, damage))
             else:

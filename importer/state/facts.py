@@ -10,7 +10,7 @@ from importer.errors import MappingError
 
 
 @dataclass(frozen=True, slots=True)
-class JobIdentity:
+class RunIdentity:
     """What a state directory is bound to; `endpoint` is logical: "embedded" or a base URL."""
 
     mapping_fingerprint: str
@@ -20,7 +20,7 @@ class JobIdentity:
     def __post_init__(self) -> None:
         for name in ("mapping_fingerprint", "destination", "endpoint"):
             if not getattr(self, name):
-                raise ValueError(f"JobIdentity.{name} must not be empty")
+                raise ValueError(f"RunIdentity.{name} must not be empty")
         parts = urlsplit(self.endpoint)
         if parts.username or parts.password or parts.query:
             # The log is not a secret store: credentials travel in headers, never in the URL.
@@ -125,7 +125,7 @@ class StateStatus:
     `open_jobs` are chunks uploaded whose job has not been seen to end: a rerun polls them.
     """
 
-    job: JobIdentity | None
+    job: RunIdentity | None
     created_at: datetime | None
     inputs: tuple[InputStatus, ...]
     warnings: tuple[str, ...]

@@ -15,8 +15,8 @@ import polars as pl
 from importer.state.facts import (
     ChunkState,
     Failure,
-    JobIdentity,
     KnownInput,
+    RunIdentity,
 )
 
 _EXAMPLES = 5  # failures kept per input for the status
@@ -127,7 +127,7 @@ class StateRows:
 
     def __init__(self) -> None:
         self.version: object = None
-        self.job: JobIdentity | None = None
+        self.job: RunIdentity | None = None
         self.created: datetime | None = None
         self.by_id: dict[int, InputRows] = {}
         self.by_fp: dict[str, InputRows] = {}
@@ -138,7 +138,7 @@ class StateRows:
         kind = rec["t"]
         if kind == "job" and self.job is None:
             self.version = rec["v"]
-            self.job = JobIdentity(
+            self.job = RunIdentity(
                 str(rec["mapping"]), str(rec["destination"]), str(rec["endpoint"])
             )
             self.created = datetime.fromisoformat(rec["created"])

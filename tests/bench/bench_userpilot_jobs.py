@@ -41,7 +41,7 @@ REAL_USERS_PER_MIN = 1_200
 REAL_COMPANIES_PER_MIN = 1_800
 # Live identify and track: 600 requests a minute per token, one row a request.
 REAL_LIVE_PER_MIN = 600
-# importer/jobs.py's JobPolling.poll_cap_s: the longest wait between two polls.
+# importer/jobs.py's UploadPolling.poll_cap_s: the longest wait between two polls.
 POLL_CAP_S = 30.0
 BULK, IMPORT, LIVE = "userpilot-bulk-identify", "userpilot-import-track", "userpilot-identify"
 

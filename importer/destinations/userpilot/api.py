@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from importer.destinations.base import Action, Batch, Field, Option, Requires, redirect_refusal
+from importer.destinations.base import Action, BulkUpload, Field, Option, Requires, redirect_refusal
 from importer.model import Verdict
 
 HOSTS = {"us": "https://analytex.userpilot.io", "eu": "https://analytex-eu.userpilot.io"}
@@ -38,8 +38,8 @@ METADATA = Field(kind="object", members="primitive")
 INSERTED_AT = Field(kind="time", required=True)
 
 
-def _import_batch() -> Batch:
-    return Batch(
+def _import_upload() -> BulkUpload:
+    return BulkUpload(
         kind="file",
         create_path="v1/imports",
         status_path=JOB_STATUS_PATH,
@@ -51,8 +51,8 @@ def _import_batch() -> Batch:
     )
 
 
-def _bulk_batch(path: str, list_key: str) -> Batch:
-    return Batch(
+def _bulk_upload(path: str, list_key: str) -> BulkUpload:
+    return BulkUpload(
         kind="list",
         create_path=path,
         status_path=JOB_STATUS_PATH,
@@ -108,7 +108,7 @@ IMPORT_TRACK = Action(
     identity=("user_id",),
     constants=_import_constants("track"),
     defaults={"metadata": "{}"},
-    batch=_import_batch(),
+    bulk=_import_upload(),
 )
 IMPORT_IDENTIFY = Action(
     name="import_identify",
@@ -123,7 +123,7 @@ IMPORT_IDENTIFY = Action(
     identity=("user_id",),
     constants=_import_constants("identify_user"),
     defaults={"metadata": "{}"},
-    batch=_import_batch(),
+    bulk=_import_upload(),
     stage=0,
 )
 IMPORT_COMPANY = Action(
@@ -134,7 +134,7 @@ IMPORT_COMPANY = Action(
     identity=("company_id",),
     constants=_import_constants("identify_company"),
     defaults={"metadata": "{}"},
-    batch=_import_batch(),
+    bulk=_import_upload(),
     stage=0,
 )
 BULK_IDENTIFY = Action(
@@ -143,7 +143,7 @@ BULK_IDENTIFY = Action(
     path="v1/users/bulk_identify",
     fields={"user_id": ID, "company_id": OPTIONAL_ID, "metadata": METADATA},
     identity=("user_id",),
-    batch=_bulk_batch("v1/users/bulk_identify", "users"),
+    bulk=_bulk_upload("v1/users/bulk_identify", "users"),
     stage=0,
 )
 BULK_COMPANY = Action(
@@ -152,7 +152,7 @@ BULK_COMPANY = Action(
     path="v1/companies/bulk_identify",
     fields={"company_id": ID, "metadata": METADATA},
     identity=("company_id",),
-    batch=_bulk_batch("v1/companies/bulk_identify", "companies"),
+    bulk=_bulk_upload("v1/companies/bulk_identify", "companies"),
     stage=0,
 )
 ACTIONS = (

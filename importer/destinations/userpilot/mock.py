@@ -245,7 +245,7 @@ def _iso(moment: datetime) -> str:
 
 
 @dataclass(slots=True)
-class Job:
+class BackgroundJob:
     """One background job; `rows` are held until they land, then let go."""
 
     job_id: str
@@ -291,8 +291,8 @@ class UserpilotMock:
     base_path: str = ""
     config: MockConfig = field(default_factory=MockConfig)
     clock: Callable[[], float] = time.monotonic
-    jobs: dict[str, Job] = field(default_factory=dict)
-    running: dict[str, Job] = field(default_factory=dict)  # family -> its open job
+    jobs: dict[str, BackgroundJob] = field(default_factory=dict)
+    running: dict[str, BackgroundJob] = field(default_factory=dict)  # family -> its open job
     counters: Counter[str] = field(default_factory=Counter)
     uploads: Counter[str] = field(default_factory=Counter)
 
@@ -410,7 +410,7 @@ class UserpilotMock:
             return Judgement(409, error_body(409, details={"running_job_id": running}))
         self.counters["jobs_created"] += 1
         number = self.counters["jobs_created"]
-        job = Job(
+        job = BackgroundJob(
             job_id=_job_id(family, self.config.seed, number),
             family=family,
             kind=kind,
