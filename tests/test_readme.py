@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, doc_text
 
 from importer.cli import main
 
@@ -73,7 +73,7 @@ USERPILOT_DELIVERED = {
 def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None:
     commands = [
         line
-        for line in README.splitlines()
+        for line in doc_text("userpilot.md").splitlines()
         if line.startswith(".venv/bin/importer run samples/userpilot-")
     ]
     presets = [shlex.split(line)[shlex.split(line).index("--mapping") + 1] for line in commands]
