@@ -155,3 +155,8 @@ def mock_server_process(*options: str, env: dict[str, str]) -> Iterator[str]:
         process.wait(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def doc_text(name: str) -> str:
+    """A page of docs/ (the reference moved out of README.md), for tests that run its examples."""
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")

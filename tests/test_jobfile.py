@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from pipeline_helpers import ROOT, mock_server_process
+from pipeline_helpers import ROOT, doc_text, mock_server_process
 
 from importer.cli.app import main
 from importer.destinations.vero.api import VERO
@@ -34,7 +34,7 @@ from importer.jobfile.steps import per_step
 SCHEMAS = ROOT / "schemas"
 TOKEN = "job-test-token"
 DEADLINE_S = 60.0
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = doc_text("job-files.md")
 
 
 def write_job(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, doc_text
 
 from importer.cli import app as cli
 from importer.cli.app import main
@@ -32,7 +32,7 @@ EVENTS_CSV = str(SAMPLES / "events.csv")
 REPORT_SCHEMA = jsonschema.Draft202012Validator(
     json.loads((SCHEMAS / "report.schema.json").read_text())
 )
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = doc_text("shards-and-schedulers.md")
 CONTRACT = (
     "rows_read",
     "rows_valid",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, doc_text
 
 from importer.cli.app import main
 
@@ -73,7 +73,7 @@ USERPILOT_DELIVERED = {
 def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None:
     commands = [
         line
-        for line in README.splitlines()
+        for line in doc_text("userpilot.md").splitlines()
         if line.startswith(".venv/bin/importer run samples/userpilot-")
     ]
     presets = [shlex.split(line)[shlex.split(line).index("--mapping") + 1] for line in commands]
@@ -96,3 +96,37 @@ def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None
         assert re.search(rf"delivered +{delivered}\n", done.stdout), (line, done.stdout)
         if "import" in preset or "bulk" in preset:
             assert "jobs: 1 (1 completed)" in done.stdout, done.stdout
+
+
+def quick_start(destination: str) -> list[list[str]]:
+    """The commands of the README's quick start for `destination`, in order."""
+    start = README.index(f"## Quick start: {destination}")
+    section = README[start : README.index("\n## ", start + 1)]
+    return [shlex.split(line) for line in section.splitlines() if line.startswith(".venv/bin/")]
+
+
+@pytest.mark.parametrize("destination", ["Vero", "Userpilot"])
+def test_the_quick_start_works_as_written(tmp_path: Path, destination: str) -> None:
+    *local, send = quick_start(destination)
+    assert all(args[1] in ("init", "validate") or "--dry-run" in args for args in local), local
+    assert send[1] == "run"
+    assert "--dry-run" not in send
+    assert "--endpoint" not in send
+    for folder in ("samples", "schemas"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    # The last command sends to the API; here it goes to the embedded mock instead.
+    for args in [*local, [*send, "--endpoint", "embedded"]]:
+        assert args[0] == ".venv/bin/importer"
+        done = subprocess.run(
+            [sys.executable, "-m", "importer", *args[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        # `init` writes a mapping; the rest exit 3, as the samples have bad rows on purpose.
+        assert done.returncode == (0 if args[1] == "init" else 3), (args, done.stderr)
+    [dry_run] = [args for args in local if "--dry-run" in args]
+    payloads = (tmp_path / dry_run[dry_run.index("--out") + 1]).read_text().splitlines()
+    assert re.search(rf"delivered +{len(payloads)}\n", done.stdout), done.stdout

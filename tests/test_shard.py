@@ -22,7 +22,14 @@ import polars as pl
 import pytest
 import yaml
 from click.testing import CliRunner
-from pipeline_helpers import ROOT, make_mapping, mock_server_process, run_file, write_jsonl
+from pipeline_helpers import (
+    ROOT,
+    doc_text,
+    make_mapping,
+    mock_server_process,
+    run_file,
+    write_jsonl,
+)
 
 from importer.checks.shard import Shard, shard_of, user_hashes
 from importer.cli import app as cli
@@ -35,7 +42,7 @@ TRACK = str(ROOT / "schemas" / "vero-track.toml")
 EVENTS_CSV = str(ROOT / "samples" / "events.csv")
 TOKEN = "tok-shard-3c9e1a"
 DEADLINE_S = 60.0
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = doc_text("shards-and-schedulers.md")
 
 
 def digest(text: str) -> bytes:
