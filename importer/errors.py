@@ -2,6 +2,7 @@
 
     ImporterError              every mistake the user can fix; the CLI prints it and exits 1
     ├── MappingError           the mapping file or an option is wrong
+    │   └── OptionError        options that cannot go together (the CLI: a usage error, exit 2)
     ├── InputError             an input file cannot be read (missing, encoding, header)
     ├── OutputError            an output cannot be written, or would destroy what the job
     │                          keeps (an input, the mapping, the state directory, another output)
@@ -30,6 +31,11 @@ class ImporterError(Exception):
 
 class MappingError(ImporterError):
     """The mapping file or an option does not describe a job we can run."""
+
+
+class OptionError(MappingError):
+    """Options that cannot go together, or one an action cannot honour (`--order time` without
+    `--per-user-order`): the command line reports it as a usage error."""
 
 
 class InputError(ImporterError):

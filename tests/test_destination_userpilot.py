@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import make_mapping
 
-from importer.cli.app import _delivery_options
+from importer.api.settings import delivery_options
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.destinations.userpilot.api import USERPILOT, error_summary
 from importer.errors import MappingError
@@ -104,12 +104,12 @@ def test_the_region_picks_the_host_and_endpoint_still_overrides_it(
         "timeout": 5.0,
         "options": mapping.options,
     }
-    resolved = _delivery_options(endpoint=None, **common)
+    resolved = delivery_options(endpoint=None, **common)
     assert resolved.endpoint == host
     assert resolved.send.rate == 10.0
     assert resolved.send.rate_window == (600, 60.0)
     assert resolved.send.throttle_floor_s == 1.0
-    overridden = _delivery_options(endpoint="http://127.0.0.1:9", **common)
+    overridden = delivery_options(endpoint="http://127.0.0.1:9", **common)
     assert overridden.endpoint == "http://127.0.0.1:9"
 
 

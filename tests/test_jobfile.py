@@ -444,20 +444,20 @@ def test_a_step_whose_every_row_fails_stops_the_steps_that_wait_for_it(tmp_path:
 def test_order_options_reach_each_step_as_far_as_its_action_allows(tmp_path: Path) -> None:
     """--per-user-order keeps every per-row step in order; --order time sorts the events step
     by its time and leaves the tags step, which has none, in file order."""
-    from importer.cli.app import _ordered
+    from importer.api.settings import ordered
     from importer.delivery.options import DeliveryOptions
     from importer.destinations.userpilot.api import USERPILOT
 
     plain = DeliveryOptions(endpoint="embedded", token=None, state_dir=tmp_path)
-    track = _ordered(plain, VERO.actions["track"], per_user_order=True, order="time")
+    track = ordered(plain, VERO.actions["track"], per_user_order=True, order="time")
     assert track.send.per_user_order
     assert track.order_time == "extras.created_at"
-    tags = _ordered(plain, VERO.actions["tags"], per_user_order=True, order="time")
+    tags = ordered(plain, VERO.actions["tags"], per_user_order=True, order="time")
     assert tags.send.per_user_order
     assert tags.order_time is None
-    bulk = _ordered(plain, USERPILOT.actions["bulk_identify"], per_user_order=True, order="time")
+    bulk = ordered(plain, USERPILOT.actions["bulk_identify"], per_user_order=True, order="time")
     assert bulk == plain, "jobs keep no per-user order"
-    assert _ordered(plain, VERO.actions["track"], per_user_order=False, order="file") == plain
+    assert ordered(plain, VERO.actions["track"], per_user_order=False, order="file") == plain
 
 
 def test_the_sample_job_runs_in_order_per_user(tmp_path: Path) -> None:

@@ -304,9 +304,9 @@ def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> No
 
 
 def test_jobs_on_this_machine_are_looked_at_sooner() -> None:
-    from importer.cli.app import _default_poll_s
+    from importer.api.settings import default_poll_s
 
-    assert _default_poll_s("embedded") == 0.1
-    assert _default_poll_s("http://127.0.0.1:8787") == 0.1
-    assert _default_poll_s("https://analytex.userpilot.io") == 1.0
-    assert _default_poll_s(None) == 1.0
+    assert default_poll_s("embedded") == 0.1
+    assert default_poll_s("http://127.0.0.1:8787") == 0.1
+    assert default_poll_s("https://analytex.userpilot.io") == 1.0
+    assert default_poll_s(None) == 1.0

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from made_up_api import PINGER, PingerMock
 
+from importer.api.settings import delivery_options
 from importer.cli.app import main
 from importer.destinations import DESTINATIONS
 from importer.mock.registry import MOCKS
@@ -74,8 +75,6 @@ def test_the_destinations_default_rate_applies_unless_rate_is_given(
 ) -> None:
     from dataclasses import replace
 
-    from importer.cli import app as cli
-
     monkeypatch.setitem(DESTINATIONS, PINGER.name, replace(PINGER, default_rate=10.0))
     options = {
         "endpoint": "embedded",
@@ -88,6 +87,6 @@ def test_the_destinations_default_rate_applies_unless_rate_is_given(
         "timeout": 5.0,
     }
     limited = DESTINATIONS[PINGER.name]
-    assert cli._delivery_options(destination=limited, rate=None, **options).send.rate == 10.0
-    assert cli._delivery_options(destination=limited, rate=3.0, **options).send.rate == 3.0
-    assert cli._delivery_options(destination=PINGER, rate=None, **options).send.rate is None
+    assert delivery_options(destination=limited, rate=None, **options).send.rate == 10.0
+    assert delivery_options(destination=limited, rate=3.0, **options).send.rate == 3.0
+    assert delivery_options(destination=PINGER, rate=None, **options).send.rate is None

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from pipeline_helpers import ROOT, mock_server_process
 
+from importer.api.settings import delivery_options
 from importer.cli import app as cli
 from importer.cli.app import main
 from importer.destinations.userpilot import api as userpilot
@@ -162,7 +163,7 @@ def test_the_region_picks_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     hosts = {"us": "https://analytex.userpilot.io", "eu": "https://analytex-eu.userpilot.io"}
     for region, host in hosts.items():
         mapping = region_mapping(tmp_path, "import-track", region)
-        options = cli._delivery_options(
+        options = delivery_options(
             endpoint=None,
             destination=mapping.destination,
             token_file=None,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from importer.cli.app import AUTO_WORKERS_CAP, _delivery_options, auto_workers, main
+from importer.api.settings import AUTO_WORKERS_CAP, auto_workers, delivery_options
+from importer.cli.app import main
 from importer.delivery.options import SendOptions
 from importer.delivery.send import SendStats, send_all
 from importer.delivery.workers import _Pool, _Sender, send_across_workers, share
@@ -360,7 +361,7 @@ def test_senders_do_not_inherit_the_token_variable(monkeypatch: pytest.MonkeyPat
 
 
 def test_there_are_never_more_senders_than_requests_in_flight() -> None:
-    options = _delivery_options(
+    options = delivery_options(
         endpoint="embedded",
         destination=VERO,
         token_file=None,

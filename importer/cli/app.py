@@ -12,19 +12,27 @@ import dataclasses
 import json
 import os
 import signal
-import stat
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
 
 from importer import __version__
+from importer.api.credentials import read_token_file
+from importer.api.settings import (
+    AUTO_WORKERS_CAP,
+    MAX_WORKERS,
+    ONE_PROCESS_RATE,
+    default_poll_s,
+    delivery_options,
+    order_time_for,
+    ordered,
+)
 from importer.checks.shard import Shard, parse_shard
 from importer.checks.validate import Window, window_column, window_refusal
 from importer.cli.entry import accept_interrupts
@@ -41,12 +49,11 @@ from importer.cli.events import (
 from importer.cli.report import format_job_summary, format_summary
 from importer.cli.status import format_job_status, format_status, job_status_report, status_report
 from importer.delivery.deliver import DeliveryControl
-from importer.delivery.feed import order_time_path
 from importer.delivery.loops import run as run_loop
-from importer.delivery.options import DeliveryOptions, SendOptions, check_endpoint, is_loopback
-from importer.destinations import DESTINATIONS, Action, Destination, get_destination
-from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
-from importer.errors import CredentialError, ImporterError
+from importer.delivery.options import DeliveryOptions, is_loopback
+from importer.destinations import DESTINATIONS, get_destination
+from importer.destinations.base import endpoint_of
+from importer.errors import ImporterError, OptionError
 from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.jobfile.parse import JobFile, Step, is_job_file, load_job
 from importer.jobfile.steps import (
@@ -64,7 +71,6 @@ from importer.jobfile.steps import (
 )
 from importer.mapping.file import load_mapping
 from importer.outcome import JobSummary, Summary, write_report
-from importer.pipeline.endpoint import EMBEDDED
 from importer.pipeline.outputs import check_outputs
 from importer.pipeline.run import (
     RunOptions,
@@ -90,15 +96,6 @@ EXIT_FATAL = 1
 EXIT_PROBLEMS = 3
 EXIT_INTERRUPTED = 130
 RETRY_NOTICE_S = 10.0
-# Real API tokens are tens of characters; a larger "token file" is the wrong file, and every
-# error message is scrubbed of the token, which costs time in proportion to its length.
-MAX_TOKEN_BYTES = 4096
-TOKEN_FILE = "the --token-file"
-MAX_WORKERS = 64
-# --workers by default: one process keeps up with this many requests a second; above it, the
-# cores help, up to a cap past which the API rather than this machine is the limit.
-ONE_PROCESS_RATE = 1000.0
-AUTO_WORKERS_CAP = 8
 # --shard's value when the option is not given: a Kubernetes Indexed Job or an Airflow mapped
 # task sets it per copy, where each copy's command line is the same.
 SHARD_ENV = "IMPORTER_SHARD"
@@ -161,6 +158,8 @@ def _progress(quiet: bool) -> BarProgress | ReadEvents:
 
 
 def _fail(exc: ImporterError) -> NoReturn:
+    if isinstance(exc, OptionError):
+        raise click.UsageError(str(exc)) from None
     events = _events()
     if events is not None:
         events.error(str(exc), hint=exc.hint, exit_code=EXIT_FATAL)
@@ -731,61 +730,6 @@ def _validate_job(
     _finish_job(summary, report=report, quiet=quiet)
 
 
-def _read_token_file(path: Path) -> str:
-    """The token in `path`, without surrounding white space.
-
-    Neither its text nor its path enters a message: a token pasted where the path belongs
-    would otherwise be printed for anyone reading the terminal or the job's log.
-    """
-    try:
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise CredentialError(f"{TOKEN_FILE} is not a regular file")
-            raw = handle.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise CredentialError(
-            f"{TOKEN_FILE} cannot be read: {exc.strerror or type(exc).__name__}",
-            hint="the path is not shown, in case it is the token itself",
-        ) from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise CredentialError(
-            f"{TOKEN_FILE} is larger than {MAX_TOKEN_BYTES // 1024} KiB: it should hold the "
-            "token alone"
-        )
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise CredentialError(f"{TOKEN_FILE} is not UTF-8 text") from None
-    if not token:
-        raise CredentialError(f"{TOKEN_FILE} is empty")
-    if any(char.isspace() for char in token):
-        raise CredentialError(
-            f"{TOKEN_FILE} holds more than one word or line: it should hold the token alone"
-        )
-    return token
-
-
-def _token(destination: Destination, token_file: Path | None, endpoint: str) -> str | None:
-    """The token from --token-file or the environment; never from an argument."""
-    if token_file is not None:
-        return _read_token_file(token_file)
-    token = os.environ.get(destination.token_env, "").strip()
-    if len(token.encode()) > MAX_TOKEN_BYTES:
-        raise CredentialError(
-            f"{destination.token_env} is longer than {MAX_TOKEN_BYTES // 1024} KiB: it should "
-            "hold the token alone"
-        )
-    if token:
-        return token
-    if endpoint == EMBEDDED:
-        return None
-    raise CredentialError(
-        f"no API token: set {destination.token_env} or pass --token-file PATH",
-        hint="tokens are never taken from the command line, where other users and shell "
-        "history can read them",
-    )
-
-
 class BarDelivery(DeliveryProgress):
     """A tqdm bar of rows acknowledged, with retries and failures, on stderr."""
 
@@ -1018,108 +962,6 @@ no_checkpoint_option = click.option(
 )
 
 
-def auto_workers(endpoint: str, rate: float | None) -> int:
-    """The sender processes --workers defaults to for this endpoint and total rate."""
-    host = urlsplit(endpoint).hostname or ""
-    if endpoint == EMBEDDED or is_loopback(host):
-        return 1
-    if rate is not None and rate <= ONE_PROCESS_RATE:
-        return 1
-    return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_CAP))
-
-
-def _delivery_options(
-    *,
-    endpoint: str | None,
-    destination: Destination,
-    token_file: Path | None,
-    state_dir: Path,
-    fresh: bool,
-    dead_letter: Path | None,
-    concurrency: int,
-    rate: float | None,
-    max_retries: int,
-    timeout: float,
-    workers: int | None = 1,
-    checkpoint: bool = True,
-    options: Mapping[str, object] | None = None,
-) -> DeliveryOptions:
-    if endpoint is None:
-        endpoint = endpoint_of(destination, options or {})
-    if endpoint != EMBEDDED:
-        endpoint = check_endpoint(endpoint)
-    rate = rate if rate is not None else destination.default_rate
-    return DeliveryOptions(
-        endpoint=endpoint,
-        token=_token(destination, token_file, endpoint),
-        state_dir=state_dir,
-        fresh=fresh,
-        dead_letter=dead_letter,
-        send=SendOptions(
-            concurrency=concurrency,
-            rate=rate,
-            max_retries=max_retries,
-            timeout_s=timeout,
-            throttle_floor_s=throttle_floor_of(destination),
-            rate_window=rate_window_of(destination),
-        ),
-        # Concurrency is a total: more senders than requests in flight would raise it.
-        workers=min(workers or auto_workers(endpoint, rate), concurrency),
-        checkpoint=checkpoint,
-    )
-
-
-def _default_poll_s(endpoint: str | None) -> float:
-    """The first wait before looking at a job: short where the API is this machine (a mock)."""
-    if endpoint == EMBEDDED:
-        return 0.1
-    host = urlsplit(endpoint).hostname if endpoint else None
-    return 0.1 if host is not None and is_loopback(host) else 1.0
-
-
-def _ordered(
-    delivery: DeliveryOptions, action: Action, *, per_user_order: bool, order: str
-) -> DeliveryOptions:
-    """A job step's share of --per-user-order and --order time: the order is kept in every step
-    that sends a request per row of a user, and by time where its action has a time (a tags
-    step keeps its file order)."""
-    if order == "time" and not per_user_order:
-        raise click.UsageError("--order time goes with --per-user-order")
-    if not per_user_order or action.bulk is not None or not action.identity:
-        return delivery
-    return dataclasses.replace(
-        delivery,
-        order_time=order_time_path(action) if order == "time" else None,
-        send=dataclasses.replace(delivery.send, per_user_order=True),
-    )
-
-
-def _order_time(action: Action, *, per_user_order: bool, order: str) -> str | None:
-    """The body path --order time sorts each user's rows by (None: input order); a usage
-    error for an order the action cannot keep."""
-    if order == "time" and not per_user_order:
-        raise click.UsageError("--order time goes with --per-user-order")
-    if not per_user_order:
-        return None
-    if action.bulk is not None:
-        raise click.UsageError(
-            f"--per-user-order: action {action.name!r} goes as bulk jobs, not a request per row"
-        )
-    if not action.identity:
-        raise click.UsageError(
-            f"--per-user-order: action {action.name!r} names no user to keep the order of"
-        )
-    if order == "file":
-        return None
-    path = order_time_path(action)
-    if path is None:
-        raise click.UsageError(
-            f"--order time: action {action.name!r} has no time field to order by; "
-            "use --order file (the input's order)"
-        )
-    return path
-
-
 def _finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     code = _exit_code(summary)
     if not quiet or summary.stop is not None:
@@ -1274,9 +1116,9 @@ def run(
             batch_rows=batch_rows,
             shard=shard,
             quiet=quiet,
-            delivery=lambda step: _ordered(
+            delivery=lambda step: ordered(
                 dataclasses.replace(
-                    _delivery_options(
+                    delivery_options(
                         endpoint=endpoint,
                         destination=step.mapping.destination,
                         token_file=token_file,
@@ -1291,7 +1133,7 @@ def run(
                         checkpoint=not no_checkpoint,
                         options=step.mapping.options,
                     ),
-                    poll_s=poll_interval or _default_poll_s(endpoint),
+                    poll_s=poll_interval or default_poll_s(endpoint),
                     busy_wait_s=job_wait,
                 ),
                 step.mapping.action,
@@ -1310,7 +1152,7 @@ def run(
             state_dir=state_dir,
         )
         mapping = load_mapping(mapping_path)
-        order_time = _order_time(mapping.action, per_user_order=per_user_order, order=order)
+        order_time = order_time_for(mapping.action, per_user_order=per_user_order, order=order)
         _check_window(window, mapping)
         target = endpoint or endpoint_of(mapping.destination, mapping.options)
         _start_event(
@@ -1337,7 +1179,7 @@ def run(
             except KeyboardInterrupt:
                 _interrupted()
         else:
-            delivery = _delivery_options(
+            delivery = delivery_options(
                 endpoint=endpoint,
                 destination=mapping.destination,
                 token_file=token_file,
@@ -1354,7 +1196,7 @@ def run(
             )
             delivery = dataclasses.replace(
                 delivery,
-                poll_s=poll_interval or _default_poll_s(delivery.endpoint),
+                poll_s=poll_interval or default_poll_s(delivery.endpoint),
                 busy_wait_s=job_wait,
                 order_time=order_time,
                 send=dataclasses.replace(delivery.send, per_user_order=per_user_order),
@@ -1517,7 +1359,7 @@ def replay(
     try:
         accept_interrupts()
         target = get_destination(destination)
-        delivery = _delivery_options(
+        delivery = delivery_options(
             endpoint=endpoint,
             destination=target,
             token_file=token_file,
@@ -1706,7 +1548,7 @@ def mock_server(
     target = get_destination(destination)
     try:
         if token_file is not None:
-            token = _read_token_file(token_file)
+            token = read_token_file(token_file)
         else:
             token = os.environ.get(target.token_env) or "test-token"
     except ImporterError as exc:

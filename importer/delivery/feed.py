@@ -8,7 +8,6 @@ import itertools
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -19,10 +18,6 @@ from importer.model import Request
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
-
-if TYPE_CHECKING:
-    pass
-
 
 # RequestFeed's working columns for --order time.
 _INPUT, _NAME, _TIME, _POS, _SEQ, _RELEASE = (

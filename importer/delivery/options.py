@@ -10,16 +10,12 @@ import ipaddress
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import polars as pl
 
 from importer.errors import MappingError
 from importer.state.layout import DEAD_LETTER_NAME
-
-if TYPE_CHECKING:
-    pass
 
 # Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
 DRAIN_MARGIN_S = 5.0

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from importer.files import open_output
 from importer.model import Result
 from importer.outcome import Summary
 from importer.payloads.payload_file import dead_letter_line
-from importer.state.checkpoint import CheckpointLog
-
-if TYPE_CHECKING:
-    pass
 from importer.progress import DeliveryProgress
+from importer.state.checkpoint import CheckpointLog
 
 SYNC_EVERY = 2_000
 
