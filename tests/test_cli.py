@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer.cli import app as cli
-from importer.cli.app import BarDelivery, main
+from importer.cli import progress
+from importer.cli.app import main
+from importer.cli.progress import BarDelivery
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 IDENTIFY = str(ROOT / "schemas" / "vero-identify.toml")
@@ -436,9 +437,9 @@ def test_retries_are_shown_at_most_once_per_interval(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
     bar = BarDelivery(enabled=False)
-    for step in (0.0, 1.0, 2.0, cli.RETRY_NOTICE_S, 0.5):
+    for step in (0.0, 1.0, 2.0, progress.RETRY_NOTICE_S, 0.5):
         now[0] += step
         bar.retry(f"e.csv, line {int(now[0])}: HTTP 503")
     assert capsys.readouterr().err.splitlines() == [

@@ -18,7 +18,10 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, doc_text
 
-from importer.cli import app as cli
+from importer.cli import progress as progress_view
+from importer.cli import run as cli_run
+from importer.cli import shell
+from importer.cli import validate as cli_validate
 from importer.cli.app import main
 from importer.cli.events import DeliveryEvents, EventLog, ReadEvents, shown_endpoint
 from importer.delivery.deliver import DeliveryControl
@@ -180,7 +183,7 @@ def test_read_progress_is_written_when_due() -> None:
 def test_the_delivery_loop_ticks_progress_while_no_row_ends() -> None:
     """A delivery that waits (a slow API, a background job) still writes progress on time."""
     stream = io.StringIO()
-    progress = cli.EventDelivery(EventLog(stream), every=0.01, retry_every=10.0)
+    progress = progress_view.EventDelivery(EventLog(stream), every=0.01, retry_every=10.0)
 
     async def waiting(control: DeliveryControl) -> Summary:
         deadline = asyncio.get_running_loop().time() + 10.0
@@ -189,7 +192,7 @@ def test_the_delivery_loop_ticks_progress_while_no_row_ends() -> None:
             await asyncio.sleep(0.005)
         return Summary()
 
-    cli._deliver_with_signals(waiting, progress)
+    shell.deliver_with_signals(waiting, progress)
     assert events_of(stream.getvalue())[0]["event"] == "progress"
 
 
@@ -282,7 +285,7 @@ class _Stopped(DeliveryControl):
 
 
 def _interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "DeliveryControl", _Stopped)
+    monkeypatch.setattr(shell, "DeliveryControl", _Stopped)
 
 
 def _raise_interrupt(*args: object, **kwargs: object) -> None:
@@ -313,7 +316,7 @@ def _raise_interrupt(*args: object, **kwargs: object) -> None:
         pytest.param(["validate", EVENTS_CSV], None, 3, "summary", id="validate-3"),
         pytest.param(
             ["validate", "{clean}"],
-            lambda mp: mp.setattr(cli, "validate_inputs", _raise_interrupt),
+            lambda mp: mp.setattr(cli_validate, "validate_inputs", _raise_interrupt),
             130,
             "error",
             id="validate-130",
@@ -353,7 +356,7 @@ def test_a_stopped_run_writes_the_summary_then_the_error(
     async def refused(*args: object, **kwargs: object) -> Summary:
         return Summary(rows_read=2, stop=TokenRefusedError("HTTP 401: the token was refused"))
 
-    monkeypatch.setattr(cli, "send_inputs", refused)
+    monkeypatch.setattr(cli_run, "send_inputs", refused)
     code, _, err = invoke(
         "run", str(_clean_csv(tmp_path)), "--mapping", TRACK, "--endpoint", "embedded",
         "--state", str(tmp_path / "state"), "--log-format", "json",

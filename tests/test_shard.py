@@ -33,6 +33,7 @@ from pipeline_helpers import (
 
 from importer.checks.shard import Shard, shard_of, user_hashes
 from importer.cli import app as cli
+from importer.cli import options
 from importer.cli.app import main
 from importer.columns import ROUTE
 from importer.errors import MappingError
@@ -376,7 +377,7 @@ def block(language: str) -> str:
 
 def test_the_readme_names_the_environment_variable_and_help_too() -> None:
     assert "`IMPORTER_SHARD`" in shard_section()
-    assert cli.SHARD_ENV == "IMPORTER_SHARD"
+    assert options.SHARD_ENV == "IMPORTER_SHARD"
     for command in ("run", "validate"):
         help_text = CliRunner().invoke(main, [command, "--help"]).stdout
         assert "--shard K/N" in help_text

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from pipeline_helpers import ROOT, mock_server_process
 
 from importer.api.settings import delivery_options
-from importer.cli import app as cli
+from importer.cli import progress as cli_progress
 from importer.cli.app import main
 from importer.destinations.userpilot import api as userpilot
 from importer.destinations.userpilot.api import USERPILOT
@@ -301,7 +301,7 @@ def test_a_job_already_running_is_waited_for_then_everything_goes(tmp_path: Path
 def test_429_without_retry_after_waits_one_then_two_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "RETRY_NOTICE_S", 0.0)  # every retry notice shown
+    monkeypatch.setattr(cli_progress, "RETRY_NOTICE_S", 0.0)  # every retry notice shown
     events = tmp_path / "events.csv"
     # Two rows: after two 429s the pace starts at its floor (1/s), so more would take seconds.
     events.write_text(

@@ -11,17 +11,12 @@ from __future__ import annotations
 import signal
 import sys
 
-EXIT_INTERRUPTED = 130
+from importer.cli.exit_codes import EXIT_INTERRUPTED
 
 
 def _interrupted_before_start(signum: int, frame: object) -> None:
     sys.stderr.write("\ninterrupted before anything was read or sent\n")
     raise SystemExit(EXIT_INTERRUPTED)  # click passes SystemExit through; it catches Ctrl-C
-
-
-def accept_interrupts() -> None:
-    """From here on Ctrl-C raises KeyboardInterrupt, which the command turns into its answer."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main() -> None:

@@ -22,10 +22,27 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
+import click
+
+from importer import __version__
+from importer.checks.validate import Window
+from importer.jobfile.parse import JobFile, Step
+from importer.jobfile.steps import (
+    PENDING,
+    JobRecord,
+)
+from importer.outcome import JobSummary, Summary
+from importer.pipeline.run import (
+    RunOptions,
+)
 from importer.progress import DeliveryProgress
+
+if TYPE_CHECKING:
+    from importer.mapping.file import Mapping as MappingFile
 
 TEXT = "text"
 JSON = "json"
@@ -226,3 +243,114 @@ class DeliveryEvents(DeliveryProgress):
             return
         more, self._retries_unshown, self._retry_shown_at = self._retries_unshown, 0, now
         self.log.emit("retry", message=message, more_since_last=more)
+
+
+# Where a command keeps its --log-format json writer and --progress-every: click's ctx.meta,
+# which a command's context shares with its parent's.
+EVENTS_KEY = "importer.events"
+
+
+EVERY_KEY = "importer.progress_every"
+
+
+def current_event_log() -> EventLog | None:
+    """The command's JSON event writer, when --log-format json asked for one."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(EVENTS_KEY)
+
+
+def progress_every() -> float:
+    ctx = click.get_current_context(silent=True)
+    every = None if ctx is None else ctx.meta.get(EVERY_KEY)
+    return DEFAULT_PROGRESS_S if every is None else float(every)
+
+
+def summary_event(summary: Summary | JobSummary, code: int) -> None:
+    """With --log-format json: the summary's warnings and notes, then its report and exit code."""
+    events = current_event_log()
+    if events is not None:
+        events.summary(summary.as_report(), exit_code=code)
+
+
+def start_event(
+    command: str,
+    inputs: tuple[Path, ...],
+    *,
+    mapping: MappingFile | None = None,
+    job: JobFile | None = None,
+    endpoint: str | None = None,
+    window: Window | None = None,
+    **details: Any,
+) -> None:
+    """With --log-format json: what the command is about to do (never the token)."""
+    events = current_event_log()
+    if events is None:
+        return
+    fields: dict[str, Any] = {"command": command, "version": __version__}
+    fields["inputs"] = [str(path) for path in inputs]
+    if mapping is not None:
+        fields.update(
+            mapping=str(mapping.path),
+            destination=mapping.destination.name,
+            action=mapping.action.name,
+        )
+    if job is not None:
+        fields["job_file"] = str(job.path)
+        fields["steps"] = [
+            {
+                "name": step.name,
+                "mapping": str(step.mapping.path),
+                "destination": step.mapping.destination.name,
+                "action": step.mapping.action.name,
+                "inputs": [str(path) for path in step.inputs],
+            }
+            for step in job.steps
+        ]
+    fields["endpoint"] = shown_endpoint(endpoint)
+    if window is not None:
+        fields.update(
+            since=None if window.since is None else window.since.isoformat(),
+            until=None if window.until is None else window.until.isoformat(),
+        )
+    events.emit("start", **fields, **details)
+
+
+def step_events(
+    check: Callable[[Step, RunOptions], Summary],
+) -> Callable[[Step, RunOptions], Summary]:
+    """`check` of one step of a job file, between `step` events with --log-format json."""
+    events = current_event_log()
+    if events is None:
+        return check
+
+    def checked(step: Step, options: RunOptions) -> Summary:
+        events.emit("step", step=step.name, status="started")
+        summary = check(step, options)
+        events.emit(
+            "step",
+            step=step.name,
+            status="done",
+            rows_rejected=summary.rows_rejected,
+            rows_failed=summary.rows_failed,
+        )
+        return summary
+
+    return checked
+
+
+class EventRecord(JobRecord):
+    """The job record, writing a `step` event for each outcome it notes (--log-format json):
+    a step's start ("started") and its end (its status, and why)."""
+
+    events: EventLog | None = None
+
+    def note(self, name: str, status: str, **details: Any) -> None:
+        """Note the outcome as the record does, then write it as an event."""
+        super().note(name, status, **details)
+        if self.events is None:
+            return
+        kept = ("reason", "rows_rejected", "rows_failed")
+        shown = {key: value for key, value in details.items() if key in kept}
+        self.events.emit(
+            "step", step=name, status="started" if status == PENDING else status, **shown
+        )

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from importer.outcome import COUNTERS, DEAD_REASONS_SHOWN, DedupReport, JobSummary, Summary
+import click
+
+from importer.cli.events import (
+    current_event_log,
+    summary_event,
+)
+from importer.cli.exit_codes import EXIT_OK, EXIT_PROBLEMS
+from importer.cli.shell import (
+    exit_code,
+    fail,
+)
+from importer.errors import ImporterError
+from importer.outcome import (
+    COUNTERS,
+    DEAD_REASONS_SHOWN,
+    DedupReport,
+    JobSummary,
+    Summary,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    pass
 
 
 def format_job_summary(job: JobSummary) -> str:
@@ -129,3 +154,50 @@ def _dedup_lines(dedup: DedupReport | None) -> list[str]:
         shown = ", ".join(repr(n) for n in names)
         lines.append(f"dedup: {shown} are one event to {api} ({folded!r})")
     return lines
+
+
+def _write_report(report: Path | None, summary: Summary | JobSummary) -> None:
+    """Write --report after the summary was printed, so a bad path loses nothing else."""
+    if report is None:
+        return
+    try:
+        write_report(report, summary)
+    except ImporterError as exc:
+        fail(exc)
+
+
+def finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
+    code = EXIT_PROBLEMS if summary.has_problems or summary.stopped else EXIT_OK
+    if not quiet:
+        click.echo(format_summary(summary))
+    _write_report(report, summary)
+    summary_event(summary, code)
+    sys.exit(code)
+
+
+def finish_job(summary: JobSummary, *, report: Path | None, quiet: bool) -> NoReturn:
+    """Print a job's summary, write its report, exit: 1 when a step stopped it (a refused
+    token, a redirect), 130 when interrupted, 3 when rows were rejected or failed or steps
+    were not run because one failed, else 0."""
+    code = exit_code(summary)
+    if not quiet or summary.stop is not None:
+        click.echo(format_job_summary(summary))
+    elif summary.blocked and current_event_log() is None:  # else among the summary event's warnings
+        for message in summary.blocked:
+            click.echo(f"stopped early: {message}", err=True)
+    _write_report(report, summary)
+    summary_event(summary, code)
+    if summary.stop is not None:
+        fail(summary.stop)
+    sys.exit(code)
+
+
+def finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> None:
+    code = exit_code(summary)
+    if not quiet or summary.stop is not None:
+        click.echo(format_summary(summary))
+    _write_report(report, summary)
+    summary_event(summary, code)
+    if summary.stop is not None:
+        fail(summary.stop)
+    sys.exit(code)

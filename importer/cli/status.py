@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
+
+from importer.cli.options import (
+    state_option,
+)
+from importer.cli.shell import (
+    fail,
+)
+from importer.errors import ImporterError
+from importer.jobfile.steps import (
+    is_job_state,
+    read_job_status,
+)
 from importer.state.facts import StateStatus
+from importer.state.status import read_status
+
+if TYPE_CHECKING:
+    pass
 
 if TYPE_CHECKING:
     from importer.jobfile.steps import JobStatus
@@ -75,3 +94,26 @@ def format_job_status(job: JobStatus) -> str:
             lines.extend(f"    {line}" for line in format_status(step.checkpoint).splitlines())
     lines.extend(f"warning: {warning}" for warning in job.warnings)
     return "\n".join(lines)
+
+
+@click.command()
+@state_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(state_dir: Path, as_json: bool) -> None:
+    """Say how far the job in --state got: per input, rows delivered and failed, and why; for
+    a job file's state, each step's outcome and its inputs' progress."""
+    try:
+        if is_job_state(state_dir):
+            job = read_job_status(state_dir)
+            if as_json:
+                click.echo(json.dumps(job_status_report(job), indent=2, default=str))
+            else:
+                click.echo(format_job_status(job))
+            return
+        state = read_status(state_dir)
+    except ImporterError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(status_report(state), indent=2, default=str))
+    else:
+        click.echo(format_status(state))
