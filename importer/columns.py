@@ -5,7 +5,7 @@
     validate  USER and EVENT of each valid row, for the duplicate report
     payload   BODY: the JSON text of each request body
     delivery  METHOD and PATH of each request, ROUTE (a stable hash of its user, see
-              shard.py) for the sender process that sends it and the shard it belongs to
+              checks/shard.py) for the sender process that sends it and the shard it belongs to
 
 Each stage's own working columns stay private to it; these are the contract.
 """

@@ -1,4 +1,5 @@
-"""Where a run's token comes from: the destination's environment variable, or a file named by the caller; never an argument. The CLI and the Python API both ask here."""
+"""Where a run's token comes from: the destination's environment variable, or a file named by the
+caller; never an argument. The CLI and the Python API both ask here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""A run's delivery settings from what a caller asked for: the endpoint and token, the destination's defaults (rate, throttle floor, rate window), how many sender processes, how often to poll the API's jobs, and which orders an action can keep. The CLI and the Python API both build their options here."""
+"""A run's delivery settings from what a caller asked for: the endpoint and token, the destination's
+defaults (rate, throttle floor, rate window), how many sender processes, how often to poll the API's
+jobs, and which orders an action can keep. The CLI and the Python API both build their options here.
+"""
 
 from __future__ import annotations
 

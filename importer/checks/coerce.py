@@ -1,6 +1,6 @@
 """`[types]` in a mapping: a source column forced to a type, with a message where it cannot be.
 
-Cells are JSON text (see read.py); a converted cell is JSON text again.
+Cells are JSON text (see inputs/reader.py); a converted cell is JSON text again.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Where an action declares `Duplicates` (an event API that drops the same user's same event name,
 folded as the API folds it, with the same data, within minutes), every such collision in the
 input is an event lost when a replay sends history within minutes. Rows without data get a
-unique id (payload.py), so what remains are identical events with identical data; `[dedup]
+unique id (payloads/build.py), so what remains are identical events with identical data; `[dedup]
 data_key` in the mapping prevents those, `time_key` adds the event's original time to data so
 only the same event in the same second still collides.
 """

@@ -1,4 +1,5 @@
-"""The rejects file: each row that failed a check, with its file, line, rule and message before its own columns, so a fixed file can be imported again."""
+"""The rejects file: each row that failed a check, with its file, line, rule and message before its
+own columns, so a fixed file can be imported again."""
 
 from __future__ import annotations
 

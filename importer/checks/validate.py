@@ -1,7 +1,7 @@
 """Check a batch against the destination's rules, column-wise, and normalise what passes.
 
-Input: a Batch frame (JSON text cells, see read.py) and a Mapping. Output: a frame with one JSON
-text column per payload path the mapping fills, ready for payload.py, and a rejects frame naming
+Input: a Batch frame (JSON text cells, see inputs/reader.py) and a Mapping. Output: a frame with one JSON
+text column per payload path the mapping fills, ready for payloads/build.py, and a rejects frame naming
 line, rule, column and message for every row that fails. The rules come from the action's
 declaration (destinations/base.py): each field's kind and limits, the identity paths, and the
 API's own rules across paths. Each rule is a Polars expression that yields a message where a
@@ -686,7 +686,7 @@ def _merge_object(whole: pl.Expr | None, members: list[tuple[str, pl.Expr]]) -> 
 def _route(mapping: Mapping, paths: dict[str, str]) -> list[pl.Expr]:
     """ROUTE, a stable hash of the row's user (its first identity value that has one, as the
     text sent), so that every row of one user goes through the same sender process and lands
-    in the same shard on every machine (shard.py defines the hash)."""
+    in the same shard on every machine (checks/shard.py defines the hash)."""
     users = [_present(pl.col(text_of(paths[p]))) for p in mapping.action.identity if p in paths]
     if not users:
         return []

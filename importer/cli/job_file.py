@@ -1,4 +1,5 @@
-"""A job file on the command line: its steps run (or are checked) in order, each with its own options, state directory and outputs, with one summary for the job."""
+"""A job file on the command line: its steps run (or are checked) in order, each with its own
+options, state directory and outputs, with one summary for the job."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`importer mock-server`: a stand-in for an API on this machine, with its rules and injectable faults."""
+"""`importer mock-server`: a stand-in for an API on this machine, with its rules and injectable
+faults."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The options several commands share, each family one decorator (as sqlite-utils does), with the parameter types they need (a shard, a moment) and the checks that only the command line can make."""
+"""The options several commands share, each family one decorator (as sqlite-utils does), with the
+parameter types they need (a shard, a moment) and the checks that only the command line can make."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 SHARD_ENV = "IMPORTER_SHARD"
 
 
-# A directory is its files with a known ending, and a quoted glob its matches (sources.py).
+# A directory is its files with a known ending, and a quoted glob its matches (inputs/locate.py).
 inputs_argument = click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 
 

@@ -1,4 +1,6 @@
-"""What a person sees while a command works: a tqdm bar per input while reading, one of rows acknowledged while sending (silent with --quiet or off a terminal), or with --log-format json the same as progress events."""
+"""What a person sees while a command works: a tqdm bar per input while reading, one of rows
+acknowledged while sending (silent with --quiet or off a terminal), or with --log-format json the
+same as progress events."""
 
 from __future__ import annotations
 

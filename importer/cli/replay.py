@@ -1,4 +1,5 @@
-"""`importer replay`: send a payload file (a dry run's --out, or dead letters) as it is, resumable like a run."""
+"""`importer replay`: send a payload file (a dry run's --out, or dead letters) as it is, resumable
+like a run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The summary a person reads after a run, a step or a job file: counts, reasons, duplicates and what to do next."""
+"""The summary a person reads after a run, a step or a job file: counts, reasons, duplicates and
+what to do next."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`importer run`: validate, build and send every row not yet acknowledged (or with --dry-run, build and write them); a job file runs its steps."""
+"""`importer run`: validate, build and send every row not yet acknowledged (or with --dry-run, build
+and write them); a job file runs its steps."""
 
 from __future__ import annotations
 

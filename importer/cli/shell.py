@@ -1,4 +1,5 @@
-"""A command's frame: the one place that turns the core's errors and interrupts into messages and exit codes, and wires Ctrl-C and SIGTERM to a run's drain."""
+"""A command's frame: the one place that turns the core's errors and interrupts into messages and
+exit codes, and wires Ctrl-C and SIGTERM to a run's drain."""
 
 from __future__ import annotations
 

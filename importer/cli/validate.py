@@ -1,4 +1,5 @@
-"""`importer validate`: check inputs (or a job file's steps) against a mapping, report every bad row, send nothing."""
+"""`importer validate`: check inputs (or a job file's steps) against a mapping, report every bad
+row, send nothing."""
 
 from __future__ import annotations
 

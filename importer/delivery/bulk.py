@@ -1,5 +1,6 @@
-"""Deliver an action the API takes as jobs (an Action with a `BulkUpload`): rows are cut into chunks,
-each chunk is one upload that starts a job on the API's side, and the job is polled to its end.
+"""Deliver an action the API takes as bulk uploads (an Action with a `BulkUpload`): rows are cut
+into chunks, each chunk is one upload that starts a job on the API's side, and the job is polled
+to its end.
 
 One job at a time, strictly in order, because the API runs one per token:
 

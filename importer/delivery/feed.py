@@ -1,4 +1,5 @@
-"""Turn the input batches into requests: skip what the checkpoint says is done, read the next batch in a thread while this one is sent, and with --order time release each user's rows in time order."""
+"""Turn the input batches into requests: skip what the checkpoint says is done, read the next batch
+in a thread while this one is sent, and with --order time release each user's rows in time order."""
 
 from __future__ import annotations
 

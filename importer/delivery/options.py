@@ -1,6 +1,6 @@
 """How hard to push an API and where: the send options and the endpoint rules.
 
-Apart from send.py, so that commands that send nothing (validate, a dry run) check them without
+Apart from delivery/send.py, so that commands that send nothing (validate, a dry run) check them without
 loading the HTTP client.
 """
 

@@ -1,4 +1,5 @@
-"""File each result: a delivered row is marked done in the checkpoint; a refused one goes to the dead-letter file, then is marked failed; both reach the disk together."""
+"""File each result: a delivered row is marked done in the checkpoint; a refused one goes to the
+dead-letter file, then is marked failed; both reach the disk together."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Keep the token out of everything the importer writes: messages, dead letters, logs and reports carry an API's answer only after it is scrubbed of the token and its credential fields, and clipped."""
+"""Keep the token out of everything the importer writes: messages, dead letters, logs and reports
+carry an API's answer only after it is scrubbed of the token and its credential fields, and clipped.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How hard to push: the backoff after a failure, Retry-After, and the limits that adapt to the API's answers (concurrency, rate, and a window of at most N request starts in W seconds)."""
+"""How hard to push: the backoff after a failure, Retry-After, and the limits that adapt to the
+API's answers (concurrency, rate, and a window of at most N request starts in W seconds)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Sending from N processes: the HTTP work of one run spread over the machine's cores.
 
 The parent keeps everything that must be one: reading, the checkpoint, the dead letters, the
-progress and the summary. Each sender process (importer/sender_process.py) only runs
+progress and the summary. Each sender process (delivery/sender_process.py) only runs
 `send_all` over the requests the parent hands it and answers with their results. A row goes to
 the process its `route` (a hash of its user) picks, so one user's rows stay in one process;
 they reach it in the order they came, with their route, so `per_user_order` holds there too.

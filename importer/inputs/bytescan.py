@@ -1,4 +1,6 @@
-"""The byte pass over an input: refuse what cannot be read (pipes, UTF-16, CR-only, non-UTF-8, damaged compression), fingerprint the content, hash its first bytes at given sizes, and check each block again as the batches read it."""
+"""The byte pass over an input: refuse what cannot be read (pipes, UTF-16, CR-only, non-UTF-8,
+damaged compression), fingerprint the content, hash its first bytes at given sizes, and check each
+block again as the batches read it."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
 
-# The importer's own columns sit next to the input's in read.py and validate.py, so an input
+# The importer's own columns sit next to the input's in the readers and checks/validate.py, so an input
 # column may not start like one of them (Mongo's "__v" is fine).
 INTERNAL_PREFIXES = (
     LINE,

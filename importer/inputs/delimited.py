@@ -1,4 +1,5 @@
-"""CSV and TSV: the record pass, the type profile and the batches, with every record's line as a spreadsheet numbers it."""
+"""CSV and TSV: the record pass, the type profile and the batches, with every record's line as a
+spreadsheet numbers it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""JSON lines: each line an object, read with the strict codec; a line that is not one is a reject, not the end of the file."""
+"""JSON lines: each line an object, read with the strict codec; a line that is not one is a reject,
+not the end of the file."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Where inputs live: directories and globs named as inputs become lists of files, and a gzip or
 zstd file is read as the stream of its decompressed bytes, never unpacked to disk.
 
-read.py reads a text input in several passes; `open_bytes` gives each pass a stream of the
+inputs/reader.py reads a text input in several passes; `open_bytes` gives each pass a stream of the
 decompressed content that reads, tells and seeks as a file does (a seek forward reads on, a seek
 back starts the decompression again), so the passes need not know whether a file is compressed.
 """

@@ -1,4 +1,5 @@
-"""Parquet: typed columns to the same JSON text as the text formats, read in row groups with the file's size and time checked before each."""
+"""Parquet: typed columns to the same JSON text as the text formats, read in row groups with the
+file's size and time checked before each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Read CSV, TSV and JSONL inputs into bounded batches of rows that keep every value exactly.
+"""Read CSV, TSV, JSON lines and Parquet inputs (plain, gzip or zstd) into bounded batches of rows
+that keep every value exactly.
 
 Every batch is a DataFrame with a `LINE` column (the row's line: JSONL's line number, or the CSV
 record's row as a spreadsheet numbers it, header = 1) and one String column per input column that

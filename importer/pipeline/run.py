@@ -1,4 +1,5 @@
-"""A job from files to checked payloads: the loop the `validate` and `run` commands share.
+"""One run, from files to checked payloads and on to delivery: what `validate`, `run --dry-run`,
+`run` and `replay` share.
 
 Every input is opened and checked (encoding, structure, mapped columns) before the first row of
 any of them is read, so a bad file fails the job before anything is sent. Then batches flow

@@ -1,4 +1,5 @@
-"""The values a state directory answers with: the run it belongs to, what it knows of each input, its open bulk-upload chunks and its status."""
+"""The values a state directory answers with: the run it belongs to, what it knows of each input,
+its open bulk-upload chunks and its status."""
 
 from __future__ import annotations
 

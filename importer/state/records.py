@@ -1,4 +1,5 @@
-"""The checkpoint log on disk: one CRC-checked JSON record a line, read back record by record, with damage found, described and repaired."""
+"""The checkpoint log on disk: one CRC-checked JSON record a line, read back record by record, with
+damage found, described and repaired."""
 
 from __future__ import annotations
 

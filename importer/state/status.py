@@ -1,4 +1,5 @@
-"""What a state directory says without opening it for a run: its status, and the sizes of the inputs it knows."""
+"""What a state directory says without opening it for a run: its status, and the sizes of the inputs
+it knows."""
 
 from __future__ import annotations
 
