@@ -88,7 +88,8 @@ def embedded_commands() -> list[tuple[str, str]]:
             r"^```[a-z]*\n(.*?)^```", page.read_text(encoding="utf-8"), re.DOTALL | re.M
         ):
             for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True) if line.strip() else []
+                is_command = line.startswith(("importer ", ".venv/bin/importer "))
+                words = shlex.split(line, comments=True) if is_command else []
                 if (
                     words
                     and words[0] in ("importer", ".venv/bin/importer")
