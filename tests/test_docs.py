@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from pipeline_helpers import ROOT
+
+from importer.cli.app import main
 
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
@@ -128,3 +131,54 @@ def test_every_command_against_the_mock_runs_as_written(
     # The samples have bad rows on purpose (README.md, "Samples"): every such run exits 3.
     assert done.returncode == 3, (page, line, done.stdout, done.stderr)
     assert re.search(r"delivered +[1-9]", done.stdout), (page, line, done.stdout)
+
+
+SHELL_STOPS = {"&&", "||", ";", "|", ">", ">>", "2>&1", "&"}
+COMMAND_IN_LINE = re.compile(
+    r"(?:^|[\s\"'=/])importer (validate|run|replay|status|init|mock-server|presets)\b([^\"'#]*)"
+)
+
+
+def documented_invocations() -> list[tuple[str, list[str]]]:
+    """Every `importer COMMAND ...` in a code block of the README or the docs (shell lines, cron
+    lines, the command strings of scheduler snippets), as (page, argv after `importer`)."""
+    found = []
+    for page in [ROOT / "README.md", *PAGES]:
+        for block in re.findall(
+            r"^```[a-z]*\n(.*?)^```", page.read_text(encoding="utf-8"), re.DOTALL | re.M
+        ):
+            for line in block.replace("\\\n", " ").splitlines():
+                for match in COMMAND_IN_LINE.finditer(line):
+                    words = [match.group(1)]
+                    for word in shlex.split(match.group(2), comments=True):
+                        if word in SHELL_STOPS or word.startswith(("2>", ">", "$(")):
+                            break
+                        words.append(word)
+                    if not any(word.startswith("[") for word in words):  # a synopsis
+                        found.append((page.name, words))
+    return found
+
+
+def test_the_scanner_finds_commands_in_shell_cron_and_scheduler_snippets() -> None:
+    pages = {page for page, _ in documented_invocations()}
+    assert {"README.md", "nightly.md", "shards-and-schedulers.md"} <= pages
+
+
+@pytest.mark.parametrize(
+    ("page", "argv"),
+    [
+        pytest.param(page, argv, id=f"{page}: {' '.join(argv)[:50]}")
+        for page, argv in documented_invocations()
+    ],
+)
+def test_every_documented_command_parses_against_its_help(page: str, argv: list[str]) -> None:
+    """Each documented command line names a command and options that exist, with values they
+    take: the snippets a scheduler runs cannot drift from `--help` unnoticed."""
+    command = main.commands.get(argv[0])
+    assert command is not None, (page, argv)
+    try:
+        command.make_context(argv[0], argv[1:])
+    except click.exceptions.Exit:
+        pass
+    except click.UsageError as exc:
+        pytest.fail(f"{page}: importer {' '.join(argv)}: {exc.format_message()}")
