@@ -151,3 +151,56 @@ def test_modules_stay_small_and_the_root_stays_short() -> None:
     assert len([n for n in sizes.values() if n > 600]) <= MAX_OVER_600
     root = [path for path in PACKAGE.glob("*.py") if path.name != "__init__.py"]
     assert len(root) <= MAX_ROOT_MODULES, sorted(path.name for path in root)
+
+
+def _column_names() -> set[str]:
+    tree = ast.parse((PACKAGE / "columns.py").read_text(encoding="utf-8"))
+    return {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id.isupper()
+    }
+
+
+def test_column_names_come_from_columns_only() -> None:
+    names = _column_names()
+    assert {"LINE", "BODY", "ROUTE"} <= names
+    borrowed = sorted(
+        f"{path.relative_to(ROOT)}: {alias.name} from {node.module}"
+        for path in [*MODULES.values(), *sorted((ROOT / "tests").rglob("*.py"))]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("importer.")
+        and node.module != "importer.columns"
+        for alias in node.names
+        if alias.name in names
+    )
+    assert borrowed == []
+
+
+# The state directory's own file names: distinctive enough that no other string holds them.
+STATE_NAMES = (
+    "checkpoint.log",
+    "checkpoint.prev.log",
+    "checkpoint.corrupt.log",
+    "dead-letters.jsonl",
+    "embedded-received.jsonl",
+    "order-spill",
+    "job.json",
+)
+
+
+def test_only_the_state_layout_names_the_state_directorys_files() -> None:
+    owner = PACKAGE / "state" / "layout.py"
+    named = sorted(
+        f"{path.relative_to(ROOT)}: {node.value}"
+        for path in MODULES.values()
+        if path != owner
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in STATE_NAMES
+    )
+    assert named == []
+    text = owner.read_text(encoding="utf-8")
+    assert all(f'"{name}"' in text for name in STATE_NAMES)
