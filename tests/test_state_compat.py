@@ -200,15 +200,9 @@ def mock_stats(endpoint: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
-GROWN_BUG = (
-    "cd795e4 does the same: a grown input takes over the old content's done rows when the run "
-    "starts, before the open job is settled, so the open chunk's rows are uploaded again"
-)
-
-
 @pytest.mark.parametrize(
     "input_name",
-    ["renamed.csv", pytest.param("grown", marks=pytest.mark.xfail(reason=GROWN_BUG, strict=True))],
+    ["renamed.csv", "grown"],
 )
 def test_userpilot_open_job_is_settled_not_uploaded_again(tmp_path: Path, input_name: str) -> None:
     """The old run was killed while the job of its one chunk (7 rows of the first 9 of
@@ -256,6 +250,8 @@ def test_userpilot_open_job_is_settled_not_uploaded_again(tmp_path: Path, input_
     sent = received(case / "received.jsonl")
     assert sent == every, "rows of the old job were uploaded again, or rows are missing"
     assert summary_count(done.stdout, "delivered") == [sum(every.values())]
+    # the settled job's rows are delivered by this run, not also done before (issue 23, 5)
+    assert summary_count(done.stdout, "skipped (done before)") == [0]
     assert not list((state / "chunks").iterdir()), "the settled chunk was not let go"
     status = importer("status", "--state", "state", "--json", cwd=case)
     assert json.loads(status.stdout)["open_jobs"] == []

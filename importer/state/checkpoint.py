@@ -308,6 +308,21 @@ class CheckpointLog:
             return pl.repeat(False, len(lines), eager=True).alias(lines.name)
         return inp.lines.mask(lines)
 
+    def sharing(self, fingerprint: str, lines: Sequence[int]) -> dict[str, list[int]]:
+        """The input's `lines`, and the same lines of every input that grew from it and took
+        them over (by fingerprint): what marking them marks."""
+        self._fold()
+        inp = self._state.by_fp.get(fingerprint)
+        found: dict[str, list[int]] = {}
+        todo = [] if inp is None else [(inp, list(lines))]
+        while todo:
+            inp, held = todo.pop()
+            found.setdefault(inp.fingerprint, []).extend(held)
+            for heir in inp.heirs:
+                upto = heir.grew_upto
+                todo.append((heir, [n for n in held if upto is None or n <= upto]))
+        return found
+
     def is_done(self, fingerprint: str, line: int) -> bool:
         """Whether one row was already delivered or dead-lettered."""
         self._fold()

@@ -105,6 +105,8 @@ class InputRows:
     path: str | None = None
     open_line: int | None = None
     grew_from: int | None = None
+    grew_upto: int | None = None  # the last line taken over from `grew_from` (None: all)
+    heirs: list[InputRows] = field(default_factory=list)  # the inputs that grew from this one
     inherited: int = 0
     inherited_failed: int = 0
 
@@ -169,6 +171,7 @@ class StateRows:
                 raise ValueError("an empty range")
             for a, b in ranges:
                 inp.lines.add_range(a, b)
+                _pass_on(inp, a, b, failed=False)
             inp.touch(at)
         elif kind == "fail":
             inp, at = self.by_id[rec["id"]], float(rec["at"])
@@ -178,6 +181,7 @@ class StateRows:
                 inp.failed += 1
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
+                _pass_on(inp, failure.line, failure.line, failed=True)
             inp.touch(at)
         elif kind == "chunk":
             inp = self.by_id[rec["id"]]
@@ -205,9 +209,30 @@ class StateRows:
             raise ValueError(f"unknown record type {kind!r}")
 
 
+def _pass_on(inp: InputRows, first: int, last: int, *, failed: bool) -> None:
+    """Give the inputs that grew from `inp` its lines first..last that they took over, done
+    after they were registered: an open job of the old content settled by a later run (its
+    rows are the grown input's too, and must not be sent again)."""
+    for heir in inp.heirs:
+        top = last if heir.grew_upto is None else min(last, heir.grew_upto)
+        if first > top:
+            continue
+        before = heir.lines.count
+        heir.lines.add_range(first, top)
+        added = heir.lines.count - before
+        if failed:
+            heir.inherited_failed += added
+        heir.inherited += added
+        if added:
+            _pass_on(heir, first, top, failed=failed)
+
+
 def _inherit(inp: InputRows, base: InputRows, upto: int | None) -> None:
-    """Give a grown input the done lines of the content it starts with (up to `upto`)."""
+    """Give a grown input the done lines of the content it starts with (up to `upto`), and
+    later ones as they come (see _pass_on)."""
     inp.grew_from = base.id
+    inp.grew_upto = upto
+    base.heirs.append(inp)
     for first, last in base.lines.ranges():
         if upto is not None and first > upto:
             break
