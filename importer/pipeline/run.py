@@ -48,6 +48,7 @@ from importer.outcome import Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
+from importer.pipeline.overlaps import admit_all
 from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
@@ -327,14 +328,15 @@ async def send_inputs(
         destination=options.mapping.destination.name,
         endpoint=delivery.endpoint,
     )
-    admitted: list[tuple[InputFile, Admission]] = []
     if delivery.checkpoint:
         admitted, warnings = admit_inputs(
             sources, delivery, identity, resend_changed=resend_changed
         )
         summary.warnings.extend(warnings)  # a repaired log says so once, here
-        sources = [source for source, admission in admitted if admission.kind != "changed"]
         delivery = replace(delivery, fresh=False)  # admit_inputs set the old log aside
+    else:
+        admitted = without_overlaps(sources)
+    sources = [s for s, admission in admitted if admission.kind not in ("changed", "contained")]
     feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
@@ -368,34 +370,46 @@ def admit_inputs(
     resend_changed: bool = False,
 ) -> tuple[list[tuple[InputFile, Admission]], list[str]]:
     """Register every input with the checkpoint before anything is sent, and say what each is:
-    known, grown (it takes over the done rows of the content it starts with), new, or changed
-    (same path as a known input, other content: left out unless `resend_changed`).
+    known, grown (it takes over the done rows of the content it starts with), new, changed
+    (same path as a known input, other content: left out unless `resend_changed`), or
+    contained (its content is another input's of this run, or the start of it: see
+    overlaps.py; left out, its rows are sent as that input's).
 
     Files whose content is known are registered first, so that a renamed file has moved before
     the others are judged by path. The log is closed again: delivery opens it for itself. Also
     returns the log's warnings (a damaged log is repaired by this first opening).
     """
-    found: dict[int, Admission] = {}
     with CheckpointLog.open(delivery.state_dir, job=identity, fresh=delivery.fresh) as log:
         known = {item.fingerprint for item in log.known_inputs()}
-        order = sorted(range(len(sources)), key=lambda i: sources[i].fingerprint not in known)
-        for index in order:
-            source = sources[index]
-            facts = InputFacts(
-                size=source.size, path=place_of(source), open_line=_open_line(source)
-            )
-            prefixes = source.prefixes
-            if prefixes is None:  # opened without probes: look at this path's past contents
-                sizes = [
-                    item.size
-                    for item in log.known_inputs()
-                    if item.path == facts.path and item.size and item.size < source.size
-                ]
-                prefixes = read_prefixes(source, sizes)
-            found[index] = log.admit(
-                source.name, source.fingerprint, facts, prefixes, resend_changed=resend_changed
-            )
+
+        def admit(indices: list[int]) -> dict[int, Admission]:
+            found: dict[int, Admission] = {}
+            for index in sorted(indices, key=lambda i: sources[i].fingerprint not in known):
+                source = sources[index]
+                facts = InputFacts(
+                    size=source.size, path=place_of(source), open_line=_open_line(source)
+                )
+                prefixes = source.prefixes
+                if prefixes is None:  # opened without probes: look at this path's past contents
+                    sizes = [
+                        item.size
+                        for item in log.known_inputs()
+                        if item.path == facts.path and item.size and item.size < source.size
+                    ]
+                    prefixes = read_prefixes(source, sizes)
+                found[index] = log.admit(
+                    source.name, source.fingerprint, facts, prefixes, resend_changed=resend_changed
+                )
+            return found
+
+        found = admit_all(sources, admit)
     return [(source, found[index]) for index, source in enumerate(sources)], log.warnings
+
+
+def without_overlaps(sources: list[InputFile]) -> list[tuple[InputFile, Admission]]:
+    """What each input is to a run without a checkpoint: new, or contained in another."""
+    found = admit_all(sources, lambda indices: {i: Admission("new") for i in indices})
+    return [(source, found[index]) for index, source in enumerate(sources)]
 
 
 def _open_line(source: InputFile) -> int | None:
@@ -417,6 +431,20 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
                 item["grew_from"] = admission.previous.fingerprint
     for source, admission in admitted:
         before = admission.previous
+        if admission.kind == "contained":
+            summary.inputs.append(
+                {
+                    "file": source.name,
+                    "fingerprint": source.fingerprint,
+                    "status": "contained",
+                    "within": admission.within,
+                }
+            )
+            summary.notes.append(
+                f"{source.name} holds the same rows as the start of {admission.within} (or all "
+                "of it): they were sent once, as that file's"
+            )
+            continue
         if admission.kind == "grown" and admission.cut_line is not None and before is not None:
             summary.warnings.append(
                 f"{source.name}: line {admission.cut_line} had no newline when it was sent (as "

@@ -213,7 +213,8 @@ class CheckpointLog:
         size) "grew" from the longest such: it takes over its done lines, but for a last line
         that had no newline and goes on now (that row is sent again, complete). Otherwise a
         file at the path of a known input whose content is not known is "changed" and is not
-        registered, unless `resend_changed` ("resent": a new input). Else it is "new". Call it
+        registered, unless `resend_changed` ("resent": a new input); a known content of which
+        no row was delivered does not count. Else it is "new". Call it
         for the known contents first, so that a renamed file's path moves before the others are
         judged (a rotated log's new file is new, not a change of the old one).
         """
@@ -237,7 +238,9 @@ class CheckpointLog:
                 upto = grown.open_line - 1
             self.register_input(name, fingerprint, facts=facts, grows=(grown.id, upto))
             return Admission("grown", grown.known(), cut_line=None if upto is None else upto + 1)
-        before = [k for k in state.by_id.values() if k.path == facts.path]
+        # Content of which nothing was delivered (every row rejected, or a damaged file fetched
+        # again) is new content: nothing of the old one can be sent twice.
+        before = [k for k in state.by_id.values() if k.path == facts.path and k.known().delivered]
         if before and not resend_changed:
             return Admission("changed", before[-1].known())
         self.register_input(name, fingerprint, facts=facts)
