@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -84,22 +84,30 @@ def place_of(source: InputFile) -> str:
     return source.url if isinstance(source, CloudInput) else str(source.path.resolve())
 
 
-def open_sources(paths: Iterable[Path], *, probes: Collection[int] | None) -> list[InputFile]:
+def open_sources(
+    paths: Iterable[Path],
+    *,
+    probes: Collection[int] | None,
+    whole: Mapping[str, int] | None = None,
+) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
-    `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy."""
+    `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
+    `probes` and `whole` as for `open_input`."""
     sources: list[InputFile] = []
     downloads: _Downloads | None = None
     for path in paths:
         url = cloud_url(path)
         if url is None:
-            sources += [open_input(item, probes=probes) for item in expand_inputs((path,))]
+            sources += [
+                open_input(item, probes=probes, whole=whole) for item in expand_inputs((path,))
+            ]
             continue
         store = _store(url)
         for found in expand_url(store, url):
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
             _download(store, found, copy)
-            sources.append(_open_copy(found, copy, downloads, probes))
+            sources.append(_open_copy(found, copy, downloads, probes, whole))
     return sources
 
 
@@ -177,11 +185,15 @@ def _download(store: _Store, url: str, copy: Path) -> None:
 
 
 def _open_copy(
-    url: str, copy: Path, downloads: _Downloads, probes: Collection[int] | None
+    url: str,
+    copy: Path,
+    downloads: _Downloads,
+    probes: Collection[int] | None,
+    whole: Mapping[str, int] | None,
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes)
+        source = open_input(copy, probes=probes, whole=whole)
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}

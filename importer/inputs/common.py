@@ -142,6 +142,9 @@ class InputFile:
     # content is longer than (None: not asked; Parquet is never probed: it does not grow by
     # appending).
     prefixes: dict[int, Prefix] | None = None
+    # The checkpoint knows every row of this content as handled: its rows were not profiled
+    # (no columns, no records) and are not read; a run skips it (see reader.open_input).
+    whole_before: bool = False
 
     @property
     def name(self) -> str:

@@ -25,7 +25,7 @@ jsonl.py, parquet.py, all after bytescan.py's byte pass; common.py holds what th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,11 +49,15 @@ from importer.inputs.locate import (
 from importer.inputs.parquet import iter_parquet, open_parquet
 
 
-def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFile:
+def open_input(
+    path: Path, *, probes: Collection[int] | None = None, whole: Mapping[str, int] | None = None
+) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
 
     `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
-    first bytes, so that a grown input is known without reading it again (`prefixes`)."""
+    first bytes, so that a grown input is known without reading it again (`prefixes`). `whole`
+    are the contents (fingerprint: size) every row of which a checkpoint knows as handled: one
+    of them is not profiled (`whole_before`), as its rows are not read again."""
     refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -94,6 +98,8 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
     )
     if scan.blank:
         return facts
+    if whole is not None and whole.get(scan.fingerprint) == scan.size:
+        return replace(facts, whole_before=True)
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
     return profile_csv(facts)

@@ -53,7 +53,7 @@ from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import Admission, InputFacts, RunIdentity
-from importer.state.status import known_sizes
+from importer.state.status import known_sizes, known_whole
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -132,10 +132,13 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     """Open every input and check the mapping against each CSV header, before any row is read.
 
     With `state_dir`, the byte pass also hashes each input's first bytes at the sizes of the
-    inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it again.
+    inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it
+    again, and an input every row of which the checkpoint knows as handled is not profiled
+    (`whole_before`): `send_inputs` skips it.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
-    sources = open_sources(options.inputs, probes=probes)
+    whole = None if state_dir is None else known_whole(state_dir)
+    sources = open_sources(options.inputs, probes=probes, whole=whole)
     for source in sources:
         if not source.columns:
             continue
@@ -169,8 +172,10 @@ def iter_valid(
     *,
     dedup: DedupTracker,
     progress: Progress,
+    read_whole: dict[str, int] | None = None,
 ) -> Iterator[tuple[InputFile, pl.DataFrame]]:
-    """Each input's validated batches; rejects are counted, written and left behind."""
+    """Each input's validated batches; rejects are counted, written and left behind. Each input
+    read to its end adds its fingerprint and its rows' count to `read_whole`."""
     rejects = RejectsWriter(options.rejects_path) if options.rejects_path else None
     summary.shard = None if options.shard is None else options.shard.label
     try:
@@ -207,6 +212,8 @@ def iter_valid(
                 yield source, valid
                 progress.advance(batch.frame.height + batch.rejects.height + batch.blank_lines)
             progress.end()
+            if read_whole is not None:
+                read_whole[source.fingerprint] = summary.rows_read - rows_before
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
         note = receipt_time_note(options.mapping, summary.rows_valid - summary.rows_other_shards)
@@ -295,10 +302,14 @@ def iter_feeds(
     *,
     dedup: DedupTracker,
     progress: Progress,
+    read_whole: dict[str, int] | None = None,
 ) -> Generator[Feed, None, None]:
     """The bodies of every input, batch by batch, for `delivery.deliver`."""
     action = options.mapping.action
-    for source, valid in iter_valid(options, sources, summary, dedup=dedup, progress=progress):
+    valid_batches = iter_valid(
+        options, sources, summary, dedup=dedup, progress=progress, read_whole=read_whole
+    )
+    for source, valid in valid_batches:
         bodies = build_bodies(valid, options.mapping, source=source)
         yield Feed(
             fingerprint=source.fingerprint,
@@ -336,8 +347,11 @@ async def send_inputs(
         delivery = replace(delivery, fresh=False)  # admit_inputs set the old log aside
     else:
         admitted = without_overlaps(sources)
-    sources = [s for s, admission in admitted if admission.kind not in ("changed", "contained")]
-    feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
+    sources = [s for s, admission in admitted if _to_read(s, admission)]
+    read_whole: dict[str, int] = {}
+    feeds = iter_feeds(
+        options, sources, summary, dedup=dedup, progress=NoProgress(), read_whole=read_whole
+    )
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
     try:
@@ -356,6 +370,10 @@ async def send_inputs(
             )
     finally:
         feeds.close()
+    if delivery.checkpoint and summary.stop is None and not summary.interrupted and read_whole:
+        with CheckpointLog.open(delivery.state_dir, job=identity) as log:
+            for fingerprint, rows in read_whole.items():
+                log.mark_whole(fingerprint, rows)
     _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
@@ -412,6 +430,18 @@ def without_overlaps(sources: list[InputFile]) -> list[tuple[InputFile, Admissio
     return [(source, found[index]) for index, source in enumerate(sources)]
 
 
+def _to_read(source: InputFile, admission: Admission) -> bool:
+    """Whether an input's rows are read and sent: not a changed or a contained one, nor one
+    whose every row the checkpoint knows as handled (not even profiled: see open_inputs)."""
+    if admission.kind in ("changed", "contained"):
+        return False
+    if source.whole_before:
+        if admission.kind != "known":
+            raise AssertionError(f"{source.name}: known whole, yet admitted as {admission.kind}")
+        return False
+    return True
+
+
 def _open_line(source: InputFile) -> int | None:
     """The line of the last row when the content does not end in a newline: it may be cut short
     (a log being written), and a later, grown file may go on with it."""
@@ -429,6 +459,16 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
             item["status"] = admission.kind
             if admission.kind == "grown" and admission.previous is not None:
                 item["grew_from"] = admission.previous.fingerprint
+    unread = [s for s, admission in admitted if s.whole_before and admission.kind == "known"]
+    for source in unread:
+        summary.inputs.append(
+            {"file": source.name, "fingerprint": source.fingerprint, "status": "known"}
+        )
+    if unread:
+        summary.notes.append(
+            f"{len(unread):,} input(s) known as sent whole before, unchanged (same size and "
+            "content fingerprint): not read again"
+        )
     for source, admission in admitted:
         before = admission.previous
         if admission.kind == "contained":

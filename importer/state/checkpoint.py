@@ -27,6 +27,8 @@ Records, by their `t`:
            in a newline), grows (the id of a known input whose whole content this one starts
            with) and upto (the last of its lines taken over, null for all): the new input
            takes over the done lines of the one it grew from, as they stand at this record
+           and as they are done later; whole (rows): a run read every row of this content and
+           each is done or failed, so a later run need not read it again
     done   id, at (unix time), ranges: [[first, last], ...] of newly finished lines, inclusive
     fail   id, at, line, status (int or null), error (cut to 1000 characters)
 
@@ -191,6 +193,20 @@ class CheckpointLog:
             rec.update(grows=grows[0], upto=grows[1])
         self._add(rec)
         self._pending_done.setdefault(fingerprint, [])
+
+    def mark_whole(self, fingerprint: str, rows: int) -> bool:
+        """Note that a run read the input to its end and found `rows` rows, when every one of
+        them is handled (done or dead-lettered): later runs skip it without reading its rows.
+        Written as the input's record again with `whole`, a key readers before it ignore.
+        Whether it was noted."""
+        self._fold()
+        inp = self._state.by_fp.get(fingerprint)
+        if inp is None or inp.is_whole or inp.lines.count != rows:
+            return False
+        self._add(
+            {"t": "input", "id": inp.id, "fp": inp.fingerprint, "name": inp.name, "whole": rows}
+        )
+        return True
 
     def known_inputs(self) -> list[KnownInput]:
         """Every input the log knows, oldest first."""

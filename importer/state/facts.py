@@ -77,6 +77,7 @@ class KnownInput:
     size: int | None
     path: str | None
     open_line: int | None
+    whole: bool = False  # every row of it handled: a run need not read it again
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ class InputRows:
     size: int | None = None
     path: str | None = None
     open_line: int | None = None
+    whole: int | None = None  # rows of it a run read to its end, every one of them handled
     grew_from: int | None = None
     grew_upto: int | None = None  # the last line taken over from `grew_from` (None: all)
     heirs: list[InputRows] = field(default_factory=list)  # the inputs that grew from this one
@@ -120,8 +121,21 @@ class InputRows:
         """What a later run compares its inputs with."""
         delivered = self.lines.count - self.failed - self.inherited_failed
         return KnownInput(
-            self.id, self.fingerprint, self.name, delivered, self.size, self.path, self.open_line
+            self.id,
+            self.fingerprint,
+            self.name,
+            delivered,
+            self.size,
+            self.path,
+            self.open_line,
+            whole=self.is_whole,
         )
+
+    @property
+    def is_whole(self) -> bool:
+        """Whether every row of this content was handled (delivered or dead-lettered): a run
+        read it to its end and found no row it left out (rejected, outside a window)."""
+        return self.whole is not None and self.lines.count >= self.whole
 
 
 class StateRows:
@@ -160,6 +174,8 @@ class StateRows:
             inp.name = str(rec["name"])
             if inp.name not in inp.names:
                 inp.names.append(inp.name)
+            if rec.get("whole") is not None:
+                inp.whole = int(rec["whole"])
             if "size" in rec:
                 inp.size, inp.path = int(rec["size"]), str(rec["path"])
                 inp.open_line = None if rec.get("open") is None else int(rec["open"])

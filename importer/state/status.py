@@ -69,3 +69,21 @@ def known_sizes(state_dir: Path) -> set[int]:
     except OSError:
         return set()
     return {inp.size for inp in state.by_id.values() if inp.size}
+
+
+def known_whole(state_dir: Path) -> dict[str, int]:
+    """The inputs a state directory knows every row of as handled, by fingerprint, with their
+    sizes: the byte pass that finds one of them again need not read its rows (see
+    reader.open_input); empty when there is no usable log."""
+    path = state_dir / LOG_NAME
+    try:
+        if not path.is_file():
+            return {}
+        state, _ = load_log(path)
+    except OSError:
+        return {}
+    return {
+        inp.fingerprint: inp.size
+        for inp in state.by_id.values()
+        if inp.is_whole and inp.size is not None
+    }
