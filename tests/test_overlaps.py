@@ -155,3 +155,33 @@ def test_a_fixed_file_of_which_nothing_was_sent_is_new(tmp_path: Path, mock: Moc
     (folder / "a.csv").write_text(HEADER + rows(1, 5))
     mock.night(state, folder)
     assert mock.new_ids() == once(1, 5)
+
+
+def test_a_prefix_is_found_past_the_first_block_and_of_a_file_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of 64 bytes: a prefix of several blocks is found by the block hashes, also when
+    the longer file was not read again (only its first block's hash is known); a file of the
+    same size that starts otherwise is not read again to learn that it is unrelated."""
+    from dataclasses import replace
+
+    from importer.inputs import common
+    from importer.inputs.reader import open_input
+    from importer.pipeline.overlaps import containers
+
+    monkeypatch.setattr(common, "CHUNK_BYTES", 64)
+    (tmp_path / "a.csv").write_text(HEADER + rows(1, 5))
+    (tmp_path / "b.csv").write_text(HEADER + rows(1, 9))
+    (tmp_path / "c.csv").write_text(HEADER + rows(101, 105))
+    a, b, c = (open_input(tmp_path / name) for name in ("a.csv", "b.csv", "c.csv"))
+    assert a.size > 3 * 64
+    assert len(b.blocks) > len(a.blocks)
+    assert containers([a, b, c]) == {0: [1], 1: [], 2: []}
+    unread = replace(b, blocks=b.blocks[:1], whole_before=True, prefixes=None)
+    assert containers([a, unread, c]) == {0: [1], 1: [], 2: []}
+
+    def no_reading(*args: object) -> None:
+        raise AssertionError("read again")
+
+    monkeypatch.setattr("importer.pipeline.overlaps.read_prefixes", no_reading)
+    assert containers([c, b]) == {0: [], 1: []}

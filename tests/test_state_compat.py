@@ -288,3 +288,29 @@ def test_job_file_resumes_after_its_first_step(tmp_path: Path) -> None:
     assert skipped[:4] == [users_valid, 10, 0, 0], done.stdout
     steps = json.loads((state / "job.json").read_text())["steps"]
     assert all(s["status"] == "done" for s in steps), steps
+
+
+def test_vero_check_id_is_pinned(tmp_path: Path) -> None:
+    """Vero drops a re-sent event by its check_id: the id of a row must never change between
+    versions (the content fingerprint's first 16 hex digits, blake2b of the decompressed
+    content, and the line), whatever hash tells files apart otherwise."""
+    import gzip as gz
+
+    text = (
+        "row_id,user_id,email,event,occurred_at\n"
+        "1,u1,u1@example.com,Viewed,2024-01-01T00:00:01Z\n"
+        "2,u2,u2@example.com,Viewed,2024-01-01T00:00:02Z\n"
+    )
+    (tmp_path / "events.csv").write_text(text)
+    (tmp_path / "events.csv.gz").write_bytes(gz.compress(text.encode()))
+    mapping = str(ROOT / "schemas/vero-track.toml")
+    for name in ("events.csv", "events.csv.gz"):
+        out = tmp_path / f"{name}.jsonl"
+        done = importer(
+            "run", name, "--mapping", mapping, "--dry-run", "--out", str(out), cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        ids = [
+            json.loads(line)["body"]["extras"]["check_id"] for line in out.read_text().splitlines()
+        ]
+        assert ids == ["109e32869e3f4f0a:2", "109e32869e3f4f0a:3"]

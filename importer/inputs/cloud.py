@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -31,7 +31,7 @@ from typing import BinaryIO, Protocol
 from importer.errors import InputError
 from importer.inputs.common import InputFile
 from importer.inputs.locate import expand_inputs
-from importer.inputs.reader import open_input
+from importer.inputs.reader import Whole, open_input
 
 # A URL given on the command line arrives as a Path, which folds `s3://` into `s3:/`.
 URL = re.compile(r"^(?P<scheme>s3|gs):/+(?P<rest>.*)$", re.S)
@@ -88,7 +88,7 @@ def open_sources(
     paths: Iterable[Path],
     *,
     probes: Collection[int] | None,
-    whole: Mapping[str, int] | None = None,
+    whole: Whole | None = None,
 ) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
     `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
@@ -189,7 +189,7 @@ def _open_copy(
     copy: Path,
     downloads: _Downloads,
     probes: Collection[int] | None,
-    whole: Mapping[str, int] | None,
+    whole: Whole | None,
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:

@@ -55,9 +55,10 @@ def containers(sources: list[InputFile]) -> dict[int, list[int]]:
 
 def _may_start(outer: InputFile, inner: InputFile) -> bool:
     """Whether `inner` can be the start of `outer` as far as their block hashes tell: the
-    running hash after each whole block of `inner` is `outer`'s too."""
-    whole = inner.size // common.CHUNK_BYTES
-    return inner.blocks[:whole] == outer.blocks[:whole]
+    running hash after each whole block of `inner` is `outer`'s too (of an input not read
+    again, only the first block's is known)."""
+    known = min(inner.size // common.CHUNK_BYTES, len(inner.blocks), len(outer.blocks))
+    return inner.blocks[:known] == outer.blocks[:known]
 
 
 def admit_all(

@@ -349,6 +349,7 @@ async def send_inputs(
         admitted = without_overlaps(sources)
     sources = [s for s, admission in admitted if _to_read(s, admission)]
     read_whole: dict[str, int] = {}
+    quick = {s.fingerprint: (s.quick, s.disk_size, s.blocks[:1]) for s in sources}
     feeds = iter_feeds(
         options, sources, summary, dedup=dedup, progress=NoProgress(), read_whole=read_whole
     )
@@ -373,7 +374,10 @@ async def send_inputs(
     if delivery.checkpoint and summary.stop is None and not summary.interrupted and read_whole:
         with CheckpointLog.open(delivery.state_dir, job=identity) as log:
             for fingerprint, rows in read_whole.items():
-                log.mark_whole(fingerprint, rows)
+                fast, disk_size, head = quick[fingerprint]
+                log.mark_whole(
+                    fingerprint, rows, quick=fast, disk_size=disk_size, head=b"".join(head)
+                )
     _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
@@ -408,7 +412,9 @@ def admit_inputs(
                     size=source.size, path=place_of(source), open_line=_open_line(source)
                 )
                 prefixes = source.prefixes
-                if prefixes is None:  # opened without probes: look at this path's past contents
+                if source.whole_before:  # known: its prefixes are not looked at
+                    prefixes = {}
+                elif prefixes is None:  # opened without probes: look at this path's past contents
                     sizes = [
                         item.size
                         for item in log.known_inputs()

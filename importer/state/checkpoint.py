@@ -194,18 +194,21 @@ class CheckpointLog:
         self._add(rec)
         self._pending_done.setdefault(fingerprint, [])
 
-    def mark_whole(self, fingerprint: str, rows: int) -> bool:
+    def mark_whole(
+        self, fingerprint: str, rows: int, *, quick: str, disk_size: int, head: bytes
+    ) -> bool:
         """Note that a run read the input to its end and found `rows` rows, when every one of
-        them is handled (done or dead-lettered): later runs skip it without reading its rows.
-        Written as the input's record again with `whole`, a key readers before it ignore.
+        them is handled (done or dead-lettered): later runs that find its `quick` fingerprint
+        (taken in the same pass as `fingerprint`) at `disk_size` skip it without reading it.
+        `head` is the content hash after its first block, to tell what may start like it.
+        Written as the input's record again with `whole`, keys readers before it ignore.
         Whether it was noted."""
         self._fold()
         inp = self._state.by_fp.get(fingerprint)
-        if inp is None or inp.is_whole or inp.lines.count != rows:
+        if inp is None or not quick or inp.is_whole or inp.lines.count != rows:
             return False
-        self._add(
-            {"t": "input", "id": inp.id, "fp": inp.fingerprint, "name": inp.name, "whole": rows}
-        )
+        rec = {"t": "input", "id": inp.id, "fp": inp.fingerprint, "name": inp.name}
+        self._add({**rec, "whole": rows, "quick": quick, "disk": disk_size, "head": head.hex()})
         return True
 
     def known_inputs(self) -> list[KnownInput]:

@@ -105,6 +105,9 @@ class InputRows:
     path: str | None = None
     open_line: int | None = None
     whole: int | None = None  # rows of it a run read to its end, every one of them handled
+    quick: str = ""  # its quick fingerprint or the store's checksum, noted with `whole`
+    disk_size: int | None = None  # its file's size on disk (compressed), noted with `whole`
+    head: bytes = b""  # the content hash after its first block, noted with `whole`
     grew_from: int | None = None
     grew_upto: int | None = None  # the last line taken over from `grew_from` (None: all)
     heirs: list[InputRows] = field(default_factory=list)  # the inputs that grew from this one
@@ -176,6 +179,8 @@ class StateRows:
                 inp.names.append(inp.name)
             if rec.get("whole") is not None:
                 inp.whole = int(rec["whole"])
+                inp.quick, inp.disk_size = str(rec["quick"]), int(rec["disk"])
+                inp.head = bytes.fromhex(str(rec.get("head") or ""))
             if "size" in rec:
                 inp.size, inp.path = int(rec["size"]), str(rec["path"])
                 inp.open_line = None if rec.get("open") is None else int(rec["open"])

@@ -71,10 +71,11 @@ def known_sizes(state_dir: Path) -> set[int]:
     return {inp.size for inp in state.by_id.values() if inp.size}
 
 
-def known_whole(state_dir: Path) -> dict[str, int]:
-    """The inputs a state directory knows every row of as handled, by fingerprint, with their
-    sizes: the byte pass that finds one of them again need not read its rows (see
-    reader.open_input); empty when there is no usable log."""
+def known_whole(state_dir: Path) -> dict[tuple[int, str], tuple[str, int, bytes]]:
+    """The inputs a state directory knows every row of as handled, by their size on disk and
+    quick fingerprint, with their fingerprints, sizes and first blocks' hashes (see
+    mark_whole): a file found again by these is not
+    read (see reader.open_input); empty when there is no usable log."""
     path = state_dir / LOG_NAME
     try:
         if not path.is_file():
@@ -83,7 +84,7 @@ def known_whole(state_dir: Path) -> dict[str, int]:
     except OSError:
         return {}
     return {
-        inp.fingerprint: inp.size
+        (inp.disk_size, inp.quick): (inp.fingerprint, inp.size, inp.head)
         for inp in state.by_id.values()
-        if inp.is_whole and inp.size is not None
+        if inp.is_whole and inp.size is not None and inp.disk_size is not None and inp.quick
     }
