@@ -218,6 +218,44 @@ def test_objects_holding_the_same_rows_are_sent_once(bucket: Bucket, tmp_path: P
     assert received(days) == list(range(31, 38))
 
 
+def test_an_object_sent_whole_is_not_downloaded_again(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: the store's own checksum (S3's ETag, GCS's MD5) tells an object sent whole
+    before, so a night does not download it; one rewritten at the same size is downloaded and
+    judged by its content."""
+    from importer.inputs import cloud
+
+    downloaded: list[str] = []
+    real = cloud._download
+
+    def counted(store: Any, url: str, copy: Path) -> str:
+        downloaded.append(url)
+        return real(store, url, copy)
+
+    monkeypatch.setattr(cloud, "_download", counted)
+    scheme, put = bucket("whole")
+    put("n/a.csv", HEADER + rows(1, 3))
+    put("n/b.parquet", parquet_bytes(21, 22))
+    state = tmp_path / "state"
+    pattern = f"{scheme}://whole/n/*"
+    assert run(state, pattern)[0] == 0
+    assert len(downloaded) == 2
+
+    put("n/c.csv", HEADER + rows(11, 12))
+    code, said = run(state, pattern)
+    assert code == 0, said
+    assert downloaded[2:] == [f"{scheme}://whole/n/c.csv"]
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+
+    put("n/a.csv", HEADER + rows(1, 2) + rows(9, 9))  # the same size, other bytes
+    code, said = run(state, pattern)
+    assert code == 3, said
+    assert f"{scheme}://whole/n/a.csv changed since it was sent" in said
+    assert downloaded[3:] == [f"{scheme}://whole/n/a.csv"]
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+
+
 def test_an_object_changed_since_it_was_sent_is_reported_not_sent_again(
     s3: Any, tmp_path: Path
 ) -> None:

@@ -131,6 +131,11 @@ def test_cumulative_snapshots_after_a_missed_night(tmp_path: Path, mock: Mock) -
     (folder / "day4.csv").write_text(HEADER + rows(1, 35))
     mock.night(state, folder)
     assert mock.new_ids() == once(31, 35)
+    # the snapshots that held day2's rows are gone: day2 is known as the start of them
+    for name in ("day3.csv", "day4.csv"):
+        (folder / name).unlink()
+    mock.night(state, folder)
+    assert mock.new_ids() == Counter()
 
 
 def test_unrelated_files_with_the_same_rows_are_both_sent(tmp_path: Path, mock: Mock) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from importer.inputs import common
 from importer.inputs.bytescan import read_prefixes
+from importer.inputs.cloud import CloudInput
 from importer.inputs.common import InputFile, Prefix
 from importer.state.facts import Admission
 
@@ -35,6 +36,10 @@ def containers(sources: list[InputFile]) -> dict[int, list[int]]:
     text = [i for i, s in enumerate(sources) if s.format != "parquet" and s.size]
     for longer in text:
         outer = sources[longer]
+        if isinstance(outer, CloudInput) and outer.downloads is None:
+            # An object known whole and not downloaded: the inputs that start like it were
+            # registered as parts of it when it was sent (see admit_inputs), so are known.
+            continue
         shorter = [
             i for i in text if sources[i].size < outer.size and _may_start(outer, sources[i])
         ]

@@ -408,9 +408,17 @@ def admit_inputs(
             found: dict[int, Admission] = {}
             for index in sorted(indices, key=lambda i: sources[i].fingerprint not in known):
                 source = sources[index]
-                facts = InputFacts(
-                    size=source.size, path=place_of(source), open_line=_open_line(source)
-                )
+                open_line = _open_line(source)
+                if source.whole_before:  # not read: the line the log knows
+                    open_line = next(
+                        (
+                            k.open_line
+                            for k in log.known_inputs()
+                            if k.fingerprint == source.fingerprint
+                        ),
+                        None,
+                    )
+                facts = InputFacts(size=source.size, path=place_of(source), open_line=open_line)
                 prefixes = source.prefixes
                 if source.whole_before:  # known: its prefixes are not looked at
                     prefixes = {}
@@ -427,7 +435,31 @@ def admit_inputs(
             return found
 
         found = admit_all(sources, admit)
+        _register_parts(log, sources, found)
     return [(source, found[index]) for index, source in enumerate(sources)], log.warnings
+
+
+def _register_parts(
+    log: CheckpointLog, sources: list[InputFile], found: dict[int, Admission]
+) -> None:
+    """Register each input contained in a longer one as the start of it: it takes over that
+    one's done lines up to its own last line, as they are done, so that a later run knows it
+    by its fingerprint even when the longer one is not read again (a snapshot kept beside the
+    next, or an object not downloaded again). An equal content needs nothing: it is known."""
+    by_name = {source.name: source for source in sources}
+    known = {item.fingerprint: item for item in log.known_inputs()}
+    for index, admission in found.items():
+        source = sources[index]
+        host = by_name.get(admission.within or "")
+        if admission.kind != "contained" or host is None or source.fingerprint in known:
+            continue
+        base = known.get(host.fingerprint)
+        if base is None or source.whole_before:
+            continue
+        # The line of its last row (a JSONL line is one; CSV rows count from the header's 1).
+        last = source.lines + source.ends_open if source.format == "jsonl" else source.records + 1
+        facts = InputFacts(size=source.size, path=place_of(source), open_line=_open_line(source))
+        log.register_input(source.name, source.fingerprint, facts=facts, grows=(base.id, last))
 
 
 def without_overlaps(sources: list[InputFile]) -> list[tuple[InputFile, Admission]]:
