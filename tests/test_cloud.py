@@ -194,6 +194,68 @@ def test_a_pattern_is_imported_by_url_and_a_rerun_sends_nothing_new(
     assert received(state) == [1, 2, 3, 11, 12, 21, 22]
 
 
+def test_objects_holding_the_same_rows_are_sent_once(bucket: Bucket, tmp_path: Path) -> None:
+    """Issue 23, point 1: a pattern over equal objects, a grown copy, and cumulative snapshots
+    after a missed night: each row is sent once, as in a local folder."""
+    scheme, put = bucket("overlaps")
+    put("copies/a.csv", HEADER + rows(1, 5))
+    put("copies/b.csv", HEADER + rows(1, 5))
+    put("copies/c.csv.gz", gzip.compress((HEADER + rows(1, 7)).encode()))  # grown, compressed
+    put("copies/d.parquet", parquet_bytes(21, 22))
+    put("copies/e.parquet", parquet_bytes(21, 22))
+    state = tmp_path / "state"
+    code, said = run(state, f"{scheme}://overlaps/copies/*")
+    assert code == 0, said
+    assert received(state) == [1, 2, 3, 4, 5, 6, 7, 21, 22]
+
+    put("days/day1.csv", HEADER + rows(31, 33))
+    days = tmp_path / "days"
+    assert run(days, f"{scheme}://overlaps/days/*.csv")[0] == 0
+    put("days/day2.csv", HEADER + rows(31, 35))
+    put("days/day3.csv", HEADER + rows(31, 37))
+    code, said = run(days, f"{scheme}://overlaps/days/*.csv")
+    assert code == 0, said
+    assert received(days) == list(range(31, 38))
+
+
+def test_an_object_sent_whole_is_not_downloaded_again(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: the store's own checksum (S3's ETag, GCS's MD5) tells an object sent whole
+    before, so a night does not download it; one rewritten at the same size is downloaded and
+    judged by its content."""
+    from importer.inputs import cloud
+
+    downloaded: list[str] = []
+    real = cloud._download
+
+    def counted(store: Any, url: str, copy: Path) -> str:
+        downloaded.append(url)
+        return real(store, url, copy)
+
+    monkeypatch.setattr(cloud, "_download", counted)
+    scheme, put = bucket("whole")
+    put("n/a.csv", HEADER + rows(1, 3))
+    put("n/b.parquet", parquet_bytes(21, 22))
+    state = tmp_path / "state"
+    pattern = f"{scheme}://whole/n/*"
+    assert run(state, pattern)[0] == 0
+    assert len(downloaded) == 2
+
+    put("n/c.csv", HEADER + rows(11, 12))
+    code, said = run(state, pattern)
+    assert code == 0, said
+    assert downloaded[2:] == [f"{scheme}://whole/n/c.csv"]
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+
+    put("n/a.csv", HEADER + rows(1, 2) + rows(9, 9))  # the same size, other bytes
+    code, said = run(state, pattern)
+    assert code == 3, said
+    assert f"{scheme}://whole/n/a.csv changed since it was sent" in said
+    assert downloaded[3:] == [f"{scheme}://whole/n/a.csv"]
+    assert received(state) == [1, 2, 3, 11, 12, 21, 22]
+
+
 def test_an_object_changed_since_it_was_sent_is_reported_not_sent_again(
     s3: Any, tmp_path: Path
 ) -> None:

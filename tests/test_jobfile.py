@@ -495,7 +495,7 @@ def test_each_shard_runs_the_sample_job_and_never_takes_another_shards_steps(
     other = invoke("run", job, "--endpoint", "embedded", "--state", state, "--shard", "1/3",
                    "--quiet")  # fmt: skip
     assert other.exit_code == 1
-    assert "belongs to another job" in other.output
+    assert "belongs to another job: its shard changed" in other.output
 
 
 def test_a_folder_as_a_steps_input_is_its_files_sorted(tmp_path: Path) -> None:
@@ -504,3 +504,35 @@ def test_a_folder_as_a_steps_input_is_its_files_sorted(tmp_path: Path) -> None:
     job = write_job(tmp_path, step("users", "vero-identify", '["nights"]'), files)
     [only] = load_job(job).steps
     assert [path.name for path in only.inputs] == ["a.csv", "b.csv"]
+
+
+def test_a_renamed_step_sends_nothing_again_and_a_changed_mapping_names_its_step(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, point 2: what a step delivered is known by content and mapping, not by the
+    step's name; when a finished step's mapping changes, the hint names that step, not --fresh."""
+    job = two_step_job(tmp_path)
+    state = tmp_path / "state"
+    with vero_mock(tmp_path) as mock:
+        args = ("run", job, "--endpoint", mock.url, "--state", state)
+        assert invoke(*args).exit_code == 0
+        assert len(read_jsonl(mock.record)) == USERS + EVENTS
+        # renamed, and its input touched so that the job record alone cannot skip it
+        job.write_text(job.read_text().replace('name = "events"', 'name = "all-events"'))
+        (tmp_path / "events.csv").touch()
+        (tmp_path / "users.csv").write_text(
+            (tmp_path / "users.csv").read_text() + "u99,u99@example.com\n"
+        )
+        again = invoke(*args)
+        assert again.exit_code == 0, again.output
+        assert "was called 'events' when its rows were sent" in again.output
+        received = read_jsonl(mock.record)
+        assert len(received) == USERS + EVENTS + 1, "a renamed step sent its rows again"
+        assert received[-1]["id"] == "u99"
+
+        (tmp_path / "identify.toml").write_text(IDENTIFY + '"data.name" = "email"\n')
+        changed = invoke(*args)
+        assert changed.exit_code == 1, changed.output
+        assert "belongs to another job: its mapping changed since" in changed.stderr
+        assert f"mv {state / 'steps' / 'users'} " in changed.stderr
+        assert len(read_jsonl(mock.record)) == USERS + EVENTS + 1

@@ -226,3 +226,36 @@ def test_prefixes_read_again_for_an_input_opened_without_probes(tmp_path: Path) 
     again = read_prefixes(open_input(tmp_path / "new.csv.gz"), [len(old), 7])
     assert again == probed.prefixes
     assert len(again) == 2
+
+
+def rows_read(said: str) -> int:
+    [line] = [line for line in said.splitlines() if line.strip().startswith("rows read")]
+    return int(line.split()[-1])
+
+
+def test_a_file_sent_whole_is_not_read_again(tmp_path: Path) -> None:
+    """Issue 22: a night costs its new data. A file every row of which was handled, unchanged
+    (size and fingerprint), is skipped without reading its rows; one with a rejected row is
+    read again; one changed at the same size is never taken for the unchanged one."""
+    folder, state = tmp_path / "exports", tmp_path / "state"
+    folder.mkdir()
+    with mock_server(tmp_path) as mock:
+        (folder / "a.csv").write_text(HEADER + rows(1, 5))
+        (folder / "b.csv").write_text(HEADER + rows(11, 12) + "13,,,Viewed,\n")  # 1 rejected
+        code, said = night(mock, folder, state)
+        assert code == 3, said
+        assert (rows_read(said), mock.new_ids()) == (8, [1, 2, 3, 4, 5, 11, 12])
+
+        (folder / "c.csv").write_text(HEADER + rows(21, 22))
+        code, said = night(mock, folder, state)
+        assert code == 3, said
+        assert rows_read(said) == 3 + 2  # b (its reject again) and c: not a
+        assert "1 input(s) known as sent whole before, unchanged" in said
+        assert mock.new_ids() == [21, 22]
+
+        # the same size, other content: a change, found by its fingerprint
+        (folder / "a.csv").write_text(HEADER + rows(1, 4) + rows(9, 9))
+        code, said = night(mock, folder, state)
+        assert code == 3, said
+        assert f"{folder / 'a.csv'} changed since it was sent" in said
+        assert mock.new_ids() == []

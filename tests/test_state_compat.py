@@ -200,15 +200,9 @@ def mock_stats(endpoint: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
-GROWN_BUG = (
-    "cd795e4 does the same: a grown input takes over the old content's done rows when the run "
-    "starts, before the open job is settled, so the open chunk's rows are uploaded again"
-)
-
-
 @pytest.mark.parametrize(
     "input_name",
-    ["renamed.csv", pytest.param("grown", marks=pytest.mark.xfail(reason=GROWN_BUG, strict=True))],
+    ["renamed.csv", "grown"],
 )
 def test_userpilot_open_job_is_settled_not_uploaded_again(tmp_path: Path, input_name: str) -> None:
     """The old run was killed while the job of its one chunk (7 rows of the first 9 of
@@ -256,6 +250,8 @@ def test_userpilot_open_job_is_settled_not_uploaded_again(tmp_path: Path, input_
     sent = received(case / "received.jsonl")
     assert sent == every, "rows of the old job were uploaded again, or rows are missing"
     assert summary_count(done.stdout, "delivered") == [sum(every.values())]
+    # the settled job's rows are delivered by this run, not also done before (issue 23, 5)
+    assert summary_count(done.stdout, "skipped (done before)") == [0]
     assert not list((state / "chunks").iterdir()), "the settled chunk was not let go"
     status = importer("status", "--state", "state", "--json", cwd=case)
     assert json.loads(status.stdout)["open_jobs"] == []
@@ -292,3 +288,29 @@ def test_job_file_resumes_after_its_first_step(tmp_path: Path) -> None:
     assert skipped[:4] == [users_valid, 10, 0, 0], done.stdout
     steps = json.loads((state / "job.json").read_text())["steps"]
     assert all(s["status"] == "done" for s in steps), steps
+
+
+def test_vero_check_id_is_pinned(tmp_path: Path) -> None:
+    """Vero drops a re-sent event by its check_id: the id of a row must never change between
+    versions (the content fingerprint's first 16 hex digits, blake2b of the decompressed
+    content, and the line), whatever hash tells files apart otherwise."""
+    import gzip as gz
+
+    text = (
+        "row_id,user_id,email,event,occurred_at\n"
+        "1,u1,u1@example.com,Viewed,2024-01-01T00:00:01Z\n"
+        "2,u2,u2@example.com,Viewed,2024-01-01T00:00:02Z\n"
+    )
+    (tmp_path / "events.csv").write_text(text)
+    (tmp_path / "events.csv.gz").write_bytes(gz.compress(text.encode()))
+    mapping = str(ROOT / "schemas/vero-track.toml")
+    for name in ("events.csv", "events.csv.gz"):
+        out = tmp_path / f"{name}.jsonl"
+        done = importer(
+            "run", name, "--mapping", mapping, "--dry-run", "--out", str(out), cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        ids = [
+            json.loads(line)["body"]["extras"]["check_id"] for line in out.read_text().splitlines()
+        ]
+        assert ids == ["109e32869e3f4f0a:2", "109e32869e3f4f0a:3"]

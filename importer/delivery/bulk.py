@@ -164,6 +164,9 @@ class _Chunker:
         self._progress = progress
         self._registered: set[str] = set()
         self._shown = 0
+        # Lines an earlier run's open job held and this run settled, by input: counted when
+        # settled, so not counted again as done before.
+        self.settled: dict[str, list[int]] = {}
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk to deliver, in input and line order."""
@@ -196,11 +199,10 @@ class _Chunker:
             self._registered.add(feed.fingerprint)
         frame = feed.frame.select(LINE, BODY)
         done = checkpoint.done_mask(feed.fingerprint, frame[LINE])
-        skipped = int(done.sum())
-        if skipped:
-            self._summary.rows_skipped += skipped
-            frame = frame.filter(~done)
-        return frame
+        settled = self.settled.get(feed.fingerprint)
+        before = done if settled is None else done & ~frame[LINE].is_in(settled)
+        self._summary.rows_skipped += int(before.sum())
+        return frame.filter(~done)
 
     def _cut(
         self, frame: pl.DataFrame, source: tuple[str, str], *, final: bool
@@ -573,7 +575,11 @@ async def deliver_uploads(
             progress.begin(total)
             try:
                 for earlier in checkpoint.open_chunks():
-                    await _settle_earlier(earlier, client, settle)
+                    if await _settle_earlier(earlier, client, settle):
+                        for fp, lines in checkpoint.sharing(
+                            earlier.fingerprint, earlier.lines
+                        ).items():
+                            chunker.settled.setdefault(fp, []).extend(lines)
                 async for chunk in chunker.chunks():
                     client.check_stop()
                     await _deliver_chunk(chunk, client, settle)
@@ -624,9 +630,10 @@ async def _deliver_chunk(chunk: Chunk, client: _UploadClient, settle: _Settle) -
     await _finish(state, job, client, settle)
 
 
-async def _settle_earlier(state: ChunkState, client: _UploadClient, settle: _Settle) -> None:
+async def _settle_earlier(state: ChunkState, client: _UploadClient, settle: _Settle) -> bool:
     """End a chunk an earlier run left open: follow its job, or find it by the chunk's file
-    name; a chunk the API never took is forgotten, and its rows are cut into chunks anew."""
+    name; a chunk the API never took is forgotten, and its rows are cut into chunks anew.
+    Whether its rows were marked (and counted)."""
     client.check_stop()
     job = state.job
     if job is None:
@@ -643,11 +650,12 @@ async def _settle_earlier(state: ChunkState, client: _UploadClient, settle: _Set
             )
             settle.checkpoint.record_job_end(state.key, "not_uploaded", completed=None, total=None)
             (settle.chunk_dir / state.file).unlink(missing_ok=True)
-            return
+            return False
         job = found
         settle.checkpoint.record_upload(state.key, job)
     settle.progress.notice(f"{state.file}: following job {job}, started by an earlier run")
     await _finish(state, job, client, settle)
+    return True
 
 
 async def _finish(state: ChunkState, job: str, client: _UploadClient, settle: _Settle) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import xxhash
+
 from importer.errors import InputError
 from importer.inputs import common
 from importer.inputs.common import (
@@ -68,6 +70,25 @@ class _Scan(NamedTuple):
     ends_open: bool
     prefixes: dict[int, Prefix]
     plain: bool
+    quick: str
+
+
+# The quick fingerprint's algorithm, written before its digest: a reader that does not know
+# an algorithm does not trust the fingerprint (the file is then read as a new night's file).
+QUICK_ALGORITHM = "xxh3_128"
+
+
+def quick_fingerprint(path: Path) -> str:
+    """The quick fingerprint of `path`'s content (decompressed): the hash that tells a file
+    sent whole before without the byte pass's checks and its slower content fingerprint."""
+    digest = xxhash.xxh3_128()
+    try:
+        with open_bytes(path) as handle:
+            while chunk := handle.read(common.CHUNK_BYTES):
+                digest.update(chunk)
+    except CorruptInput as exc:
+        raise _corrupt(exc, 0) from None
+    return f"{QUICK_ALGORITHM}:{digest.hexdigest()}"
 
 
 class _Probes:
@@ -130,6 +151,7 @@ def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
     blocks against these hashes. The whole file is decompressed here, before any row is sent,
     so a damaged one stops the run with nothing sent even when the damage is near its end."""
     digest = hashlib.blake2b(digest_size=16)
+    quick = xxhash.xxh3_128()  # about 5% of the blake2b's time
     blocks: list[bytes] = []
     size = 0
     lines = 0
@@ -146,6 +168,7 @@ def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
         _check_start(path, first)
         chunk = first
         while chunk:
+            quick.update(chunk)
             prober.update(digest, chunk, size)
             # A copy of the running hash per block costs nothing; see CheckedReader.
             blocks.append(digest.copy().digest())
@@ -178,6 +201,7 @@ def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
         ends_open=bool(pending),
         prefixes=prober.prefixes(size),
         plain=plain,
+        quick=f"{QUICK_ALGORITHM}:{quick.hexdigest()}",
     )
 
 

@@ -24,14 +24,14 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from importer.errors import InputError
-from importer.inputs.common import InputFile
-from importer.inputs.locate import expand_inputs
-from importer.inputs.reader import open_input
+from importer.inputs.common import FORMATS, InputFile
+from importer.inputs.locate import expand_inputs, text_ending
+from importer.inputs.reader import Whole, open_input
 
 # A URL given on the command line arrives as a Path, which folds `s3://` into `s3:/`.
 URL = re.compile(r"^(?P<scheme>s3|gs):/+(?P<rest>.*)$", re.S)
@@ -84,23 +84,69 @@ def place_of(source: InputFile) -> str:
     return source.url if isinstance(source, CloudInput) else str(source.path.resolve())
 
 
-def open_sources(paths: Iterable[Path], *, probes: Collection[int] | None) -> list[InputFile]:
+def open_sources(
+    paths: Iterable[Path],
+    *,
+    probes: Collection[int] | None,
+    whole: Whole | None = None,
+) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
-    `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy."""
+    `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
+    `probes` and `whole` as for `open_input`."""
     sources: list[InputFile] = []
     downloads: _Downloads | None = None
     for path in paths:
         url = cloud_url(path)
         if url is None:
-            sources += [open_input(item, probes=probes) for item in expand_inputs((path,))]
+            sources += [
+                open_input(item, probes=probes, whole=whole) for item in expand_inputs((path,))
+            ]
             continue
         store = _store(url)
         for found in expand_url(store, url):
+            known = _known_whole(store, found, whole)
+            if known is not None:
+                sources.append(known)
+                continue
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
-            _download(store, found, copy)
-            sources.append(_open_copy(found, copy, downloads, probes))
+            checksum = _download(store, found, copy)
+            source = _open_copy(found, copy, downloads, probes, whole)
+            # The store's checksum of the bytes downloaded tells the object again next time
+            # without downloading it; else the quick fingerprint of the copy does.
+            if checksum:
+                source = replace(source, quick=checksum, disk_size=copy.stat().st_size)
+            sources.append(source)
     return sources
+
+
+def _known_whole(store: _Store, url: str, whole: Whole | None) -> CloudInput | None:
+    """The object at `url` as an input not read again, when the store's checksum and size are
+    those of a content the checkpoint knows every row of as handled: it is not downloaded."""
+    if not whole:
+        return None
+    bucket, key = _split(url)
+    try:
+        found = store.checksum(bucket, key)
+    except store.errors as exc:
+        raise store.refusal(url, exc) from None
+    if found is None or (found[1], found[0]) not in whole:
+        return None
+    checksum, disk_size = found
+    fingerprint, size, head = whole[(disk_size, checksum)]
+    name = PurePosixPath(key).name or "object"
+    return CloudInput(
+        path=Path(name),
+        format=FORMATS.get(text_ending(Path(name)), "csv"),
+        fingerprint=fingerprint,
+        size=size,
+        lines=0,
+        blocks=(head,) if head else (),
+        whole_before=True,
+        quick=checksum,
+        disk_size=disk_size,
+        url=url,
+    )
 
 
 class _Store(Protocol):
@@ -113,8 +159,14 @@ class _Store(Protocol):
         """Every key in `bucket` that starts with `prefix`."""
         ...
 
-    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
-        """Write the object's bytes to `out`, streamed a piece at a time."""
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> str:
+        """Write the object's bytes to `out`, streamed a piece at a time; the store's checksum
+        of those very bytes (see `checksum`), or ""."""
+        ...
+
+    def checksum(self, bucket: str, key: str) -> tuple[str, int] | None:
+        """The store's own checksum of the object's bytes, named by its kind, and its size;
+        None when the store keeps none that changes with every change of the bytes."""
         ...
 
     def refusal(self, url: str, exc: Exception) -> InputError:
@@ -140,6 +192,12 @@ def expand_url(store: _Store, url: str) -> list[str]:
     return [f"{store.scheme}://{bucket}/{name}" for name in found]
 
 
+def _etag(value: object) -> str:
+    """An S3 ETag as a checksum name, or "" when there is none."""
+    text = str(value or "").strip('"')
+    return f"s3-etag:{text}" if text else ""
+
+
 def _matches(key: list[str], pattern: list[str]) -> bool:
     """Whether a key matches the pattern part by part (object keys are case-sensitive)."""
     return len(key) == len(pattern) and all(
@@ -163,12 +221,12 @@ def _store(url: str) -> _Store:
     return _GoogleStorage(url) if url.startswith("gs://") else _S3(url)
 
 
-def _download(store: _Store, url: str, copy: Path) -> None:
-    """Stream the object `url` into `copy`."""
+def _download(store: _Store, url: str, copy: Path) -> str:
+    """Stream the object `url` into `copy`; the store's checksum of it, or ""."""
     bucket, key = _split(url)
     try:
         with copy.open("wb") as out:
-            store.copy(bucket, key, out)
+            return store.copy(bucket, key, out)
     # First: a failed connection can be an OSError too (requests' errors are), yet is the store's.
     except store.errors as exc:
         raise store.refusal(url, exc) from None
@@ -177,11 +235,15 @@ def _download(store: _Store, url: str, copy: Path) -> None:
 
 
 def _open_copy(
-    url: str, copy: Path, downloads: _Downloads, probes: Collection[int] | None
+    url: str,
+    copy: Path,
+    downloads: _Downloads,
+    probes: Collection[int] | None,
+    whole: Whole | None,
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes)
+        source = open_input(copy, probes=probes, whole=whole)
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}
@@ -227,11 +289,20 @@ class _S3:
         ):
             yield from (item["Key"] for item in page.get("Contents", ()))
 
-    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
-        """Write the object's body to `out`, CHUNK_BYTES at a time."""
-        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-        for chunk in body.iter_chunks(CHUNK_BYTES):
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> str:
+        """Write the object's body to `out`, CHUNK_BYTES at a time; its ETag."""
+        answer = self.client.get_object(Bucket=bucket, Key=key)
+        for chunk in answer["Body"].iter_chunks(CHUNK_BYTES):
             out.write(chunk)
+        return _etag(answer.get("ETag"))
+
+    def checksum(self, bucket: str, key: str) -> tuple[str, int] | None:
+        """The object's ETag and size. An ETag changes whenever the object is written with
+        other bytes (an MD5 of them, of their parts for a multipart upload, or a value of its
+        own under SSE-KMS: then an unchanged copy is merely downloaded again)."""
+        answer = self.client.head_object(Bucket=bucket, Key=key)
+        etag = _etag(answer.get("ETag"))
+        return (etag, int(answer["ContentLength"])) if etag else None
 
     def refusal(self, url: str, exc: Exception) -> InputError:
         """S3's error code in words, or the library's own message."""
@@ -279,9 +350,24 @@ class _GoogleStorage:
         """Every key under `prefix`; the iterator fetches the listing a page at a time."""
         return (blob.name for blob in self.client.list_blobs(bucket, prefix=prefix))
 
-    def copy(self, bucket: str, key: str, out: BinaryIO) -> None:
-        """Write the object to `out`; the library streams it and checks its checksum."""
-        self.client.bucket(bucket).blob(key).download_to_file(out)
+    def copy(self, bucket: str, key: str, out: BinaryIO) -> str:
+        """Write the object to `out`; the library streams it and checks its checksum. Its
+        MD5, of the generation downloaded (a newer one written meanwhile is refused)."""
+        blob = self.client.bucket(bucket).get_blob(key)
+        if blob is None:
+            blob = self.client.bucket(bucket).blob(key)
+            blob.download_to_file(out)  # raises NotFound, said as "no such object"
+            return ""
+        blob.download_to_file(out, if_generation_match=blob.generation)
+        return f"gcs-md5:{blob.md5_hash}" if blob.md5_hash else ""
+
+    def checksum(self, bucket: str, key: str) -> tuple[str, int] | None:
+        """The object's MD5 and size; None for a composite object, which has only a CRC32C
+        (32 bits are too few to take a changed object for an unchanged one)."""
+        blob = self.client.bucket(bucket).get_blob(key)
+        if blob is None or not blob.md5_hash or blob.size is None:
+            return None
+        return f"gcs-md5:{blob.md5_hash}", int(blob.size)
 
     def refusal(self, url: str, exc: Exception) -> InputError:
         """The store's refusal in words, or the library's own message."""

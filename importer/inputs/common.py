@@ -142,6 +142,15 @@ class InputFile:
     # content is longer than (None: not asked; Parquet is never probed: it does not grow by
     # appending).
     prefixes: dict[int, Prefix] | None = None
+    # The checkpoint knows every row of this content as handled: its rows were not profiled
+    # (no columns, no records) and are not read; a run skips it (see reader.open_input).
+    whole_before: bool = False
+    # The content's quick fingerprint ("algorithm:digest", see bytescan.quick_fingerprint),
+    # or the store's own checksum of an object ("s3-etag:...", "gcs-md5:..."), and the file's
+    # size on disk (compressed, as the object's): what tells it again, night after night,
+    # without the byte pass. "" when there is none.
+    quick: str = ""
+    disk_size: int = 0
 
     @property
     def name(self) -> str:

@@ -26,12 +26,12 @@ jsonl.py, parquet.py, all after bytescan.py's byte pass; common.py holds what th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from importer.errors import InputError
-from importer.inputs.bytescan import refuse_special, scan_bytes
+from importer.inputs.bytescan import quick_fingerprint, refuse_special, scan_bytes
 from importer.inputs.common import (
     DEFAULT_BATCH_ROWS,
     FORMATS,
@@ -49,12 +49,22 @@ from importer.inputs.locate import (
 )
 from importer.inputs.parquet import iter_parquet, open_parquet
 
+# What a checkpoint knows of the inputs it handled every row of: by (size on disk, quick
+# fingerprint), the content's
+# fingerprint, size and the hash after its first block.
+Whole = Mapping[tuple[int, str], tuple[str, int, bytes]]
 
-def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFile:
+
+def open_input(
+    path: Path, *, probes: Collection[int] | None = None, whole: Whole | None = None
+) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
 
     `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
-    first bytes, so that a grown input is known without reading it again (`prefixes`)."""
+    first bytes, so that a grown input is known without reading it again (`prefixes`). `whole`
+    are the contents every row of which a checkpoint knows as handled: a file of the same size
+    on disk is hashed with the quick fingerprint first, and when it is one of them, it is not
+    scanned or profiled (`whole_before`): its rows are not read again."""
     refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -74,8 +84,24 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
         parquet = open_parquet(path)
         return parquet if probes is None else replace(parquet, prefixes={})
     try:
+        disk_size = path.stat().st_size
         with path.open("rb") as handle:
             compression = compression_of(handle.read(4))
+        known = _known_whole(path, disk_size, whole)
+        if known is not None:
+            quick, (fingerprint, size, head) = known
+            return InputFile(
+                path=path,
+                format=input_format,
+                fingerprint=fingerprint,
+                size=size,
+                lines=0,
+                blocks=(head,) if head else (),
+                compression=compression,
+                whole_before=True,
+                quick=quick,
+                disk_size=disk_size,
+            )
         scan = scan_bytes(path, probes or ())
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
@@ -92,12 +118,26 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
         compression=compression,
         ends_open=scan.ends_open,
         prefixes=None if probes is None else scan.prefixes,
+        quick=scan.quick,
+        disk_size=disk_size,
     )
     if scan.blank:
         return facts
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
     return profile_csv(facts)
+
+
+def _known_whole(
+    path: Path, disk_size: int, whole: Whole | None
+) -> tuple[str, tuple[str, int, bytes]] | None:
+    """The quick fingerprint of `path` and what the checkpoint knows of it, when it is one of
+    the contents `whole` names; only a file of the size of one of them is hashed for it."""
+    if not whole or not any(size == disk_size for size, _ in whole):
+        return None
+    quick = quick_fingerprint(path)
+    found = whole.get((disk_size, quick))
+    return None if found is None else (quick, found)
 
 
 def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:

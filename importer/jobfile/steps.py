@@ -9,7 +9,9 @@ Each step is exactly `importer run INPUTS --mapping M` with the step's state dir
 job skips a finished step whose mapping, endpoint and inputs (by size and modification time:
 no byte is read) are unchanged, and goes on inside the unfinished one through its checkpoint. A
 step that stops (a refused token, a redirect) or is interrupted ends the job; a step whose every
-row failed to deliver keeps the steps that wait for it from running.
+row failed to deliver keeps the steps that wait for it from running. A renamed step takes over
+the checkpoint of a step no longer in the job bound to the same mapping and endpoint; a step
+whose checkpoint belongs to another mapping is refused with a way out for that step alone.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from typing import Any
 
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.options import DeliveryOptions
-from importer.errors import ImporterError, OutputError
+from importer.errors import CheckpointError, ImporterError, OutputError
 from importer.files import write_atomic
 from importer.inputs.common import InputFile
 from importer.jobfile.parse import JobFile, Step
 from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import RunOptions, send_inputs
 from importer.progress import DeliveryProgress
-from importer.state.facts import StateStatus
+from importer.state.facts import RunIdentity, StateStatus
 from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
 from importer.state.status import read_status
 
@@ -193,6 +195,7 @@ async def send_steps(
     that wait for it anyway (after its dead letters were replayed)."""
     control = control or DeliveryControl()
     result = JobSummary(job_file=str(job.path))
+    moved = adopt_renamed(planned, record)
     record.begin(job)
     record.save()
     blocked: dict[str, str] = {}  # step -> the failed step it waits for
@@ -219,12 +222,19 @@ async def send_steps(
             continue
         record.note(step.name, PENDING)
         try:
+            _check_step_state(item)
             summary = await send_inputs(
                 item.options, item.sources, item.delivery, progress=progress, control=control
             )
         except ImporterError as exc:
             # The job ends here, but what the earlier steps did is still reported.
             summary = Summary(stop=exc)
+        if step.name in moved:
+            summary.notes.append(
+                f"step {step.name!r} was called {moved[step.name]!r} when its rows were sent "
+                "(same mapping and endpoint): its checkpoint was taken over, so only what it "
+                "had not sent was sent"
+            )
         if summary.stop is not None:
             status, ended = STOPPED, f"step {step.name!r} stopped: {summary.stop}"
         elif summary.interrupted:
@@ -255,6 +265,87 @@ async def send_steps(
             }
         record.note(step.name, status, **details)
     return result
+
+
+def _identity(item: PlannedStep) -> RunIdentity:
+    """What the step's checkpoint is bound to (as send_inputs binds it)."""
+    return RunIdentity(
+        mapping_fingerprint=item.options.run_fingerprint,
+        destination=item.options.mapping.destination.name,
+        endpoint=item.delivery.endpoint,
+    )
+
+
+def _bound_to(folder: Path) -> RunIdentity | None:
+    """The run a step's checkpoint in `folder` belongs to; None when it has none to read."""
+    if not (folder / LOG_NAME).is_file():
+        return None
+    try:
+        return read_status(folder).job
+    except ImporterError:
+        return None
+
+
+def adopt_renamed(planned: list[PlannedStep], record: JobRecord) -> dict[str, str]:
+    """Give a step without a checkpoint the one of a step no longer in the job (a renamed step)
+    bound to the same mapping, shard, destination and endpoint: what was delivered is known
+    by content and mapping, not by the step's name. Returns new name -> old name."""
+    names = {item.step.name for item in planned}
+    folder = record.state_dir / STEPS_DIR
+    try:
+        orphans = sorted(p for p in folder.iterdir() if p.name not in names and p.is_dir())
+    except OSError:
+        return {}
+    moved: dict[str, str] = {}
+    for item in planned:
+        mine = item.delivery.state_dir
+        if item.sources is None or item.delivery.fresh or not item.delivery.checkpoint:
+            continue
+        if mine.exists() or mine.parent != folder:
+            continue
+        wanted = _identity(item)
+        old = next((p for p in orphans if _bound_to(p) == wanted), None)
+        if old is None:
+            continue
+        try:
+            os.replace(old, mine)
+        except OSError:
+            continue  # sent from the start, as before: the checkpoint stays where it was
+        orphans.remove(old)
+        moved[item.step.name] = old.name
+        if old.name in record.steps:
+            record.steps[item.step.name] = {**record.steps.pop(old.name), "name": item.step.name}
+    return moved
+
+
+def _check_step_state(item: PlannedStep) -> None:
+    """Refuse a step whose checkpoint belongs to another mapping, shard or endpoint, with a way
+    out for that step alone: `--fresh` would start every step of the job over."""
+    if item.delivery.fresh or not item.delivery.checkpoint:
+        return
+    folder = item.delivery.state_dir
+    old, new = _bound_to(folder), _identity(item)
+    if old is None or old == new:
+        return
+    mapping, _, shard = old.mapping_fingerprint.partition("+")
+    now_mapping, _, now_shard = new.mapping_fingerprint.partition("+")
+    diffs = [
+        label
+        for label, a, b in (
+            ("mapping", mapping, now_mapping),
+            ("shard", shard, now_shard),
+            ("destination", old.destination, new.destination),
+            ("endpoint", old.endpoint, new.endpoint),
+        )
+        if a != b
+    ]
+    raise CheckpointError(
+        f"step {item.step.name!r}: its checkpoint ({folder}) belongs to another job: its "
+        f"{' and '.join(diffs)} changed since its rows were sent",
+        hint=f"to send step {item.step.name!r} again from its first row, move its checkpoint "
+        f"aside (mv {folder} {folder}.old) and run the job again: the other steps keep what "
+        "they sent. --fresh would start every step of the job over",
+    )
 
 
 def _never_delivered(item: PlannedStep) -> bool:

@@ -49,11 +49,12 @@ from importer.outcome import Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
+from importer.pipeline.overlaps import admit_all
 from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import Admission, InputFacts, RunIdentity
-from importer.state.status import known_sizes
+from importer.state.status import known_sizes, known_whole
 
 # A replay has no mapping; its checkpoint is bound to this instead.
 REPLAY_MAPPING = "replay-of-payload-file"
@@ -132,10 +133,13 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     """Open every input and check the mapping against each CSV header, before any row is read.
 
     With `state_dir`, the byte pass also hashes each input's first bytes at the sizes of the
-    inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it again.
+    inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it
+    again, and an input every row of which the checkpoint knows as handled is not profiled
+    (`whole_before`): `send_inputs` skips it.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
-    sources = open_sources(options.inputs, probes=probes)
+    whole = None if state_dir is None else known_whole(state_dir)
+    sources = open_sources(options.inputs, probes=probes, whole=whole)
     for source in sources:
         if not source.columns:
             continue
@@ -169,8 +173,10 @@ def iter_valid(
     *,
     dedup: DedupTracker,
     progress: Progress,
+    read_whole: dict[str, int] | None = None,
 ) -> Iterator[tuple[InputFile, pl.DataFrame]]:
-    """Each input's validated batches; rejects are counted, written and left behind."""
+    """Each input's validated batches; rejects are counted, written and left behind. Each input
+    read to its end adds its fingerprint and its rows' count to `read_whole`."""
     rejects = RejectsWriter(options.rejects_path) if options.rejects_path else None
     summary.shard = None if options.shard is None else options.shard.label
     try:
@@ -207,6 +213,8 @@ def iter_valid(
                 yield source, valid
                 progress.advance(batch.frame.height + batch.rejects.height + batch.blank_lines)
             progress.end()
+            if read_whole is not None:
+                read_whole[source.fingerprint] = summary.rows_read - rows_before
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
         note = receipt_time_note(options.mapping, summary.rows_valid - summary.rows_other_shards)
@@ -295,10 +303,14 @@ def iter_feeds(
     *,
     dedup: DedupTracker,
     progress: Progress,
+    read_whole: dict[str, int] | None = None,
 ) -> Generator[Feed, None, None]:
     """The bodies of every input, batch by batch, for `delivery.deliver`."""
     action = options.mapping.action
-    for source, valid in iter_valid(options, sources, summary, dedup=dedup, progress=progress):
+    valid_batches = iter_valid(
+        options, sources, summary, dedup=dedup, progress=progress, read_whole=read_whole
+    )
+    for source, valid in valid_batches:
         bodies = build_bodies(valid, options.mapping, source=source)
         yield Feed(
             fingerprint=source.fingerprint,
@@ -328,15 +340,20 @@ async def send_inputs(
         destination=options.mapping.destination.name,
         endpoint=delivery.endpoint,
     )
-    admitted: list[tuple[InputFile, Admission]] = []
     if delivery.checkpoint:
         admitted, warnings = admit_inputs(
             sources, delivery, identity, resend_changed=resend_changed
         )
         summary.warnings.extend(warnings)  # a repaired log says so once, here
-        sources = [source for source, admission in admitted if admission.kind != "changed"]
         delivery = replace(delivery, fresh=False)  # admit_inputs set the old log aside
-    feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
+    else:
+        admitted = without_overlaps(sources)
+    sources = [s for s, admission in admitted if _to_read(s, admission)]
+    read_whole: dict[str, int] = {}
+    quick = {s.fingerprint: (s.quick, s.disk_size, s.blocks[:1]) for s in sources}
+    feeds = iter_feeds(
+        options, sources, summary, dedup=dedup, progress=NoProgress(), read_whole=read_whole
+    )
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
     try:
@@ -355,6 +372,13 @@ async def send_inputs(
             )
     finally:
         feeds.close()
+    if delivery.checkpoint and summary.stop is None and not summary.interrupted and read_whole:
+        with CheckpointLog.open(delivery.state_dir, job=identity) as log:
+            for fingerprint, rows in read_whole.items():
+                fast, disk_size, head = quick[fingerprint]
+                log.mark_whole(
+                    fingerprint, rows, quick=fast, disk_size=disk_size, head=b"".join(head)
+                )
     _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
@@ -369,34 +393,92 @@ def admit_inputs(
     resend_changed: bool = False,
 ) -> tuple[list[tuple[InputFile, Admission]], list[str]]:
     """Register every input with the checkpoint before anything is sent, and say what each is:
-    known, grown (it takes over the done rows of the content it starts with), new, or changed
-    (same path as a known input, other content: left out unless `resend_changed`).
+    known, grown (it takes over the done rows of the content it starts with), new, changed
+    (same path as a known input, other content: left out unless `resend_changed`), or
+    contained (its content is another input's of this run, or the start of it: see
+    overlaps.py; left out, its rows are sent as that input's).
 
     Files whose content is known are registered first, so that a renamed file has moved before
     the others are judged by path. The log is closed again: delivery opens it for itself. Also
     returns the log's warnings (a damaged log is repaired by this first opening).
     """
-    found: dict[int, Admission] = {}
     with CheckpointLog.open(delivery.state_dir, job=identity, fresh=delivery.fresh) as log:
         known = {item.fingerprint for item in log.known_inputs()}
-        order = sorted(range(len(sources)), key=lambda i: sources[i].fingerprint not in known)
-        for index in order:
-            source = sources[index]
-            facts = InputFacts(
-                size=source.size, path=place_of(source), open_line=_open_line(source)
-            )
-            prefixes = source.prefixes
-            if prefixes is None:  # opened without probes: look at this path's past contents
-                sizes = [
-                    item.size
-                    for item in log.known_inputs()
-                    if item.path == facts.path and item.size and item.size < source.size
-                ]
-                prefixes = read_prefixes(source, sizes)
-            found[index] = log.admit(
-                source.name, source.fingerprint, facts, prefixes, resend_changed=resend_changed
-            )
+
+        def admit(indices: list[int]) -> dict[int, Admission]:
+            found: dict[int, Admission] = {}
+            for index in sorted(indices, key=lambda i: sources[i].fingerprint not in known):
+                source = sources[index]
+                open_line = _open_line(source)
+                if source.whole_before:  # not read: the line the log knows
+                    open_line = next(
+                        (
+                            k.open_line
+                            for k in log.known_inputs()
+                            if k.fingerprint == source.fingerprint
+                        ),
+                        None,
+                    )
+                facts = InputFacts(size=source.size, path=place_of(source), open_line=open_line)
+                prefixes = source.prefixes
+                if source.whole_before:  # known: its prefixes are not looked at
+                    prefixes = {}
+                elif prefixes is None:  # opened without probes: look at this path's past contents
+                    sizes = [
+                        item.size
+                        for item in log.known_inputs()
+                        if item.path == facts.path and item.size and item.size < source.size
+                    ]
+                    prefixes = read_prefixes(source, sizes)
+                found[index] = log.admit(
+                    source.name, source.fingerprint, facts, prefixes, resend_changed=resend_changed
+                )
+            return found
+
+        found = admit_all(sources, admit)
+        _register_parts(log, sources, found)
     return [(source, found[index]) for index, source in enumerate(sources)], log.warnings
+
+
+def _register_parts(
+    log: CheckpointLog, sources: list[InputFile], found: dict[int, Admission]
+) -> None:
+    """Register each input contained in a longer one as the start of it: it takes over that
+    one's done lines up to its own last line, as they are done, so that a later run knows it
+    by its fingerprint even when the longer one is not read again (a snapshot kept beside the
+    next, or an object not downloaded again). An equal content needs nothing: it is known."""
+    by_name = {source.name: source for source in sources}
+    known = {item.fingerprint: item for item in log.known_inputs()}
+    for index, admission in found.items():
+        source = sources[index]
+        host = by_name.get(admission.within or "")
+        if admission.kind != "contained" or host is None or source.fingerprint in known:
+            continue
+        base = known.get(host.fingerprint)
+        if base is None or source.whole_before:
+            continue
+        # The line of its last row (a JSONL line is one; CSV rows count from the header's 1).
+        last = source.lines + source.ends_open if source.format == "jsonl" else source.records + 1
+        facts = InputFacts(size=source.size, path=place_of(source), open_line=_open_line(source))
+        log.register_input(source.name, source.fingerprint, facts=facts, grows=(base.id, last))
+
+
+def without_overlaps(sources: list[InputFile]) -> list[tuple[InputFile, Admission]]:
+    """What each input is to a run without a checkpoint: new, or contained in another."""
+    found = admit_all(sources, lambda indices: {i: Admission("new") for i in indices})
+    return [(source, found[index]) for index, source in enumerate(sources)]
+
+
+def _to_read(source: InputFile, admission: Admission) -> bool:
+    """Whether an input's rows are read and sent: not a changed or a contained one, nor one
+    whose every row the checkpoint knows as handled (not even profiled: see open_inputs)."""
+    if admission.kind in ("changed", "contained"):
+        return False
+    if source.whole_before:
+        if admission.kind != "known":
+            raise AssertionError(f"{source.name}: known whole, yet admitted as {admission.kind}")
+        return False
+    return True
 
 
 def _open_line(source: InputFile) -> int | None:
@@ -416,8 +498,32 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
             item["status"] = admission.kind
             if admission.kind == "grown" and admission.previous is not None:
                 item["grew_from"] = admission.previous.fingerprint
+    unread = [s for s, admission in admitted if s.whole_before and admission.kind == "known"]
+    for source in unread:
+        summary.inputs.append(
+            {"file": source.name, "fingerprint": source.fingerprint, "status": "known"}
+        )
+    if unread:
+        summary.notes.append(
+            f"{len(unread):,} input(s) known as sent whole before, unchanged (same size and "
+            "content fingerprint): not read again"
+        )
     for source, admission in admitted:
         before = admission.previous
+        if admission.kind == "contained":
+            summary.inputs.append(
+                {
+                    "file": source.name,
+                    "fingerprint": source.fingerprint,
+                    "status": "contained",
+                    "within": admission.within,
+                }
+            )
+            summary.notes.append(
+                f"{source.name} holds the same rows as the start of {admission.within} (or all "
+                "of it): they were sent once, as that file's"
+            )
+            continue
         if admission.kind == "grown" and admission.cut_line is not None and before is not None:
             summary.warnings.append(
                 f"{source.name}: line {admission.cut_line} had no newline when it was sent (as "

@@ -27,6 +27,8 @@ Records, by their `t`:
            in a newline), grows (the id of a known input whose whole content this one starts
            with) and upto (the last of its lines taken over, null for all): the new input
            takes over the done lines of the one it grew from, as they stand at this record
+           and as they are done later; whole (rows): a run read every row of this content and
+           each is done or failed, so a later run need not read it again
     done   id, at (unix time), ranges: [[first, last], ...] of newly finished lines, inclusive
     fail   id, at, line, status (int or null), error (cut to 1000 characters)
 
@@ -192,6 +194,23 @@ class CheckpointLog:
         self._add(rec)
         self._pending_done.setdefault(fingerprint, [])
 
+    def mark_whole(
+        self, fingerprint: str, rows: int, *, quick: str, disk_size: int, head: bytes
+    ) -> bool:
+        """Note that a run read the input to its end and found `rows` rows, when every one of
+        them is handled (done or dead-lettered): later runs that find its `quick` fingerprint
+        (taken in the same pass as `fingerprint`) at `disk_size` skip it without reading it.
+        `head` is the content hash after its first block, to tell what may start like it.
+        Written as the input's record again with `whole`, keys readers before it ignore.
+        Whether it was noted."""
+        self._fold()
+        inp = self._state.by_fp.get(fingerprint)
+        if inp is None or not quick or inp.is_whole or inp.lines.count != rows:
+            return False
+        rec = {"t": "input", "id": inp.id, "fp": inp.fingerprint, "name": inp.name}
+        self._add({**rec, "whole": rows, "quick": quick, "disk": disk_size, "head": head.hex()})
+        return True
+
     def known_inputs(self) -> list[KnownInput]:
         """Every input the log knows, oldest first."""
         self._fold()
@@ -213,7 +232,8 @@ class CheckpointLog:
         size) "grew" from the longest such: it takes over its done lines, but for a last line
         that had no newline and goes on now (that row is sent again, complete). Otherwise a
         file at the path of a known input whose content is not known is "changed" and is not
-        registered, unless `resend_changed` ("resent": a new input). Else it is "new". Call it
+        registered, unless `resend_changed` ("resent": a new input); a known content of which
+        no row was delivered does not count. Else it is "new". Call it
         for the known contents first, so that a renamed file's path moves before the others are
         judged (a rotated log's new file is new, not a change of the old one).
         """
@@ -237,7 +257,9 @@ class CheckpointLog:
                 upto = grown.open_line - 1
             self.register_input(name, fingerprint, facts=facts, grows=(grown.id, upto))
             return Admission("grown", grown.known(), cut_line=None if upto is None else upto + 1)
-        before = [k for k in state.by_id.values() if k.path == facts.path]
+        # Content of which nothing was delivered (every row rejected, or a damaged file fetched
+        # again) is new content: nothing of the old one can be sent twice.
+        before = [k for k in state.by_id.values() if k.path == facts.path and k.known().delivered]
         if before and not resend_changed:
             return Admission("changed", before[-1].known())
         self.register_input(name, fingerprint, facts=facts)
@@ -307,6 +329,21 @@ class CheckpointLog:
         if inp is None:
             return pl.repeat(False, len(lines), eager=True).alias(lines.name)
         return inp.lines.mask(lines)
+
+    def sharing(self, fingerprint: str, lines: Sequence[int]) -> dict[str, list[int]]:
+        """The input's `lines`, and the same lines of every input that grew from it and took
+        them over (by fingerprint): what marking them marks."""
+        self._fold()
+        inp = self._state.by_fp.get(fingerprint)
+        found: dict[str, list[int]] = {}
+        todo = [] if inp is None else [(inp, list(lines))]
+        while todo:
+            inp, held = todo.pop()
+            found.setdefault(inp.fingerprint, []).extend(held)
+            for heir in inp.heirs:
+                upto = heir.grew_upto
+                todo.append((heir, [n for n in held if upto is None or n <= upto]))
+        return found
 
     def is_done(self, fingerprint: str, line: int) -> bool:
         """Whether one row was already delivered or dead-lettered."""

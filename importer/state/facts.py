@@ -78,6 +78,7 @@ class KnownInput:
     size: int | None
     path: str | None
     open_line: int | None
+    whole: bool = False  # every row of it handled: a run need not read it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +86,14 @@ class Admission:
     """What `CheckpointLog.admit` made of an input: `kind` is "known", "grown", "new",
     "changed" (not registered: skip it) or "resent" (changed, sent as a new input anyway);
     `previous` the known input it is, grew from or replaces; `cut_line` the line of a grown
-    input's row that was cut short before (not taken over: sent again, complete)."""
+    input's row that was cut short before (not taken over: sent again, complete). The run
+    adds "contained": its content is another input's of the same run (`within`, by name), or
+    the start of it, and is sent once, as that input's (not registered: skip it)."""
 
     kind: str
     previous: KnownInput | None = None
     cut_line: int | None = None
+    within: str | None = None
 
 
 @dataclass(slots=True)

@@ -104,7 +104,13 @@ class InputRows:
     size: int | None = None
     path: str | None = None
     open_line: int | None = None
+    whole: int | None = None  # rows of it a run read to its end, every one of them handled
+    quick: str = ""  # its quick fingerprint or the store's checksum, noted with `whole`
+    disk_size: int | None = None  # its file's size on disk (compressed), noted with `whole`
+    head: bytes = b""  # the content hash after its first block, noted with `whole`
     grew_from: int | None = None
+    grew_upto: int | None = None  # the last line taken over from `grew_from` (None: all)
+    heirs: list[InputRows] = field(default_factory=list)  # the inputs that grew from this one
     inherited: int = 0
     inherited_failed: int = 0
 
@@ -118,8 +124,21 @@ class InputRows:
         """What a later run compares its inputs with."""
         delivered = self.lines.count - self.failed - self.inherited_failed
         return KnownInput(
-            self.id, self.fingerprint, self.name, delivered, self.size, self.path, self.open_line
+            self.id,
+            self.fingerprint,
+            self.name,
+            delivered,
+            self.size,
+            self.path,
+            self.open_line,
+            whole=self.is_whole,
         )
+
+    @property
+    def is_whole(self) -> bool:
+        """Whether every row of this content was handled (delivered or dead-lettered): a run
+        read it to its end and found no row it left out (rejected, outside a window)."""
+        return self.whole is not None and self.lines.count >= self.whole
 
 
 class StateRows:
@@ -158,6 +177,10 @@ class StateRows:
             inp.name = str(rec["name"])
             if inp.name not in inp.names:
                 inp.names.append(inp.name)
+            if rec.get("whole") is not None:
+                inp.whole = int(rec["whole"])
+                inp.quick, inp.disk_size = str(rec["quick"]), int(rec["disk"])
+                inp.head = bytes.fromhex(str(rec.get("head") or ""))
             if "size" in rec:
                 inp.size, inp.path = int(rec["size"]), str(rec["path"])
                 inp.open_line = None if rec.get("open") is None else int(rec["open"])
@@ -169,6 +192,7 @@ class StateRows:
                 raise ValueError("an empty range")
             for a, b in ranges:
                 inp.lines.add_range(a, b)
+                _pass_on(inp, a, b, failed=False)
             inp.touch(at)
         elif kind == "fail":
             inp, at = self.by_id[rec["id"]], float(rec["at"])
@@ -178,6 +202,7 @@ class StateRows:
                 inp.failed += 1
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
+                _pass_on(inp, failure.line, failure.line, failed=True)
             inp.touch(at)
         elif kind == "chunk":
             inp = self.by_id[rec["id"]]
@@ -205,9 +230,30 @@ class StateRows:
             raise ValueError(f"unknown record type {kind!r}")
 
 
+def _pass_on(inp: InputRows, first: int, last: int, *, failed: bool) -> None:
+    """Give the inputs that grew from `inp` its lines first..last that they took over, done
+    after they were registered: an open job of the old content settled by a later run (its
+    rows are the grown input's too, and must not be sent again)."""
+    for heir in inp.heirs:
+        top = last if heir.grew_upto is None else min(last, heir.grew_upto)
+        if first > top:
+            continue
+        before = heir.lines.count
+        heir.lines.add_range(first, top)
+        added = heir.lines.count - before
+        if failed:
+            heir.inherited_failed += added
+        heir.inherited += added
+        if added:
+            _pass_on(heir, first, top, failed=failed)
+
+
 def _inherit(inp: InputRows, base: InputRows, upto: int | None) -> None:
-    """Give a grown input the done lines of the content it starts with (up to `upto`)."""
+    """Give a grown input the done lines of the content it starts with (up to `upto`), and
+    later ones as they come (see _pass_on)."""
     inp.grew_from = base.id
+    inp.grew_upto = upto
+    base.heirs.append(inp)
     for first, last in base.lines.ranges():
         if upto is not None and first > upto:
             break

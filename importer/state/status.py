@@ -70,3 +70,22 @@ def known_sizes(state_dir: Path) -> set[int]:
     except OSError:
         return set()
     return {inp.size for inp in state.by_id.values() if inp.size}
+
+
+def known_whole(state_dir: Path) -> dict[tuple[int, str], tuple[str, int, bytes]]:
+    """The inputs a state directory knows every row of as handled, by their size on disk and
+    quick fingerprint, with their fingerprints, sizes and first blocks' hashes (see
+    mark_whole): a file found again by these is not
+    read (see reader.open_input); empty when there is no usable log."""
+    path = state_dir / LOG_NAME
+    try:
+        if not path.is_file():
+            return {}
+        state, _ = load_log(path)
+    except OSError:
+        return {}
+    return {
+        (inp.disk_size, inp.quick): (inp.fingerprint, inp.size, inp.head)
+        for inp in state.by_id.values()
+        if inp.is_whole and inp.size is not None and inp.disk_size is not None and inp.quick
+    }
