@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -624,6 +625,47 @@ entry.main()
     )
     assert (done.returncode, done.stdout) == (130, "")
     assert done.stderr == "\ninterrupted before anything was read or sent\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "environ"),
+    [
+        pytest.param(["--log-format", "json"], {}, id="option"),
+        pytest.param(["--log-format=json"], {}, id="option-equals"),
+        pytest.param([], {"IMPORTER_LOG_FORMAT": "json"}, id="environment"),
+    ],
+)
+def test_ctrl_c_while_the_command_line_starts_is_an_error_event_when_json_is_asked(
+    args: list[str], environ: dict[str, str]
+) -> None:
+    code = f"""
+import os, signal, sys
+from importer.cli import entry
+
+class InterruptOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "importer.cli.app":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv = ["importer", "validate", {EVENTS_CSV!r}, "--schema", {TRACK!r}, *{args!r}]
+entry.main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **environ},
+    )
+    assert (done.returncode, done.stdout) == (130, "")
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    event = json.loads(lines[0])
+    assert (event["event"], event["exit_code"]) == ("error", 130)
+    assert event["message"] == "interrupted before anything was read or sent"
 
 
 def test_mapping_is_the_options_name_and_schema_its_old_alias(tmp_path: Path) -> None:

@@ -509,3 +509,11 @@ def test_validate_writes_read_progress(tmp_path: Path) -> None:
     progress = [e for e in events_of(err) if e["event"] == "progress"]
     assert progress[-1]["stage"] == "read"
     assert progress[-1]["rows_done"] == 401
+
+
+def test_the_environment_can_ask_for_json_events() -> None:
+    code, _, err = invoke(
+        "validate", EVENTS_CSV, "--mapping", TRACK, "--quiet", env={"IMPORTER_LOG_FORMAT": "json"}
+    )
+    assert code == 3  # the sample holds bad rows on purpose
+    assert events_of(err)[0]["event"] == "start"

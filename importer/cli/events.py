@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import click
 
 from importer import __version__
+from importer.cli.early import JSON
 from importer.checks.validate import Window
 from importer.jobfile.parse import JobFile, Step
 from importer.jobfile.steps import (
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from importer.mapping.file import Mapping as MappingFile
 
 TEXT = "text"
-JSON = "json"
 FORMATS = (TEXT, JSON)
 DEFAULT_PROGRESS_S = 10.0
 
