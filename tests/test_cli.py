@@ -693,3 +693,23 @@ def test_events_the_api_would_drop_end_the_run_with_3_unless_accepted(tmp_path: 
     code, out, _ = invoke("validate", str(path), "--mapping", str(mapping))
     assert code == 0
     assert "the mapping accepts these drops" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run", EVENTS_CSV, "--mapping", TRACK, "--endpoint", "embedded"], id="run"),
+        pytest.param(["run", str(ROOT / "samples" / "migration.toml")], id="job-file"),
+        pytest.param(["status"], id="status"),
+    ],
+)
+def test_a_file_given_as_state_is_a_fatal_error_not_a_usage_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    state = tmp_path / "afile"
+    state.write_text("not a folder\n")
+    extra = ["--endpoint", "embedded"] if command[-1].endswith(".toml") else []
+    code, _, err = invoke(*command, *extra, "--state", str(state))
+    assert code == 1, err
+    assert f"Error: --state {state} is not a directory\n" in err
+    assert state.read_text() == "not a folder\n"

@@ -258,7 +258,7 @@ endpoint_option = click.option(
 state_option = click.option(
     "--state",
     "state_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path),  # a file there is a fatal error (1), said by the run
     default=DEFAULT_STATE,
     show_default=True,
     help="Checkpoint directory: running the same command again resumes from it.",

@@ -32,7 +32,7 @@ from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import RunOptions, send_inputs
 from importer.progress import DeliveryProgress
 from importer.state.facts import StateStatus
-from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
+from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR, check_paths
 from importer.state.status import read_status
 
 RECORD_VERSION = 1
@@ -90,7 +90,8 @@ class JobRecord:
     def read(cls, state_dir: Path) -> JobRecord:
         """The record in `state_dir`; an empty one when there is none. A damaged record is a
         warning, not an error: without it every step runs again, and each step's checkpoint
-        still sends only what it has not sent."""
+        still sends only what it has not sent. A file where the directory belongs is an error."""
+        check_paths(state_dir, (JOB_RECORD,))
         record = cls(state_dir)
         try:
             raw = json.loads(record.path.read_text(encoding="utf-8"))
