@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import click
 
 from importer import __version__
-from importer.cli.early import JSON
 from importer.checks.validate import Window
+from importer.cli.early import JSON
 from importer.inputs.cloud import cloud_url
 from importer.jobfile.parse import JobFile, Step
 from importer.jobfile.steps import (
