@@ -41,7 +41,7 @@ from importer.delivery.deliver import DeliveryControl, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
 from importer.delivery.record import DeadLetters
 from importer.destinations.base import Action, BulkUpload, Destination
-from importer.errors import ImporterError
+from importer.errors import ImporterError, InputError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
@@ -163,13 +163,19 @@ class _Chunker:
         self._progress = progress
         self._registered: set[str] = set()
         self._shown = 0
+        self.error: InputError | None = None  # why reading stopped before the inputs' end
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk to deliver, in input and line order."""
         pending: pl.DataFrame | None = None
         source: tuple[str, str] | None = None
         while True:
-            feed = await asyncio.to_thread(next, self._feeds, None)
+            try:
+                feed = await asyncio.to_thread(next, self._feeds, None)
+            except InputError as exc:
+                # Damage found only when its batch is read: the rows read before it still go.
+                self.error = exc
+                feed = None
             self._show_skips()
             if feed is None:
                 break
@@ -586,6 +592,10 @@ async def deliver_uploads(
             settle.dead.close()
         finally:
             checkpoint.close()
+    if chunker.error is not None:
+        if client is None or not client.counts.requests:
+            raise chunker.error  # nothing went out: the error alone says it all
+        summary.stop = summary.stop or chunker.error
     if client is not None:
         summary.requests += client.counts.requests
         summary.retries += client.counts.retries

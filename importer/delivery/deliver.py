@@ -138,9 +138,12 @@ async def deliver(
             await tick
         await feed.settle()
         recorder.close()
+    if feed.error is not None and not stats.requests:
+        raise feed.error  # nothing went out: the error alone says it all, as before reading
     summary.requests += stats.requests
     summary.retries += stats.retries
-    summary.stop = stop_error(stats.stopped_reason, stats.stopped_status)
+    # A damaged batch found once rows were sent ends the run with its account (point 4).
+    summary.stop = stop_error(stats.stopped_reason, stats.stopped_status) or feed.error
     summary.interrupted = control.stop.is_set()
     if feed.held_most:
         summary.notes.append(
