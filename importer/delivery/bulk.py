@@ -37,9 +37,10 @@ import polars as pl
 import yarl
 
 from importer.columns import BODY, LINE
-from importer.delivery.deliver import DeliveryControl, stop_error
+from importer.delivery.deliver import DeliveryControl, rate_dir_of, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
 from importer.delivery.record import DeadLetters
+from importer.delivery.throttle import RateWindows, remember_starts
 from importer.destinations.base import Action, BulkUpload, Destination
 from importer.errors import ImporterError, InputError
 from importer.files import write_atomic
@@ -279,6 +280,9 @@ class _UploadClient:
         self._progress = progress
         self.scrub = make_scrubber(token, fields=destination.credential_fields)
         self.counts = _Counts()
+        # Uploads and polls keep to the API's window of their family, as live requests do,
+        # from the starts of earlier runs (read under the checkpoint's lock, taken before).
+        self.windows = RateWindows(destination, remember_starts(options.send, rate_dir_of(options)))
         if not is_loopback(urlsplit(base).hostname or ""):
             polling = UploadPolling(
                 poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
@@ -307,6 +311,10 @@ class _UploadClient:
         from importer.delivery.send import read_capped
 
         url = yarl.URL(self._base + path, encoded=True)
+        window = self.windows.of(path)
+        if window is not None:
+            await window.wait()
+            window.started()
         self.counts.requests += 1
         headers = dict(self._destination.authorize(b"{}", self._token)[1])
         size = 0
@@ -590,6 +598,8 @@ async def deliver_uploads(
     finally:
         try:
             settle.dead.close()
+            if client is not None:
+                client.windows.close()
         finally:
             checkpoint.close()
     if chunker.error is not None:
