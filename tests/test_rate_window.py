@@ -545,3 +545,24 @@ def test_the_senders_share_the_earlier_starts_once_each() -> None:
         {"track": [1.0, 3.0, 5.0], "identify": [7.0]},
         {"track": [2.0, 4.0], "identify": []},
     ]
+
+
+def test_earlier_starts_leave_the_window_in_their_time_and_a_future_one_counts_as_now() -> None:
+    clock = VirtualClock()
+
+    async def scenario() -> list[float]:
+        # 30 s ago, 10 s ago, and 500 s ahead (a wall clock set back since): the window is full.
+        earlier = [clock.now - 30.0, clock.now - 10.0, clock.now + 500.0]
+        guard = WindowGuard(
+            3, 60.0, clock=clock.clock, sleep=clock.sleep, earlier=earlier, wall=clock.clock
+        )
+        starts = []
+        for _ in range(3):
+            await guard.wait()
+            guard.started()
+            starts.append(clock.now)
+        return starts
+
+    # Each goes when an earlier start leaves (margin of 1 s included): the one 30 s ago, the
+    # one 10 s ago, then the one "ahead", counted as now, not 500 s on.
+    assert asyncio.run(scenario()) == [1031.0, 1051.0, 1061.0]

@@ -301,7 +301,8 @@ class WindowGuard:
         self._note = note
         now, wall_now = self._clock(), self._wall()
         for at in sorted(earlier):
-            leaves = now + (at - wall_now) + self.span
+            # A start after now (the wall clock was set back) counts as now, never longer.
+            leaves = now + min(at - wall_now, 0.0) + self.span
             if leaves > now:
                 self._leaves.append(leaves)
 
