@@ -4,9 +4,9 @@ began to fill.
 
     STATE/rate-window.log    one line per request start: `<family> <wall-clock seconds>`
 
-An API counts its quota per key and endpoint family in any window of its own clock (Userpilot:
-600 requests a minute each for identify and track); a new process knows nothing of the starts
-of the last one without this file. It holds no token and nothing derived from one: a state
+An API may count its quota per key and endpoint family in any window of its own clock (say
+600 requests a minute each for two families); a new process knows nothing of the starts of the
+last one without this file. It holds no token and nothing derived from one: a state
 directory is taken to be used with one key, and when it is not, the file only makes a run wait
 more than it needs to.
 
