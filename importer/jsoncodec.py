@@ -22,6 +22,21 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class WrittenNumber(float):
+    """A JSON number with a fraction or an exponent, and the text it was written as.
+
+    Read back as a float, `1e3` would be written again as 1000.0, and an id sent as "1000.0":
+    a line's top-level value keeps its text (inputs/jsonl.py), so an id travels as written.
+    """
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> WrittenNumber:
+        number = super().__new__(cls, _finite_float(text))
+        number.text = text
+        return number
+
+
 class _DuplicateKeyError(ValueError):
     """One JSON object names a key twice: json keeps the last value, which changed a row's user."""
 
@@ -56,9 +71,10 @@ _INT_DIGITS = re.compile(r"limit \((\d+) digits\) for integer string conversion:
 DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
-# Input lines also refuse a key named twice in one object; load_json keeps json's last-wins.
+# Input lines also refuse a key named twice in one object (load_json keeps json's last-wins),
+# and keep the text of their numbers with a fraction or an exponent.
 LINE_DECODER = json.JSONDecoder(
-    parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+    parse_constant=_no_constant, parse_float=WrittenNumber, object_pairs_hook=_unique_keys
 )
 
 

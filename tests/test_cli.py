@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -626,6 +627,47 @@ entry.main()
     assert done.stderr == "\ninterrupted before anything was read or sent\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "environ"),
+    [
+        pytest.param(["--log-format", "json"], {}, id="option"),
+        pytest.param(["--log-format=json"], {}, id="option-equals"),
+        pytest.param([], {"IMPORTER_LOG_FORMAT": "json"}, id="environment"),
+    ],
+)
+def test_ctrl_c_while_the_command_line_starts_is_an_error_event_when_json_is_asked(
+    args: list[str], environ: dict[str, str]
+) -> None:
+    code = f"""
+import os, signal, sys
+from importer.cli import entry
+
+class InterruptOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "importer.cli.app":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv = ["importer", "validate", {EVENTS_CSV!r}, "--schema", {TRACK!r}, *{args!r}]
+entry.main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **environ},
+    )
+    assert (done.returncode, done.stdout) == (130, "")
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    event = json.loads(lines[0])
+    assert (event["event"], event["exit_code"]) == ("error", 130)
+    assert event["message"] == "interrupted before anything was read or sent"
+
+
 def test_mapping_is_the_options_name_and_schema_its_old_alias(tmp_path: Path) -> None:
     path = tmp_path / "ok.csv"
     path.write_text(
@@ -651,3 +693,23 @@ def test_events_the_api_would_drop_end_the_run_with_3_unless_accepted(tmp_path: 
     code, out, _ = invoke("validate", str(path), "--mapping", str(mapping))
     assert code == 0
     assert "the mapping accepts these drops" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run", EVENTS_CSV, "--mapping", TRACK, "--endpoint", "embedded"], id="run"),
+        pytest.param(["run", str(ROOT / "samples" / "migration.toml")], id="job-file"),
+        pytest.param(["status"], id="status"),
+    ],
+)
+def test_a_file_given_as_state_is_a_fatal_error_not_a_usage_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    state = tmp_path / "afile"
+    state.write_text("not a folder\n")
+    extra = ["--endpoint", "embedded"] if command[-1].endswith(".toml") else []
+    code, _, err = invoke(*command, *extra, "--state", str(state))
+    assert code == 1, err
+    assert f"Error: --state {state} is not a directory\n" in err
+    assert state.read_text() == "not a folder\n"

@@ -294,6 +294,15 @@ def test_a_missing_bucket_or_object_is_one_clear_error_and_nothing_is_sent(
     assert received(state) == []
 
 
+@pytest.mark.parametrize("url", ["s3://Bad_Bucket!/a.csv", "s3://Bad_Bucket!/*.csv"])
+def test_an_invalid_bucket_name_is_one_clear_error(s3: Any, tmp_path: Path, url: str) -> None:
+    code, said = run(tmp_path / "state", url)
+    assert code == 1, said
+    assert f"Error: {url}: 'Bad_Bucket!' is not a valid S3 bucket name\n" in said
+    assert "regex" not in said
+    assert received(tmp_path / "state") == []
+
+
 def test_a_damaged_object_is_named_by_its_url(s3: Any, tmp_path: Path) -> None:
     s3.create_bucket(Bucket="damaged")
     s3.put_object(Bucket="damaged", Key="cut.parquet", Body=parquet_bytes(1, 3)[:-20])

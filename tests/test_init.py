@@ -94,3 +94,55 @@ def test_an_unknown_action_is_a_usage_error() -> None:
     made = invoke("init", SAMPLES / "users.csv", "--action", "teleport")
     assert made.exit_code == 2
     assert "'teleport' is not an action of vero" in made.output
+
+
+# Header text that a raw copy into the mapping would break or inject into.
+HOSTILE_HEADERS = [
+    "line\nbreak",
+    'say "hi"',
+    "x]y",
+    "# hash",
+    '"""',
+    "ü€🎉 \u2028 sep",
+    'evil\n[fields]\nid = "plan"\n#',
+    "del\x7f",
+    "back\\slash",
+]
+
+
+def test_header_text_is_quoted_so_the_mapping_always_loads(tmp_path: Path) -> None:
+    import csv
+
+    path = tmp_path / "hostile.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["user_id", "event", 'when "\n]', *HOSTILE_HEADERS])
+        writer.writerow(["u1", "Signed Up", "2024-01-02T03:04:05Z", *"abcdefghi"])
+    mapping_path = tmp_path / "guessed.toml"
+    made = invoke("init", path, "--out", mapping_path)
+    assert made.exit_code == 0, made.output
+    mapping = load_mapping(mapping_path)  # raises when the text does not parse or check
+    raw = tomllib.loads(mapping_path.read_text(encoding="utf-8"))
+    # nothing of a header became a key of its own: only what init meant to write
+    assert raw["fields"] == {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": 'when "\n]',
+        "data": "*",
+    }
+    assert raw["dedup"] == {"time_key": 'when "\n]'}
+    assert set(raw) == {"destination", "action", "timezone", "fields", "dedup"}
+    assert mapping.action.name == "track"
+    # the comment lists every other column as TOML strings that read back as the header's text
+    comment = next(line for line in mapping_path.read_text().splitlines() if "every other" in line)
+    listed = comment.removeprefix("# every other column (").removesuffix(")")
+    assert tomllib.loads(f"names = [{listed}]")["names"] == HOSTILE_HEADERS
+
+
+def test_vero_without_an_identity_column_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "name,plan", "Ann,pro")
+    out = tmp_path / "guessed.toml"
+    made = invoke("init", path, "--destination", "vero", "--out", out)
+    assert made.exit_code == 1
+    assert 'no column looks like id or email of identify (columns: "name", "plan")' in made.output
+    assert not out.exists()

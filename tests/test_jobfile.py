@@ -495,7 +495,9 @@ def test_each_shard_runs_the_sample_job_and_never_takes_another_shards_steps(
     other = invoke("run", job, "--endpoint", "embedded", "--state", state, "--shard", "1/3",
                    "--quiet")  # fmt: skip
     assert other.exit_code == 1
-    assert "belongs to another job: its shard changed" in other.output
+    assert (
+        "belongs to another shard: it holds shard-0-of-3, this run is shard-1-of-3" in other.output
+    )
 
 
 def test_a_folder_as_a_steps_input_is_its_files_sorted(tmp_path: Path) -> None:

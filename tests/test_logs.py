@@ -509,3 +509,32 @@ def test_validate_writes_read_progress(tmp_path: Path) -> None:
     progress = [e for e in events_of(err) if e["event"] == "progress"]
     assert progress[-1]["stage"] == "read"
     assert progress[-1]["rows_done"] == 401
+
+
+def test_the_environment_can_ask_for_json_events() -> None:
+    code, _, err = invoke(
+        "validate", EVENTS_CSV, "--mapping", TRACK, "--quiet", env={"IMPORTER_LOG_FORMAT": "json"}
+    )
+    assert code == 3  # the sample holds bad rows on purpose
+    assert events_of(err)[0]["event"] == "start"
+
+
+def test_the_start_event_names_a_cloud_input_by_its_whole_url() -> None:
+    pytest.importorskip("boto3", reason="boto3 is in the test extras")
+    # No store answers on this port: the run ends in an error after the start event.
+    aws = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_PROFILE": "",
+    }
+    code, _, err = invoke(
+        "validate", "s3://bucket/exports/a.csv", "--mapping", TRACK, "--log-format", "json",
+        env=aws,
+    )  # fmt: skip
+    assert code == 1
+    start, error = events_of(err)
+    assert start["inputs"] == ["s3://bucket/exports/a.csv"]
+    assert error["message"].startswith("s3://bucket/exports/a.csv: ")

@@ -372,3 +372,31 @@ def test_one_heavy_user_parks_a_bounded_number_of_rows() -> None:
     assert api.delivered["ann"] == list(range(300))
     # The queue (2 x concurrency), the parked rows (twice that), the one in flight.
     assert ahead <= 4 + 8 + 1
+
+
+def test_the_docs_name_as_refusing_per_user_order_exactly_the_actions_that_refuse_it() -> None:
+    import re
+
+    from importer.api.settings import order_time_for
+    from importer.destinations import DESTINATIONS
+    from importer.errors import OptionError
+
+    def refuses(action_name: str) -> bool:
+        for name in DESTINATIONS:
+            action = get_destination(name).actions.get(action_name)
+            if action is not None:
+                try:
+                    order_time_for(action, per_user_order=True, order="file")
+                except OptionError:
+                    return True
+        return False
+
+    text = (ROOT / "docs" / "delivery.md").read_text(encoding="utf-8")
+    bullet = text[text.index("- The user is the row's first identity value") :]
+    bullet = bullet[: bullet.index("\n- ")]
+    refused = bullet[bullet.index("and takes the option") :]
+    accepted = bullet[: bullet.index("and takes the option")]
+    assert [a for a in re.findall(r"`(\w+)`", refused) if not refuses(a)] == []
+    named = [a for a in re.findall(r"`(\w+)`", accepted) if a not in ("id", "email")]
+    assert named
+    assert [a for a in named if refuses(a)] == []

@@ -9,6 +9,8 @@ import asyncio
 import bisect
 import heapq
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import aiohttp
@@ -18,7 +20,7 @@ from aiohttp import web
 from importer.delivery import send, throttle
 from importer.delivery.options import SendOptions
 from importer.delivery.send import send_all
-from importer.delivery.throttle import WindowGuard
+from importer.delivery.throttle import WindowGuard, remember_starts
 from importer.delivery.workers import share
 from importer.destinations.base import rate_window_of, throttle_floor_of
 from importer.destinations.userpilot.api import USERPILOT
@@ -376,3 +378,191 @@ def test_each_sender_gets_its_share_of_the_window(
     part = share(SendOptions(concurrency=32, rate=10.0, rate_window=window), workers)
     assert part.rate_window == each
     assert part.rate == pytest.approx(10.0 / workers)
+
+
+# ------------------------------------------------------- windows per family, across restarts
+
+
+_BODIES = {
+    "v1/track": lambda i: {"user_id": f"u{i % 50}", "event_name": "Viewed"},
+    "v1/identify": lambda i: {"user_id": f"u{i % 50}"},
+    "v1/companies/identify": lambda i: {"company_id": f"c{i % 50}"},
+}
+
+
+def _mixed(count: int, paths: tuple[str, ...]) -> list[Request]:
+    return [
+        Request(
+            method="POST",
+            path=paths[i % len(paths)],
+            body=json.dumps(_BODIES[paths[i % len(paths)]](i)).encode(),
+            input_id="i",
+            source_file="events.csv",
+            line=i,
+        )
+        for i in range(count)
+    ]
+
+
+async def _runs_against_the_mock(
+    clock: VirtualClock, runs: list[tuple[Callable[[], SendOptions], list[Request]]]
+) -> tuple[dict[str, object], list[tuple[float, float]], int]:
+    """Runs one after another against one Userpilot mock on the virtual clock, as a process
+    and the one started right after it would: the mock's stats, each run's (first, last)
+    arrival and the requests delivered."""
+    api = mock_for("userpilot")
+    app = create_app(mock_config(api, token=TOKEN), clock=clock.clock, api=api)
+    arrivals: list[float] = []
+
+    @web.middleware
+    async def note(request: web.Request, handler: object) -> web.StreamResponse:
+        arrivals.append(clock.now)
+        return await handler(request)  # type: ignore[operator, no-any-return]
+
+    app.middlewares.append(note)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    delivered = 0
+    spans: list[tuple[float, float]] = []
+
+    def on_result(result: Result) -> None:
+        nonlocal delivered
+        delivered += result.delivered
+
+    try:
+        for make_options, requests in runs:
+            options = make_options()
+            arrivals.clear()
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=options.concurrency),
+                trace_configs=[clock.trace()],
+            )
+            try:
+                await send_all(
+                    requests,
+                    endpoint=f"http://{host}:{port}",
+                    token=TOKEN,
+                    destination=USERPILOT,
+                    options=options,
+                    on_result=on_result,
+                    session=session,
+                )
+            finally:
+                await session.close()
+            spans.append((min(arrivals), max(arrivals)))
+    finally:
+        await runner.cleanup()
+    return app[STATE].stats(), spans, delivered
+
+
+def _virtual(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    clock = VirtualClock()
+    monkeypatch.setattr(send, "_now", clock.clock)
+    monkeypatch.setattr(send, "_sleep", clock.sleep)
+    monkeypatch.setattr(throttle, "_wall", clock.clock)  # the state's rate log keeps to it
+    return clock
+
+
+def test_each_endpoint_family_has_a_window_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 track and 600 identify requests (company identify among them) go in the same
+    minute: each family has Userpilot's 600 of its own; one window for both took two."""
+    clock = _virtual(monkeypatch)
+    options = SendOptions(concurrency=32, rate_window=rate_window_of(USERPILOT))
+    requests = _mixed(1200, ("v1/track", "v1/identify", "v1/track", "v1/companies/identify"))
+    runs = [(lambda: options, requests)]
+    stats, spans, delivered = asyncio.run(_runs_against_the_mock(clock, runs))
+    assert delivered == 1200
+    assert "429" not in cast(dict[str, int], stats["by_status"])
+    assert stats["window_peak"] == 600
+    first, last = spans[0]
+    assert last - first < 60.0
+
+
+def test_the_families_are_declared_by_the_destination() -> None:
+    from importer.destinations.base import rate_family_of
+
+    families = {
+        path: rate_family_of(USERPILOT, path)
+        for path in (
+            "v1/track",
+            "v1/identify",
+            "v1/companies/identify",
+            "v1/users/bulk_identify",
+            "v1/companies/bulk_identify",
+            "v1/imports",
+            "v1/background_jobs",
+            "v1/background_jobs/job-1",
+        )
+    }
+    assert families == {
+        "v1/track": "track",
+        "v1/identify": "identify",
+        "v1/companies/identify": "identify",
+        "v1/users/bulk_identify": "identify",
+        "v1/companies/bulk_identify": "identify",
+        "v1/imports": "imports",
+        "v1/background_jobs": "imports",
+        "v1/background_jobs/job-1": "imports",
+    }
+
+
+@pytest.mark.parametrize("remembered", [True, False])
+def test_a_restart_honours_the_starts_of_the_run_before_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, remembered: bool
+) -> None:
+    """A run fills the window, and the next starts at once (a kill -9 and a rerun): with the
+    starts kept in the state directory it waits for the window, and the mock sees no more than
+    600 in any minute; forgetting them (as before) brings 429s."""
+    clock = _virtual(monkeypatch)
+    state = tmp_path / "state"
+    state.mkdir()
+    base = SendOptions(concurrency=32, rate=100.0, rate_window=rate_window_of(USERPILOT))
+
+    def options() -> SendOptions:  # each run reads the state directory when it starts
+        return remember_starts(base, state) if remembered else base
+
+    runs = [(options, _mixed(600, ("v1/track",))), (options, _mixed(100, ("v1/track",)))]
+    stats, spans, delivered = asyncio.run(_runs_against_the_mock(clock, runs))
+    assert delivered == 700
+    by_status = cast(dict[str, int], stats["by_status"])
+    if remembered:
+        assert "429" not in by_status
+        assert stats["window_peak"] == 600
+        assert spans[1][0] >= spans[0][0] + 60.0  # the first start left the window first
+        assert "token" not in (state / "rate-window.log").read_text()
+    else:
+        assert by_status["429"] > 0
+        assert cast(int, stats["window_peak"]) > 600
+
+
+def test_the_senders_share_the_earlier_starts_once_each() -> None:
+    earlier = {"track": [1.0, 2.0, 3.0, 4.0, 5.0], "identify": [7.0]}
+    options = SendOptions(rate_window=(600, 60.0), rate_starts=earlier)
+    parts = [share(options, 2, index).rate_starts for index in range(2)]
+    assert parts == [
+        {"track": [1.0, 3.0, 5.0], "identify": [7.0]},
+        {"track": [2.0, 4.0], "identify": []},
+    ]
+
+
+def test_earlier_starts_leave_the_window_in_their_time_and_a_future_one_counts_as_now() -> None:
+    clock = VirtualClock()
+
+    async def scenario() -> list[float]:
+        # 30 s ago, 10 s ago, and 500 s ahead (a wall clock set back since): the window is full.
+        earlier = [clock.now - 30.0, clock.now - 10.0, clock.now + 500.0]
+        guard = WindowGuard(
+            3, 60.0, clock=clock.clock, sleep=clock.sleep, earlier=earlier, wall=clock.clock
+        )
+        starts = []
+        for _ in range(3):
+            await guard.wait()
+            guard.started()
+            starts.append(clock.now)
+        return starts
+
+    # Each goes when an earlier start leaves (margin of 1 s included): the one 30 s ago, the
+    # one 10 s ago, then the one "ahead", counted as now, not 500 s on.
+    assert asyncio.run(scenario()) == [1031.0, 1051.0, 1061.0]

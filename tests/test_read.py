@@ -323,6 +323,28 @@ def test_jsonl_values_keep_their_json_types(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "written", ["1e3", "1E3", "2.50", "-0.0", "1.0e-2", "12345678901234567890.5"]
+)
+def test_a_jsonl_number_keeps_the_text_it_was_written_as_and_so_does_its_id(
+    tmp_path: Path, written: str
+) -> None:
+    line = f'{{"user_id":{written},"email":"a@b.co","event":"Viewed",'
+    line += f'"occurred_at":"2024-01-01T00:00:00Z","n":{written}}}'
+    result = read_bytes(tmp_path, "in.jsonl", line)
+    assert result.cells[0]["user_id"] == written
+    out = tmp_path / "out.jsonl"
+    made = CliRunner().invoke(
+        main,
+        ["run", str(tmp_path / "in.jsonl"), "--mapping", str(ROOT / "schemas" / "vero-track.toml"),
+         "--dry-run", "--out", str(out), "--quiet"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    body = out.read_text().splitlines()[0]
+    assert json.loads(body)["body"]["identity"]["id"] == written  # never "1000.0"
+    assert f'"n":{written},' in body
+
+
 def test_jsonl_ints_and_floats_do_not_widen_and_late_type_changes_keep_values(
     tmp_path: Path,
 ) -> None:

@@ -31,7 +31,7 @@ from pipeline_helpers import (
     write_jsonl,
 )
 
-from importer.checks.shard import Shard, shard_of, user_hashes
+from importer.checks.shard import Shard, parse_shard, shard_of, user_hashes
 from importer.cli import app as cli
 from importer.cli import options
 from importer.cli.app import main
@@ -170,6 +170,7 @@ def test_route_is_the_same_in_processes_with_different_hash_seeds(tmp_path: Path
         ),
         pytest.param("a/3", "not 'a/3'", id="letters"),
         pytest.param("1/3/3", "not '1/3/3'", id="three-parts"),
+        pytest.param("1 / 3 3", "not '1 / 3 3'", id="space-inside-a-number"),
     ],
 )
 @pytest.mark.parametrize("command", [["validate"], ["run", "--dry-run"]])
@@ -275,12 +276,14 @@ def test_a_shard_does_not_resume_another_shards_state(tmp_path: Path) -> None:
     assert code == 0, err
     code, _, err = invoke(*run, "--shard", "2/3")
     assert code == 1
-    assert f"state directory {state} belongs to another job" in err
-    assert "shard-1-of-3" in err
-    assert "shard-2-of-3" in err
+    assert (
+        f"state directory {state} belongs to another shard: it holds shard-1-of-3, this run is "
+        "shard-2-of-3. Each shard keeps its own state"
+    ) in err
+    assert "fingerprint" not in err
     code, _, err = invoke(*run)
     assert code == 1
-    assert "belongs to another job" in err
+    assert "belongs to another shard: it holds shard-1-of-3, this run sends every shard" in err
     code, out, err = invoke(*run, "--shard", "1/3")
     assert code == 0, err
     assert re.search(r"delivered +0\n", out)
@@ -447,3 +450,8 @@ def test_the_readme_one_liner_finds_a_users_shard() -> None:
         )
         [route] = user_hashes(pl.Series([user])).to_list()
         assert int(done.stdout) == pl.select(shard_of(pl.lit(route), 3)).item()
+
+
+@pytest.mark.parametrize("text", ["1/3", " 1/3", "1/3 ", "1 /3", "1/ 3", " 1 / 3 ", "\t1/3\n"])
+def test_blanks_around_either_part_of_a_shard_are_ignored(text: str) -> None:
+    assert parse_shard(text) == Shard(1, 3)

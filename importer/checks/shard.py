@@ -71,7 +71,8 @@ def _choices(count: int) -> str:
 
 def parse_shard(text: str) -> Shard:
     """`K/N` as a Shard; a MappingError says what is wrong with any other text."""
-    found = re.fullmatch(r"\s*(-?[0-9]+)/([0-9]+)\s*", text)
+    # Blanks around either part are ignored alike (" 0/3" and "1 /3"), none inside a number.
+    found = re.fullmatch(r"\s*(-?[0-9]+)\s*/\s*([0-9]+)\s*", text)
     if found is None:
         raise MappingError(
             f"a shard is K/N, such as 0/3 (shard K of N, K from 0 to N-1), not {text!r}"

@@ -8,14 +8,22 @@ or sent yet.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
+from importer.cli.early import asks_json, error_line
 from importer.cli.exit_codes import EXIT_INTERRUPTED
+
+_BEFORE_START = "interrupted before anything was read or sent"
 
 
 def _interrupted_before_start(signum: int, frame: object) -> None:
-    sys.stderr.write("\ninterrupted before anything was read or sent\n")
+    # The format is read from argv and the environment: click has not parsed them yet.
+    if asks_json(sys.argv[1:], os.environ):
+        sys.stderr.write(error_line(_BEFORE_START, exit_code=EXIT_INTERRUPTED))
+    else:
+        sys.stderr.write(f"\n{_BEFORE_START}\n")
     raise SystemExit(EXIT_INTERRUPTED)  # click passes SystemExit through; it catches Ctrl-C
 
 

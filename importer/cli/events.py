@@ -30,6 +30,8 @@ import click
 
 from importer import __version__
 from importer.checks.validate import Window
+from importer.cli.early import JSON
+from importer.inputs.cloud import cloud_url
 from importer.jobfile.parse import JobFile, Step
 from importer.jobfile.steps import (
     PENDING,
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
     from importer.mapping.file import Mapping as MappingFile
 
 TEXT = "text"
-JSON = "json"
 FORMATS = (TEXT, JSON)
 DEFAULT_PROGRESS_S = 10.0
 
@@ -272,6 +273,11 @@ def summary_event(summary: Summary | JobSummary, code: int) -> None:
         events.summary(summary.as_report(), exit_code=code)
 
 
+def _shown_input(path: Path) -> str:
+    """An input as the user named it: a cloud URL whole (a Path folds `s3://` into `s3:/`)."""
+    return cloud_url(path) or str(path)
+
+
 def start_event(
     command: str,
     inputs: tuple[Path, ...],
@@ -287,7 +293,7 @@ def start_event(
     if events is None:
         return
     fields: dict[str, Any] = {"command": command, "version": __version__}
-    fields["inputs"] = [str(path) for path in inputs]
+    fields["inputs"] = [_shown_input(path) for path in inputs]
     if mapping is not None:
         fields.update(
             mapping=str(mapping.path),
@@ -302,7 +308,7 @@ def start_event(
                 "mapping": str(step.mapping.path),
                 "destination": step.mapping.destination.name,
                 "action": step.mapping.action.name,
-                "inputs": [str(path) for path in step.inputs],
+                "inputs": [_shown_input(path) for path in step.inputs],
             }
             for step in job.steps
         ]

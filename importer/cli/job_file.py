@@ -30,6 +30,7 @@ from importer.cli.shell import (
     fail,
     interrupted,
     interrupted_delivery,
+    warning,
 )
 from importer.delivery.options import DeliveryOptions
 from importer.errors import ImporterError
@@ -217,8 +218,8 @@ def run_job(
                 sources = None if done else open_inputs(step_options)
                 planned.append(PlannedStep(step, step_options, step_delivery, stats, sources))
             if not fresh:
-                for warning in record.warnings:
-                    warning(warning)
+                for message in record.warnings:
+                    warning(message)
             if record.events is not None:
                 for item in planned:
                     if item.sources is None:  # the job record notes nothing for these

@@ -19,6 +19,7 @@ from importer.api.settings import (
 )
 from importer.checks.shard import Shard, parse_shard
 from importer.checks.validate import Window, window_column, window_refusal
+from importer.cli.early import LOG_FORMAT_ENV
 from importer.cli.events import (
     DEFAULT_PROGRESS_S,
     EVENTS_KEY,
@@ -138,6 +139,8 @@ def log_options(fn: FC) -> FC:
                 default=TEXT,
                 show_default=True,
                 is_eager=True,  # before the other options, so their usage errors are events too
+                envvar=LOG_FORMAT_ENV,
+                show_envvar=True,
                 expose_value=False,
                 callback=_set_log_format,
                 help="text: a progress bar and messages for people on stderr. json: one JSON "
@@ -256,7 +259,7 @@ endpoint_option = click.option(
 state_option = click.option(
     "--state",
     "state_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path),  # a file there is a fatal error (1), said by the run
     default=DEFAULT_STATE,
     show_default=True,
     help="Checkpoint directory: running the same command again resumes from it.",

@@ -236,6 +236,7 @@ def run(
                     ),
                     poll_s=poll_interval or default_poll_s(endpoint),
                     busy_wait_s=job_wait,
+                    rate_dir=state_dir,  # the steps share the API's window, so its record
                 ),
                 step.mapping.action,
                 per_user_order=per_user_order,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from importer.cli.early import asks_json
 from importer.cli.events import (
     EVENTS_KEY,
-    JSON,
     EventLog,
     current_event_log,
 )
@@ -82,22 +83,13 @@ def exit_code(summary: Summary | JobSummary) -> int:
     return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
 
 
-def _asks_json(args: list[str]) -> bool:
-    """Whether the command line asks for --log-format json, read before click parsed it."""
-    pairs = zip(args, [*args[1:], ""], strict=True)
-    return any(
-        arg == f"--log-format={JSON}" or (arg == "--log-format" and value == JSON)
-        for arg, value in pairs
-    )
-
-
 class LoggedCommand(click.Command):
     """A command whose usage errors (exit 2) are, with --log-format json, an `error` event and
     nothing else on stderr: a log collector reads one JSON object a line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Parse as click does; a usage error becomes an event when JSON was asked for."""
-        asked = _asks_json(list(args))  # click's parser consumes the list
+        asked = asks_json(list(args), os.environ)  # click's parser consumes the list
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:

@@ -38,11 +38,12 @@ import polars as pl
 import yarl
 
 from importer.columns import BODY, LINE
-from importer.delivery.deliver import DeliveryControl, stop_error
+from importer.delivery.deliver import DeliveryControl, rate_dir_of, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
 from importer.delivery.record import DeadLetters
+from importer.delivery.throttle import RateWindows, remember_starts
 from importer.destinations.base import Action, BulkUpload, Destination
-from importer.errors import ImporterError
+from importer.errors import ImporterError, InputError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
@@ -167,13 +168,19 @@ class _Chunker:
         # Lines an earlier run's open job held and this run settled, by input: counted when
         # settled, so not counted again as done before.
         self.settled: dict[str, list[int]] = {}
+        self.error: InputError | None = None  # why reading stopped before the inputs' end
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk to deliver, in input and line order."""
         pending: pl.DataFrame | None = None
         source: tuple[str, str] | None = None
         while True:
-            feed = await asyncio.to_thread(next, self._feeds, None)
+            try:
+                feed = await asyncio.to_thread(next, self._feeds, None)
+            except InputError as exc:
+                # Damage found only when its batch is read: the rows read before it still go.
+                self.error = exc
+                feed = None
             self._show_skips()
             if feed is None:
                 break
@@ -276,6 +283,9 @@ class _UploadClient:
         self._progress = progress
         self.scrub = make_scrubber(token, fields=destination.credential_fields)
         self.counts = _Counts()
+        # Uploads and polls keep to the API's window of their family, as live requests do,
+        # from the starts of earlier runs (read under the checkpoint's lock, taken before).
+        self.windows = RateWindows(destination, remember_starts(options.send, rate_dir_of(options)))
         if not is_loopback(urlsplit(base).hostname or ""):
             polling = UploadPolling(
                 poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
@@ -304,6 +314,10 @@ class _UploadClient:
         from importer.delivery.send import read_capped
 
         url = yarl.URL(self._base + path, encoded=True)
+        window = self.windows.of(path)
+        if window is not None:
+            await window.wait()
+            window.started()
         self.counts.requests += 1
         headers = dict(self._destination.authorize(b"{}", self._token)[1])
         size = 0
@@ -591,8 +605,14 @@ async def deliver_uploads(
     finally:
         try:
             settle.dead.close()
+            if client is not None:
+                client.windows.close()
         finally:
             checkpoint.close()
+    if chunker.error is not None:
+        if client is None or not client.counts.requests:
+            raise chunker.error  # nothing went out: the error alone says it all
+        summary.stop = summary.stop or chunker.error
     if client is not None:
         summary.requests += client.counts.requests
         summary.retries += client.counts.retries

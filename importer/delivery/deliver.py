@@ -23,6 +23,7 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -31,6 +32,7 @@ from importer.columns import METHOD, PATH
 from importer.delivery.feed import RequestFeed
 from importer.delivery.options import DeliveryOptions, Feed
 from importer.delivery.record import DeadLetters, Recorder
+from importer.delivery.throttle import remember_starts
 from importer.destinations import Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.outcome import Summary
@@ -106,6 +108,8 @@ async def deliver(
     recorder = Recorder(
         checkpoint, DeadLetters(options.dead_letter_path), summary=summary, progress=progress
     )
+    # Read under the checkpoint's lock: no other run of this state directory writes the log.
+    send_options = remember_starts(options.send, rate_dir_of(options))
     feed = RequestFeed(
         feeds,
         checkpoint=checkpoint,
@@ -124,7 +128,7 @@ async def deliver(
                 endpoint=options.endpoint,
                 token=options.real_token,
                 destination=destination,
-                options=options.send,
+                options=send_options,
                 on_result=recorder.record,
                 on_retry=lambda request, message: progress.retry(
                     f"{request.source_file}, line {request.line}: {message}"
@@ -138,9 +142,12 @@ async def deliver(
             await tick
         await feed.settle()
         recorder.close()
+    if feed.error is not None and not stats.requests:
+        raise feed.error  # nothing went out: the error alone says it all, as before reading
     summary.requests += stats.requests
     summary.retries += stats.retries
-    summary.stop = stop_error(stats.stopped_reason, stats.stopped_status)
+    # A damaged batch found once rows were sent ends the run with its account (point 4).
+    summary.stop = stop_error(stats.stopped_reason, stats.stopped_status) or feed.error
     summary.interrupted = control.stop.is_set()
     if feed.held_most:
         summary.notes.append(
@@ -155,6 +162,13 @@ async def deliver(
     if recorder.dead.count:
         summary.dead_letter_file = str(recorder.dead.path)
     return summary
+
+
+def rate_dir_of(options: DeliveryOptions) -> Path | None:
+    """Where the API's recent request starts are kept: none for a run without a checkpoint."""
+    if not options.checkpoint:
+        return None
+    return options.rate_dir or options.state_dir
 
 
 def _sender(workers: int) -> Callable[..., Awaitable[SendStats]]:

@@ -15,6 +15,7 @@ import polars as pl
 from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
 from importer.delivery.options import Feed
 from importer.destinations import Action
+from importer.errors import InputError
 from importer.model import Request
 from importer.outcome import Summary
 from importer.progress import DeliveryProgress
@@ -66,6 +67,7 @@ class RequestFeed:
         self._time_format = time_format
         self._spill_dir = spill_dir
         self.held_most = 0  # with order_time: the most rows held back at once
+        self.error: InputError | None = None  # why reading stopped before the inputs' end
 
     async def requests(self) -> AsyncIterator[Request]:
         """Every request to send, batch by batch."""
@@ -77,7 +79,13 @@ class RequestFeed:
         self._shown = self._not_sent()
         self._reading = self._read_next()
         while True:
-            feed = await asyncio.shield(self._reading)
+            try:
+                feed = await asyncio.shield(self._reading)
+            except InputError as exc:
+                # Damage found only when its batch is read (a Parquet data page): the input ends
+                # here, so the requests out finish and are recorded, and the run says why.
+                self.error = exc
+                return
             if feed is None:
                 self._progress.skip(self._not_sent() - self._shown)
                 return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +44,10 @@ class SendOptions:
     # At most this many requests start in any window of this many seconds (600 in
     # 60 s), retries included; None: no window. Shared out among sender processes.
     rate_window: tuple[int, float] | None = None
+    # The window's earlier starts (wall-clock seconds, by rate family: an earlier run's, from
+    # the state directory), and the state directory whose rate log notes this run's starts.
+    rate_starts: Mapping[str, list[float]] = field(default_factory=dict)
+    rate_log: Path | None = None
     # One user's requests (those of one Request.route) one at a time, in the order they come.
     per_user_order: bool = False
 
@@ -181,6 +186,9 @@ class DeliveryOptions:
     # With send.per_user_order: the body path of the time each user's rows are sent by
     # (--order time, from order_time_path); None: in the order of the input.
     order_time: str | None = None
+    # Where the recent request starts of the API's rate window are kept (None: state_dir); a
+    # job file's steps share the job's, as they share the API's window.
+    rate_dir: Path | None = None
 
     @property
     def real_token(self) -> str:

@@ -35,7 +35,7 @@ from importer.delivery.scrub import clip, make_scrubber
 from importer.delivery.throttle import (
     AdaptiveLimit,
     AdaptiveRate,
-    WindowGuard,
+    RateWindows,
     backoff_delay,
     floor_backoff,
     parse_retry_after,
@@ -122,6 +122,7 @@ async def send_all(
     try:
         await sender.run(requests, stop)
     finally:
+        sender.windows.close()
         if own_session:
             await session.close()
     if sender.error is not None:
@@ -165,11 +166,8 @@ class _Sender:
         self.timeout = aiohttp.ClientTimeout(total=options.timeout_s)
         self.limit = AdaptiveLimit(options.concurrency, clock=_now, sleep=_sleep)
         self.pace = AdaptiveRate(options.rate, clock=_now, sleep=_sleep)
-        self.window = (
-            WindowGuard(*options.rate_window, clock=_now, sleep=_sleep)
-            if options.rate_window is not None
-            else None
-        )
+        # One window per endpoint family of the API, from the starts of earlier runs.
+        self.windows = RateWindows(destination, options, clock=_now, sleep=_sleep)
         self.sleep = _sleep
         self.queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=2 * options.concurrency)
         self.halt = asyncio.Event()
@@ -359,7 +357,7 @@ class _Sender:
             limit, pace, window, halt, busy, stop_is_set = (
                 self.limit,
                 self.pace,
-                self.window,
+                self.windows.of(request.path),
                 self.halt,
                 self.busy,
                 self.stop_is_set,

@@ -4,12 +4,23 @@ API's answers (concurrency, rate, and a window of at most N request starts in W 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from importer.delivery.options import SendOptions
+from importer.destinations.base import Destination, rate_family_of
+from importer.state.rate_log import StartLog, read_starts
+
+# The wall clock, which the API's window and the state's rate log keep to; looked up at call
+# time, so a test in virtual time can put its clock here.
+_wall: Callable[[], float] = time.time
 
 
 def parse_retry_after(value: str, *, now: datetime) -> float | None:
@@ -276,12 +287,25 @@ class WindowGuard:
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        earlier: Iterable[float] = (),
+        note: Callable[[float], None] | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.limit = limit
         self.span = window_s + self.MARGIN_S
         self._leaves: deque[float] = deque()  # when each recent start leaves the window, in order
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
+        # `earlier`: starts of before this process (wall-clock seconds), which still count;
+        # `note` is told each start's wall-clock time, to keep them for the next process.
+        self._wall = wall or _wall
+        self._note = note
+        now, wall_now = self._clock(), self._wall()
+        for at in sorted(earlier):
+            # A start after now (the wall clock was set back) counts as now, never longer.
+            leaves = now + min(at - wall_now, 0.0) + self.span
+            if leaves > now:
+                self._leaves.append(leaves)
 
     async def wait(self) -> None:
         """Return once one more start fits: fewer than `limit` starts are still in the window."""
@@ -301,6 +325,70 @@ class WindowGuard:
         Reservations come in time order, so the starts stay in order too.
         """
         self._leaves.append(self._clock() + delay + self.span)
+        if self._note is not None:
+            self._note(self._wall() + delay)
+
+
+class RateWindows:
+    """The API's windows of a run: one WindowGuard per rate family its destination declares
+    (rate_family_of), each starting from the family's earlier starts (options.rate_starts)
+    and noting its own in the state directory's rate log (options.rate_log)."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        options: SendOptions,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._destination = destination
+        self._options = options
+        self._clock = clock
+        self._sleep = sleep
+        self._log = None if options.rate_log is None else StartLog(options.rate_log)
+        self._by_path: dict[str, WindowGuard | None] = {}
+        self._by_family: dict[str, WindowGuard] = {}
+
+    def of(self, path: str) -> WindowGuard | None:
+        """The window a request to `path` counts against (None: the API has none)."""
+        try:
+            return self._by_path[path]
+        except KeyError:
+            pass
+        window = self._options.rate_window
+        guard = None
+        if window is not None:
+            family = rate_family_of(self._destination, path)
+            guard = self._by_family.get(family)
+            if guard is None:
+                log = self._log
+                note = None if log is None else functools.partial(log.append, family)
+                guard = self._by_family[family] = WindowGuard(
+                    *window,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    earlier=self._options.rate_starts.get(family, ()),
+                    note=note,
+                )
+        self._by_path[path] = guard
+        return guard
+
+    def close(self) -> None:
+        """Close the rate log, if a start was noted."""
+        if self._log is not None:
+            self._log.close()
+
+
+def remember_starts(send: SendOptions, state_dir: Path | None) -> SendOptions:
+    """`send` with the earlier starts of the API's windows kept in `state_dir` (rewritten to
+    hold only those still in a window), and the same directory to note this run's in; as it
+    is when the API has no window or nothing is kept (`state_dir` None)."""
+    if send.rate_window is None or state_dir is None:
+        return send
+    since = _wall() - send.rate_window[1] - WindowGuard.MARGIN_S
+    starts = read_starts(state_dir, since=since)
+    return dataclasses.replace(send, rate_starts=starts, rate_log=state_dir)
 
 
 def _forget(times: deque[float], since: float) -> None:

@@ -33,6 +33,7 @@ from importer.delivery.sender_process import frame, read_frame
 from importer.destinations import Destination, get_destination
 from importer.errors import ImporterError
 from importer.model import Request, Result
+from importer.state.rate_log import partition
 
 # Requests handed to a sender in one frame at most; fewer when it would otherwise wait.
 FRAME_REQUESTS = 256
@@ -40,16 +41,19 @@ FRAME_REQUESTS = 256
 GRACE_S = 10.0
 
 
-def share(options: SendOptions, workers: int) -> SendOptions:
-    """One sender's part of the run's limits: concurrency, rate and the starts allowed per
-    window are totals across senders."""
+def share(options: SendOptions, workers: int, index: int = 0) -> SendOptions:
+    """Sender `index`'s part of the run's limits: concurrency, rate and the starts allowed per
+    window are totals across senders, and each holds a part of the window's earlier starts."""
     rate = None if options.rate is None else options.rate / workers
     concurrency = max(1, math.ceil(options.concurrency / workers))
     window = options.rate_window
     if window is not None:
         # Rounded down, so the senders together stay within the API's quota.
         window = (max(1, window[0] // workers), window[1])
-    return dataclasses.replace(options, concurrency=concurrency, rate=rate, rate_window=window)
+    starts = partition(options.rate_starts, index, workers)
+    return dataclasses.replace(
+        options, concurrency=concurrency, rate=rate, rate_window=window, rate_starts=starts
+    )
 
 
 class _Sender:
@@ -282,15 +286,15 @@ async def send_across_workers(
     part = share(options, workers)
     # The token goes in the first frame, not in the senders' environment.
     environment = {k: v for k, v in os.environ.items() if k != destination.token_env}
-    start = {
-        "endpoint": endpoint,
-        "token": token,
-        "destination": destination.name,
-        "options": part,
-    }
     senders: list[_Sender] = []
     try:
-        for _ in range(workers):
+        for index in range(workers):
+            start = {
+                "endpoint": endpoint,
+                "token": token,
+                "destination": destination.name,
+                "options": share(options, workers, index),
+            }
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-P",  # this importer's code, not a module of the same name in the cwd

@@ -322,6 +322,17 @@ def throttle_floor_of(destination: Destination) -> float:
 
 
 def rate_window_of(destination: Destination) -> tuple[int, float] | None:
-    """At most this many requests may start in any window of this many seconds, per token
-    (`rate_window`; None: no such limit)."""
+    """At most this many requests may start in any window of this many seconds, per token and
+    rate family (`rate_window`; None: no such limit)."""
     return getattr(destination, "rate_window", None)
+
+
+def rate_family_of(destination: Destination, path: str) -> str:
+    """Which of the API's windows a request to `path` counts against (`rate_families`: a path,
+    or the prefix of its sub-paths, to a family name; a path it does not name, and any path of
+    a destination that declares none, counts against the one window of "all")."""
+    families: Mapping[str, str] = getattr(destination, "rate_families", {})
+    found = families.get(path)
+    if found is None:
+        found = next((f for p, f in families.items() if path.startswith(p + "/")), "all")
+    return found

@@ -306,8 +306,17 @@ class _S3:
 
     def refusal(self, url: str, exc: Exception) -> InputError:
         """S3's error code in words, or the library's own message."""
-        from botocore.exceptions import ClientError, NoCredentialsError
+        from botocore.exceptions import ClientError, NoCredentialsError, ParamValidationError
 
+        if isinstance(exc, ParamValidationError):
+            # boto checks names before it asks: its message is a regular expression, not advice.
+            bucket, _ = _split(url)
+            if "bucket name" in str(exc).lower():
+                return InputError(
+                    f"{url}: {bucket!r} is not a valid S3 bucket name",
+                    hint="a bucket's name is 3 to 63 lowercase letters, digits, dots and hyphens",
+                )
+            return InputError(f"{url}: S3 does not accept this URL's bucket or key")
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             return InputError(f"{url}: {REFUSALS.get(code, str(exc))}")

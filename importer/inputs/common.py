@@ -14,6 +14,7 @@ from typing import NamedTuple, TypeVar
 import polars as pl
 
 from importer.columns import COLUMN, ERROR, LINE, RAW, REJECT_META, RULE
+from importer.jsoncodec import WrittenNumber
 
 # The importer's own columns sit next to the input's in the readers and checks/validate.py, so an input
 # column may not start like one of them (Mongo's "__v" is fine).
@@ -77,6 +78,7 @@ JSON_KINDS: dict[type, str] = {
     str: "string",
     int: "number",
     float: "number",
+    WrittenNumber: "number",  # a float that keeps its text, as input lines read it
 }
 
 

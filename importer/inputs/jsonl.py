@@ -26,7 +26,7 @@ from importer.inputs.common import (
 from importer.inputs.locate import (
     open_bytes,
 )
-from importer.jsoncodec import DECODER, ENCODER, LINE_DECODER, json_error
+from importer.jsoncodec import DECODER, ENCODER, LINE_DECODER, WrittenNumber, json_error
 
 
 def iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
@@ -99,7 +99,11 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
             )
             bad.append((number, "json_object", message, text))
             continue
-        row = {key: encode(item) for key, item in value.items()}
+        # A number keeps the text it was written as (1e3, not 1000.0): it may be an id.
+        row = {
+            key: item.text if item.__class__ is WrittenNumber else encode(item)
+            for key, item in value.items()
+        }
         if SURROGATE_ESCAPE.search(text) and not _encodable(row):
             bad.append((number, "json", "a string holds a lone UTF-16 surrogate escape", text))
             continue

@@ -34,7 +34,7 @@ from importer.outcome import JobSummary, StepSummary, Summary
 from importer.pipeline.run import RunOptions, send_inputs
 from importer.progress import DeliveryProgress
 from importer.state.facts import RunIdentity, StateStatus
-from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR
+from importer.state.layout import JOB_RECORD, LOG_NAME, STEPS_DIR, check_paths
 from importer.state.status import read_status
 
 RECORD_VERSION = 1
@@ -92,7 +92,8 @@ class JobRecord:
     def read(cls, state_dir: Path) -> JobRecord:
         """The record in `state_dir`; an empty one when there is none. A damaged record is a
         warning, not an error: without it every step runs again, and each step's checkpoint
-        still sends only what it has not sent."""
+        still sends only what it has not sent. A file where the directory belongs is an error."""
+        check_paths(state_dir, (JOB_RECORD,))
         record = cls(state_dir)
         try:
             raw = json.loads(record.path.read_text(encoding="utf-8"))
@@ -339,6 +340,13 @@ def _check_step_state(item: PlannedStep) -> None:
         )
         if a != b
     ]
+    if diffs == ["shard"]:
+        raise CheckpointError(
+            f"step {item.step.name!r}: its checkpoint ({folder}) belongs to another shard: it "
+            f"holds {shard or 'all rows'}, this run is {now_shard or 'all rows'}",
+            hint="each shard keeps its own state (by default .importer/shard-K-of-N): pass "
+            "this shard's --state",
+        )
     raise CheckpointError(
         f"step {item.step.name!r}: its checkpoint ({folder}) belongs to another job: its "
         f"{' and '.join(diffs)} changed since its rows were sent",

@@ -167,10 +167,13 @@ def guess_mapping(source: InputFile, destination: Destination, action: Action | 
         if action.fields[path].required or "." not in path:
             take(path, columns.times, "time")
     missing = [path for path in action.required if path not in fields]
+    if action.identity and not any(path in fields for path in action.identity):
+        # A mapping must name an identity path to load: say so rather than write one that won't.
+        missing = [" or ".join(action.identity), *(p for p in missing if p not in action.identity)]
     if missing:
         raise MappingError(
             f"{source.name}: no column looks like {', '.join(missing)} of {action.name} "
-            f"(columns: {', '.join(columns.names) or '(none)'}); write the mapping by hand, "
+            f"(columns: {_names(columns.names)}); write the mapping by hand, "
             "starting from a preset in schemas/"
         )
     # The first object the action declares: its properties (not, say, a company's).
@@ -202,7 +205,7 @@ def _render(
     time_key: str | None,
 ) -> str:
     lines = [
-        f"# Mapping guessed by `importer init` from {source.name} (its header and first rows).",
+        f"# Mapping guessed by `importer init` from {_q(source.name)} (its header and first rows).",
         "# Check every line, then: importer validate <file> --mapping <this file>",
         f"destination = {_q(destination.name)}",
         f"action = {_q(action.name)}",
@@ -213,7 +216,7 @@ def _render(
         lines.append(f"# {why}")
         lines.append(f"{_q(path)} = {_q(column)}")
     if star is not None and left:
-        lines.append(f"# every other column ({', '.join(left)})")
+        lines.append(f"# every other column ({_names(left)})")
         lines.append(f"{_q(star)} = {_q(ALL_COLUMNS)}")
     if typed:
         lines += ["", "[types]", "# sent as times, in the API's format"]
@@ -230,5 +233,21 @@ def _render(
 
 
 def _q(text: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's)."""
-    return json.dumps(text, ensure_ascii=False)
+    """A TOML basic string (JSON's escapes are TOML's), on one line and safe in a comment too.
+
+    JSON leaves DEL and the line and paragraph separators raw; TOML refuses a raw DEL, and an
+    editor may break a line at the separators. A lone surrogate has no TOML escape: it becomes
+    U+FFFD, as the text could not be written to the file anyway.
+    """
+    quoted = json.dumps(_SURROGATE.sub("\ufffd", text), ensure_ascii=False)
+    return quoted.translate(_MORE_ESCAPES)
+
+
+def _names(names: list[str]) -> str:
+    """Column names as a comment or message lists them: each quoted, so that a header holding
+    a line break or TOML cannot end the comment and start a line of the mapping."""
+    return ", ".join(map(_q, names)) or "(none)"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MORE_ESCAPES = {0x7F: "\\u007f", 0x2028: "\\u2028", 0x2029: "\\u2029"}

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -97,6 +98,13 @@ def _check_run(path: Path, state: StateRows, job: RunIdentity) -> None:
             f"{path} has checkpoint format {state.version!r}, this importer reads "
             f"{FORMAT_VERSION}; run with --fresh to start over"
         )
+    other_shard = _other_shard(state.job, job)
+    if other_shard is not None:
+        raise CheckpointError(
+            f"state directory {path.parent} belongs to another shard: {other_shard}. Each "
+            "shard keeps its own state (by default .importer/shard-K-of-N): pass this shard's "
+            "--state, or run with --fresh to start over"
+        )
     diffs = [
         f"{label} differs (state: {old!r}, now: {new!r})"
         for label, old, new in (
@@ -111,6 +119,31 @@ def _check_run(path: Path, state: StateRows, job: RunIdentity) -> None:
             f"state directory {path.parent} belongs to another job: {'; '.join(diffs)}. "
             "Run with --fresh to start over, or pass another --state directory"
         )
+
+
+# A shard's run fingerprint is its mapping's with `+shard-K-of-N` (pipeline.run, Shard.state_name).
+_SHARD_SUFFIX = re.compile(r"\+(shard-[0-9]+-of-[0-9]+)$")
+
+
+def _other_shard(old: RunIdentity, new: RunIdentity) -> str | None:
+    """What tells the two runs apart when only their shards do (None: something else does)."""
+    old_shard, new_shard = (
+        _SHARD_SUFFIX.search(old.mapping_fingerprint),
+        _SHARD_SUFFIX.search(new.mapping_fingerprint),
+    )
+    if (old_shard and old_shard[1]) == (new_shard and new_shard[1]):
+        return None
+    old_base = (
+        old.mapping_fingerprint[: old_shard.start()] if old_shard else old.mapping_fingerprint
+    )
+    new_base = (
+        new.mapping_fingerprint[: new_shard.start()] if new_shard else new.mapping_fingerprint
+    )
+    if (old_base, old.destination, old.endpoint) != (new_base, new.destination, new.endpoint):
+        return None
+    held = f"it holds {old_shard[1]}" if old_shard else "it holds a run of every shard"
+    now = f"this run is {new_shard[1]}" if new_shard else "this run sends every shard"
+    return f"{held}, {now}"
 
 
 class CheckpointLog:

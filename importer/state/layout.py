@@ -14,6 +14,7 @@ holds:
     jobs/                    bulk uploads: the final status of each failed job
     job.json                 a job file's run: each step's outcome
     steps/NAME/              a job file's run: each step's own state directory
+    rate-window.log          the recent request starts of each rate family (state/rate_log.py)
 
 Nothing else may name these: the output guard (pipeline/outputs.py) refuses every one of them.
 """
@@ -39,6 +40,7 @@ CHUNKS_DIR = "chunks"
 JOBS_DIR = "jobs"
 JOB_RECORD = "job.json"
 STEPS_DIR = "steps"
+RATE_WINDOW_NAME = "rate-window.log"
 
 # What each file is, for the message that refuses an output onto it.
 STATE_FILES = {
@@ -50,6 +52,7 @@ STATE_FILES = {
     EMBEDDED_RECORD_NAME: "the embedded server's record",
     DEAD_LETTER_NAME: "the default dead-letter file",
     JOB_RECORD: "the job file's record of its steps",
+    RATE_WINDOW_NAME: "the recent request starts kept for the API's rate window",
 }
 # Folders the importer fills: nothing a user names may be written inside them.
 STATE_FOLDERS = {

@@ -27,15 +27,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from importer.destinations.base import rate_family_of
 from importer.destinations.mocking import DROP, Judgement, MockCall, MockConfig
-from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS
+from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS, USERPILOT
 
 TRACK, IDENTIFY, COMPANY = "v1/track", "v1/identify", "v1/companies/identify"
 IMPORTS = "v1/imports"
 BULK_USERS, BULK_COMPANIES = "v1/users/bulk_identify", "v1/companies/bulk_identify"
 JOBS, JOB = "v1/background_jobs", "v1/background_jobs/{job_id}"
 VERSIONED = frozenset({TRACK, IDENTIFY})  # the guides require X-API-Version only here
-BUCKETS = {TRACK: "track", IDENTIFY: "identify", COMPANY: "identify"}
 # Bulk Import row rules (import/event-schema, import/row-validation): the ids each type needs.
 EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
     "identify_user": ("user_id",),
@@ -312,8 +312,9 @@ class UserpilotMock:
         self.config, self.clock = config, clock
 
     def rate_bucket(self, method: str, path: str) -> str | None:
-        """Identify and company identify share a limit (research §0's safer reading)."""
-        return BUCKETS.get(path)
+        """The endpoint family the API declares for the path (api.RATE_FAMILIES): identify
+        with company and bulk identify, track, and imports with their job polls."""
+        return rate_family_of(USERPILOT, path)
 
     def decode(self, content_type: str, raw: bytes) -> object:
         """A multipart upload's fields (as Upload), else the JSON body (None: not JSON)."""
