@@ -745,58 +745,27 @@ def _recorder(log: CheckpointLog, tmp_path: Path) -> Recorder:
     return Recorder(log, dead, summary=Summary(), progress=DeliveryProgress())
 
 
-def test_marks_reach_the_log_in_one_write_once_flush_rows_wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_marks_of_one_loop_turn_reach_the_log_in_one_write_at_the_next(
+    tmp_path: Path,
 ) -> None:
-    """A write per acknowledgement, or per turn of the loop, cost more than the rest of
-    recording it; a kill -9 still loses fewer acknowledgements than `flush_rows` (the
-    concurrency, so fewer than the requests in flight)."""
-    monkeypatch.setattr(record, "FLUSH_AFTER_S", 3600)  # only the count can write here
+    """A write per acknowledgement cost more than the rest of recording it; a kill -9 still
+    loses no acknowledgement once the loop has turned."""
 
     async def main() -> None:
         log = CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x"))
         log.register_input("in.csv", "fp")
         log.flush()
-        dead = DeadLetters(tmp_path / "dead.jsonl")
-        recorder = Recorder(log, dead, summary=Summary(), progress=DeliveryProgress(), flush_rows=3)
+        recorder = _recorder(log, tmp_path)
         size = log.path.stat().st_size
-        for line in (3, 1):
+        for line in (3, 1, 2):  # acknowledged together, in any order
             recorder.record(_acknowledged(line))
-        for _ in range(3):
-            await asyncio.sleep(0)  # turns of the loop alone write nothing
-        assert log.path.stat().st_size == size
-        recorder.record(_acknowledged(2))  # the third: all three in one write, at once
-        [record_] = _records_after(log.path, size)
-        assert (record_["t"], record_["ranges"]) == ("done", [[1, 3]])
+        assert log.path.stat().st_size == size  # nothing written per acknowledgement
+        await asyncio.sleep(0)  # the loop turns once
+        [record] = _records_after(log.path, size)
+        assert (record["t"], record["ranges"]) == ("done", [[1, 3]])
         recorder.record(_acknowledged(4))
         recorder.close()  # what is left is written on close
         assert [r["ranges"] for r in _records_after(log.path, size)] == [[[1, 3]], [[4, 4]]]
-
-    asyncio.run(main())
-
-
-def test_a_mark_waits_at_most_flush_after_s_for_company(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A slow run (a distant API) must not keep its acknowledgements out of the log."""
-    monkeypatch.setattr(record, "FLUSH_AFTER_S", 0)  # the timer fires at the next turn
-
-    async def main() -> None:
-        log = CheckpointLog.open(tmp_path, job=RunIdentity("m", "vero", "x"))
-        log.register_input("in.csv", "fp")
-        log.flush()
-        dead = DeadLetters(tmp_path / "dead.jsonl")
-        recorder = Recorder(
-            log, dead, summary=Summary(), progress=DeliveryProgress(), flush_rows=100
-        )
-        size = log.path.stat().st_size
-        recorder.record(_acknowledged(1))
-        assert log.path.stat().st_size == size  # nothing written per acknowledgement
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        [record_] = _records_after(log.path, size)
-        assert record_["ranges"] == [[1, 1]]
-        recorder.close()
 
     asyncio.run(main())
 

@@ -2,9 +2,9 @@
 
 A row is marked done only after the API acknowledged it; a row the API refuses for good goes to
 the dead-letter file first and is then marked failed, so a crash between the two re-sends it
-rather than losing it. Marks reach the OS together, in one write as soon as --concurrency of
-them wait or FLUSH_AFTER_S after the first (so after kill -9 the next run re-sends the requests
-in flight and fewer than --concurrency answered ones: never more than twice --concurrency); the
+rather than losing it. The marks of one turn of the event loop reach the OS together, in one
+write early in the next turn (so after kill -9 the next run re-sends the requests in flight and
+at most those answered in the turn it struck: never more than twice --concurrency); the
 dead-letter file and the checkpoint are fsynced together, off the event loop, every SYNC_EVERY
 results or SYNC_INTERVAL_S seconds, and at the end (so a power cut loses at most that much,
 which is then re-sent).
@@ -104,11 +104,7 @@ async def deliver(
         checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
         summary.warnings.extend(checkpoint.warnings)
     recorder = Recorder(
-        checkpoint,
-        DeadLetters(options.dead_letter_path),
-        summary=summary,
-        progress=progress,
-        flush_rows=options.send.concurrency,
+        checkpoint, DeadLetters(options.dead_letter_path), summary=summary, progress=progress
     )
     feed = RequestFeed(
         feeds,

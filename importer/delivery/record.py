@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 from importer.progress import DeliveryProgress
 
 SYNC_EVERY = 2_000
-# Marks wait at most this long for others to share their write (see Recorder).
-FLUSH_AFTER_S = 0.02
 
 
 class DeadLetters:
@@ -60,12 +58,9 @@ class Recorder:
     """Records the end of each request where it belongs: the checkpoint, the dead-letter file,
     the summary's counts and the progress; and makes them durable together, in groups.
 
-    Marks are handed to the OS together (a group commit): as soon as `flush_rows` of them are
-    waiting, else FLUSH_AFTER_S after the first one came. A write per acknowledgement, or even
-    one per turn of the event loop (a turn holds only a few answers under load), cost more CPU
-    than the rest of recording them; with `flush_rows` = the concurrency, a kill -9 still
-    loses fewer acknowledgements than there are requests in flight. `checkpoint` None (a
-    benchmark's) records no marks at all.
+    Marks are handed to the OS in one write per turn of the event loop (a group commit): one
+    write per acknowledgement cost more CPU than the rest of recording it. `checkpoint` None
+    (a benchmark's) records no marks at all.
     """
 
     def __init__(
@@ -75,11 +70,8 @@ class Recorder:
         *,
         summary: Summary,
         progress: DeliveryProgress,
-        flush_rows: int = 1,
     ) -> None:
         self.checkpoint = checkpoint
-        self._flush_rows = max(1, flush_rows)
-        self._waiting = 0  # marks not handed to the OS yet
         self.dead = dead
         self._summary = summary
         self._progress = progress
@@ -107,34 +99,26 @@ class Recorder:
                     request.input_id, request.line, result.status, result.error or ""
                 )
             self._summary.rows_failed += 1
-        if checkpoint is not None:
-            self._waiting += 1
-            if self._waiting >= self._flush_rows:
-                self._flush()
-            elif not self._flush_due:
-                self._schedule_flush()
+        if checkpoint is not None and not self._flush_due:
+            self._schedule_flush()
         self._results += 1
         self._progress.result(delivered=result.delivered, retries=result.attempts - 1)
         if self._results % SYNC_EVERY == 0:
             self._sync_due.set()
 
     def _schedule_flush(self) -> None:
-        """Write the waiting marks FLUSH_AFTER_S from now; at once outside an event loop."""
+        """Write this turn's marks first thing in the next turn; at once outside an event loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._flush()
             return
         self._flush_due = True
-        loop.call_later(FLUSH_AFTER_S, self._flush_later)
-
-    def _flush_later(self) -> None:
-        self._flush_due = False
-        self._flush()
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        # Run by the event loop too, which would only log an error: keep it for record() to raise.
-        self._waiting = 0
+        # Run by the event loop, which would only log an error: keep it for record() to raise.
+        self._flush_due = False
         if self.checkpoint is None or self.checkpoint.closed:
             return  # close() wrote every mark
         try:
