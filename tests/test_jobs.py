@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +13,8 @@ import pytest
 
 from importer.cli.status import format_status
 from importer.columns import BODY, LINE
-from importer.delivery.bulk import _Chunker, build_chunk, cut_point, deliver_uploads, upload_body
+from importer.delivery.bulk import deliver_uploads
+from importer.delivery.chunks import Chunker, build_chunk, cut_point, upload_body
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.options import DeliveryOptions, Feed
 from importer.destinations.base import BulkUpload
@@ -83,7 +85,7 @@ def _feed(fingerprint: str, lines: list[int]) -> Feed:
 def _chunks(
     feeds: list[Feed], log: CheckpointLog, batch: BulkUpload = FILE_BATCH
 ) -> list[tuple[str, list[int]]]:
-    chunker = _Chunker(
+    chunker = Chunker(
         iter(feeds),
         batch,
         max_bytes=batch.max_bytes,
@@ -280,6 +282,45 @@ def test_a_job_left_open_is_settled_for_its_own_rows_when_the_rows_left_change(
     stats = asyncio.run(scenario())
     assert stats["jobs_created"] == 2
     assert read_status(state).open_jobs == ()
+
+
+def test_the_next_chunk_is_built_while_a_job_runs(tmp_path: Path) -> None:
+    """Reading and cutting the next chunk only once a job ended left the API idle meanwhile.
+    Three inputs make three chunks; the third input is read (to end the second chunk) while
+    the first job still runs, and nothing is uploaded twice."""
+    state = tmp_path / "state"
+    completed_when_asked: list[int] = []
+
+    async def scenario() -> dict[str, object]:
+        api = mock_for("userpilot")
+        config = mock_config(api, token=TOKEN, keep_bodies=True, job_seconds=2.0)
+        mock = await start_mock_server(config, api=api)
+
+        def feeds() -> Iterator[Feed]:
+            yield _track_feed("a", [2, 3])
+            yield _track_feed("b", [2, 3])
+            completed_when_asked.append(int(mock.state.stats()["jobs_completed"]))
+            yield _track_feed("c", [2])
+
+        try:
+            options = DeliveryOptions(endpoint=mock.url, token=TOKEN, state_dir=state, poll_s=0.05)
+            summary = await deliver_uploads(
+                feeds(),
+                identity=RunIdentity("m", "userpilot", mock.url),
+                destination=USERPILOT,
+                action=USERPILOT.actions["import_track"],
+                options=options,
+                summary=Summary(),
+            )
+            assert summary.rows_sent == 5
+            return mock.state.stats()
+        finally:
+            await mock.close()
+
+    stats = asyncio.run(scenario())
+    assert completed_when_asked == [0]  # the second chunk was cut during the first job
+    assert stats["jobs_created"] == stats["jobs_completed"] == 3
+    assert list(stats["uploads_by_filename"].values()) == [1, 1, 1]
 
 
 def test_a_failed_job_dead_letters_every_row_with_its_body(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from importer.cli.app import main
 from importer.columns import ROUTE
+from importer.delivery import feed
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.feed import release_order
 from importer.delivery.options import DeliveryOptions, SendOptions
@@ -267,6 +268,38 @@ def test_order_time_sends_each_users_rows_by_time_on_a_shuffled_file(
     assert not (tmp_path / "state" / ORDER_SPILL_NAME).exists()
     if batch_rows == 5:  # rows held across batches are counted and said
         assert any("--order time held up to" in note for note in summary.notes)
+
+
+def test_order_time_ranks_a_big_input_in_buckets_of_users_and_keeps_the_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranking pass held about 60 bytes a row in memory: past RANK_ROWS it ranks one
+    bucket of users at a time, from keys spilled to disk, and each user's order stays."""
+    ranked: list[int] = []
+    real_rank = feed._rank
+
+    def rank(keys: pl.DataFrame) -> pl.DataFrame:
+        ranked.append(keys.height)
+        return real_rank(keys)
+
+    monkeypatch.setattr(feed, "RANK_ROWS", 8)
+    monkeypatch.setattr(feed, "_rank", rank)
+    path, expected = _shuffled_file(tmp_path)
+    api = Api(faults=False)
+
+    async def run() -> Summary:
+        async with serving(api) as url:
+            return await _deliver(
+                path, url, tmp_path / "state", order_time="extras.created_at", batch_rows=5
+            )
+
+    summary = asyncio.run(run())
+    assert summary.rows_sent == 32
+    assert dict(api.delivered) == expected
+    assert len(ranked) == 4  # 32 rows, 8 at a time: four buckets
+    assert sum(ranked) == 32
+    assert max(ranked) < 32
+    assert not (tmp_path / "state" / ORDER_SPILL_NAME).exists()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ and no test depends on timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -1107,3 +1108,50 @@ def test_a_floor_leaves_other_retries_to_the_usual_backoff(fake_time: FakeTime) 
     assert run.results[0].delivered
     (delay,) = fake_time.sleeps
     assert 0.0 <= delay <= 0.5
+
+
+def test_a_full_queue_is_refilled_at_half_rather_than_per_request() -> None:
+    """Waking the producer for every request a worker took cost a task switch per request."""
+    pulls = 0
+
+    def requests() -> Iterator[Request]:
+        nonlocal pulls
+        line = 2
+        while True:
+            pulls += 1
+            yield Request("POST", "events/track", BODY, "input-1", "events.csv", line)
+            line += 1
+
+    async def main() -> None:
+        sender = send._Sender(
+            base=f"{ENDPOINT}/",
+            token=TOKEN,
+            destination=VERO,
+            options=SendOptions(concurrency=2),  # a queue of 4, refilled at 2
+            session=None,  # type: ignore[arg-type]  # nothing is sent here
+            on_result=lambda result: None,
+            on_retry=None,
+        )
+        producer = asyncio.create_task(sender._produce(requests()))
+
+        async def turns() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        await turns()
+        assert sender.queue.full()
+        full = pulls
+        sender.queue.get_nowait()
+        sender._took()
+        await turns()
+        assert pulls == full  # one taken: not refilled yet
+        sender.queue.get_nowait()
+        sender._took()
+        await turns()
+        assert sender.queue.full()
+        assert pulls == full + 2  # down to half: refilled in one go
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+    asyncio.run(main())

@@ -71,22 +71,29 @@ def wait_for(
         time.sleep(0.02)
 
 
+# Batches of 1,000 rows: the second chunk (about 5,900 rows) is read and cut from later
+# batches while the first job runs, then held unrecorded until its upload.
+AHEAD = ("--batch-rows", "1000")
+
+
 @pytest.mark.parametrize(
-    ("sig", "jobs_before", "code"),
+    ("sig", "jobs_before", "code", "extra"),
     [
-        pytest.param(signal.SIGKILL, 1, -signal.SIGKILL, id="kill-9-during-job-1"),
-        pytest.param(signal.SIGKILL, 2, -signal.SIGKILL, id="kill-9-during-job-2"),
-        pytest.param(signal.SIGINT, 1, 130, id="ctrl-c-during-job-1"),
+        pytest.param(signal.SIGKILL, 1, -signal.SIGKILL, (), id="kill-9-during-job-1"),
+        pytest.param(signal.SIGKILL, 2, -signal.SIGKILL, (), id="kill-9-during-job-2"),
+        pytest.param(signal.SIGINT, 1, 130, (), id="ctrl-c-during-job-1"),
+        pytest.param(signal.SIGKILL, 1, -signal.SIGKILL, AHEAD, id="kill-9-chunk-2-built-ahead"),
+        pytest.param(signal.SIGINT, 1, 130, AHEAD, id="ctrl-c-chunk-2-built-ahead"),
     ],
 )
 def test_a_run_stopped_during_a_job_resumes_without_uploading_a_chunk_twice(
-    tmp_path: Path, sig: signal.Signals, jobs_before: int, code: int
+    tmp_path: Path, sig: signal.Signals, jobs_before: int, code: int, extra: tuple[str, ...]
 ) -> None:
     events, mapping = write_inputs(tmp_path)
     state = tmp_path / "state"
     # A job takes 4 s: far longer than a signal takes to land on a loaded machine.
     with mock_server(tmp_path, "--job-seconds", "4") as mock:
-        command = run_command(events, mapping, state, mock.url)
+        command = run_command(events, mapping, state, mock.url) + list(extra)
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env()
         )

@@ -1,6 +1,5 @@
-"""Deliver an action the API takes as bulk uploads (an Action with a `BulkUpload`): rows are cut
-into chunks, each chunk is one upload that starts a job on the API's side, and the job is polled
-to its end.
+"""Deliver an action the API takes as jobs (an Action with a `BulkUpload`): rows are cut into chunks,
+each chunk is one upload that starts a job on the API's side, and the job is polled to its end.
 
 One job at a time, strictly in order, because the API runs one per token:
 
@@ -12,6 +11,10 @@ is polled, not re-sent, and a chunk recorded without one (the crash came between
 and its answer) is first looked for in the API's job list by its file name, which holds the
 chunk's content hash. A chunk's identity is that hash, so the same rows make the same chunk on
 every run while the mapping (and so the chunk size) stays the same.
+
+The next chunk is built (its batches read, cut, hashed) while a job runs, and recorded only
+when its upload is next (chunks.built_ahead): a chunk built ahead and stopped before its
+upload was never recorded, so its rows are cut again, and uploaded once, by the next run.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import io
 import json
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,16 +35,15 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import polars as pl
 import yarl
 
-from importer.columns import BODY, LINE
+from importer.delivery.chunks import Chunk, Chunker, built_ahead, upload_body
 from importer.delivery.deliver import DeliveryControl, rate_dir_of, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
 from importer.delivery.record import DeadLetters
 from importer.delivery.throttle import RateWindows, remember_starts
 from importer.destinations.base import Action, BulkUpload, Destination
-from importer.errors import ImporterError, InputError
+from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
@@ -84,19 +84,6 @@ class UploadPolling:
             raise ImporterError("; ".join(problems))
 
 
-@dataclass(slots=True)
-class Chunk:
-    """Rows of one input, as the NDJSON kept in the state directory until its job ends (one
-    body per line); a list job's upload is the same bodies in a JSON list."""
-
-    fingerprint: str
-    name: str
-    lines: list[int]
-    content: bytes
-    key: str
-    file: str
-
-
 class _Stop(Exception):
     """The API or the endpoint ended the run (a refused key, a lost job, a redirect)."""
 
@@ -107,137 +94,6 @@ class _Stop(Exception):
 
 class _Interrupted(Exception):
     """The caller set `control.stop`."""
-
-
-def build_chunk(*, fingerprint: str, name: str, lines: list[int], bodies: pl.Series) -> Chunk:
-    """One chunk of `bodies` (JSON text, one per row: never a raw line break inside)."""
-    content = (bodies.str.join("\n")[0] + "\n").encode()
-    digest = hashlib.sha256()
-    digest.update(f"{fingerprint}:{lines[0]}:".encode())
-    digest.update(content)
-    key = digest.hexdigest()[:32]
-    # A new name per attempt: a job found by name after a lost answer is this attempt's.
-    file = f"importer-{key[:16]}-{secrets.token_hex(3)}.ndjson"
-    return Chunk(fingerprint, name, lines, content, key, file)
-
-
-def upload_body(batch: BulkUpload, content: bytes) -> bytes:
-    """What a list job posts: `{"<list_key>": [body, ...]}` from a chunk's NDJSON."""
-    return (
-        b'{"'
-        + batch.list_key.encode()
-        + b'":['
-        + content.rstrip(b"\n").replace(b"\n", b",")
-        + b"]}"
-    )
-
-
-def cut_point(sizes: pl.Series, *, max_rows: int, max_bytes: int) -> int:
-    """How many leading rows make one chunk: at most `max_rows`, and at most `max_bytes` of
-    bodies plus separators (at least one row, so a body larger than a chunk still goes, alone,
-    and the API judges it)."""
-    fits = int((sizes.cast(pl.Int64).cum_sum() <= max_bytes).sum())
-    return max(1, min(max_rows, fits))
-
-
-class _Chunker:
-    """Cuts the bodies of `feeds` into chunks; skips what the checkpoint says is done.
-
-    A chunk never spans two inputs. Feeds are read in a worker thread (Polars releases the GIL)
-    while the event loop waits for jobs.
-    """
-
-    def __init__(
-        self,
-        feeds: Iterator[Feed],
-        batch: BulkUpload,
-        *,
-        max_bytes: int,
-        checkpoint: CheckpointLog,
-        summary: Summary,
-        progress: DeliveryProgress,
-    ) -> None:
-        self._feeds = feeds
-        self._batch = batch
-        self._max_bytes = max_bytes
-        self._checkpoint = checkpoint
-        self._summary = summary
-        self._progress = progress
-        self._registered: set[str] = set()
-        self._shown = 0
-        # Lines an earlier run's open job held and this run settled, by input: counted when
-        # settled, so not counted again as done before.
-        self.settled: dict[str, list[int]] = {}
-        self.error: InputError | None = None  # why reading stopped before the inputs' end
-
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """Every chunk to deliver, in input and line order."""
-        pending: pl.DataFrame | None = None
-        source: tuple[str, str] | None = None
-        while True:
-            try:
-                feed = await asyncio.to_thread(next, self._feeds, None)
-            except InputError as exc:
-                # Damage found only when its batch is read: the rows read before it still go.
-                self.error = exc
-                feed = None
-            self._show_skips()
-            if feed is None:
-                break
-            if source is not None and source[0] != feed.fingerprint and pending is not None:
-                for chunk in self._cut(pending, source, final=True)[0]:
-                    yield chunk
-                pending = None
-            source = (feed.fingerprint, feed.name)
-            todo = self._not_done(feed)
-            pending = todo if pending is None else pl.concat([pending, todo])
-            ready, pending = self._cut(pending, source, final=False)
-            for chunk in ready:
-                yield chunk
-        if source is not None and pending is not None:
-            for chunk in self._cut(pending, source, final=True)[0]:
-                yield chunk
-        self._show_skips()
-
-    def _not_done(self, feed: Feed) -> pl.DataFrame:
-        checkpoint = self._checkpoint
-        if feed.fingerprint not in self._registered:
-            checkpoint.register_input(feed.name, feed.fingerprint)
-            self._registered.add(feed.fingerprint)
-        frame = feed.frame.select(LINE, BODY)
-        done = checkpoint.done_mask(feed.fingerprint, frame[LINE])
-        settled = self.settled.get(feed.fingerprint)
-        before = done if settled is None else done & ~frame[LINE].is_in(settled)
-        self._summary.rows_skipped += int(before.sum())
-        return frame.filter(~done)
-
-    def _cut(
-        self, frame: pl.DataFrame, source: tuple[str, str], *, final: bool
-    ) -> tuple[list[Chunk], pl.DataFrame | None]:
-        """The whole chunks of `frame`, and (unless `final`) the rows left for the next batch
-        to fill up."""
-        batch, chunks = self._batch, []
-        while frame.height:
-            sizes = frame[BODY].str.len_bytes() + 1
-            take = cut_point(sizes, max_rows=batch.max_rows, max_bytes=self._max_bytes)
-            if take == frame.height and not final and int(sizes.sum()) < self._max_bytes:
-                return chunks, frame
-            head, frame = frame.head(take), frame.slice(take)
-            chunks.append(
-                build_chunk(
-                    fingerprint=source[0],
-                    name=source[1],
-                    lines=head[LINE].to_list(),
-                    bodies=head[BODY],
-                )
-            )
-        return chunks, None
-
-    def _show_skips(self) -> None:
-        summary = self._summary
-        not_sent = summary.rows_skipped + summary.rows_rejected + summary.blank_lines
-        self._progress.skip(not_sent - self._shown)
-        self._shown = not_sent
 
 
 class _Listed(enum.Enum):
@@ -564,7 +420,7 @@ async def deliver_uploads(
         batch,
         options.state_dir / CHUNKS_DIR,
     )
-    chunker = _Chunker(
+    chunker = Chunker(
         feeds,
         batch,
         max_bytes=min(max_bytes or batch.max_bytes, batch.max_bytes),
@@ -594,9 +450,11 @@ async def deliver_uploads(
                             earlier.fingerprint, earlier.lines
                         ).items():
                             chunker.settled.setdefault(fp, []).extend(lines)
-                async for chunk in chunker.chunks():
-                    client.check_stop()
-                    await _deliver_chunk(chunk, client, settle)
+                # Only now: a chunk cut before the open jobs were settled could hold their rows.
+                async with contextlib.aclosing(built_ahead(chunker.chunks())) as chunks:
+                    async for chunk in chunks:
+                        client.check_stop()
+                        await _deliver_chunk(chunk, client, settle)
             except _Stop as stop:
                 summary.stop = stop_error(str(stop), stop.status)
             except _Interrupted:
@@ -805,4 +663,4 @@ def _clip(text: str) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-__all__ = ["Chunk", "UploadPolling", "build_chunk", "cut_point", "deliver_uploads", "upload_body"]
+__all__ = ["UploadPolling", "deliver_uploads"]

@@ -21,6 +21,10 @@ from importer.outcome import Summary
 from importer.progress import DeliveryProgress
 from importer.state.checkpoint import CheckpointLog
 
+# --order time ranks at most about this many rows in memory at once (some 60 bytes each): past
+# it, the rows are ranked in buckets of users, from their keys spilled to disk.
+RANK_ROWS = 2_000_000
+
 # RequestFeed's working columns for --order time.
 _INPUT, _NAME, _TIME, _POS, _SEQ, _RELEASE = (
     "__input",
@@ -128,7 +132,8 @@ class RequestFeed:
         # Nothing is sent before the first pass ends, so its writes may hold the event loop.
         self._shown = self._not_sent()
         chunks: list[tuple[Path, int]] = []
-        keys: list[pl.DataFrame] = []
+        key_files: list[Path] = []
+        total = 0
         self._reading = self._read_next()
         while (feed := await asyncio.shield(self._reading)) is not None:
             self._reading = self._read_next()
@@ -141,18 +146,23 @@ class RequestFeed:
             file = self._spill_dir / f"{len(chunks)}.arrow"
             todo.write_ipc(file)
             chunks.append((file, todo.height))
-            keys.append(todo.select(_route_key(todo), _time_key(path, self._time_format)))
+            keys = todo.select(_route_key(todo), _time_key(path, self._time_format))
+            key_files.append(self._spill_dir / f"{len(chunks) - 1}.keys.arrow")
+            keys.with_row_index(_POS, offset=total).write_ipc(key_files[-1])
+            total += todo.height
         self._progress.skip(self._not_sent() - self._shown)
         if not chunks:
             return
-        order = release_order(pl.concat(keys))
-        del keys
+        ends = list(itertools.accumulate(rows for _, rows in chunks))
+        ranking = asyncio.to_thread(rank_spilled, key_files, ends, self._spill_dir)
+        self._loading = asyncio.ensure_future(ranking)
+        await asyncio.shield(self._loading)
         held: pl.DataFrame | None = None
         start = 0
-        for file, rows in chunks:
-            self._loading = asyncio.ensure_future(asyncio.to_thread(pl.read_ipc, file))
+        for index, (file, rows) in enumerate(chunks):
+            load = asyncio.to_thread(_load_chunk, file, self._spill_dir, index)
+            self._loading = asyncio.ensure_future(load)
             frame = await asyncio.shield(self._loading)
-            frame = pl.concat([frame, order.slice(start, rows)], how="horizontal")
             start += rows
             # Every row released by one of this chunk's rows goes now, in its user's time order.
             late = pl.col(_RELEASE) >= start
@@ -219,6 +229,42 @@ def _time_key(path: str, time_format: str) -> pl.Expr:
     return when.alias(_TIME)
 
 
+def rank_spilled(key_files: list[Path], ends: list[int], folder: Path) -> None:
+    """Rank the keys spilled in `key_files` (ROUTE, _TIME, _POS, in input order) as
+    `release_order` does, at most about RANK_ROWS rows in memory at once, into
+    FOLDER/order-<chunk>-<bucket>.arrow files of _POS, _RELEASE and _SEQ: the chunk's rows
+    whose user falls in that bucket. `ends` are the input positions where each chunk ends.
+
+    One user's rows are ranked together (the bucket is its route modulo the bucket count), and
+    rows of one _RELEASE are all one user's, so a _SEQ local to its bucket orders them as a
+    global one would. One user with more than RANK_ROWS rows still makes its bucket that big.
+    """
+    buckets = max(1, -(-ends[-1] // RANK_ROWS))
+    bounds = pl.Series(ends, dtype=pl.Int64)
+    for bucket in range(buckets):
+        keys = pl.scan_ipc(key_files).filter(pl.col(ROUTE) % buckets == bucket)
+        ranked = _rank(keys.collect(engine="streaming"))
+        chunk = bounds.search_sorted(ranked[_POS], side="right").alias("__chunk")
+        for (index,), part in (
+            ranked.with_columns(chunk).partition_by("__chunk", as_dict=True).items()
+        ):
+            part.drop("__chunk").write_ipc(folder / f"order-{index}-{bucket}.arrow")
+        for file in key_files if bucket == buckets - 1 else ():
+            file.unlink()
+
+
+def _load_chunk(file: Path, folder: Path, index: int) -> pl.DataFrame:
+    """Chunk `index`'s rows, with the _RELEASE and _SEQ of each: its spill file beside its
+    rank files, put back in input order."""
+    ranks = sorted(folder.glob(f"order-{index}-*.arrow"))
+    order = pl.concat([pl.read_ipc(path) for path in ranks]).sort(_POS)
+    for path in ranks:
+        path.unlink()
+    frame = pl.read_ipc(file)
+    file.unlink()
+    return pl.concat([frame, order.select(_RELEASE, _SEQ)], how="horizontal")
+
+
 def release_order(keys: pl.DataFrame) -> pl.DataFrame:
     """For rows of ROUTE and _TIME, in input order: _SEQ, each row's place in the (route, time,
     input position) order, and _RELEASE, the input position after which it may go: the last
@@ -227,13 +273,18 @@ def release_order(keys: pl.DataFrame) -> pl.DataFrame:
     Sending the rows read so far with _RELEASE reached, sorted by (_RELEASE, _SEQ), gives each
     user's rows in time order: all rows of one _RELEASE are the user of the row at it.
     """
+    return _rank(keys.with_row_index(_POS)).select(_RELEASE, _SEQ)
+
+
+def _rank(keys: pl.DataFrame) -> pl.DataFrame:
+    """_POS, _RELEASE and _SEQ of keys of ROUTE, _TIME and _POS, in _POS order."""
     return (
-        keys.with_row_index(_POS)
+        keys.with_columns(pl.col(_POS).cast(pl.Int64))
         .sort(ROUTE, _TIME, _POS, nulls_last=False)
         .with_row_index(_SEQ)
         .with_columns(pl.col(_POS).cum_max().over(ROUTE).alias(_RELEASE))
         .sort(_POS)
-        .select(_RELEASE, _SEQ)
+        .select(_POS, _RELEASE, _SEQ)
     )
 
 

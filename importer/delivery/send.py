@@ -190,6 +190,10 @@ class _Sender:
         # a heavy user cannot fill memory: its rows then go one at a time, the price of order.
         self.park_bound = 2 * self.queue.maxsize
         self.room = asyncio.Event()
+        # A full queue is refilled once it is down to half: waking the producer for every
+        # request taken cost a task switch per request, more than the queue itself.
+        self.low_water = self.queue.maxsize // 2
+        self.drained = asyncio.Event()
 
     async def run(
         self, requests: AsyncIterable[Request] | Iterable[Request], stop: asyncio.Event | None
@@ -269,16 +273,14 @@ class _Sender:
                 async for request in requests:
                     self.pulled += 1
                     if queue.full():
-                        await queue.put(request)
-                    else:
-                        queue.put_nowait(request)
+                        await self._refill_due()
+                    queue.put_nowait(request)
             else:
                 for request in requests:
                     self.pulled += 1
                     if queue.full():
-                        await queue.put(request)
-                    else:
-                        queue.put_nowait(request)
+                        await self._refill_due()
+                    queue.put_nowait(request)
             exhausted = True
             await queue.put(None)
         except Exception as exc:
@@ -286,6 +288,17 @@ class _Sender:
         finally:
             if not exhausted:
                 await close_source(requests)
+
+    async def _refill_due(self) -> None:
+        """Wait until the workers took the queue down to its low-water mark."""
+        while self.queue.qsize() > self.low_water:
+            self.drained.clear()
+            await self.drained.wait()
+
+    def _took(self) -> None:
+        """A worker took a request: at the low-water mark the producer refills the queue."""
+        if self.queue.qsize() <= self.low_water:
+            self.drained.set()
 
     async def _admit(self, request: Request) -> None:
         """Queue the first unfinished request of its user; park the others in the user's lane,
@@ -326,6 +339,7 @@ class _Sender:
                     self._interrupt()
                     return
                 request = await queue.get() if queue.empty() else queue.get_nowait()
+                self._took()
                 if request is None:
                     queue.put_nowait(None)  # the end marker goes back for the next worker
                     return
