@@ -321,14 +321,17 @@ def test_an_interrupt_reaching_a_caller_in_a_running_loop_drains(tmp_path: Path)
 
 
 def _doc_examples() -> list[str]:
-    """The Python blocks of docs/python-api.md that run here: those against the embedded mock."""
-    text = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    """The Python blocks of the README and docs/python-api.md that run here: those against the
+    embedded mock."""
+    blocks = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "python-api.md"):
+        text = page.read_text(encoding="utf-8")
+        blocks += re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     return [block for block in blocks if 'endpoint="embedded"' in block]
 
 
 def test_the_docs_show_runnable_examples() -> None:
-    assert len(_doc_examples()) >= 2  # the first example and the notebook cell
+    assert len(_doc_examples()) >= 3  # the README's, the page's first and the notebook cell
 
 
 @pytest.mark.parametrize("example", _doc_examples(), ids=lambda text: text.splitlines()[-1][:40])
@@ -345,3 +348,15 @@ def test_every_example_against_the_mock_runs_as_written(
     # The samples have bad rows on purpose: some are rejected, every valid one is delivered.
     assert report.rows_sent == report.rows_valid > 0
     assert report.exit_code == 3
+
+
+def test_a_damaged_job_record_reaches_the_callback_as_a_notice(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    job = SAMPLES / "migration.toml"
+    importer.run(job, endpoint="embedded", state=state)
+    (state / "job.json").write_text("{not json", encoding="utf-8")
+    seen: list[importer.ProgressEvent] = []
+    again = importer.run(job, endpoint="embedded", state=state, progress=seen.append)
+    notices = [e.message for e in seen if e.kind == "notice"]
+    assert any(m is not None and "job.json cannot be read" in m for m in notices), notices
+    assert again.rows_sent == 0  # each step's checkpoint still knows its rows

@@ -95,6 +95,8 @@ def _front(progress: OnProgress | None) -> Front:
         deliver=lambda job: run_delivery(job, notice=delivery.notice),
         read=NoProgress() if progress is None else ReadCallback(progress),
         delivery=delivery,
+        # A damaged job record, say: the caller's callback hears it as a notice.
+        warning=delivery.notice,
     )
 
 
