@@ -101,7 +101,7 @@ class Report:
     notes: tuple[str, ...] = ()
     job_file: str | None = None
     steps: tuple[StepReport, ...] = ()
-    _raw: Mapping[str, Any] = field(default_factory=_empty)
+    _raw: Mapping[str, Any] = field(default_factory=_empty, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
