@@ -360,3 +360,18 @@ def test_a_damaged_job_record_reaches_the_callback_as_a_notice(tmp_path: Path) -
     notices = [e.message for e in seen if e.kind == "notice"]
     assert any(m is not None and "job.json cannot be read" in m for m in notices), notices
     assert again.rows_sent == 0  # each step's checkpoint still knows its rows
+
+
+def test_a_run_puts_back_the_signal_handlers_it_found(tmp_path: Path) -> None:
+    """A scheduler's task runner keeps its own SIGTERM handler across a run in its main thread."""
+
+    def host_handler(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    before = signal.signal(signal.SIGTERM, host_handler)
+    try:
+        importer.run(_events(tmp_path), mapping=TRACK, endpoint="embedded", state=tmp_path / "s")
+        assert signal.getsignal(signal.SIGTERM) is host_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -65,14 +65,16 @@ async def _main(
     abandoned: threading.Event | None = None,
 ) -> T:
     loop = asyncio.get_running_loop()
-    wired: list[signal.Signals] = []
+    # The handlers before ours, put back after: the loop's removal would leave the defaults,
+    # and a host process (a scheduler's task runner) may rely on its own SIGTERM handler.
+    wired: dict[signal.Signals, Any] = {}
     task = asyncio.current_task()
     if signals:
         for signum in SIGNALS:
+            wired[signum] = signal.getsignal(signum)
             loop.add_signal_handler(
                 signum, on_signal, signum, control, notice, abandon, task, abandoned
             )
-            wired.append(signum)
     aside = None if beside is None else asyncio.ensure_future(beside())
     try:
         return await job(control)
@@ -81,8 +83,10 @@ async def _main(
             aside.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await aside
-        for signum in wired:
+        for signum, previous in wired.items():
             loop.remove_signal_handler(signum)
+            if previous is not None:
+                signal.signal(signum, previous)
 
 
 def on_signal(
