@@ -3,7 +3,7 @@
 The Python API, the same engine as the `importer` command:
 
     import importer
-    report = importer.run("events.csv", mapping="schemas/vero-track.toml", endpoint="embedded")
+    report = importer.run("events.csv", mapping="mapping.toml", endpoint="embedded")
     report.rows_sent, report.exit_code
 
 `run`, `dry_run`, `validate` and `replay` return a `Report`; errors raise `ImporterError` and

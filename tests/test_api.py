@@ -89,7 +89,7 @@ def test_dry_run_writes_payloads_that_replay_sends(tmp_path: Path) -> None:
     built = importer.dry_run([events], mapping=str(TRACK), out=out)
     assert (built.dry_run, built.rows_valid, built.rows_sent, built.exit_code) == (True, 12, 0, 0)
     assert len(out.read_text().splitlines()) == 12
-    sent = importer.replay(out, endpoint="embedded", state=tmp_path / "replay")
+    sent = importer.replay(out, destination="vero", endpoint="embedded", state=tmp_path / "replay")
     assert (sent.rows_sent, sent.exit_code) == (12, 0)
 
 

@@ -223,8 +223,8 @@ def run(
     `endpoint`: the API's base URL (default: the destination's production URL), or "embedded"
     for the built-in mock. `state` (default .importer/, or .importer/shard-K-of-N with a
     `shard`) keeps the checkpoint: call again with the same arguments and only the rest is sent.
-    The token is `token`, else read from `token_file`, else the destination's variable
-    (VERO_AUTH_TOKEN, USERPILOT_API_KEY). Returns the Report (`exit_code` 3 when rows were
+    The token is `token`, else read from `token_file`, else the destination's environment
+    variable. Returns the Report (`exit_code` 3 when rows were
     rejected or undeliverable); raises TokenRefusedError when the API refused the token, and
     KeyboardInterrupt after saving when interrupted.
     """
@@ -269,7 +269,7 @@ def run(
 def replay(
     payloads: PathLike,
     *,
-    destination: str = "vero",
+    destination: str,
     endpoint: str | None = None,
     state: PathLike | None = None,
     token: str | None = None,
@@ -285,7 +285,8 @@ def replay(
     progress: OnProgress | None = None,
 ) -> Report:
     """Send a payload file as it is (`importer replay`): a reviewed dry run's `out`, or fixed
-    dead letters; resumable like `run`, with its options and errors."""
+    dead letters, for `destination` (its name, as a mapping's `destination` says it);
+    resumable like `run`, with its options and errors."""
     sending = Sending(
         endpoint=endpoint,
         token=token,
