@@ -22,7 +22,13 @@ from __future__ import annotations
 
 
 class ImporterError(Exception):
-    """A mistake the user can fix; `hint` says how, when there is something to say."""
+    """A mistake the user can fix; `hint` says how, when there is something to say.
+
+    `report` is the Report of the run the error stopped, when the Python API ran one (a
+    refused token after some rows went); None otherwise.
+    """
+
+    report: object | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

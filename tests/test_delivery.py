@@ -709,8 +709,8 @@ def test_the_caller_stops_a_delivery_and_syncs_it_through_its_control(
 
 
 def test_a_second_signal_syncs_the_checkpoint_before_it_quits() -> None:
+    from importer.api.runner import on_signal
     from importer.cli.progress import BarDelivery
-    from importer.cli.shell import on_signal
 
     events: list[str] = []
 
@@ -726,10 +726,10 @@ def test_a_second_signal_syncs_the_checkpoint_before_it_quits() -> None:
             events.append("quit")  # the real one ends the process
 
     control, bar = Control(), Bar(enabled=False)
-    on_signal(signal.SIGTERM, control, bar)
+    on_signal(signal.SIGTERM, control, bar.notice, bar.abandon)
     assert control.stop.is_set()
     assert events == ["SIGTERM"]
-    on_signal(signal.SIGINT, control, bar)
+    on_signal(signal.SIGINT, control, bar.notice, bar.abandon)
     assert events == ["SIGTERM", "sync", "quit"]
 
 

@@ -538,3 +538,22 @@ def test_a_renamed_step_sends_nothing_again_and_a_changed_mapping_names_its_step
         assert "belongs to another job: its mapping changed since" in changed.stderr
         assert f"mv {state / 'steps' / 'users'} " in changed.stderr
         assert len(read_jsonl(mock.record)) == USERS + EVENTS + 1
+
+
+def test_a_damaged_job_record_is_a_warning_and_every_step_runs_again(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path,
+        step("users", "identify.toml"),
+        {"identify.toml": IDENTIFY, "users.csv": "user_id,email\nu1,a@example.com\n"},
+    )
+    state = tmp_path / "state"
+    first = invoke("run", job, "--endpoint", "embedded", "--state", state)
+    assert first.exit_code == 0, first.output
+    (state / "job.json").write_text("{not json", encoding="utf-8")
+    again = invoke("run", job, "--endpoint", "embedded", "--state", state)
+    assert again.exit_code == 0, again.output
+    assert (
+        f"warning: {state / 'job.json'} cannot be read (JSONDecodeError): every step runs "
+        "again, each sending only what its checkpoint has not" in again.stderr
+    )
+    assert "skipped (done before)" in again.output  # the step's checkpoint: 1 row done before

@@ -18,10 +18,9 @@ import pytest
 from click.testing import CliRunner
 from pipeline_helpers import ROOT, doc_text
 
+from importer.api import engine, runner
 from importer.cli import progress as progress_view
-from importer.cli import run as cli_run
 from importer.cli import shell
-from importer.cli import validate as cli_validate
 from importer.cli.app import main
 from importer.cli.events import DeliveryEvents, EventLog, ReadEvents, shown_endpoint
 from importer.delivery.deliver import DeliveryControl
@@ -285,7 +284,7 @@ class _Stopped(DeliveryControl):
 
 
 def _interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shell, "DeliveryControl", _Stopped)
+    monkeypatch.setattr(runner, "DeliveryControl", _Stopped)
 
 
 def _raise_interrupt(*args: object, **kwargs: object) -> None:
@@ -316,7 +315,7 @@ def _raise_interrupt(*args: object, **kwargs: object) -> None:
         pytest.param(["validate", EVENTS_CSV], None, 3, "summary", id="validate-3"),
         pytest.param(
             ["validate", "{clean}"],
-            lambda mp: mp.setattr(cli_validate, "validate_inputs", _raise_interrupt),
+            lambda mp: mp.setattr(engine, "validate_inputs", _raise_interrupt),
             130,
             "error",
             id="validate-130",
@@ -356,7 +355,7 @@ def test_a_stopped_run_writes_the_summary_then_the_error(
     async def refused(*args: object, **kwargs: object) -> Summary:
         return Summary(rows_read=2, stop=TokenRefusedError("HTTP 401: the token was refused"))
 
-    monkeypatch.setattr(cli_run, "send_inputs", refused)
+    monkeypatch.setattr(engine, "send_inputs", refused)
     code, _, err = invoke(
         "run", str(_clean_csv(tmp_path)), "--mapping", TRACK, "--endpoint", "embedded",
         "--state", str(tmp_path / "state"), "--log-format", "json",

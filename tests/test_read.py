@@ -26,7 +26,7 @@ import zstandard
 from click.testing import CliRunner
 from pipeline_helpers import ROOT
 
-from importer.cli import run as cli_run
+from importer.api import engine
 from importer.cli.app import main
 from importer.columns import COLUMN, ERROR, LINE, RAW, RULE
 from importer.errors import InputError
@@ -1268,7 +1268,7 @@ def test_a_file_changed_during_a_run_sends_nothing_of_it_and_the_original_arrive
         "u2,b@example.com,Login,2023-05-30T10:00:00Z\n"
     )
     path = write(tmp_path, "events.csv", original)
-    opened = cli_run.open_inputs
+    opened = engine.open_inputs
 
     def open_then_rewrite(options: Any, **known: Any) -> Any:
         sources = opened(options, **known)
@@ -1277,12 +1277,12 @@ def test_a_file_changed_during_a_run_sends_nothing_of_it_and_the_original_arrive
 
     args = ["run", str(path), "--schema", TRACK_SCHEMA, "--endpoint", "embedded"]
     args += ["--state", str(tmp_path / "state"), "--quiet"]
-    monkeypatch.setattr(cli_run, "open_inputs", open_then_rewrite)
+    monkeypatch.setattr(engine, "open_inputs", open_then_rewrite)
     code, _, err = invoke(*args)
     assert code == 1
     assert err.startswith(f"Error: {path}: the file changed while it was being read (bytes 0 to")
     assert "Hint: restore it and run again, or run again once it is final" in err
-    monkeypatch.setattr(cli_run, "open_inputs", opened)
+    monkeypatch.setattr(engine, "open_inputs", opened)
     path.write_text(original)
     code, out, err = invoke(*args[:-1])
     assert code == 0, err

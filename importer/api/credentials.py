@@ -53,8 +53,21 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-def resolve_token(destination: Destination, token_file: Path | None, endpoint: str) -> str | None:
-    """The token from --token-file or the environment; never from an argument."""
+def resolve_token(
+    destination: Destination, token_file: Path | None, endpoint: str, *, token: str | None = None
+) -> str | None:
+    """The token a Python caller passed (`token`), else from --token-file or the environment;
+    never from a command-line argument."""
+    if token is not None:
+        given = token.strip()
+        if not given or any(char.isspace() for char in given):
+            raise CredentialError("the token argument is empty or holds more than one word")
+        if len(given.encode()) > MAX_TOKEN_BYTES:
+            raise CredentialError(
+                f"the token argument is longer than {MAX_TOKEN_BYTES // 1024} KiB: it should "
+                "be the token alone"
+            )
+        return given
     if token_file is not None:
         return read_token_file(token_file)
     token = os.environ.get(destination.token_env, "").strip()

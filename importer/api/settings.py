@@ -46,6 +46,7 @@ def delivery_options(
     destination: Destination,
     token_file: Path | None,
     state_dir: Path,
+    token: str | None = None,
     fresh: bool,
     dead_letter: Path | None,
     concurrency: int,
@@ -63,7 +64,7 @@ def delivery_options(
     rate = rate if rate is not None else destination.default_rate
     return DeliveryOptions(
         endpoint=endpoint,
-        token=resolve_token(destination, token_file, endpoint),
+        token=resolve_token(destination, token_file, endpoint, token=token),
         state_dir=state_dir,
         fresh=fresh,
         dead_letter=dead_letter,

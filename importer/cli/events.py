@@ -32,15 +32,8 @@ from importer import __version__
 from importer.checks.validate import Window
 from importer.cli.early import JSON
 from importer.inputs.cloud import cloud_url
-from importer.jobfile.parse import JobFile, Step
-from importer.jobfile.steps import (
-    PENDING,
-    JobRecord,
-)
+from importer.jobfile.parse import JobFile
 from importer.outcome import JobSummary, Summary
-from importer.pipeline.run import (
-    RunOptions,
-)
 from importer.progress import DeliveryProgress
 
 if TYPE_CHECKING:
@@ -319,44 +312,3 @@ def start_event(
             until=None if window.until is None else window.until.isoformat(),
         )
     events.emit("start", **fields, **details)
-
-
-def step_events(
-    check: Callable[[Step, RunOptions], Summary],
-) -> Callable[[Step, RunOptions], Summary]:
-    """`check` of one step of a job file, between `step` events with --log-format json."""
-    events = current_event_log()
-    if events is None:
-        return check
-
-    def checked(step: Step, options: RunOptions) -> Summary:
-        events.emit("step", step=step.name, status="started")
-        summary = check(step, options)
-        events.emit(
-            "step",
-            step=step.name,
-            status="done",
-            rows_rejected=summary.rows_rejected,
-            rows_failed=summary.rows_failed,
-        )
-        return summary
-
-    return checked
-
-
-class EventRecord(JobRecord):
-    """The job record, writing a `step` event for each outcome it notes (--log-format json):
-    a step's start ("started") and its end (its status, and why)."""
-
-    events: EventLog | None = None
-
-    def note(self, name: str, status: str, **details: Any) -> None:
-        """Note the outcome as the record does, then write it as an event."""
-        super().note(name, status, **details)
-        if self.events is None:
-            return
-        kept = ("reason", "rows_rejected", "rows_failed")
-        shown = {key: value for key, value in details.items() if key in kept}
-        self.events.emit(
-            "step", step=name, status="started" if status == PENDING else status, **shown
-        )

@@ -4,19 +4,6 @@ undeliverable; 130 interrupted."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from importer.api.report import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
 
-if TYPE_CHECKING:
-    pass
-
-
-EXIT_OK = 0
-
-
-EXIT_FATAL = 1
-
-
-EXIT_PROBLEMS = 3
-
-
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PROBLEMS"]

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from importer.api.requests import window_of as api_window_of
 from importer.api.settings import (
     AUTO_WORKERS_CAP,
     MAX_WORKERS,
     ONE_PROCESS_RATE,
 )
 from importer.checks.shard import Shard, parse_shard
-from importer.checks.validate import Window, window_column, window_refusal
+from importer.checks.validate import Window
 from importer.cli.early import LOG_FORMAT_ENV
 from importer.cli.events import (
     DEFAULT_PROGRESS_S,
@@ -30,12 +31,12 @@ from importer.cli.events import (
     EventLog,
 )
 from importer.destinations import DESTINATIONS
-from importer.errors import ImporterError
+from importer.errors import ImporterError, OptionError
 from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.state.layout import DEFAULT_STATE
 
 if TYPE_CHECKING:
-    from importer.mapping.file import Mapping as MappingFile
+    pass
 
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -212,22 +213,12 @@ def window_options(fn: FC) -> FC:
 
 
 def window_of(since: datetime | None, until: datetime | None) -> Window | None:
-    """--since and --until as a Window; None when neither is given."""
-    if since is None and until is None:
-        return None
-    if since is not None and until is not None and since >= until:
-        raise click.UsageError(
-            f"--since {since.isoformat()} is not before --until {until.isoformat()}: "
-            "no row could be kept"
-        )
-    return Window(since=since, until=until)
-
-
-def check_window(window: Window | None, mapping: MappingFile, step: str | None = None) -> None:
-    """A usage error (exit 2) when the window is given for rows that have no time."""
-    if window is not None and window_column(mapping) is None:
-        where = "" if step is None else f"step {step}: "
-        raise click.UsageError(where + window_refusal(mapping))
+    """--since and --until as a Window; None when neither is given; a usage error when no row
+    could be kept."""
+    try:
+        return api_window_of(since, until)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def shard_state(state_dir: Path, shard: Shard | None) -> Path:

@@ -4,16 +4,11 @@ like a run."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from importer.api.settings import (
-    delivery_options,
-)
-from importer.cli.events import (
-    start_event,
-)
+from importer.api.engine import replay_summary
+from importer.api.requests import Sending
 from importer.cli.options import (
     concurrency_option,
     dead_letter_option,
@@ -30,26 +25,15 @@ from importer.cli.options import (
     timeout_option,
     token_file_option,
 )
-from importer.cli.progress import delivery_progress
-from importer.cli.report import (
-    finish_delivery,
-)
+from importer.cli.report import finish_delivery
 from importer.cli.shell import (
     LoggedCommand,
     accept_interrupts,
-    deliver_with_signals,
+    cli_front,
     fail,
     interrupted_delivery,
 )
-from importer.destinations import get_destination
 from importer.errors import ImporterError
-from importer.pipeline.outputs import check_outputs
-from importer.pipeline.run import (
-    replay_payloads,
-)
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.command(cls=LoggedCommand)
@@ -91,41 +75,23 @@ def replay(
     """
     try:
         accept_interrupts()
-        target = get_destination(destination)
-        delivery = delivery_options(
-            endpoint=endpoint,
-            destination=target,
-            token_file=token_file,
-            state_dir=state_dir,
-            fresh=fresh,
-            dead_letter=dead_letter,
-            concurrency=concurrency,
-            rate=rate,
-            max_retries=max_retries,
-            timeout=timeout,
-        )
-        check_outputs(
-            {
-                "--rejects": rejects,
-                "--report": report,
-                "--dead-letter": delivery.dead_letter_path,
-            },
-            inputs=[payloads],
-            state_dir=state_dir,
-        )
-        start_event(
-            "replay",
-            (payloads,),
-            endpoint=delivery.endpoint,
-            destination=target.name,
-            state=str(state_dir),
-        )
-        bar = delivery_progress(quiet)
-        summary = deliver_with_signals(
-            lambda control: replay_payloads(
-                payloads, target, delivery, rejects_path=rejects, progress=bar, control=control
+        summary = replay_summary(
+            payloads,
+            Sending(
+                endpoint=endpoint,
+                token_file=token_file,
+                fresh=fresh,
+                dead_letter=dead_letter,
+                concurrency=concurrency,
+                rate=rate,
+                max_retries=max_retries,
+                timeout=timeout,
             ),
-            bar,
+            cli_front(quiet),
+            destination=destination,
+            state_dir=state_dir,
+            rejects=rejects,
+            report=report,
         )
     except ImporterError as exc:
         fail(exc)

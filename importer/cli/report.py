@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from importer.api.report import check_exit_code
 from importer.cli.events import (
     current_event_log,
     summary_event,
 )
-from importer.cli.exit_codes import EXIT_OK, EXIT_PROBLEMS
 from importer.cli.shell import (
     exit_code,
     fail,
@@ -168,7 +168,7 @@ def _write_report(report: Path | None, summary: Summary | JobSummary) -> None:
 
 
 def finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
-    code = EXIT_PROBLEMS if summary.has_problems or summary.stopped else EXIT_OK
+    code = check_exit_code(summary)
     if not quiet:
         click.echo(format_summary(summary))
     _write_report(report, summary)

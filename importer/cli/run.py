@@ -3,27 +3,16 @@ and write them); a job file runs its steps."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from importer.api.settings import (
-    default_poll_s,
-    delivery_options,
-    order_time_for,
-    ordered,
-)
+from importer.api.engine import run_summary
+from importer.api.requests import Reading, Sending
 from importer.checks.shard import Shard
-from importer.cli.events import (
-    start_event,
-)
-from importer.cli.job_file import job_file_path, run_job
 from importer.cli.options import (
     batch_option,
-    check_window,
     concurrency_option,
     dead_letter_option,
     endpoint_option,
@@ -46,36 +35,17 @@ from importer.cli.options import (
     window_options,
     workers_option,
 )
-from importer.cli.progress import delivery_progress, read_progress
-from importer.cli.report import (
-    finish,
-    finish_delivery,
-)
+from importer.cli.report import finish, finish_delivery, finish_job
 from importer.cli.shell import (
     LoggedCommand,
     accept_interrupts,
-    deliver_with_signals,
+    cli_front,
     fail,
     interrupted,
     interrupted_delivery,
 )
-from importer.destinations.base import endpoint_of
 from importer.errors import ImporterError
-from importer.jobfile.steps import (
-    per_step,
-    step_state,
-)
-from importer.mapping.file import load_mapping
-from importer.pipeline.outputs import check_outputs
-from importer.pipeline.run import (
-    RunOptions,
-    open_inputs,
-    send_inputs,
-)
-from importer.pipeline.run import dry_run as dry_run_job
-
-if TYPE_CHECKING:
-    pass
+from importer.outcome import JobSummary
 
 
 @click.command(cls=LoggedCommand)
@@ -195,97 +165,23 @@ def run(
       importer run samples/events.csv --mapping schemas/vero-track.toml --endpoint embedded
       importer run samples/migration.toml --endpoint embedded --state .importer/migration
     """
-    if out is not None and not dry_run:
-        raise click.UsageError("--out goes with --dry-run")
     window = window_of(since, until)
     state_dir = shard_state(state_dir, shard)
-    job_path = job_file_path(inputs, mapping_path)
-    if job_path is not None:
-        run_job(
-            job_path,
-            endpoint=endpoint,
-            window=window,
-            past_failed=past_failed,
-            outputs={
-                "--rejects": rejects,
-                "--report": report,
-                "--out": out,
-                "--dead-letter": dead_letter,
-            },
-            dry_run=dry_run,
-            state_dir=state_dir,
-            batch_rows=batch_rows,
-            shard=shard,
-            quiet=quiet,
-            delivery=lambda step: ordered(
-                dataclasses.replace(
-                    delivery_options(
-                        endpoint=endpoint,
-                        destination=step.mapping.destination,
-                        token_file=token_file,
-                        state_dir=step_state(state_dir, step.name),
-                        fresh=fresh,
-                        dead_letter=per_step(dead_letter, step.name),
-                        concurrency=concurrency,
-                        rate=rate,
-                        max_retries=max_retries,
-                        timeout=timeout,
-                        workers=workers,
-                        checkpoint=not no_checkpoint,
-                        options=step.mapping.options,
-                    ),
-                    poll_s=poll_interval or default_poll_s(endpoint),
-                    busy_wait_s=job_wait,
-                    rate_dir=state_dir,  # the steps share the API's window, so its record
-                ),
-                step.mapping.action,
-                per_user_order=per_user_order,
-                order=order,
-            ),
-        )
-    if mapping_path is None:
-        raise AssertionError("job_file refuses inputs without --mapping")
     try:
         accept_interrupts()
-        check_outputs(
-            {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
-            inputs=inputs,
-            mapping=mapping_path,
-            state_dir=state_dir,
-        )
-        mapping = load_mapping(mapping_path)
-        order_time = order_time_for(mapping.action, per_user_order=per_user_order, order=order)
-        check_window(window, mapping)
-        target = endpoint or endpoint_of(mapping.destination, mapping.options)
-        start_event(
-            "run",
-            inputs,
-            mapping=mapping,
-            endpoint=None if dry_run else target,
-            window=window,
-            dry_run=dry_run,
-            state=None if dry_run else str(state_dir),
-            shard=None if shard is None else shard.label,
-        )
-        options = RunOptions(
-            inputs=inputs,
-            mapping=mapping,
-            rejects_path=rejects,
-            batch_rows=batch_rows,
-            shard=shard,
-            window=window,
-        )
-        if dry_run:
-            try:
-                summary = dry_run_job(options, out=out, progress=read_progress(quiet))
-            except KeyboardInterrupt:
-                interrupted()
-        else:
-            delivery = delivery_options(
+        summary = run_summary(
+            Reading(
+                inputs=inputs,
+                mapping=mapping_path,
+                rejects=rejects,
+                report=report,
+                batch_rows=batch_rows,
+                shard=shard,
+                window=window,
+            ),
+            Sending(
                 endpoint=endpoint,
-                destination=mapping.destination,
                 token_file=token_file,
-                state_dir=state_dir,
                 fresh=fresh,
                 dead_letter=dead_letter,
                 concurrency=concurrency,
@@ -294,35 +190,26 @@ def run(
                 timeout=timeout,
                 workers=workers,
                 checkpoint=not no_checkpoint,
-                options=mapping.options,
-            )
-            delivery = dataclasses.replace(
-                delivery,
-                poll_s=poll_interval or default_poll_s(delivery.endpoint),
-                busy_wait_s=job_wait,
-                order_time=order_time,
-                send=dataclasses.replace(delivery.send, per_user_order=per_user_order),
-            )
-            # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait
-            # until every input was read through once.
-            known = None if fresh or no_checkpoint else state_dir  # for grown files
-            sources = open_inputs(options, state_dir=known)
-            bar = delivery_progress(quiet)
-            summary = deliver_with_signals(
-                lambda control: send_inputs(
-                    options,
-                    sources,
-                    delivery,
-                    progress=bar,
-                    control=control,
-                    resend_changed=resend_changed,
-                ),
-                bar,
-            )
+                poll_interval=poll_interval,
+                job_wait=job_wait,
+                per_user_order=per_user_order,
+                order=order,
+            ),
+            cli_front(quiet),
+            state_dir=state_dir,
+            dry_run=dry_run,
+            out=out,
+            resend_changed=resend_changed,
+            past_failed=past_failed,
+        )
     except ImporterError as exc:
         fail(exc)
     except KeyboardInterrupt:  # before the sending loop took the signal over, or after
+        if dry_run:
+            interrupted()
         interrupted_delivery(state_dir)
+    if isinstance(summary, JobSummary):
+        finish_job(summary, report=report, quiet=quiet)
     if dry_run:
         finish(summary, report=report, quiet=quiet)
     finish_delivery(summary, report=report, quiet=quiet)

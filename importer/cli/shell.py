@@ -3,32 +3,41 @@ exit codes, and wires Ctrl-C and SIGTERM to a run's drain."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from importer.api.report import delivery_exit_code
+from importer.api.requests import Front
+from importer.api.runner import run_delivery
 from importer.cli.early import asks_json
 from importer.cli.events import (
     EVENTS_KEY,
     EventLog,
     current_event_log,
+    start_event,
 )
-from importer.cli.exit_codes import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
-from importer.cli.progress import BarDelivery, EventDelivery, tick
+from importer.cli.exit_codes import EXIT_FATAL, EXIT_INTERRUPTED
+from importer.cli.progress import (
+    BarDelivery,
+    EventDelivery,
+    delivery_progress,
+    read_progress,
+    tick,
+)
 from importer.delivery.deliver import DeliveryControl
-from importer.delivery.loops import run as run_loop
 from importer.errors import ImporterError, OptionError
 from importer.outcome import JobSummary, Summary
 
 if TYPE_CHECKING:
     pass
+
+T = TypeVar("T")
 
 
 def fail(exc: ImporterError) -> NoReturn:
@@ -74,13 +83,9 @@ def interrupted_delivery(state_dir: Path) -> NoReturn:
 
 
 def exit_code(summary: Summary | JobSummary) -> int:
-    """A delivery's exit code: 1 stopped (the stop is the error), 130 interrupted, 3 rows
-    rejected or failed, else 0."""
-    if summary.stop is not None:
-        return EXIT_FATAL
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
+    """A delivery's exit code, as the Python API's Report has it: 1 stopped (the stop is the
+    error), 130 interrupted, 3 rows rejected or failed, else 0."""
+    return delivery_exit_code(summary)
 
 
 class LoggedCommand(click.Command):
@@ -118,46 +123,38 @@ def _usage_event(ctx: click.Context, exc: click.UsageError, *, asked: bool) -> N
 
 
 def deliver_with_signals(
-    job: Callable[[DeliveryControl], Coroutine[Any, Any, Summary]],
+    job: Callable[[DeliveryControl], Coroutine[Any, Any, T]],
     progress: BarDelivery | EventDelivery,
-) -> Summary:
+) -> T:
     """Run a delivery in its own event loop with SIGINT and SIGTERM wired to it: the first lets
     the requests in flight finish and saves; a second saves what was acknowledged and quits."""
-
-    async def main() -> Summary:
-        control = DeliveryControl()
-        loop = asyncio.get_running_loop()
-        signums = (signal.SIGINT, signal.SIGTERM)
-        for signum in signums:
-            loop.add_signal_handler(signum, on_signal, signum, control, progress)
-        ticking = None
-        if isinstance(progress, EventDelivery) and progress.every > 0:
-            ticking = asyncio.create_task(tick(progress))
-        try:
-            return await job(control)
-        finally:
-            if ticking is not None:
-                ticking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticking
-            for signum in signums:
-                loop.remove_signal_handler(signum)
-
-    return run_loop(main())
+    ticking = isinstance(progress, EventDelivery) and progress.every > 0
+    return run_delivery(
+        job,
+        notice=progress.notice,
+        abandon=progress.abandon,
+        beside=(lambda: tick(progress)) if ticking else None,  # type: ignore[arg-type]
+    )
 
 
-def on_signal(signum: int, control: DeliveryControl, progress: BarDelivery | EventDelivery) -> None:
-    if not control.stop.is_set():
-        control.stop.set()
-        progress.notice(
-            f"{signal.Signals(signum).name}: finishing the requests in flight, then saving the "
-            "checkpoint (press Ctrl-C again to quit at once)"
-        )
-        return
-    # Quit even when the disk refuses the sync: every mark already reached the OS as it came.
-    with contextlib.suppress(Exception):
-        control.sync()
-    progress.abandon()
+def cli_front(quiet: bool) -> Front:
+    """What a command shows of a run: bars or JSON events, the signal frame, and the events of
+    its start, its steps and its warnings."""
+    bar = delivery_progress(quiet)
+    events = current_event_log()
+
+    def step(name: str, status: str, **details: Any) -> None:
+        if events is not None:
+            events.emit("step", step=name, status=status, **details)
+
+    return Front(
+        deliver=lambda job: deliver_with_signals(job, bar),
+        read=read_progress(quiet),
+        delivery=bar,
+        start=start_event,
+        step=None if events is None else step,
+        warning=warning,
+    )
 
 
 def accept_interrupts() -> None:

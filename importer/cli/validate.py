@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from importer.api.engine import validate_summary
+from importer.api.requests import Reading
 from importer.checks.shard import Shard
-from importer.cli.events import (
-    start_event,
-)
-from importer.cli.job_file import job_file_path, validate_job
 from importer.cli.options import (
     batch_option,
-    check_window,
     inputs_argument,
     log_options,
     mapping_option,
@@ -27,27 +23,16 @@ from importer.cli.options import (
     window_of,
     window_options,
 )
-from importer.cli.progress import read_progress
-from importer.cli.report import (
-    finish,
-)
+from importer.cli.report import finish, finish_job
 from importer.cli.shell import (
     LoggedCommand,
     accept_interrupts,
+    cli_front,
     fail,
     interrupted,
 )
 from importer.errors import ImporterError
-from importer.mapping.file import load_mapping
-from importer.pipeline.outputs import check_outputs
-from importer.pipeline.run import (
-    RunOptions,
-    validate_inputs,
-)
-from importer.state.layout import DEFAULT_STATE
-
-if TYPE_CHECKING:
-    pass
+from importer.outcome import JobSummary
 
 
 @click.command(cls=LoggedCommand)
@@ -80,41 +65,24 @@ def validate(
     --until keep only the rows whose time is in the window; the others are only counted.
     """
     window = window_of(since, until)
-    job_path = job_file_path(inputs, mapping_path)
-    if job_path is not None:
-        validate_job(
-            job_path,
-            rejects=rejects,
-            report=report,
-            batch_rows=batch_rows,
-            shard=shard,
-            window=window,
-            quiet=quiet,
-        )
-    if mapping_path is None:
-        raise AssertionError("job_file refuses inputs without --mapping")
     try:
         accept_interrupts()
-        check_outputs(
-            {"--rejects": rejects, "--report": report},
-            inputs=inputs,
-            mapping=mapping_path,
-            state_dir=DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name,
+        summary = validate_summary(
+            Reading(
+                inputs=inputs,
+                mapping=mapping_path,
+                rejects=rejects,
+                report=report,
+                batch_rows=batch_rows,
+                shard=shard,
+                window=window,
+            ),
+            cli_front(quiet),
         )
-        mapping = load_mapping(mapping_path)
-        check_window(window, mapping)
-        start_event("validate", inputs, mapping=mapping, window=window)
-        options = RunOptions(
-            inputs=inputs,
-            mapping=mapping,
-            rejects_path=rejects,
-            batch_rows=batch_rows,
-            shard=shard,
-            window=window,
-        )
-        summary = validate_inputs(options, progress=read_progress(quiet))
     except ImporterError as exc:
         fail(exc)
     except KeyboardInterrupt:
         interrupted()
+    if isinstance(summary, JobSummary):
+        finish_job(summary, report=report, quiet=quiet)
     finish(summary, report=report, quiet=quiet)

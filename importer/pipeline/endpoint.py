@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from importer.delivery.options import DeliveryOptions
 from importer.destinations import Destination
+from importer.errors import CheckpointError
 from importer.outcome import Summary
 from importer.state.layout import EMBEDDED_RECORD_NAME
 
@@ -36,6 +37,13 @@ async def open_endpoint(
 
     token = delivery.token or EMBEDDED_TOKEN
     api = mock_for(destination.name)
+    # A replay opens the mock before its checkpoint made the state directory the record goes in.
+    try:
+        delivery.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"state directory {delivery.state_dir} cannot be made: {exc.strerror or exc}"
+        ) from None
     # The API's documented limits (a rate window, no Retry-After) hold at the embedded mock too.
     config = mock_config(api, token=token, record=delivery.state_dir / EMBEDDED_RECORD_NAME)
     async with embedded_mock(config, api=api) as mock:

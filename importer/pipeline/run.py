@@ -498,11 +498,14 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
             item["status"] = admission.kind
             if admission.kind == "grown" and admission.previous is not None:
                 item["grew_from"] = admission.previous.fingerprint
-    unread = [s for s, admission in admitted if s.whole_before and admission.kind == "known"]
-    for source in unread:
+    unread = [(s, a) for s, a in admitted if s.whole_before and a.kind == "known"]
+    for source, admission in unread:
         summary.inputs.append(
             {"file": source.name, "fingerprint": source.fingerprint, "status": "known"}
         )
+        # Its rows are done before as surely as if they had been read and looked up.
+        if admission.previous is not None:
+            summary.rows_skipped += admission.previous.delivered
     if unread:
         summary.notes.append(
             f"{len(unread):,} input(s) known as sent whole before, unchanged (same size and "
