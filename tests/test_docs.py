@@ -127,3 +127,17 @@ def test_every_command_against_the_mock_runs_as_written(
     # The samples have bad rows on purpose (README.md, "Samples"): every such run exits 3.
     assert done.returncode == 3, (page, line, done.stdout, done.stderr)
     assert re.search(r"delivered +[1-9]", done.stdout), (page, line, done.stdout)
+
+
+def test_the_duplicate_promise_says_when_a_resend_becomes_a_second_event() -> None:
+    """Issue 19: Vero's window is 5 minutes in seed 000 and 3 in 001/002, and check_id is not in
+    the key when data is present; the promise must say so rather than "still absorbed"."""
+    delivery = prose(DOCS / "delivery.md")
+    assert "still absorbed" not in delivery
+    section = delivery.split("### When a re-sent row becomes a second event", 1)[1]
+    section = " ".join(section.split("\n## ", 1)[0].split())
+    assert "count on three" in section
+    assert "`check_id` is **not** in it" in section
+    assert "twice `--concurrency`" in section
+    vero = " ".join(prose(DOCS / "vero.md").split())
+    assert "five (5) minute window" in vero and "three minute window" in vero
