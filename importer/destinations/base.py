@@ -50,7 +50,7 @@ class Field:
     required: bool = False
     # "primitive": an object whose members may only be text, numbers or times (Userpilot's
     # metadata); a nested object or array is a reject unless the mapping's `nested = "json"`
-    # sends it as JSON text, and true/false travel as the text "true"/"false".
+    # sends it as JSON text; numbers and booleans travel as typed.
     members: Literal["any", "primitive"] = "any"
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Userpilot for the mock server: live track and identify, Bulk Import and bulk identify jobs.
 
-Research §0-§5 (/work/userpilot-research.md): the key in `Authorization: Token <key>`,
+Its readings are docs/userpilot.md's (each citing the docs.userpilot.com page): the key in `Authorization: Token <key>`,
 `X-API-Version: 2020-09-22` required on track and identify, errors as
 `{"errors": [{"error", "error_code", "message", "details"}]}` (the codes are ours: none is
 documented), 202 on the live calls and bulk identify, 200 on an import. A job runs on the
@@ -136,7 +136,7 @@ def check_company(body: Mapping[str, Any]) -> str | None:
 
 
 def check_import_row(row: object) -> str | None:
-    """Why Bulk Import would refuse one NDJSON row (research §4), or None."""
+    """Why Bulk Import would refuse one NDJSON row (docs/userpilot.md, Bulk Import), or None."""
     if not isinstance(row, dict):
         return "a row must be a JSON object"
     event_type = row.get("event_type")
@@ -312,7 +312,7 @@ class UserpilotMock:
         self.config, self.clock = config, clock
 
     def rate_bucket(self, method: str, path: str) -> str | None:
-        """Identify and company identify share a limit (research §0's safer reading)."""
+        """Identify and company identify share a limit (the safer reading in docs/userpilot.md)."""
         return BUCKETS.get(path)
 
     def decode(self, content_type: str, raw: bytes) -> object:
