@@ -181,6 +181,7 @@ def test_each_preset_from_file_to_what_the_mock_recorded(
         [
             "run", str(SUBSCRIPTIONS), "--mapping", str(SCHEMAS / f"vero-{action}.toml"),
             "--endpoint", "embedded", "--state", str(state), "--rejects", str(rejects), "-q",
+            "--yes",  # delete cannot be undone: it asks, or needs --yes
         ],
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from importer.api.confirm import confirm_destructive
 from importer.checks.shard import Shard
 from importer.checks.validate import Window
 from importer.cli.events import (
@@ -18,6 +19,7 @@ from importer.cli.events import (
 )
 from importer.cli.options import (
     check_window,
+    confirmation,
 )
 from importer.cli.progress import delivery_progress, read_progress
 from importer.cli.report import (
@@ -31,6 +33,7 @@ from importer.cli.shell import (
     interrupted_delivery,
 )
 from importer.delivery.options import DeliveryOptions
+from importer.destinations.base import endpoint_of
 from importer.errors import ImporterError
 from importer.jobfile.parse import JobFile, Step, is_job_file, load_job
 from importer.jobfile.steps import (
@@ -156,6 +159,7 @@ def run_job(
     quiet: bool,
     delivery: Callable[[Step], DeliveryOptions],
     past_failed: bool = False,
+    yes: bool = False,
 ) -> NoReturn:
     """`importer run JOB.toml` (or with --dry-run): each step as `importer run INPUTS
     --mapping M` would run it, with STATE/steps/<name>/ as its state directory."""
@@ -196,6 +200,12 @@ def run_job(
             except KeyboardInterrupt:
                 interrupted()
         else:
+            ask = confirmation()
+            for step in job.steps:
+                where = endpoint or endpoint_of(step.mapping.destination, step.mapping.options)
+                confirm_destructive(
+                    step.mapping.destination, step.mapping.action, yes=yes, ask=ask, where=where
+                )
             fresh = False
             planned = []
             record = EventRecord.read(state_dir)

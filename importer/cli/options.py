@@ -336,3 +336,21 @@ no_checkpoint_option = click.option(
     hidden=True,
     help="Benchmarks only: keep no checkpoint, to measure what keeping one costs.",
 )
+
+
+yes_option = click.option(
+    "--yes",
+    is_flag=True,
+    help="Confirm an action that cannot be undone (deleting users or companies) without being "
+    "asked; without it such a run asks on a terminal and refuses elsewhere.",
+)
+
+
+def confirm_on_terminal(question: str) -> bool:
+    """Ask a yes/no question on stderr; the default is no."""
+    return click.confirm(question, default=False, err=True)
+
+
+def confirmation() -> Callable[[str], bool] | None:
+    """How to ask for a confirmation: on a terminal, else nothing can ask (None)."""
+    return confirm_on_terminal if sys.stdin.isatty() else None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from importer.api.confirm import confirm_destructive
 from importer.api.settings import (
     default_poll_s,
     delivery_options,
@@ -24,6 +25,7 @@ from importer.cli.options import (
     batch_option,
     check_window,
     concurrency_option,
+    confirmation,
     dead_letter_option,
     endpoint_option,
     fresh_option,
@@ -44,6 +46,7 @@ from importer.cli.options import (
     window_of,
     window_options,
     workers_option,
+    yes_option,
 )
 from importer.cli.progress import delivery_progress, read_progress
 from importer.cli.report import (
@@ -146,6 +149,7 @@ if TYPE_CHECKING:
     "(after you replayed its dead letters); without it they wait.",
 )
 @no_checkpoint_option
+@yes_option
 @log_options
 @quiet_option
 def run(
@@ -176,6 +180,7 @@ def run(
     resend_changed: bool,
     past_failed: bool,
     no_checkpoint: bool,
+    yes: bool,
     quiet: bool,
 ) -> None:
     """Validate INPUTS, build a payload per row and send them (with --dry-run: don't send).
@@ -205,6 +210,7 @@ def run(
             endpoint=endpoint,
             window=window,
             past_failed=past_failed,
+            yes=yes,
             outputs={
                 "--rejects": rejects,
                 "--report": report,
@@ -279,6 +285,9 @@ def run(
             except KeyboardInterrupt:
                 interrupted()
         else:
+            confirm_destructive(
+                mapping.destination, mapping.action, yes=yes, ask=confirmation(), where=target
+            )
             delivery = delivery_options(
                 endpoint=endpoint,
                 destination=mapping.destination,

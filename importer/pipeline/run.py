@@ -36,6 +36,7 @@ from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
 from importer.delivery.deliver import DeliveryControl, body_frame, deliver
 from importer.delivery.options import DeliveryOptions, Feed
 from importer.destinations import Action, Destination
+from importer.destinations.base import deleted_things
 from importer.errors import InputError, MappingError
 from importer.files import open_output
 from importer.inputs.bytescan import read_prefixes
@@ -273,6 +274,12 @@ def dry_run(
         if handle is not None:
             handle.close()
     summary.dedup = dedup.report() if dedup.applies else None
+    if options.mapping.action.destructive:
+        summary.notes.append(
+            f"this would delete {summary.rows_valid:,} {deleted_things(options.mapping.action)} "
+            f"({options.mapping.action.name}), which cannot be undone; a run asks for "
+            "confirmation on a terminal and needs --yes elsewhere"
+        )
     summary.elapsed_s = time.monotonic() - started
     return summary
 

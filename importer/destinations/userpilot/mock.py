@@ -33,15 +33,20 @@ from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS
 TRACK, IDENTIFY, COMPANY = "v1/track", "v1/identify", "v1/companies/identify"
 IMPORTS = "v1/imports"
 BULK_USERS, BULK_COMPANIES = "v1/users/bulk_identify", "v1/companies/bulk_identify"
+# DELETE with {"users": [ids]} / {"companies": [ids]}: 202, the deletion scheduled
+# (https://docs.userpilot.com/api-references/delete/overview).
+DELETE_USERS, DELETE_COMPANIES = "v1/users", "v1/companies"
+DELETES = {DELETE_USERS: "users", DELETE_COMPANIES: "companies"}
 JOBS, JOB = "v1/background_jobs", "v1/background_jobs/{job_id}"
-VERSIONED = frozenset({TRACK, IDENTIFY})  # the guides require X-API-Version only here
+# The guides require X-API-Version here (live calls and deletions).
+VERSIONED = frozenset({TRACK, IDENTIFY, DELETE_USERS, DELETE_COMPANIES})
 BUCKETS = {TRACK: "track", IDENTIFY: "identify", COMPANY: "identify"}
 # Bulk Import row rules (import/event-schema, import/row-validation): the ids each type needs.
 EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
     "identify_user": ("user_id",),
     "identify_company": ("company_id",),
     "track": ("user_id", "event_name"),
-    "page_view": ("user_id",),
+    "page_view": ("user_id", "hostname", "pathname"),
 }
 SOURCES = frozenset(
     {
@@ -300,7 +305,10 @@ class UserpilotMock:
     def routes(self) -> frozenset[tuple[str, str]]:
         """Every (method, path) served; anything else is a 404."""
         posts = (TRACK, IDENTIFY, COMPANY, IMPORTS, BULK_USERS, BULK_COMPANIES)
-        return frozenset({("POST", path) for path in posts} | {("GET", JOBS), ("GET", JOB)})
+        deletes = {("DELETE", path) for path in DELETES}
+        return frozenset(
+            {("POST", path) for path in posts} | {("GET", JOBS), ("GET", JOB)} | deletes
+        )
 
     def config_defaults(self) -> Mapping[str, object]:
         """Userpilot's documented limit, 600 requests a minute per token for each of track and
@@ -352,6 +360,8 @@ class UserpilotMock:
             return self.create_import(call)
         if call.path in BULK:
             return self.create_bulk(call)
+        if call.method == "DELETE":
+            return self.schedule_deletion(call)
         body = call.body
         if not isinstance(body, dict):
             return _bad("the request body must be a JSON object")
@@ -391,6 +401,19 @@ class UserpilotMock:
         name = call.query.get("filename") or _digest_name(call.raw)
         first_bad = _first_bad(rows, check)
         return self.create_job("bulk", kind, call.path, name, None, len(call.raw), rows, first_bad)
+
+    def schedule_deletion(self, call: MockCall) -> Judgement:
+        """`DELETE v1/users` or `v1/companies`: a non-empty list of ids, scheduled (202)."""
+        key = DELETES[call.path]
+        body = call.body
+        ids = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids:
+            return _bad(f"{key} must be a non-empty JSON array of ids")
+        if not all(isinstance(one, str) and one for one in ids):
+            return _bad(f"{key} must hold only non-empty string ids")
+        self.counters["deletions_scheduled"] += len(ids)
+        message = {"message": f"{len(ids)} {key} have been scheduled for deletion"}
+        return Judgement(202, json.dumps(message).encode(), record={key: ids})
 
     def create_job(
         self,
@@ -459,7 +482,14 @@ class UserpilotMock:
 
     def stats(self) -> dict[str, object]:
         """The job counters for `GET /_mock/stats`."""
-        names = ("jobs_created", "jobs_completed", "jobs_failed", "conflicts", "rows_landed")
+        names = (
+            "jobs_created",
+            "jobs_completed",
+            "jobs_failed",
+            "conflicts",
+            "rows_landed",
+            "deletions_scheduled",
+        )
         return {
             **{name: self.counters[name] for name in names},
             "uploads_by_filename": dict(self.uploads),

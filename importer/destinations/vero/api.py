@@ -139,6 +139,7 @@ DELETE = Action(
     path="users/delete",
     fields={"id": REQUIRED_ID},
     identity=("id",),
+    destructive=True,
     stage=4,
 )
 TAGS = Action(
