@@ -62,6 +62,8 @@ class Summary:
     interrupted: bool = False
     embedded: dict[str, Any] | None = None
     dead_letter_file: str | None = None
+    # The whole command that sends the dead letters again (pipeline/next_step.py).
+    replay_command: str | None = None
     warnings: list[str] = field(default_factory=list)
     # What the user should know about how rows travel, though nothing is wrong with them.
     notes: list[str] = field(default_factory=list)

@@ -97,7 +97,8 @@ def format_summary(summary: Summary) -> str:
         for reason, count in summary.dead_by_reason.most_common(DEAD_REASONS_SHOWN):
             lines.append(f"  {count:>8,}  {reason}")
             lines.append(f"            e.g. {summary.dead_examples[reason]}")
-        lines.append("  fix them, then send them again with: importer replay <that file>")
+        again = summary.replay_command or "importer replay <that file>"
+        lines.append(f"  fix them, then send them again with: {again}")
     if summary.jobs:
         states = Counter(str(job["state"]) for job in summary.jobs)
         shown = ", ".join(f"{count:,} {state}" for state, count in states.most_common())

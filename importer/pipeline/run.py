@@ -49,6 +49,7 @@ from importer.outcome import Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
+from importer.pipeline.next_step import replay_command
 from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
 from importer.state.checkpoint import CheckpointLog
@@ -361,6 +362,7 @@ async def send_inputs(
             )
     finally:
         feeds.close()
+    _note_replay(summary, delivery, options.mapping.destination)
     _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
@@ -485,8 +487,20 @@ async def replay_payloads(
         feeds.close()
         if rejects is not None:
             rejects.close()
+    _note_replay(summary, delivery, destination)
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _note_replay(summary: Summary, delivery: DeliveryOptions, destination: Destination) -> None:
+    """The command that sends this run's dead letters again, into this run's state."""
+    if summary.dead_letter_file:
+        summary.replay_command = replay_command(
+            summary.dead_letter_file,
+            endpoint=delivery.endpoint,
+            destination=destination,
+            state_dir=delivery.state_dir,
+        )
 
 
 async def _deliver_feeds(

@@ -1,0 +1,83 @@
+"""The dead-letter loop as a new user meets it (issue 19): the summary names the whole replay
+command, a replay of a Userpilot file needs no Vero token, and the run's own state learns what
+the replay delivered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from collections.abc import Iterator
+
+import pytest
+from pipeline_helpers import ROOT, mock_server_process, write_csv
+
+from importer.destinations.vero.api import VERO
+from importer.pipeline.next_step import public_endpoint
+
+TOKEN = "loop-token"
+TRACK = ROOT / "schemas" / "vero-track.toml"
+
+
+def importer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.endswith(("_AUTH_TOKEN", "_API_KEY"))}
+    return subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**base, **(env or {})},
+    )
+
+
+def events(tmp_path: Path, rows: int = 5) -> Path:
+    lines = [f"u{i},u{i}@example.com,Login,2024-01-0{i + 1}T00:00:00Z" for i in range(rows)]
+    return write_csv(tmp_path, "user_id,email,event,occurred_at", *lines)
+
+
+@contextmanager
+def refusing_first(count: int) -> Iterator[str]:
+    """A Vero mock that answers the first `count` requests 400, then as Vero would."""
+    script = ",".join(["400"] * count)
+    with mock_server_process("--status-script", script, env={VERO.token_env: TOKEN}) as url:
+        yield url
+
+
+def last_replay_command(stdout: str) -> list[str]:
+    line = [x for x in stdout.splitlines() if "send them again with: " in x][-1]
+    return shlex.split(line.split("send them again with: ", 1)[1])
+
+
+def test_the_summary_names_the_whole_replay_command(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with refusing_first(2) as url:
+        done = importer(
+            "run", str(events(tmp_path)), "--mapping", str(TRACK), "--endpoint", url,
+            "--state", str(state), "--concurrency", "1",
+            env={VERO.token_env: TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    command = last_replay_command(done.stdout)
+    assert command == [
+        "importer", "replay", str(state / "dead-letters.jsonl"),
+        "--endpoint", url, "--destination", "vero", "--state", str(state),
+    ]  # fmt: skip
+    assert TOKEN not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:secret@api.example.com/api/v2", "https://api.example.com/api/v2"),
+        ("https://api.example.com/v2?auth_token=secret", "https://api.example.com/v2"),
+        ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+        ("embedded", "embedded"),
+    ],
+)
+def test_a_shown_endpoint_carries_no_credential(url: str, shown: str) -> None:
+    assert public_endpoint(url) == shown
