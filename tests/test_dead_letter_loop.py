@@ -9,9 +9,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 import pytest
 from pipeline_helpers import ROOT, mock_server_process, write_csv
@@ -81,3 +81,43 @@ def test_the_summary_names_the_whole_replay_command(tmp_path: Path) -> None:
 )
 def test_a_shown_endpoint_carries_no_credential(url: str, shown: str) -> None:
     assert public_endpoint(url) == shown
+
+
+def test_replay_of_a_userpilot_file_needs_no_vero_token(tmp_path: Path) -> None:
+    """The destination comes from the calls the file names; an explicit --destination wins."""
+    payloads = tmp_path / "payloads.jsonl"
+    line = {
+        "method": "POST",
+        "path": "v1/track",
+        "body": {"user_id": "007", "event_name": "logged_in", "metadata": {}},
+        "source": {"file": "in.csv", "line": 2},
+    }
+    payloads.write_text(json.dumps(line) + "\n")
+    env = {"USERPILOT_API_KEY": TOKEN}
+    record = tmp_path / "received.jsonl"
+    with mock_server_process("--destination", "userpilot", "--record", str(record), env=env) as url:
+        done = importer(
+            "replay", str(payloads), "--endpoint", url, "--state", str(tmp_path / "s"), "-q",
+            env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (body,) = [json.loads(x) for x in record.read_text().splitlines()]
+        assert body["user_id"] == "007"
+        done = importer(
+            "replay", str(payloads), "--endpoint", url, "--state", str(tmp_path / "other"),
+            "--destination", "vero", env=env,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "VERO_AUTH_TOKEN" in done.stderr
+
+
+def test_replay_of_deletions_needs_yes(tmp_path: Path) -> None:
+    payloads = tmp_path / "payloads.jsonl"
+    line = {"method": "POST", "path": "users/delete", "body": {"id": "u1"}}
+    payloads.write_text(json.dumps({**line, "source": {"file": "in.csv", "line": 2}}) + "\n")
+    (tmp_path / "s").mkdir()
+    args = ["replay", str(payloads), "--endpoint", "embedded", "--state", str(tmp_path / "s")]
+    done = importer(*args, env={VERO.token_env: TOKEN})
+    assert done.returncode == 2
+    assert "add --yes" in done.stderr
+    assert importer(*args, "--yes", env={VERO.token_env: TOKEN}).returncode == 0

@@ -234,13 +234,14 @@ def shard_state(state_dir: Path, shard: Shard | None) -> Path:
     return DEFAULT_STATE / shard.state_name
 
 
-def destination_option(help_text: str) -> Callable[[FC], FC]:
-    """--destination, one of the destinations the importer knows; commands differ in why."""
+def destination_option(help_text: str, *, default: str | None = "vero") -> Callable[[FC], FC]:
+    """--destination, one of the destinations the importer knows; commands differ in why (and
+    `replay` in its default: none, the payload file tells)."""
     return click.option(
         "--destination",
         type=click.Choice(sorted(DESTINATIONS)),
-        default="vero",
-        show_default=True,
+        default=default,
+        show_default=default is not None,
         help=help_text,
     )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from importer.api.confirm import confirm_destructive
 from importer.api.settings import (
     delivery_options,
 )
@@ -15,6 +16,7 @@ from importer.cli.events import (
 )
 from importer.cli.options import (
     concurrency_option,
+    confirmation,
     dead_letter_option,
     destination_option,
     endpoint_option,
@@ -28,6 +30,7 @@ from importer.cli.options import (
     state_option,
     timeout_option,
     token_file_option,
+    yes_option,
 )
 from importer.cli.progress import delivery_progress
 from importer.cli.report import (
@@ -43,6 +46,7 @@ from importer.cli.shell import (
 from importer.destinations import get_destination
 from importer.errors import ImporterError
 from importer.pipeline.outputs import check_outputs
+from importer.pipeline.replay import destination_of_payloads, destructive_calls
 from importer.pipeline.run import (
     replay_payloads,
 )
@@ -58,13 +62,17 @@ if TYPE_CHECKING:
 @rate_option
 @state_option
 @fresh_option
-@destination_option("The API the payloads are for.")
+@destination_option(
+    "The API the payloads are for (default: the one whose calls the file's lines name, else vero).",
+    default=None,
+)
 @rejects_option
 @dead_letter_option
 @report_option
 @token_file_option
 @retries_option
 @timeout_option
+@yes_option
 @log_options
 @quiet_option
 def replay(
@@ -74,13 +82,14 @@ def replay(
     rate: float | None,
     state_dir: Path,
     fresh: bool,
-    destination: str,
+    destination: str | None,
     rejects: Path | None,
     dead_letter: Path | None,
     report: Path | None,
     token_file: Path | None,
     max_retries: int,
     timeout: float,
+    yes: bool,
     quiet: bool,
 ) -> None:
     """Send a payload file as it is: a reviewed dry run (--out) or fixed dead letters.
@@ -90,7 +99,11 @@ def replay(
     """
     try:
         accept_interrupts()
-        target = get_destination(destination)
+        target = (
+            get_destination(destination)
+            if destination is not None
+            else destination_of_payloads(payloads) or get_destination("vero")
+        )
         delivery = delivery_options(
             endpoint=endpoint,
             destination=target,
@@ -112,6 +125,9 @@ def replay(
             inputs=[payloads],
             state_dir=state_dir,
         )
+        ask = confirmation()
+        for action in destructive_calls(payloads, target):
+            confirm_destructive(target, action, yes=yes, ask=ask, where=delivery.endpoint)
         start_event(
             "replay",
             (payloads,),
