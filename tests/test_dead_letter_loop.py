@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -61,13 +62,17 @@ def test_the_summary_names_the_whole_replay_command(tmp_path: Path) -> None:
             "--state", str(state), "--concurrency", "1",
             env={VERO.token_env: TOKEN},
         )  # fmt: skip
-    assert done.returncode == 3, done.stderr
-    command = last_replay_command(done.stdout)
-    assert command == [
-        "importer", "replay", str(state / "dead-letters.jsonl"),
-        "--endpoint", url, "--destination", "vero", "--state", str(state),
-    ]  # fmt: skip
-    assert TOKEN not in done.stdout
+        assert done.returncode == 3, done.stderr
+        command = last_replay_command(done.stdout)
+        assert command == [
+            "importer", "replay", str(state / "dead-letters.jsonl"),
+            "--endpoint", url, "--destination", "vero", "--state", str(state / "replay"),
+        ]  # fmt: skip
+        assert TOKEN not in done.stdout
+        # As printed, it works: the two rows go where the run sent the others.
+        again = importer(*command[1:], env={VERO.token_env: TOKEN})
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"delivered +2\n", again.stdout), again.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.destinations import Destination
+from importer.state.layout import REPLAY_DIR
 
 
 def public_endpoint(url: str) -> str:
@@ -22,11 +23,13 @@ def public_endpoint(url: str) -> str:
 def replay_command(
     dead_letters: str | Path, *, endpoint: str, destination: Destination, state_dir: Path
 ) -> str:
-    """`importer replay FILE [--endpoint URL] --destination NAME --state DIR`: `--endpoint`
-    only when the run did not use the destination's default (a replay has no mapping, so
-    Userpilot's region is not known to it); never a token or a token file."""
+    """`importer replay FILE [--endpoint URL] --destination NAME --state STATE/replay`:
+    `--endpoint` only when the run did not use the destination's default (a replay has no
+    mapping, so Userpilot's region is not known to it); never a token or a token file. The
+    replay keeps its checkpoint (and its own dead letters) beside the run's, in the run's state
+    directory: the run's log belongs to the run's mapping and refuses another job."""
     args = ["importer", "replay", str(dead_letters)]
     if endpoint.rstrip("/") != destination.default_endpoint.rstrip("/"):
         args += ["--endpoint", public_endpoint(endpoint)]
-    args += ["--destination", destination.name, "--state", str(state_dir)]
+    args += ["--destination", destination.name, "--state", str(state_dir / REPLAY_DIR)]
     return shlex.join(args)
