@@ -126,3 +126,17 @@ def test_replay_of_deletions_needs_yes(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "add --yes" in done.stderr
     assert importer(*args, "--yes", env={VERO.token_env: TOKEN}).returncode == 0
+
+
+def test_status_prints_one_line_per_failure_reason_with_a_count(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with refusing_first(3) as url:
+        done = importer(
+            "run", str(events(tmp_path)), "--mapping", str(TRACK), "--endpoint", url,
+            "--state", str(state), "--concurrency", "1", env={VERO.token_env: TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    shown = importer("status", "--state", str(state)).stdout
+    assert "    3 failed: HTTP 400: Error (first: line 2)" in shown.splitlines()
+    assert "no answer" not in shown
+    assert "line 3" not in shown

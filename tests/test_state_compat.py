@@ -72,6 +72,10 @@ def key(path: str, body: dict[str, Any]) -> str:
     body = {name: value for name, value in body.items() if not name.startswith("_")}
     if isinstance(body.get("extras"), dict):
         body["extras"] = {k: v for k, v in body["extras"].items() if k != "check_id"}
+    if path.strip("/") == "users/tags/edit":
+        # Since issue 19 a tags body always carries `add` (`[]` when only removing); the
+        # fixtures' older records have none, and mean the same call.
+        body.setdefault("add", [])
     return json.dumps([path.strip("/"), body], sort_keys=True)
 
 

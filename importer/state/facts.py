@@ -53,6 +53,10 @@ class InputStatus:
     grew_from: str | None = None
     inherited: int = 0
     size: int | None = None
+    # One entry per reason the rows failed: (status or None, error, rows, first line), most
+    # rows first; rows past the first MAX_REASONS reasons count under `other_failed`.
+    reasons: tuple[tuple[int | None, str, int, int], ...] = ()
+    other_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from importer.state.facts import (
 )
 
 _EXAMPLES = 5  # failures kept per input for the status
+MAX_REASONS = 20  # distinct failure reasons counted per input; the rest count as other
 
 
 def _rows_held(raw: bytes) -> int | None:
@@ -107,6 +108,9 @@ class InputRows:
     grew_from: int | None = None
     inherited: int = 0
     inherited_failed: int = 0
+    # (status, error) -> [rows, first line], for the status's one line per reason.
+    reasons: dict[tuple[int | None, str], list[int]] = field(default_factory=dict)
+    other_failed: int = 0
 
     def touch(self, at: float) -> None:
         """Note a row finished at `at`."""
@@ -178,6 +182,13 @@ class StateRows:
                 inp.failed += 1
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
+                reason = inp.reasons.get((failure.status, failure.error))
+                if reason is not None:
+                    reason[0] += 1
+                elif len(inp.reasons) < MAX_REASONS:
+                    inp.reasons[(failure.status, failure.error)] = [1, failure.line]
+                else:
+                    inp.other_failed += 1
             inp.touch(at)
         elif kind == "chunk":
             inp = self.by_id[rec["id"]]

@@ -47,6 +47,16 @@ def read_status(state_dir: Path) -> StateStatus:
             grew_from=None if inp.grew_from is None else state.by_id[inp.grew_from].fingerprint,
             inherited=inp.inherited,
             size=inp.size,
+            reasons=tuple(
+                sorted(
+                    (
+                        (status, error, rows, line)
+                        for (status, error), (rows, line) in inp.reasons.items()
+                    ),
+                    key=lambda reason: (-reason[2], reason[3]),
+                )
+            ),
+            other_failed=inp.other_failed,
         )
         for inp in state.by_id.values()
     )
