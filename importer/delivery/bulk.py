@@ -171,7 +171,7 @@ class _Chunker:
         self._summary = summary
         self._progress = progress
         self._registered: set[str] = set()
-        self._shown = 0
+        self._shown = (0, 0, 0)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk to deliver, in input and line order."""
@@ -234,9 +234,10 @@ class _Chunker:
 
     def _show_skips(self) -> None:
         summary = self._summary
-        not_sent = summary.rows_skipped + summary.rows_rejected + summary.blank_lines
-        self._progress.skip(not_sent - self._shown)
-        self._shown = not_sent
+        now = (summary.rows_skipped, summary.rows_rejected, summary.blank_lines)
+        done, rejected, blank = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank)
+        self._shown = now
 
 
 class _Listed(enum.Enum):

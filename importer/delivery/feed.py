@@ -60,7 +60,7 @@ class RequestFeed:
         self._reading: asyncio.Future[Feed | None] | None = None
         self._loading: asyncio.Future[pl.DataFrame] | None = None  # a spill file, read back
         self._registered: set[str] = set()
-        self._shown = 0
+        self._shown = (0, 0, 0)
         self._order_time = order_time
         self._time_format = time_format
         self._spill_dir = spill_dir
@@ -78,7 +78,7 @@ class RequestFeed:
         while True:
             feed = await asyncio.shield(self._reading)
             if feed is None:
-                self._progress.skip(self._not_sent() - self._shown)
+                self._show_skips()
                 return
             self._reading = self._read_next()
             todo = self._todo(feed)
@@ -100,8 +100,7 @@ class RequestFeed:
                 self._summary.rows_skipped += skipped
                 todo = todo.filter(~done)
         # Counts of the batch being read may move meanwhile; the last skip() settles them.
-        self._progress.skip(self._not_sent() - self._shown)
-        self._shown = self._not_sent()
+        self._show_skips()
         return todo
 
     async def _by_time(self, path: str) -> AsyncIterator[Request]:
@@ -133,7 +132,7 @@ class RequestFeed:
             todo.write_ipc(file)
             chunks.append((file, todo.height))
             keys.append(todo.select(_route_key(todo), _time_key(path, self._time_format)))
-        self._progress.skip(self._not_sent() - self._shown)
+        self._show_skips()
         if not chunks:
             return
         order = release_order(pl.concat(keys))
@@ -168,9 +167,17 @@ class RequestFeed:
         if self._order_time is not None and self._spill_dir is not None:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
-    def _not_sent(self) -> int:
+    def _not_sent(self) -> tuple[int, int, int]:
+        """Rows done before, rows rejected, blank lines: what will not be sent, so far."""
         summary = self._summary
-        return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
+        return summary.rows_skipped, summary.rows_rejected, summary.blank_lines
+
+    def _show_skips(self) -> None:
+        """Tell the progress what will not be sent since it was last told, by kind."""
+        now = self._not_sent()
+        done, rejected, blank = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank)
+        self._shown = now
 
 
 def _requests_of(todo: pl.DataFrame, fingerprint: str, name: str) -> Iterator[Request]:
