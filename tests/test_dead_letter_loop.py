@@ -140,3 +140,45 @@ def test_status_prints_one_line_per_failure_reason_with_a_count(tmp_path: Path) 
     assert "    3 failed: HTTP 400: Error (first: line 2)" in shown.splitlines()
     assert "no answer" not in shown
     assert "line 3" not in shown
+
+
+def test_an_endpoint_that_refuses_everything_stops_the_run_and_leaves_the_rows(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    path = events(tmp_path, rows=9)
+    args = ["run", str(path), "--mapping", str(TRACK), "--state", str(state), "-q"]
+    script = ",".join(["404"] * 30)
+    with mock_server_process("--status-script", script, env={VERO.token_env: TOKEN}) as url:
+        # Nine rows answer 404; 20 are needed to judge: they stay dead letters.
+        done = importer(*args, "--endpoint", url, "--concurrency", "1", env={VERO.token_env: TOKEN})
+        assert done.returncode == 3, done.stderr
+        more = write_csv(
+            tmp_path,
+            "user_id,email,event,occurred_at",
+            *[f"v{i},v{i}@example.com,Login,2024-02-01T00:00:{i:02}Z" for i in range(30)],
+            name="more.csv",
+        )
+        other = tmp_path / "other"
+        stopped = importer(
+            "run", str(more), "--mapping", str(TRACK), "--state", str(other),
+            "--endpoint", url, "--concurrency", "1", env={VERO.token_env: TOKEN},
+        )  # fmt: skip
+    assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+    assert "the endpoint looks wrong" in stopped.stderr
+    assert not (other / "dead-letters.jsonl").exists()
+    shown = importer("status", "--state", str(other)).stdout
+    assert "failed" not in shown.replace("0 failed", "")
+
+
+def test_a_400_in_the_apis_own_words_stays_a_rows_problem(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with refusing_first(25) as url:
+        lines = [f"v{i},v{i}@example.com,Login,2024-02-01T00:00:{i:02}Z" for i in range(30)]
+        path = write_csv(tmp_path, "user_id,email,event,occurred_at", *lines)
+        done = importer(
+            "run", str(path), "--mapping", str(TRACK), "--state", str(state),
+            "--endpoint", url, "--concurrency", "1", env={VERO.token_env: TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert re.search(r"failed \(dead letters\) +25\n", done.stdout), done.stdout

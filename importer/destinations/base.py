@@ -317,6 +317,24 @@ def deleted_things(action: Action) -> str:
     return "companies" if "compan" in action.name else "users"
 
 
+# Answers no API gives to a row it merely refuses: the path or the method is wrong, or what
+# answered does not implement the call (a web server's 501).
+FOREIGN_STATUSES = frozenset({404, 405, 501})
+
+
+def foreign_refusal(destination: Destination, status: int, body: bytes) -> bool:
+    """Whether a refusal looks like another server's rather than the API's own error for a row
+    (`foreign_refusal(status, body)` when the destination declares it): by default a 404, 405
+    or 501, or a body that is not a JSON object (an HTML error page)."""
+    own = getattr(destination, "foreign_refusal", None)
+    if own is not None:
+        return bool(own(status, body))
+    if status in FOREIGN_STATUSES:
+        return True
+    stripped = body.lstrip()
+    return not (stripped.startswith(b"{") and stripped.rstrip().endswith(b"}"))
+
+
 def options_of(destination: Destination) -> Mapping[str, Option]:
     """The destination's own top-level mapping keys (`options`), by name."""
     return getattr(destination, "options", {})
