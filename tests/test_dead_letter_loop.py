@@ -73,6 +73,10 @@ def test_the_summary_names_the_whole_replay_command(tmp_path: Path) -> None:
         again = importer(*command[1:], env={VERO.token_env: TOKEN})
     assert again.returncode == 0, again.stderr
     assert re.search(r"delivered +2\n", again.stdout), again.stdout
+    # The run's own state learns what the replay delivered.
+    shown = importer("status", "--state", str(state)).stdout
+    assert ": 5 delivered, 0 failed" in shown, shown
+    assert "2 of the rows that failed were delivered since by the replay" in shown
 
 
 @pytest.mark.parametrize(
@@ -182,3 +186,16 @@ def test_a_400_in_the_apis_own_words_stays_a_rows_problem(tmp_path: Path) -> Non
         )  # fmt: skip
     assert done.returncode == 3, done.stderr
     assert re.search(r"failed \(dead letters\) +25\n", done.stdout), done.stdout
+
+
+def test_a_rerun_counts_failed_rows_apart_from_rows_done_before(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with refusing_first(2) as url:
+        args = [
+            "run", str(events(tmp_path)), "--mapping", str(TRACK), "--endpoint", url,
+            "--state", str(state), "--concurrency", "1",
+        ]  # fmt: skip
+        assert importer(*args, env={VERO.token_env: TOKEN}).returncode == 3
+        rerun = importer(*args, env={VERO.token_env: TOKEN})
+    assert re.search(r"skipped \(done before\) +3\n", rerun.stdout), rerun.stdout
+    assert re.search(r"skipped \(failed before\) +2\n", rerun.stdout), rerun.stdout

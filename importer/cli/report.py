@@ -67,10 +67,17 @@ def format_summary(summary: Summary) -> str:
         rows.append(("left to other shards", summary.rows_other_shards))
     if summary.rows_outside_window:
         rows.append(("outside --since/--until", summary.rows_outside_window))
-    if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
+    if not summary.dry_run and (
+        summary.requests or summary.rows_skipped or summary.rows_sent or summary.rows_failed_before
+    ):
         rows += [
             ("delivered", summary.rows_sent),
             ("skipped (done before)", summary.rows_skipped),
+            *(
+                [("skipped (failed before)", summary.rows_failed_before)]
+                if summary.rows_failed_before
+                else []
+            ),
             ("failed (dead letters)", summary.rows_failed),
             ("requests", summary.requests),
             ("retries", summary.retries),

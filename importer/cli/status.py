@@ -70,6 +70,11 @@ def format_status(state: StateStatus) -> str:
             lines.append(f"    {rows:,} failed: {why} (first: line {line})")
         if item.other_failed:
             lines.append(f"    {item.other_failed:,} failed for other reasons")
+        if item.replayed:
+            lines.append(
+                f"    {item.replayed:,} of the rows that failed were delivered since by the "
+                "replay (counted as delivered above; reasons above are as they failed)"
+            )
     for chunk in state.open_jobs:
         if chunk.job is None:
             what = "built; the answer to its upload was not recorded (the next run looks for it)"

@@ -206,7 +206,10 @@ class _Chunker:
         done = checkpoint.done_mask(feed.fingerprint, frame[LINE])
         skipped = int(done.sum())
         if skipped:
-            self._summary.rows_skipped += skipped
+            # Dead-lettered rows are handled too, but not done: they count apart.
+            failed = int(checkpoint.failed_mask(feed.fingerprint, frame[LINE]).sum())
+            self._summary.rows_skipped += skipped - failed
+            self._summary.rows_failed_before += failed
             frame = frame.filter(~done)
         return frame
 
@@ -234,7 +237,8 @@ class _Chunker:
 
     def _show_skips(self) -> None:
         summary = self._summary
-        now = (summary.rows_skipped, summary.rows_rejected, summary.blank_lines)
+        done = summary.rows_skipped + summary.rows_failed_before
+        now = (done, summary.rows_rejected, summary.blank_lines)
         done, rejected, blank = (a - b for a, b in zip(now, self._shown, strict=True))
         self._progress.skip(done, rejected=rejected, blank=blank)
         self._shown = now

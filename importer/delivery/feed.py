@@ -97,7 +97,10 @@ class RequestFeed:
             done = checkpoint.done_mask(feed.fingerprint, todo[LINE])
             skipped = int(done.sum())
             if skipped:
-                self._summary.rows_skipped += skipped
+                # Dead-lettered rows are handled too, but not done: they count apart.
+                failed = int(checkpoint.failed_mask(feed.fingerprint, todo[LINE]).sum())
+                self._summary.rows_skipped += skipped - failed
+                self._summary.rows_failed_before += failed
                 todo = todo.filter(~done)
         # Counts of the batch being read may move meanwhile; the last skip() settles them.
         self._show_skips()
@@ -170,7 +173,11 @@ class RequestFeed:
     def _not_sent(self) -> tuple[int, int, int]:
         """Rows done before, rows rejected, blank lines: what will not be sent, so far."""
         summary = self._summary
-        return summary.rows_skipped, summary.rows_rejected, summary.blank_lines
+        return (
+            summary.rows_skipped + summary.rows_failed_before,
+            summary.rows_rejected,
+            summary.blank_lines,
+        )
 
     def _show_skips(self) -> None:
         """Tell the progress what will not be sent since it was last told, by kind."""

@@ -57,6 +57,9 @@ class InputStatus:
     # rows first; rows past the first MAX_REASONS reasons count under `other_failed`.
     reasons: tuple[tuple[int | None, str, int, int], ...] = ()
     other_failed: int = 0
+    # Of the rows that failed, those a replay into STATE/replay has delivered since (counted
+    # in `delivered`, no longer in `failed`).
+    replayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,8 @@ class InputRows:
     grew_from: int | None = None
     inherited: int = 0
     inherited_failed: int = 0
+    # The lines dead-lettered (by this content; a grown input's inherited ones are not here).
+    failed_lines: _LineSet = field(default_factory=_LineSet)
     # (status, error) -> [rows, first line], for the status's one line per reason.
     reasons: dict[tuple[int | None, str], list[int]] = field(default_factory=dict)
     other_failed: int = 0
@@ -180,6 +182,7 @@ class StateRows:
             if failure.line not in inp.lines:
                 inp.lines.add_range(failure.line, failure.line)
                 inp.failed += 1
+                inp.failed_lines.add_range(failure.line, failure.line)
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
                 reason = inp.reasons.get((failure.status, failure.error))
@@ -224,6 +227,10 @@ def _inherit(inp: InputRows, base: InputRows, upto: int | None) -> None:
             break
         inp.lines.add_range(first, last if upto is None else min(last, upto))
     inp.inherited = inp.lines.count
+    for first, last in base.failed_lines.ranges():
+        if upto is not None and first > upto:
+            break
+        inp.failed_lines.add_range(first, last if upto is None else min(last, upto))
     # The log keeps how many rows were dead-lettered, not which: when the last line is not
     # taken over, this may count one too many.
     inp.inherited_failed = base.failed + base.inherited_failed
