@@ -514,7 +514,7 @@ def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
     status = run(importer("status", "--state", str(state)))
     assert status.returncode == 0
     assert f"{events}: 29 delivered, 1 failed" in status.stdout
-    assert "line 3: 400:" in status.stdout
+    assert "1 failed: HTTP 400: Error (first: line 3)" in status.stdout  # a line per reason
 
 
 def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) -> None:
