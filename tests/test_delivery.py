@@ -597,8 +597,8 @@ def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: P
         def result(self, *, delivered: bool, retries: int) -> None:
             self.moved += 1
 
-        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0) -> None:
-            self.moved += rows + rejected + blank
+        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+            self.moved += rows + rejected + blank + failed
 
     events = write_events(tmp_path / "events.csv", 50)
     with events.open("a") as handle:
@@ -878,7 +878,7 @@ def test_progress_hears_done_before_and_rejected_apart(tmp_path: Path) -> None:
         def __init__(self) -> None:
             self.done = self.rejected = 0
 
-        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0) -> None:
+        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
             self.done += rows
             self.rejected += rejected
 

@@ -205,7 +205,7 @@ class DeliveryEvents(DeliveryProgress):
         if self._due():
             self._progress()
 
-    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0) -> None:
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
         """Count rows that will not be sent: done before (`rows_skipped`, as in the summary and
         the report) and rejected (`rows_rejected`)."""
         self._skipped += rows

@@ -103,13 +103,15 @@ class BarDelivery(DeliveryProgress):
                     retries=self._retries, failed=self._failed, **shown, refresh=False
                 )
 
-    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0) -> None:
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
         """Take rows that will not be sent out of the bar's total, so it counts what is sent
         (and ends at its total); rejected rows show beside it."""
         self._rejected += rejected
-        if self._bar is not None and (rows or rejected or blank):
+        if self._bar is not None and (rows or rejected or blank or failed):
             if self._bar.total is not None:
-                self._bar.total = max(self._bar.n, self._bar.total - rows - rejected - blank)
+                self._bar.total = max(
+                    self._bar.n, self._bar.total - rows - rejected - blank - failed
+                )
             if self._rejected:
                 self._bar.set_postfix(
                     retries=self._retries,

@@ -122,7 +122,7 @@ class _Chunker:
         self._summary = summary
         self._progress = progress
         self._registered: set[str] = set()
-        self._shown = (0, 0, 0)
+        self._shown = (0, 0, 0, 0)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk to deliver, in input and line order."""
@@ -188,10 +188,14 @@ class _Chunker:
 
     def _show_skips(self) -> None:
         summary = self._summary
-        done = summary.rows_skipped + summary.rows_failed_before
-        now = (done, summary.rows_rejected, summary.blank_lines)
-        done, rejected, blank = (a - b for a, b in zip(now, self._shown, strict=True))
-        self._progress.skip(done, rejected=rejected, blank=blank)
+        now = (
+            summary.rows_skipped,
+            summary.rows_rejected,
+            summary.blank_lines,
+            summary.rows_failed_before,
+        )
+        done, rejected, blank, failed = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank, failed=failed)
         self._shown = now
 
 

@@ -60,7 +60,7 @@ class RequestFeed:
         self._reading: asyncio.Future[Feed | None] | None = None
         self._loading: asyncio.Future[pl.DataFrame] | None = None  # a spill file, read back
         self._registered: set[str] = set()
-        self._shown = (0, 0, 0)
+        self._shown = (0, 0, 0, 0)
         self._order_time = order_time
         self._time_format = time_format
         self._spill_dir = spill_dir
@@ -170,20 +170,22 @@ class RequestFeed:
         if self._order_time is not None and self._spill_dir is not None:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
-    def _not_sent(self) -> tuple[int, int, int]:
-        """Rows done before, rows rejected, blank lines: what will not be sent, so far."""
+    def _not_sent(self) -> tuple[int, int, int, int]:
+        """Rows done before, rows rejected, blank lines, rows failed before: what will not be
+        sent, so far."""
         summary = self._summary
         return (
-            summary.rows_skipped + summary.rows_failed_before,
+            summary.rows_skipped,
             summary.rows_rejected,
             summary.blank_lines,
+            summary.rows_failed_before,
         )
 
     def _show_skips(self) -> None:
         """Tell the progress what will not be sent since it was last told, by kind."""
         now = self._not_sent()
-        done, rejected, blank = (a - b for a, b in zip(now, self._shown, strict=True))
-        self._progress.skip(done, rejected=rejected, blank=blank)
+        done, rejected, blank, failed = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank, failed=failed)
         self._shown = now
 
 
