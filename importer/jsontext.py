@@ -65,18 +65,3 @@ def json_outside_strings(value: pl.Expr) -> pl.Expr:
     """JSON text with every string literal emptied to `""`: what is left is structure, numbers
     and literals, which a pattern can search without being fooled by a string's content."""
     return value.str.replace_all(STRING_LITERAL, '""')
-
-
-def json_booleans_as_text(value: pl.Expr) -> pl.Expr:
-    """JSON text with every true/false outside a string turned into the string "true"/"false"."""
-    tokens = value.str.extract_all(STRING_LITERAL + r'|[^"]+')
-    element = pl.element()
-    outside = element.str.replace_all(r"\b(true|false)\b", '"$1"')
-    changed = tokens.list.eval(
-        pl.when(element.str.starts_with('"')).then(element).otherwise(outside)
-    ).list.join("")
-    return (
-        pl.when(json_outside_strings(value).str.contains(r"\b(?:true|false)\b"))
-        .then(changed)
-        .otherwise(value)
-    )

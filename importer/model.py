@@ -45,3 +45,6 @@ class Result:
     status: int | None
     error: str | None
     attempts: int
+    # A refusal that is not the API's own (a 404, 405 or 501, or a body not in its format): a
+    # sign the endpoint is wrong rather than the row (delivery/refusals.py).
+    foreign: bool = False

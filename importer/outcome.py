@@ -47,6 +47,8 @@ class Summary:
     rows_outside_window: int = 0
     rows_sent: int = 0
     rows_skipped: int = 0
+    # Rows not sent because an earlier run dead-lettered them (not "done before").
+    rows_failed_before: int = 0
     rows_failed: int = 0
     requests: int = 0
     retries: int = 0
@@ -62,6 +64,8 @@ class Summary:
     interrupted: bool = False
     embedded: dict[str, Any] | None = None
     dead_letter_file: str | None = None
+    # The whole command that sends the dead letters again (pipeline/next_step.py).
+    replay_command: str | None = None
     warnings: list[str] = field(default_factory=list)
     # What the user should know about how rows travel, though nothing is wrong with them.
     notes: list[str] = field(default_factory=list)
@@ -126,6 +130,7 @@ class Summary:
         }
         report["elapsed_s"] = round(self.elapsed_s, 3)
         report.update(
+            rows_failed_before=self.rows_failed_before,
             dry_run=self.dry_run,
             shard=self.shard,
             rows_other_shards=self.rows_other_shards,
@@ -155,6 +160,7 @@ COUNTERS = (
     "rows_rejected",
     "rows_sent",
     "rows_skipped",
+    "rows_failed_before",
     "rows_failed",
     "requests",
     "retries",

@@ -15,8 +15,9 @@ class DeliveryProgress:
     def result(self, *, delivered: bool, retries: int) -> None:
         """One row ended."""
 
-    def skip(self, rows: int) -> None:
-        """Rows that will not be sent: done by an earlier run, rejected, or blank."""
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+        """Rows that will not be sent: `rows` done by an earlier run, `rejected` rows rejected,
+        `blank` blank lines (neither), `failed` rows an earlier run dead-lettered."""
 
     def notice(self, message: str) -> None:
         """Something the user should read now (an interruption, a stop)."""

@@ -191,11 +191,22 @@ c-007,Smalltalk & Co,free,1,2023-10-31T23:59:59Z
 """
 
 
+USERPILOT_PAGE_VIEWS = """\
+user_id,host,page,occurred_at,user_agent
+007,app.example.com,/login,2023-03-14T09:29:58Z,Mozilla/5.0 (Macintosh)
+007,app.example.com,/reports/q1,2023-03-14T09:31:10Z,Mozilla/5.0 (Macintosh)
+0042,app.example.com,/billing,2023-03-15T08:04:00+01:00,
+u1003,,/dashboard,2023-03-16T14:01:00-05:00,Mozilla/5.0 (X11; Linux x86_64)
+u1004,app.example.com,/projects/new,2023-04-02T17:59:00Z,
+"""
+
+
 def userpilot() -> None:
-    """Write the Userpilot samples: users, events and companies."""
+    """Write the Userpilot samples: users, events, page views and companies."""
     for name, rows in (
         ("userpilot-users.csv", USERPILOT_USERS),
         ("userpilot-events.csv", USERPILOT_EVENTS),
+        ("userpilot-page-views.csv", USERPILOT_PAGE_VIEWS),
         ("userpilot-companies.csv", USERPILOT_COMPANIES),
     ):
         (HERE / name).write_text(rows, encoding="utf-8")

@@ -514,7 +514,7 @@ def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
     status = run(importer("status", "--state", str(state)))
     assert status.returncode == 0
     assert f"{events}: 29 delivered, 1 failed" in status.stdout
-    assert "line 3: 400:" in status.stdout
+    assert "1 failed: HTTP 400: Error (first: line 3)" in status.stdout  # a line per reason
 
 
 def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) -> None:
@@ -597,8 +597,8 @@ def test_the_bar_ends_at_its_total_with_rejects_and_rows_done_before(tmp_path: P
         def result(self, *, delivered: bool, retries: int) -> None:
             self.moved += 1
 
-        def skip(self, rows: int) -> None:
-            self.moved += rows
+        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+            self.moved += rows + rejected + blank + failed
 
     events = write_events(tmp_path / "events.csv", 50)
     with events.open("a") as handle:
@@ -865,3 +865,31 @@ def test_validate_loads_no_http_client(tmp_path: Path) -> None:
     loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "importer.checks.validate" in loaded
     assert not {name for name in loaded if name.split(".")[0] == "aiohttp"}
+
+
+def test_progress_hears_done_before_and_rejected_apart(tmp_path: Path) -> None:
+    """Issue 19: the core tells the progress which rows were done before and which rejected."""
+    from importer.delivery.options import DeliveryOptions
+    from importer.mapping.file import load_mapping
+    from importer.pipeline.endpoint import EMBEDDED
+    from importer.pipeline.run import RunOptions, open_inputs, send_inputs
+
+    class Kinds(DeliveryProgress):
+        def __init__(self) -> None:
+            self.done = self.rejected = 0
+
+        def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+            self.done += rows
+            self.rejected += rejected
+
+    events = write_events(tmp_path / "events.csv", 20)
+    with events.open("a") as handle:
+        handle.write("u1,not-an-email,Viewed product,2024-01-01T00:00:00Z,sku\n")
+    options = RunOptions(inputs=(events,), mapping=load_mapping(Path(TRACK)), batch_rows=8)
+    delivery = DeliveryOptions(endpoint=EMBEDDED, token=None, state_dir=tmp_path / "state")
+    seen = []
+    for _ in ("first", "resumed"):
+        progress = Kinds()
+        asyncio.run(send_inputs(options, open_inputs(options), delivery, progress=progress))
+        seen.append((progress.done, progress.rejected))
+    assert seen == [(0, 1), (20, 1)]

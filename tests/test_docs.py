@@ -182,3 +182,18 @@ def test_every_documented_command_parses_against_its_help(page: str, argv: list[
         pass
     except click.UsageError as exc:
         pytest.fail(f"{page}: importer {' '.join(argv)}: {exc.format_message()}")
+
+
+def test_the_duplicate_promise_says_when_a_resend_becomes_a_second_event() -> None:
+    """Issue 19: Vero's window is 5 minutes in seed 000 and 3 in 001/002, and check_id is not in
+    the key when data is present; the promise must say so rather than "still absorbed"."""
+    delivery = prose(DOCS / "delivery.md")
+    assert "still absorbed" not in delivery
+    section = delivery.split("### When a re-sent row becomes a second event", 1)[1]
+    section = " ".join(section.split("\n## ", 1)[0].split())
+    assert "count on three" in section
+    assert "`check_id` is **not** in it" in section
+    assert "twice `--concurrency`" in section
+    vero = " ".join(prose(DOCS / "vero.md").split())
+    assert "five (5) minute window" in vero
+    assert "three minute window" in vero

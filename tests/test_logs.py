@@ -537,3 +537,28 @@ def test_the_start_event_names_a_cloud_input_by_its_whole_url() -> None:
     start, error = events_of(err)
     assert start["inputs"] == ["s3://bucket/exports/a.csv"]
     assert error["message"].startswith("s3://bucket/exports/a.csv: ")
+
+
+def test_progress_tells_done_before_from_rejected() -> None:
+    """Issue 19: `rows_skipped` means done before everywhere; rejected rows have their own
+    field in the progress event."""
+    stream, clock = io.StringIO(), Clock()
+    progress = DeliveryEvents(EventLog(stream), every=10.0, retry_every=10.0, clock=clock)
+    progress.begin(10)
+    progress.skip(2, rejected=3, blank=1)
+    clock.now += 11.0
+    progress.tick()
+    [event] = events_of(stream.getvalue())
+    assert (event["rows_skipped"], event["rows_rejected"]) == (2, 3)
+
+
+def test_the_bar_counts_what_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    bar = progress_view.BarDelivery(enabled=True)
+    bar.begin(10)
+    for _ in range(6):
+        bar.result(delivered=True, retries=0)
+    bar.skip(1, rejected=3)
+    drawn = bar._bar
+    assert drawn is not None
+    assert (drawn.n, drawn.total) == (6, 6)
+    bar.end()

@@ -67,6 +67,9 @@ USERPILOT_DELIVERED = {
     "userpilot-import-company.toml": 7,
     "userpilot-bulk-identify.toml": 10,
     "userpilot-bulk-company.toml": 7,
+    "userpilot-import-page-view.toml": 4,
+    "userpilot-delete-users.toml": 11,
+    "userpilot-delete-companies.toml": 7,
 }
 
 
@@ -96,6 +99,8 @@ def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None
         assert re.search(rf"delivered +{delivered}\n", done.stdout), (line, done.stdout)
         if "import" in preset or "bulk" in preset:
             assert "jobs: 1 (1 completed)" in done.stdout, done.stdout
+        if "delete" in preset:
+            assert "jobs: 1 (1 accepted)" in done.stdout, done.stdout
 
 
 def quick_start(destination: str) -> list[list[str]]:

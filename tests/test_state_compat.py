@@ -72,6 +72,10 @@ def key(path: str, body: dict[str, Any]) -> str:
     body = {name: value for name, value in body.items() if not name.startswith("_")}
     if isinstance(body.get("extras"), dict):
         body["extras"] = {k: v for k, v in body["extras"].items() if k != "check_id"}
+    if path.strip("/") == "users/tags/edit":
+        # Since issue 19 a tags body always carries `add` (`[]` when only removing); the
+        # fixtures' older records have none, and mean the same call.
+        body.setdefault("add", [])
     return json.dumps([path.strip("/"), body], sort_keys=True)
 
 
@@ -149,7 +153,9 @@ def test_vero_track_resumes(tmp_path: Path, input_name: str) -> None:
     assert not sent & before, "rows delivered before were sent again"
     assert not sent & dead, "dead-lettered rows were sent again"
     assert sent == expected
-    assert summary_count(done.stdout, "skipped (done before)") == [60]
+    assert summary_count(done.stdout, "skipped (done before)") == [56]
+    # Since issue 19 the dead-lettered rows count apart: they were not done.
+    assert summary_count(done.stdout, "skipped (failed before)") == [4]
     assert summary_count(done.stdout, "delivered") == [sum(expected.values())]
     assert summary_count(done.stdout, "failed (dead letters)") == [0]
 
@@ -285,7 +291,9 @@ def test_job_file_resumes_after_its_first_step(tmp_path: Path) -> None:
     assert not sent & dead, "dead-lettered rows were sent again"
     assert sent == expected
     skipped = summary_count(done.stdout, "skipped (done before)")
-    assert skipped[:4] == [users_valid, 10, 0, 0], done.stdout
+    # Since issue 19 the users dead-lettered before count apart: they were not done.
+    users_dead = sum(dead.values())
+    assert skipped[:4] == [users_valid - users_dead, 10, 0, 0], done.stdout
     steps = json.loads((state / "job.json").read_text())["steps"]
     assert all(s["status"] == "done" for s in steps), steps
 

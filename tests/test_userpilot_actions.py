@@ -126,24 +126,35 @@ def test_an_import_row_without_properties_has_its_constants_and_empty_metadata(
     assert body["metadata"] == {}
 
 
-def test_metadata_booleans_travel_as_text_and_nulls_are_left_out(tmp_path: Path) -> None:
+def test_metadata_booleans_travel_as_booleans_and_nulls_are_left_out(tmp_path: Path) -> None:
     fields, _, _ = ACTIONS["identify"]
     path = write_jsonl(
         tmp_path, {"id": "u1", "trial": True, "paid": False, "plan": None, "seats": 2.5}
     )
     bodies, _ = run(path, userpilot("identify", fields))
-    assert bodies == [
-        {"user_id": "u1", "metadata": {"trial": "true", "paid": "false", "seats": 2.5}}
-    ]
+    assert bodies == [{"user_id": "u1", "metadata": {"trial": True, "paid": False, "seats": 2.5}}]
 
 
-def test_a_typed_boolean_column_travels_as_text(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "id,trial", "u1,yes", "u2,0")
-    mapping = userpilot(
-        "identify", {"user_id": "id", "metadata.trial": "trial"}, types={"trial": "boolean"}
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_typed_booleans_and_numbers_travel_typed_and_text_stays_text(
+    tmp_path: Path, action: str
+) -> None:
+    """Issue 19: booleans and numbers from [types] go as JSON booleans and numbers in live, bulk
+    and import rows; untyped text keeps its zeros, and [types] string keeps text as text."""
+    fields, _, _ = ACTIONS[action]
+    path = write_csv(
+        tmp_path, "id,event,at,trial,seats,zip,word", f"u1,Login,{TIME},yes,3,007,true"
     )
-    bodies, _ = run(path, mapping)
-    assert [body["metadata"] for body in bodies] == [{"trial": "true"}, {"trial": "false"}]
+    types = {"at": "timestamp", "trial": "boolean", "seats": "number", "word": "string"}
+    bodies, rejects = run(path, userpilot(action, fields, types=types))
+    assert rejects == []
+    (body,) = bodies
+    metadata = body["metadata"]
+    assert metadata["trial"] is True
+    assert metadata["seats"] == 3
+    assert not isinstance(metadata["seats"], str)
+    assert metadata["zip"] == "007"
+    assert metadata["word"] == "true"
 
 
 NESTED_ROWS = (
@@ -229,13 +240,13 @@ def test_a_whole_metadata_object_is_held_to_primitives(tmp_path: Path) -> None:
     )
     fields = {"user_id": "id", "metadata": "props"}
     bodies, rejects = run(path, userpilot("identify", fields))
-    first = {"plan": "pro", "trial": "true", "note": 'a {nested} "true"'}
+    first = {"plan": "pro", "trial": True, "note": 'a {nested} "true"'}
     assert [body["metadata"] for body in bodies] == [first]
     assert [rule for rule, _ in rejects] == ["nested"]
     assert rejects[0][1].startswith('column "props" (metadata) holds a nested JSON object or array')
     bodies, rejects = run(path, userpilot("identify", fields, nested="json"))
     assert rejects == []
-    second = {"plan": "pro", "address": '{"city":"Oslo"}', "vip": "false"}
+    second = {"plan": "pro", "address": '{"city":"Oslo"}', "vip": False}
     assert [body["metadata"] for body in bodies] == [first, second]
 
 

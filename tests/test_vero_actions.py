@@ -45,6 +45,27 @@ def test_alias_needs_two_different_ids(tmp_path: Path) -> None:
     ]
 
 
+def test_track_with_only_an_email_sends_the_email_as_the_id(tmp_path: Path) -> None:
+    """Seed 003: the identity "must contain an id"; identify already uses the email as the id."""
+    path = write_csv(
+        tmp_path,
+        "user_id,email,event,occurred_at",
+        ",ada@example.com,Signed up,2024-01-01T00:00:00Z",
+        "u2,bob@example.com,Signed up,2024-01-01T00:00:00Z",
+    )
+    outcome = run_file(path, preset("track"))
+    identities = [body["identity"] for body in outcome.bodies]
+    assert identities == [
+        {"id": "ada@example.com", "email": "ada@example.com"},
+        {"id": "u2", "email": "bob@example.com"},
+    ]
+    schema = jsonschema.Draft202012Validator(
+        json.loads((SCHEMAS / "vero-track.schema.json").read_text())
+    )
+    for body in outcome.bodies:
+        schema.validate(body)
+
+
 @pytest.mark.parametrize("action", ["unsubscribe", "resubscribe", "delete"])
 def test_the_id_actions_send_the_id_alone(tmp_path: Path, action: str) -> None:
     path = write_csv(
@@ -66,11 +87,13 @@ def test_tags_from_delimited_text_and_json_arrays(tmp_path: Path) -> None:
         'u2,"[""a"", ""b""]",old',
         "u3,,",
         "u4,;;,",
+        "u5,,gone",
     )
     outcome = run_file(path, preset("tags"))
     assert outcome.bodies == [
         {"id": "u1", "add": ["vip", "beta"]},
         {"id": "u2", "add": ["a", "b"], "remove": ["old"]},
+        {"id": "u5", "add": [], "remove": ["gone"]},
     ]
     assert [(line, rule) for line, rule, _ in rejects_of(outcome)] == [(4, "empty"), (5, "empty")]
     assert (
@@ -158,6 +181,7 @@ def test_each_preset_from_file_to_what_the_mock_recorded(
         [
             "run", str(SUBSCRIPTIONS), "--mapping", str(SCHEMAS / f"vero-{action}.toml"),
             "--endpoint", "embedded", "--state", str(state), "--rejects", str(rejects), "-q",
+            "--yes",  # delete cannot be undone: it asks, or needs --yes
         ],
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr

@@ -90,7 +90,6 @@ GOOD = [
     pytest.param("tags", {"id": "42", "add": ["vip"], "remove": []}, id="tags-add"),
     pytest.param("tags", {"id": "42", "add": [], "remove": ["vip", "beta"]}, id="tags-remove"),
     pytest.param("tags", {"id": "42", "add": ["vip"]}, id="tags-add-only"),
-    pytest.param("tags", {"id": "42", "add": None, "remove": ["vip"]}, id="tags-null-add"),
 ]  # fmt: skip
 
 
@@ -134,7 +133,10 @@ REFUSED = [
     pytest.param("tags", {"id": "42", "add": "vip"}, "add must be a JSON array of strings", id="tags-add-string"),
     pytest.param("tags", {"id": "42", "add": ["vip"], "remove": [1]}, "remove must be a JSON array of strings", id="tags-remove-number"),
     pytest.param("tags", {"id": "42", "add": [], "remove": []}, "add or remove must hold at least one tag", id="tags-both-empty"),
-    pytest.param("tags", {"id": "42"}, "add or remove must hold at least one tag", id="tags-neither"),
+    pytest.param("tags", {"id": "42"}, "add is required", id="tags-neither"),
+    pytest.param("tags", {"id": "42", "remove": ["vip"]}, "add is required", id="tags-remove-without-add"),
+    pytest.param("tags", {"id": "42", "add": None, "remove": ["vip"]}, "add is required", id="tags-null-add"),
+    pytest.param("track", {"identity": {"email": "ada@example.com"}, "event_name": "x"}, "identity must contain an id", id="track-email-only"),
     pytest.param("tags", ["42"], "the request body must be a JSON object", id="tags-body-list"),
 ]  # fmt: skip
 
@@ -206,7 +208,7 @@ SCHEMA_CASES = [
     pytest.param("resubscribe", {"id": "42"}, {}, id="resubscribe-no-id"),
     pytest.param("delete", {"id": "42"}, {"id": ""}, id="delete-empty-id"),
     pytest.param("tags", {"id": "42", "add": ["vip"], "remove": []}, {"id": "42", "add": [], "remove": []}, id="tags-both-empty"),
-    pytest.param("tags", {"id": "42", "remove": ["vip"]}, {"id": "42"}, id="tags-neither"),
+    pytest.param("tags", {"id": "42", "add": [], "remove": ["vip"]}, {"id": "42", "remove": ["vip"]}, id="tags-remove-without-add"),
     pytest.param("tags", {"id": "42", "add": ["vip", "beta"]}, {"id": "42", "add": "vip"}, id="tags-add-string"),
     pytest.param("tags", {"id": "42", "add": ["vip"]}, {"id": "42", "add": ["vip", 7]}, id="tags-add-number"),
 ]  # fmt: skip

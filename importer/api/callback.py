@@ -22,8 +22,8 @@ class ProgressEvent:
 
     stage "read" (validate, dry run): `begin` of an input (`file`, its `total` rows where
     known), `advance` by `rows`, `end`. Stage "send" (run, replay): `begin` (`total` rows at
-    most), `result` of one row (`delivered`, its `retries`), `skip` of `rows` not sent (done
-    before, rejected, blank), `notice` and `retry` with a `message`, `end`. `rows_done` counts
+    most), `result` of one row (`delivered`, its `retries`), `skip` of `rows` done before (and
+    `rows_rejected`, `blank_lines`, `rows_failed_before` apart), `notice` and `retry` with a `message`, `end`. `rows_done` counts
     the stage's rows so far: read, or ended (delivered or failed).
     """
 
@@ -36,6 +36,10 @@ class ProgressEvent:
     delivered: bool | None = None
     retries: int = 0
     message: str | None = None
+    # With a `skip`: `rows` were done before; these were rejected, blank, or failed before.
+    rows_rejected: int = 0
+    blank_lines: int = 0
+    rows_failed_before: int = 0
 
 
 OnProgress = Callable[[ProgressEvent], None]
@@ -92,9 +96,20 @@ class DeliveryCallback(DeliveryProgress):
             )
         )
 
-    def skip(self, rows: int) -> None:
-        """Rows that will not be sent."""
-        self._callback(ProgressEvent("send", "skip", rows=rows, rows_done=self._done))
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+        """Rows that will not be sent: `rows` done before, then rejected, blank and failed
+        before as counts of their own."""
+        self._callback(
+            ProgressEvent(
+                "send",
+                "skip",
+                rows=rows,
+                rows_done=self._done,
+                rows_rejected=rejected,
+                blank_lines=blank,
+                rows_failed_before=failed,
+            )
+        )
 
     def notice(self, message: str) -> None:
         """Something to read now: an interruption, a stop."""

@@ -215,6 +215,7 @@ def run(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     poll_interval: float | None = None,
     job_wait: float = 3600.0,
+    yes: bool = False,
     progress: OnProgress | None = None,
 ) -> Report:
     """Validate `inputs`, build a payload per row and send every one not yet acknowledged
@@ -224,7 +225,8 @@ def run(
     for the built-in mock. `state` (default .importer/, or .importer/shard-K-of-N with a
     `shard`) keeps the checkpoint: call again with the same arguments and only the rest is sent.
     The token is `token`, else read from `token_file`, else the destination's environment
-    variable. Returns the Report (`exit_code` 3 when rows were
+    variable. An action that cannot be undone (a deletion) runs only with `yes=True`: nobody
+    can be asked here. Returns the Report (`exit_code` 3 when rows were
     rejected or undeliverable); raises TokenRefusedError when the API refused the token, and
     KeyboardInterrupt after saving when interrupted.
     """
@@ -254,6 +256,7 @@ def run(
         job_wait=job_wait,
         per_user_order=per_user_order,
         order=order,
+        yes=yes,
     )
     summary = run_summary(
         reading,
@@ -269,7 +272,7 @@ def run(
 def replay(
     payloads: PathLike,
     *,
-    destination: str,
+    destination: str | None = None,
     endpoint: str | None = None,
     state: PathLike | None = None,
     token: str | None = None,
@@ -282,11 +285,13 @@ def replay(
     rejects: PathLike | None = None,
     dead_letter: PathLike | None = None,
     report: PathLike | None = None,
+    yes: bool = False,
     progress: OnProgress | None = None,
 ) -> Report:
     """Send a payload file as it is (`importer replay`): a reviewed dry run's `out`, or fixed
-    dead letters, for `destination` (its name, as a mapping's `destination` says it);
-    resumable like `run`, with its options and errors."""
+    dead letters, for `destination` (its name, as a mapping's `destination` says it; None: the
+    one whose calls the file's lines name); resumable like `run`, with its options and errors.
+    Deletions in the file are sent only with `yes=True`."""
     sending = Sending(
         endpoint=endpoint,
         token=token,
@@ -297,6 +302,7 @@ def replay(
         rate=rate,
         max_retries=max_retries,
         timeout=timeout,
+        yes=yes,
     )
     summary = replay_summary(
         Path(payloads),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from importer.api.confirm import confirm_destructive
 from importer.api.jobs import run_job, validate_job
 from importer.api.requests import (
     Front,
@@ -19,12 +20,13 @@ from importer.api.requests import (
     job_file_path,
 )
 from importer.api.settings import order_time_for
-from importer.destinations import get_destination
+from importer.destinations import DEFAULT_DESTINATION, get_destination
 from importer.destinations.base import endpoint_of
 from importer.errors import OptionError
 from importer.mapping.file import load_mapping
 from importer.outcome import JobSummary, Summary
 from importer.pipeline.outputs import check_outputs
+from importer.pipeline.replay import destination_of_payloads, destructive_calls
 from importer.pipeline.run import dry_run as dry_run_inputs
 from importer.pipeline.run import open_inputs, replay_payloads, send_inputs, validate_inputs
 
@@ -103,6 +105,13 @@ def run_summary(
     if dry_run:
         return dry_run_inputs(options, out=out, progress=front.read)
     delivery = sending.for_run(mapping, state_dir)
+    confirm_destructive(
+        mapping.destination,
+        mapping.action,
+        yes=sending.yes,
+        ask=front.ask,
+        where=sending.endpoint or endpoint_of(mapping.destination, mapping.options),
+    )
     # Opened before the event loop, whose own SIGINT handler would let Ctrl-C wait until every
     # input was read through once.
     known = None if sending.fresh or not sending.checkpoint else state_dir  # for grown files
@@ -125,19 +134,26 @@ def replay_summary(
     sending: Sending,
     front: Front,
     *,
-    destination: str,
+    destination: str | None,
     state_dir: Path,
     rejects: Path | None = None,
     report: Path | None = None,
 ) -> Summary:
-    """`importer replay`: a payload file sent as it is, resumable like a run."""
-    target = get_destination(destination)
-    delivery = sending.for_replay(destination, state_dir)
+    """`importer replay`: a payload file sent as it is, resumable like a run; for
+    `destination`, or (None) the one whose calls the file's lines name."""
+    target = (
+        get_destination(destination)
+        if destination is not None
+        else destination_of_payloads(payloads) or get_destination(DEFAULT_DESTINATION)
+    )
+    delivery = sending.for_replay(target.name, state_dir)
     check_outputs(
         {"--rejects": rejects, "--report": report, "--dead-letter": delivery.dead_letter_path},
         inputs=[payloads],
         state_dir=state_dir,
     )
+    for action in destructive_calls(payloads, target):
+        confirm_destructive(target, action, yes=sending.yes, ask=front.ask, where=delivery.endpoint)
     front.start(
         "replay",
         (payloads,),

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from importer.api.confirm import confirm_destructive
 from importer.api.requests import Front, Reading, Sending, check_window, default_state
+from importer.destinations.base import endpoint_of
 from importer.jobfile.parse import JobFile, Step, load_job
 from importer.jobfile.steps import (
     PENDING,
@@ -146,6 +148,14 @@ def run_job(
                     options, out=per_step(out, step.name), progress=front.read
                 ),
             ),
+        )
+    for step in job.steps:
+        confirm_destructive(
+            step.mapping.destination,
+            step.mapping.action,
+            yes=sending.yes,
+            ask=front.ask,
+            where=sending.endpoint or endpoint_of(step.mapping.destination, step.mapping.options),
         )
     fresh = False
     planned = []

@@ -60,6 +60,8 @@ class Front:
     start: Callable[..., None] = _ignore
     step: Callable[..., None] | None = None
     warning: Callable[[str], None] = _ignore
+    # Asks the person running it to confirm what cannot be undone; None: nobody can be asked.
+    ask: Callable[[str], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +85,8 @@ class Sending:
     job_wait: float = 3600.0
     per_user_order: bool = False
     order: str = "file"
+    # Calls that cannot be undone (deletions) run only when confirmed: here, or by Front.ask.
+    yes: bool = False
 
     def __post_init__(self) -> None:
         problems = []

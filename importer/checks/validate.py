@@ -34,7 +34,6 @@ from importer.errors import MappingError
 from importer.jsoncodec import dump_json, load_json
 from importer.jsontext import (
     json_as_text,
-    json_booleans_as_text,
     json_kind,
     json_object,
     json_outside_strings,
@@ -588,8 +587,9 @@ def _primitive(
     members: list[tuple[str, str, pl.Expr]],
 ) -> tuple[list[_Rule], pl.Expr | None, list[tuple[str, str, pl.Expr]]]:
     """An object whose members may only be primitives: a nested object or array is a reject
-    (rule `nested`) unless the mapping's `nested = "json"` sends it as its JSON text; true and
-    false travel as text and a JSON null is left out. Returns the rules and the object column
+    (rule `nested`) unless the mapping's `nested = "json"` sends it as its JSON text; numbers
+    and booleans travel as they were typed (docs/userpilot.md, "Metadata types") and a JSON null
+    is left out. Returns the rules and the object column
     and members as they are then sent."""
     as_json = mapping.options.get("nested") == "json"
     hint = (
@@ -617,9 +617,7 @@ def _primitive(
             )
             rules.append(_Rule("nested", column, pl.when(nested).then(message)))
         primitive = (
-            pl.when(value.is_in(["true", "false"]))
-            .then(pl.concat_str(pl.lit('"'), value, pl.lit('"')))
-            .when(value == "null")
+            pl.when(value == "null")
             .then(pl.lit(None, pl.String))
             .when(nested)
             .then(json_string(value) if as_json else value)
@@ -637,13 +635,13 @@ def _primitive(
             f"JSON object or array; {takes}"
         )
         rules.append(_Rule("nested", column, pl.when(nested.fill_null(False)).then(message)))
-        return rules, json_booleans_as_text(whole), sent
+        return rules, whole, sent
     flattened = pl.when(nested).then(whole).map_batches(_members_as_text, return_dtype=pl.String)
-    return rules, pl.coalesce(flattened, json_booleans_as_text(whole)), sent
+    return rules, pl.coalesce(flattened, whole), sent
 
 
 def _members_as_text(objects: pl.Series) -> pl.Series:
-    """Each JSON object with its nested members as their JSON text and true/false as text; a
+    """Each JSON object with its nested members as their JSON text; a
     Python pass over only the rows that nest (the others are null here), as no expression
     can cut nested JSON at its brackets."""
 
@@ -656,9 +654,7 @@ def _members_as_text(objects: pl.Series) -> pl.Series:
             return text
         return dump_json(
             {
-                key: dump_json(value)
-                if isinstance(value, dict | list)
-                else (str(value).lower() if isinstance(value, bool) else value)
+                key: dump_json(value) if isinstance(value, dict | list) else value
                 for key, value in members.items()
             }
         )

@@ -181,12 +181,12 @@ class DeliveryEvents(DeliveryProgress):
         self._retry_shown_at: float | None = None
         self._retries_unshown = 0
         self._total: int | None = None
-        self._sent = self._failed = self._skipped = self._retries = 0
+        self._sent = self._failed = self._skipped = self._retries = self._rejected = 0
 
     def begin(self, total: int | None) -> None:
         """Sending starts (each step of a job file starts again)."""
         self._total = total
-        self._sent = self._failed = self._skipped = self._retries = 0
+        self._sent = self._failed = self._skipped = self._retries = self._rejected = 0
         self._due = _Due(self.every, self._clock)
 
     def result(self, *, delivered: bool, retries: int) -> None:
@@ -199,9 +199,11 @@ class DeliveryEvents(DeliveryProgress):
         if self._due():
             self._progress()
 
-    def skip(self, rows: int) -> None:
-        """Count rows that will not be sent."""
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+        """Count rows that will not be sent: done before (`rows_skipped`, as in the summary and
+        the report) and rejected (`rows_rejected`)."""
         self._skipped += rows
+        self._rejected += rejected
 
     def tick(self) -> None:
         """Write a progress event if one is due."""
@@ -218,6 +220,7 @@ class DeliveryEvents(DeliveryProgress):
             rows_sent=self._sent,
             rows_failed=self._failed,
             rows_skipped=self._skipped,
+            rows_rejected=self._rejected,
             total=self._total,
             rows_per_s=_rate(done, elapsed),
             retries=self._retries,

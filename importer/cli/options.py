@@ -229,13 +229,14 @@ def shard_state(state_dir: Path, shard: Shard | None) -> Path:
     return DEFAULT_STATE / shard.state_name
 
 
-def destination_option(help_text: str) -> Callable[[FC], FC]:
-    """--destination, one of the destinations the importer knows; commands differ in why."""
+def destination_option(help_text: str, *, default: str | None = "vero") -> Callable[[FC], FC]:
+    """--destination, one of the destinations the importer knows; commands differ in why (and
+    `replay` in its default: none, the payload file tells)."""
     return click.option(
         "--destination",
         type=click.Choice(sorted(DESTINATIONS)),
-        default="vero",
-        show_default=True,
+        default=default,
+        show_default=default is not None,
         help=help_text,
     )
 
@@ -331,3 +332,21 @@ no_checkpoint_option = click.option(
     hidden=True,
     help="Benchmarks only: keep no checkpoint, to measure what keeping one costs.",
 )
+
+
+yes_option = click.option(
+    "--yes",
+    is_flag=True,
+    help="Confirm an action that cannot be undone (deleting users or companies) without being "
+    "asked; without it such a run asks on a terminal and refuses elsewhere.",
+)
+
+
+def confirm_on_terminal(question: str) -> bool:
+    """Ask a yes/no question on stderr; the default is no."""
+    return click.confirm(question, default=False, err=True)
+
+
+def confirmation() -> Callable[[str], bool] | None:
+    """How to ask for a confirmation: on a terminal, else nothing can ask (None)."""
+    return confirm_on_terminal if sys.stdin.isatty() else None

@@ -77,6 +77,7 @@ class BarDelivery(DeliveryProgress):
         self._bar: tqdm[Any] | None = None
         self._retries = 0
         self._failed = 0
+        self._rejected = 0
         self._seen = 0
         self._retries_shown = retries_shown
         self._retry_shown_at: float | None = None
@@ -99,12 +100,28 @@ class BarDelivery(DeliveryProgress):
         if self._bar is not None:
             self._bar.update(1)
             if self._seen % 500 == 0:
-                self._bar.set_postfix(retries=self._retries, failed=self._failed, refresh=False)
+                shown = {"rejected": self._rejected} if self._rejected else {}
+                self._bar.set_postfix(
+                    retries=self._retries, failed=self._failed, **shown, refresh=False
+                )
 
-    def skip(self, rows: int) -> None:
-        """Move the bar past rows that will not be sent, so it ends at its total."""
-        if self._bar is not None and rows:
-            self._bar.update(rows)
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+        """Take rows that will not be sent out of the bar's total, so it counts what is sent
+        (and ends at its total); rejected rows show beside it."""
+        self._rejected += rejected
+        if self._bar is not None and (rows or rejected or blank or failed):
+            if self._bar.total is not None:
+                self._bar.total = max(
+                    self._bar.n, self._bar.total - rows - rejected - blank - failed
+                )
+            if self._rejected:
+                self._bar.set_postfix(
+                    retries=self._retries,
+                    failed=self._failed,
+                    rejected=self._rejected,
+                    refresh=False,
+                )
+            self._bar.refresh()
 
     def notice(self, message: str) -> None:
         """Print a message above the bar."""

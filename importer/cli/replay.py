@@ -11,6 +11,7 @@ from importer.api.engine import replay_summary
 from importer.api.requests import Sending
 from importer.cli.options import (
     concurrency_option,
+    confirmation,
     dead_letter_option,
     destination_option,
     endpoint_option,
@@ -24,6 +25,7 @@ from importer.cli.options import (
     state_option,
     timeout_option,
     token_file_option,
+    yes_option,
 )
 from importer.cli.report import finish_delivery
 from importer.cli.shell import (
@@ -43,13 +45,17 @@ from importer.errors import ImporterError
 @rate_option
 @state_option
 @fresh_option
-@destination_option("The API the payloads are for.")
+@destination_option(
+    "The API the payloads are for (default: the one whose calls the file's lines name, else vero).",
+    default=None,
+)
 @rejects_option
 @dead_letter_option
 @report_option
 @token_file_option
 @retries_option
 @timeout_option
+@yes_option
 @log_options
 @quiet_option
 def replay(
@@ -59,13 +65,14 @@ def replay(
     rate: float | None,
     state_dir: Path,
     fresh: bool,
-    destination: str,
+    destination: str | None,
     rejects: Path | None,
     dead_letter: Path | None,
     report: Path | None,
     token_file: Path | None,
     max_retries: int,
     timeout: float,
+    yes: bool,
     quiet: bool,
 ) -> None:
     """Send a payload file as it is: a reviewed dry run (--out) or fixed dead letters.
@@ -86,8 +93,9 @@ def replay(
                 rate=rate,
                 max_retries=max_retries,
                 timeout=timeout,
+                yes=yes,
             ),
-            cli_front(quiet),
+            cli_front(quiet, ask=confirmation()),
             destination=destination,
             state_dir=state_dir,
             rejects=rejects,

@@ -68,10 +68,17 @@ def format_summary(summary: Summary) -> str:
         rows.append(("left to other shards", summary.rows_other_shards))
     if summary.rows_outside_window:
         rows.append(("outside --since/--until", summary.rows_outside_window))
-    if not summary.dry_run and (summary.requests or summary.rows_skipped or summary.rows_sent):
+    if not summary.dry_run and (
+        summary.requests or summary.rows_skipped or summary.rows_sent or summary.rows_failed_before
+    ):
         rows += [
             ("delivered", summary.rows_sent),
             ("skipped (done before)", summary.rows_skipped),
+            *(
+                [("skipped (failed before)", summary.rows_failed_before)]
+                if summary.rows_failed_before
+                else []
+            ),
             ("failed (dead letters)", summary.rows_failed),
             ("requests", summary.requests),
             ("retries", summary.retries),
@@ -98,7 +105,8 @@ def format_summary(summary: Summary) -> str:
         for reason, count in summary.dead_by_reason.most_common(DEAD_REASONS_SHOWN):
             lines.append(f"  {count:>8,}  {reason}")
             lines.append(f"            e.g. {summary.dead_examples[reason]}")
-        lines.append("  fix them, then send them again with: importer replay <that file>")
+        again = summary.replay_command or "importer replay <that file>"
+        lines.append(f"  fix them, then send them again with: {again}")
     if summary.jobs:
         states = Counter(str(job["state"]) for job in summary.jobs)
         shown = ", ".join(f"{count:,} {state}" for state, count in states.most_common())

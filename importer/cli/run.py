@@ -14,6 +14,7 @@ from importer.checks.shard import Shard
 from importer.cli.options import (
     batch_option,
     concurrency_option,
+    confirmation,
     dead_letter_option,
     endpoint_option,
     fresh_option,
@@ -34,6 +35,7 @@ from importer.cli.options import (
     window_of,
     window_options,
     workers_option,
+    yes_option,
 )
 from importer.cli.report import finish, finish_delivery, finish_job
 from importer.cli.shell import (
@@ -117,6 +119,7 @@ from importer.outcome import JobSummary
     "(after you replayed its dead letters); without it they wait.",
 )
 @no_checkpoint_option
+@yes_option
 @log_options
 @quiet_option
 def run(
@@ -147,6 +150,7 @@ def run(
     resend_changed: bool,
     past_failed: bool,
     no_checkpoint: bool,
+    yes: bool,
     quiet: bool,
 ) -> None:
     """Validate INPUTS, build a payload per row and send them (with --dry-run: don't send).
@@ -194,8 +198,9 @@ def run(
                 job_wait=job_wait,
                 per_user_order=per_user_order,
                 order=order,
+                yes=yes,
             ),
-            cli_front(quiet),
+            cli_front(quiet, ask=confirmation()),
             state_dir=state_dir,
             dry_run=dry_run,
             out=out,

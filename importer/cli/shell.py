@@ -137,7 +137,7 @@ def deliver_with_signals(
     )
 
 
-def cli_front(quiet: bool) -> Front:
+def cli_front(quiet: bool, *, ask: Callable[[str], bool] | None = None) -> Front:
     """What a command shows of a run: bars or JSON events, the signal frame, and the events of
     its start, its steps and its warnings."""
     bar = delivery_progress(quiet)
@@ -154,6 +154,7 @@ def cli_front(quiet: bool) -> Front:
         start=start_event,
         step=None if events is None else step,
         warning=warning,
+        ask=ask,
     )
 
 

@@ -63,9 +63,18 @@ def format_status(state: StateStatus) -> str:
                 f"    grew from content {item.grew_from[:12]}: {item.inherited:,} rows taken "
                 "over (sent before as part of it)"
             )
-        for failure in item.failures:
-            status = failure.status if failure.status is not None else "no answer"
-            lines.append(f"    line {failure.line}: {status}: {failure.error}")
+        for status, error, rows, line in item.reasons:
+            # A failure without a status is described by its error ("no answer within 30 s",
+            # "job ... ended failed"): no label of its own.
+            why = error if status is None else f"HTTP {status}: {error}"
+            lines.append(f"    {rows:,} failed: {why} (first: line {line})")
+        if item.other_failed:
+            lines.append(f"    {item.other_failed:,} failed for other reasons")
+        if item.replayed:
+            lines.append(
+                f"    {item.replayed:,} of the rows that failed were delivered since by the "
+                "replay (counted as delivered above; reasons above are as they failed)"
+            )
     for chunk in state.open_jobs:
         if chunk.job is None:
             what = "built; the answer to its upload was not recorded (the next run looks for it)"

@@ -24,6 +24,7 @@ import contextlib
 import enum
 import io
 import json
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -84,6 +85,10 @@ class UploadPolling:
             raise ImporterError("; ".join(problems))
 
 
+# What upload() returns for an accepted upload that starts no job anyone can follow.
+NO_JOB = ""
+
+
 class _Stop(Exception):
     """The API or the endpoint ended the run (a refused key, a lost job, a redirect)."""
 
@@ -142,6 +147,7 @@ class _UploadClient:
         # Uploads and polls keep to the API's window of their family, as live requests do,
         # from the starts of earlier runs (read under the checkpoint's lock, taken before).
         self.windows = RateWindows(destination, remember_starts(options.send, rate_dir_of(options)))
+        self._last_upload = -math.inf
         if not is_loopback(urlsplit(base).hostname or ""):
             polling = UploadPolling(
                 poll_s=max(polling.poll_s, MIN_REMOTE_POLL_S),
@@ -206,7 +212,7 @@ class _UploadClient:
 
     def _payload(self, content: bytes, file: str) -> Any:
         """A fresh request body for each try (aiohttp consumes it)."""
-        if self._batch.kind == "list":
+        if self._batch.kind in ("list", "ids"):
             return io.BytesIO(upload_body(self._batch, content))
         form = aiohttp.FormData()
         form.add_field(
@@ -224,8 +230,13 @@ class _UploadClient:
             self.check_stop()
             if failures or throttled:
                 self.counts.retries += 1
+            if batch.min_interval_s:
+                await self.wait(
+                    max(0.0, self._last_upload + batch.min_interval_s - time.monotonic())
+                )
+                self._last_upload = time.monotonic()
             status, answer, retry_after, problem = await self.call(
-                "POST", batch.create_path, data=self._payload(content, file)
+                batch.method, batch.create_path, data=self._payload(content, file)
             )
             if status is None or (unanswered and status == HTTPStatus.CONFLICT):
                 # The upload may have reached the API (a 409 may be our own job): look for its
@@ -251,6 +262,8 @@ class _UploadClient:
                 continue
             verdict, message = self._judge(status, answer)
             if verdict is Verdict.DELIVERED:
+                if not batch.status_path:
+                    return NO_JOB, ""  # accepted, with no job to follow
                 job = _job_id(answer)
                 if job is None:
                     raise _Stop(
@@ -502,6 +515,15 @@ async def _deliver_chunk(chunk: Chunk, client: _UploadClient, settle: _Settle) -
             state, delivered=False, error=f"the API refused {chunk.file}: {refused}", settle=settle
         )
         checkpoint.record_job_end(chunk.key, "refused", completed=None, total=None)
+        path.unlink(missing_ok=True)
+        return
+    if job == NO_JOB:
+        # Accepted (Userpilot's deletions: "scheduled"): no job to follow, the rows are done.
+        client.counts.jobs.append(
+            {"file": chunk.file, "job": NO_JOB, "rows": state.rows, "state": "accepted"}
+        )
+        _end_rows(state, delivered=True, error="", settle=settle)
+        checkpoint.record_job_end(chunk.key, "accepted", completed=None, total=None)
         path.unlink(missing_ok=True)
         return
     checkpoint.record_upload(chunk.key, job)

@@ -1,11 +1,12 @@
-"""The chunks of an action the API takes as jobs: rows of one input cut to the API's limits
-(rows and bytes), each kept as NDJSON under a name that holds its content hash, and built one
-ahead of the upload under way (see `built_ahead`)."""
+"""The chunks of a bulk upload: rows of one input cut to the API's limits (rows and bytes), each
+kept as NDJSON under a name that holds its content hash, the request body a list upload posts,
+and a chunk built one ahead of the upload under way (see `built_ahead`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -47,7 +48,11 @@ def build_chunk(*, fingerprint: str, name: str, lines: list[int], bodies: pl.Ser
 
 
 def upload_body(batch: BulkUpload, content: bytes) -> bytes:
-    """What a list job posts: `{"<list_key>": [body, ...]}` from a chunk's NDJSON."""
+    """What a list job posts: `{"<list_key>": [body, ...]}` from a chunk's NDJSON; an "ids"
+    upload posts each body's one value instead (`{"users": ["u1", "u2"]}`)."""
+    if batch.kind == "ids":
+        ids = [next(iter(json.loads(line).values())) for line in content.splitlines()]
+        return json.dumps({batch.list_key: ids}, ensure_ascii=False).encode()
     return (
         b'{"'
         + batch.list_key.encode()
@@ -89,7 +94,7 @@ class Chunker:
         self._summary = summary
         self._progress = progress
         self._registered: set[str] = set()
-        self._shown = 0
+        self._shown = (0, 0, 0, 0)
         # Lines an earlier run's open job held and this run settled, by input: counted when
         # settled, so not counted again as done before.
         self.settled: dict[str, list[int]] = {}
@@ -133,7 +138,11 @@ class Chunker:
         done = checkpoint.done_mask(feed.fingerprint, frame[LINE])
         settled = self.settled.get(feed.fingerprint)
         before = done if settled is None else done & ~frame[LINE].is_in(settled)
-        self._summary.rows_skipped += int(before.sum())
+        if before.any():
+            # Dead-lettered rows are handled too, but not done: they count apart.
+            failed = before & checkpoint.failed_mask(feed.fingerprint, frame[LINE])
+            self._summary.rows_skipped += int(before.sum()) - int(failed.sum())
+            self._summary.rows_failed_before += int(failed.sum())
         return frame.filter(~done)
 
     def _cut(
@@ -160,9 +169,15 @@ class Chunker:
 
     def _show_skips(self) -> None:
         summary = self._summary
-        not_sent = summary.rows_skipped + summary.rows_rejected + summary.blank_lines
-        self._progress.skip(not_sent - self._shown)
-        self._shown = not_sent
+        now = (
+            summary.rows_skipped,
+            summary.rows_rejected,
+            summary.blank_lines,
+            summary.rows_failed_before,
+        )
+        done, rejected, blank, failed = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank, failed=failed)
+        self._shown = now
 
 
 async def built_ahead(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -66,7 +66,7 @@ class RequestFeed:
         self._reading: asyncio.Future[Feed | None] | None = None
         self._loading: asyncio.Future[pl.DataFrame] | None = None  # a spill file, read back
         self._registered: set[str] = set()
-        self._shown = 0
+        self._shown = (0, 0, 0, 0)
         self._order_time = order_time
         self._time_format = time_format
         self._spill_dir = spill_dir
@@ -91,7 +91,7 @@ class RequestFeed:
                 self.error = exc
                 return
             if feed is None:
-                self._progress.skip(self._not_sent() - self._shown)
+                self._show_skips()
                 return
             self._reading = self._read_next()
             todo = self._todo(feed)
@@ -110,11 +110,13 @@ class RequestFeed:
             done = checkpoint.done_mask(feed.fingerprint, todo[LINE])
             skipped = int(done.sum())
             if skipped:
-                self._summary.rows_skipped += skipped
+                # Dead-lettered rows are handled too, but not done: they count apart.
+                failed = int(checkpoint.failed_mask(feed.fingerprint, todo[LINE]).sum())
+                self._summary.rows_skipped += skipped - failed
+                self._summary.rows_failed_before += failed
                 todo = todo.filter(~done)
         # Counts of the batch being read may move meanwhile; the last skip() settles them.
-        self._progress.skip(self._not_sent() - self._shown)
-        self._shown = self._not_sent()
+        self._show_skips()
         return todo
 
     async def _by_time(self, path: str) -> AsyncIterator[Request]:
@@ -150,7 +152,7 @@ class RequestFeed:
             key_files.append(self._spill_dir / f"{len(chunks) - 1}.keys.arrow")
             keys.with_row_index(_POS, offset=total).write_ipc(key_files[-1])
             total += todo.height
-        self._progress.skip(self._not_sent() - self._shown)
+        self._show_skips()
         if not chunks:
             return
         ends = list(itertools.accumulate(rows for _, rows in chunks))
@@ -187,9 +189,23 @@ class RequestFeed:
         if self._order_time is not None and self._spill_dir is not None:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
-    def _not_sent(self) -> int:
+    def _not_sent(self) -> tuple[int, int, int, int]:
+        """Rows done before, rows rejected, blank lines, rows failed before: what will not be
+        sent, so far."""
         summary = self._summary
-        return summary.rows_skipped + summary.rows_rejected + summary.blank_lines
+        return (
+            summary.rows_skipped,
+            summary.rows_rejected,
+            summary.blank_lines,
+            summary.rows_failed_before,
+        )
+
+    def _show_skips(self) -> None:
+        """Tell the progress what will not be sent since it was last told, by kind."""
+        now = self._not_sent()
+        done, rejected, blank, failed = (a - b for a, b in zip(now, self._shown, strict=True))
+        self._progress.skip(done, rejected=rejected, blank=blank, failed=failed)
+        self._shown = now
 
 
 def _requests_of(todo: pl.DataFrame, fingerprint: str, name: str) -> Iterator[Request]:

@@ -31,6 +31,7 @@ from importer.delivery.options import (
     SendOptions,
     check_endpoint,
 )
+from importer.delivery.refusals import RefusalGuard
 from importer.delivery.scrub import clip, make_scrubber
 from importer.delivery.throttle import (
     AdaptiveLimit,
@@ -40,7 +41,7 @@ from importer.delivery.throttle import (
     floor_backoff,
     parse_retry_after,
 )
-from importer.destinations.base import Destination
+from importer.destinations.base import Destination, foreign_refusal
 from importer.model import Request, Result, Verdict
 
 # Looked up at call time, so tests can swap in a fake clock instead of really waiting.
@@ -110,17 +111,24 @@ async def send_all(
             connector=aiohttp.TCPConnector(limit=options.concurrency),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client has no use for cookies
         )
+    guard = RefusalGuard(
+        on_result,
+        lambda reason, status: sender._stop(reason, status),
+        endpoint=endpoint,
+        example_endpoint=destination.default_endpoint,
+    )
     sender = _Sender(
         base=base,
         token=token,
         destination=destination,
         options=options,
         session=session,
-        on_result=on_result,
+        on_result=guard.record,
         on_retry=on_retry,
     )
     try:
         await sender.run(requests, stop)
+        guard.release()  # fewer refusals than it takes to judge the endpoint: dead letters
     finally:
         sender.windows.close()
         if own_session:
@@ -456,7 +464,8 @@ class _Sender:
                     self.dead += 1
                     limit.on_success()
                     pace.on_answer()
-                    self.on_result(Result(request, False, status, message, attempt))
+                    foreign = foreign_refusal(self.destination, status, payload)
+                    self.on_result(Result(request, False, status, message, attempt, foreign))
                     reported = True
                     return
                 if verdict is Verdict.STOP:

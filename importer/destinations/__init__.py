@@ -8,6 +8,9 @@ from importer.destinations.vero.api import VERO
 from importer.errors import MappingError
 
 DESTINATIONS: dict[str, Destination] = {VERO.name: VERO, USERPILOT.name: USERPILOT}
+# The destination a payload file is for when neither the caller nor its lines say (the first
+# destination, whose payload files carried no name).
+DEFAULT_DESTINATION = VERO.name
 
 
 def get_destination(name: str) -> Destination:
@@ -19,4 +22,4 @@ def get_destination(name: str) -> Destination:
         raise MappingError(f"unknown destination {name!r} (known: {known})") from None
 
 
-__all__ = ["DESTINATIONS", "Action", "Destination", "get_destination"]
+__all__ = ["DEFAULT_DESTINATION", "DESTINATIONS", "Action", "Destination", "get_destination"]

@@ -50,7 +50,7 @@ class Field:
     required: bool = False
     # "primitive": an object whose members may only be text, numbers or times (Userpilot's
     # metadata); a nested object or array is a reject unless the mapping's `nested = "json"`
-    # sends it as JSON text, and true/false travel as the text "true"/"false".
+    # sends it as JSON text; numbers and booleans travel as typed.
     members: Literal["any", "primitive"] = "any"
 
     def __post_init__(self) -> None:
@@ -135,13 +135,13 @@ class BulkUpload:
     API's side, and the job is polled until it ends.
 
     `kind`: "file" uploads the chunk as an NDJSON file (multipart form field `file`); "list"
-    posts a JSON object `{list_key: [rows]}`. `max_rows`/`max_bytes` bound one chunk.
+    posts a JSON object `{list_key: [rows]}`; "ids" a JSON object `{list_key: [ids]}`. `max_rows`/`max_bytes` bound one chunk.
     `status_path` is the job's status route with `{job_id}`; `running` and `finished` are the
     `running`, `finished` and `failed` are the job states that mean "still going", "ended
     well" and "ended badly"; any other state stops the run with nothing marked.
     """
 
-    kind: Literal["file", "list"]
+    kind: Literal["file", "list", "ids"]
     create_path: str
     status_path: str
     max_rows: int
@@ -150,6 +150,11 @@ class BulkUpload:
     running: frozenset[str] = frozenset()
     finished: frozenset[str] = frozenset()
     failed: frozenset[str] = frozenset()
+    # "ids" sends `{list_key: [the one value of each row]}` (Userpilot's deletions). An empty
+    # `status_path`: the API starts no job it lets anyone follow, and a 2xx means accepted.
+    method: str = "POST"
+    # At least this many seconds between two uploads (Userpilot's deletions: one every 2 s).
+    min_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,6 +206,9 @@ class Action:
     # travels only as a property, and validate and the dry run say so.
     receipt_time: bool = False
     bulk: BulkUpload | None = None
+    # True when the call cannot be undone (deleting users): a run asks for confirmation on a
+    # terminal and needs --yes elsewhere, and its dry run says how many it would delete.
+    destructive: bool = False
     # Where a job file's automatic order puts a step of this action: lower stages go first, and
     # a step waits for every step of a lower one (users exist before their tags, events after
     # users, aliases after the old id's events, deletions last).
@@ -302,6 +310,29 @@ def redirect_refusal(status: int) -> tuple[Verdict, str]:
 
 # Optional members a destination may declare; the functions below read them with their
 # defaults, so a destination that has no use for one need not say so.
+
+
+def deleted_things(action: Action) -> str:
+    """What a destructive action deletes, as a message names them ("users", "companies")."""
+    return "companies" if "compan" in action.name else "users"
+
+
+# Answers no API gives to a row it merely refuses: the path or the method is wrong, or what
+# answered does not implement the call (a web server's 501).
+FOREIGN_STATUSES = frozenset({404, 405, 501})
+
+
+def foreign_refusal(destination: Destination, status: int, body: bytes) -> bool:
+    """Whether a refusal looks like another server's rather than the API's own error for a row
+    (`foreign_refusal(status, body)` when the destination declares it): by default a 404, 405
+    or 501, or a body that is not a JSON object (an HTML error page)."""
+    own = getattr(destination, "foreign_refusal", None)
+    if own is not None:
+        return bool(own(status, body))
+    if status in FOREIGN_STATUSES:
+        return True
+    stripped = body.lstrip()
+    return not (stripped.startswith(b"{") and stripped.rstrip().endswith(b"}"))
 
 
 def options_of(destination: Destination) -> Mapping[str, Option]:

@@ -30,8 +30,9 @@ def build_bodies(valid: pl.DataFrame, mapping: Mapping, *, source: InputFile) ->
     paths = {c: pl.col(c) for c in valid.columns if not c.startswith("__")}
     duplicates = mapping.action.duplicates
     if duplicates is not None:
-        # Same file content and line give the same id, so a re-sent row is still absorbed by
-        # the API's deduplication, while two different rows never share one. A mapped id wins
+        # Same file content and line give the same id, so a re-sent row without data is absorbed
+        # within the API's window (docs/delivery.md says when it is not), while two different
+        # rows never share one. A mapped id wins
         # where the row has one; an empty one would let the API merge the row with others.
         unique = duplicates.unique
         # The prefix is encoded once; digits never need escaping.

@@ -87,6 +87,19 @@ def parse_line(
     return PayloadLine(method=str(method), path=str(call), body=encoded)
 
 
+def call_of(text: bytes) -> tuple[str, str] | None:
+    """The (method, path) a payload line names, or None when it names none; old files and new
+    read the same, as every line has always begun with them."""
+    try:
+        line = load_json(text.decode("utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(line, dict):
+        return None
+    method, path = line.get("method"), line.get("path")
+    return (method, path) if isinstance(method, str) and isinstance(path, str) else None
+
+
 def _head(method: str, path: str) -> str:
     """The start of a line, up to the body."""
     return json.dumps({"method": method, "path": path}, separators=(",", ":"))[:-1] + ',"body":'

@@ -37,6 +37,7 @@ from importer.columns import BODY, LINE, METHOD, PATH, ROUTE
 from importer.delivery.deliver import DeliveryControl, body_frame, deliver
 from importer.delivery.options import DeliveryOptions, Feed
 from importer.destinations import Action, Destination
+from importer.destinations.base import deleted_things
 from importer.errors import InputError, MappingError
 from importer.files import open_output
 from importer.inputs.bytescan import read_prefixes
@@ -49,6 +50,7 @@ from importer.outcome import Summary
 from importer.payloads.build import build_bodies
 from importer.payloads.payload_file import payload_lines
 from importer.pipeline.endpoint import open_endpoint
+from importer.pipeline.next_step import replay_command
 from importer.pipeline.overlaps import admit_all
 from importer.pipeline.replay import iter_payload_feeds
 from importer.progress import DeliveryProgress, NoProgress, Progress
@@ -282,6 +284,12 @@ def dry_run(
         if handle is not None:
             handle.close()
     summary.dedup = dedup.report() if dedup.applies else None
+    if options.mapping.action.destructive:
+        summary.notes.append(
+            f"this would delete {summary.rows_valid:,} {deleted_things(options.mapping.action)} "
+            f"({options.mapping.action.name}), which cannot be undone; a run asks for "
+            "confirmation on a terminal and needs --yes elsewhere"
+        )
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -379,6 +387,7 @@ async def send_inputs(
                 log.mark_whole(
                     fingerprint, rows, quick=fast, disk_size=disk_size, head=b"".join(head)
                 )
+    _note_replay(summary, delivery, options.mapping.destination)
     _note_admissions(summary, admitted)
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
@@ -506,6 +515,7 @@ def _note_admissions(summary: Summary, admitted: list[tuple[InputFile, Admission
         # Its rows are done before as surely as if they had been read and looked up.
         if admission.previous is not None:
             summary.rows_skipped += admission.previous.delivered
+            summary.rows_failed_before += admission.previous.failed
     if unread:
         summary.notes.append(
             f"{len(unread):,} input(s) known as sent whole before, unchanged (same size and "
@@ -588,8 +598,20 @@ async def replay_payloads(
         feeds.close()
         if rejects is not None:
             rejects.close()
+    _note_replay(summary, delivery, destination)
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _note_replay(summary: Summary, delivery: DeliveryOptions, destination: Destination) -> None:
+    """The command that sends this run's dead letters again, into this run's state."""
+    if summary.dead_letter_file:
+        summary.replay_command = replay_command(
+            summary.dead_letter_file,
+            endpoint=delivery.endpoint,
+            destination=destination,
+            state_dir=delivery.state_dir,
+        )
 
 
 async def _deliver_feeds(

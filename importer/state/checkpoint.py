@@ -378,6 +378,14 @@ class CheckpointLog:
                 todo.append((heir, [n for n in held if upto is None or n <= upto]))
         return found
 
+    def failed_mask(self, fingerprint: str, lines: pl.Series) -> pl.Series:
+        """A boolean Series, True where that row of the input went to the dead letters."""
+        self._fold()
+        inp = self._state.by_fp.get(fingerprint)
+        if inp is None:
+            return pl.repeat(False, len(lines), eager=True).alias(lines.name)
+        return inp.failed_lines.mask(lines)
+
     def is_done(self, fingerprint: str, line: int) -> bool:
         """Whether one row was already delivered or dead-lettered."""
         self._fold()

@@ -54,6 +54,13 @@ class InputStatus:
     grew_from: str | None = None
     inherited: int = 0
     size: int | None = None
+    # One entry per reason the rows failed: (status or None, error, rows, first line), most
+    # rows first; rows past the first MAX_REASONS reasons count under `other_failed`.
+    reasons: tuple[tuple[int | None, str, int, int], ...] = ()
+    other_failed: int = 0
+    # Of the rows that failed, those a replay into STATE/replay has delivered since (counted
+    # in `delivered`, no longer in `failed`).
+    replayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class KnownInput:
     path: str | None
     open_line: int | None
     whole: bool = False  # every row of it handled: a run need not read it again
+    failed: int = 0  # rows of this content dead-lettered, taken over ones included
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ holds:
     job.json                 a job file's run: each step's outcome
     steps/NAME/              a job file's run: each step's own state directory
     rate-window.log          the recent request starts of each rate family (state/rate_log.py)
+    replay/                  the replay command a run prints: its own state directory
 
 Nothing else may name these: the output guard (pipeline/outputs.py) refuses every one of them.
 """
@@ -41,6 +42,9 @@ JOBS_DIR = "jobs"
 JOB_RECORD = "job.json"
 STEPS_DIR = "steps"
 RATE_WINDOW_NAME = "rate-window.log"
+# Where the replay command a run prints keeps its own checkpoint: the run's log belongs to the
+# run's mapping, and a replay is a job of its own.
+REPLAY_DIR = "replay"
 
 # What each file is, for the message that refuses an output onto it.
 STATE_FILES = {
@@ -60,6 +64,7 @@ STATE_FOLDERS = {
     CHUNKS_DIR: "the chunks of bulk uploads",
     JOBS_DIR: "the status of bulk upload jobs",
     STEPS_DIR: "the job file's step states",
+    REPLAY_DIR: "the state of replaying the dead letters",
 }
 
 

@@ -20,6 +20,7 @@ from importer.state.facts import (
 )
 
 _EXAMPLES = 5  # failures kept per input for the status
+MAX_REASONS = 20  # distinct failure reasons counted per input; the rest count as other
 
 
 def _rows_held(raw: bytes) -> int | None:
@@ -113,6 +114,11 @@ class InputRows:
     heirs: list[InputRows] = field(default_factory=list)  # the inputs that grew from this one
     inherited: int = 0
     inherited_failed: int = 0
+    # The lines dead-lettered (by this content; a grown input's inherited ones are not here).
+    failed_lines: _LineSet = field(default_factory=_LineSet)
+    # (status, error) -> [rows, first line], for the status's one line per reason.
+    reasons: dict[tuple[int | None, str], list[int]] = field(default_factory=dict)
+    other_failed: int = 0
 
     def touch(self, at: float) -> None:
         """Note a row finished at `at`."""
@@ -132,6 +138,7 @@ class InputRows:
             self.path,
             self.open_line,
             whole=self.is_whole,
+            failed=self.failed + self.inherited_failed,
         )
 
     @property
@@ -200,8 +207,16 @@ class StateRows:
             if failure.line not in inp.lines:
                 inp.lines.add_range(failure.line, failure.line)
                 inp.failed += 1
+                inp.failed_lines.add_range(failure.line, failure.line)
                 if len(inp.failures) < _EXAMPLES:
                     inp.failures.append(failure)
+                reason = inp.reasons.get((failure.status, failure.error))
+                if reason is not None:
+                    reason[0] += 1
+                elif len(inp.reasons) < MAX_REASONS:
+                    inp.reasons[(failure.status, failure.error)] = [1, failure.line]
+                else:
+                    inp.other_failed += 1
                 _pass_on(inp, failure.line, failure.line, failed=True)
             inp.touch(at)
         elif kind == "chunk":
@@ -243,6 +258,7 @@ def _pass_on(inp: InputRows, first: int, last: int, *, failed: bool) -> None:
         added = heir.lines.count - before
         if failed:
             heir.inherited_failed += added
+            heir.failed_lines.add_range(first, top)
         heir.inherited += added
         if added:
             _pass_on(heir, first, top, failed=failed)
@@ -259,6 +275,10 @@ def _inherit(inp: InputRows, base: InputRows, upto: int | None) -> None:
             break
         inp.lines.add_range(first, last if upto is None else min(last, upto))
     inp.inherited = inp.lines.count
+    for first, last in base.failed_lines.ranges():
+        if upto is not None and first > upto:
+            break
+        inp.failed_lines.add_range(first, last if upto is None else min(last, upto))
     # The log keeps how many rows were dead-lettered, not which: when the last line is not
     # taken over, this may count one too many.
     inp.inherited_failed = base.failed + base.inherited_failed

@@ -3,6 +3,8 @@ it knows."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,8 +14,9 @@ from importer.state.facts import (
     InputStatus,
     StateStatus,
 )
-from importer.state.layout import LOG_NAME
+from importer.state.layout import LOG_NAME, REPLAY_DIR
 from importer.state.records import FORMAT_VERSION, describe_damage, load_log
+from importer.state.rows import InputRows
 
 
 def read_status(state_dir: Path) -> StateStatus:
@@ -48,11 +51,75 @@ def read_status(state_dir: Path) -> StateStatus:
             grew_from=None if inp.grew_from is None else state.by_id[inp.grew_from].fingerprint,
             inherited=inp.inherited,
             size=inp.size,
+            reasons=tuple(
+                sorted(
+                    (
+                        (status, error, rows, line)
+                        for (status, error), (rows, line) in inp.reasons.items()
+                    ),
+                    key=lambda reason: (-reason[2], reason[3]),
+                )
+            ),
+            other_failed=inp.other_failed,
         )
         for inp in state.by_id.values()
     )
     open_jobs = tuple(chunk for chunk in state.chunks.values() if chunk.stage != "ended")
+    replayed = _replayed(state_dir, {inp.name: inp for inp in state.by_id.values()})
+    if replayed:
+        inputs = tuple(
+            replace(
+                item,
+                delivered=item.delivered + replayed.get(item.fingerprint, 0),
+                failed=item.failed - replayed.get(item.fingerprint, 0),
+                replayed=replayed.get(item.fingerprint, 0),
+            )
+            for item in inputs
+        )
     return StateStatus(state.job, state.created, inputs, tuple(warnings), open_jobs)
+
+
+def _replayed(state_dir: Path, by_name: dict[str, InputRows]) -> dict[str, int]:
+    """Per input fingerprint, the rows that failed here and that the replay a run's summary
+    prints (its state in STATE/replay) has since delivered: the replay's log holds the lines of
+    its payload file it delivered, and each of those lines names its source file and line."""
+    path = state_dir / REPLAY_DIR / LOG_NAME
+    try:
+        if not path.is_file():
+            return {}
+        replay, _ = load_log(path)
+    except OSError:
+        return {}
+    found: dict[str, set[int]] = {}
+    for payloads in replay.by_id.values():
+        try:
+            with open(payloads.name, "rb") as handle:  # the payload file, by the name it was read
+                for number, text in enumerate(handle, start=1):
+                    if number not in payloads.lines or number in payloads.failed_lines:
+                        continue
+                    source = _source_of(text)
+                    if source is None:
+                        continue
+                    inp = by_name.get(source[0])
+                    if inp is not None and source[1] in inp.failed_lines:
+                        found.setdefault(inp.fingerprint, set()).add(source[1])
+        except OSError:
+            continue  # moved or removed: nothing to learn from it
+    return {fingerprint: len(lines) for fingerprint, lines in found.items()}
+
+
+def _source_of(text: bytes) -> tuple[str, int] | None:
+    """The (file, line) a payload line came from, or None."""
+    try:
+        source = json.loads(text).get("source")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    if not isinstance(source, dict):
+        return None
+    file, line = source.get("file"), source.get("line")
+    if isinstance(file, str) and isinstance(line, int) and not isinstance(line, bool):
+        return file, line
+    return None
 
 
 def _time(at: float | None) -> datetime | None:

@@ -65,6 +65,25 @@ def _bulk_upload(path: str, list_key: str) -> BulkUpload:
     )
 
 
+# Deletions (https://docs.userpilot.com/api-references/delete/overview): "1 request every 2
+# seconds"; no cap on ids a request is documented, so batches stay modest.
+DELETE_INTERVAL_S = 2.0
+MAX_DELETE_IDS = 1_000
+
+
+def _delete_upload(path: str, list_key: str) -> BulkUpload:
+    return BulkUpload(
+        kind="ids",
+        method="DELETE",
+        create_path=path,
+        status_path="",  # 202 "scheduled": no job to follow is documented
+        max_rows=MAX_DELETE_IDS,
+        max_bytes=MAX_CHUNK_MB * 1_000_000,
+        list_key=list_key,
+        min_interval_s=DELETE_INTERVAL_S,
+    )
+
+
 def _import_constants(event_type: str) -> dict[str, str]:
     return {"event_type": json.dumps(event_type), "source": json.dumps(IMPORT_SOURCE)}
 
@@ -137,6 +156,24 @@ IMPORT_COMPANY = Action(
     bulk=_import_upload(),
     stage=0,
 )
+# A page view of the import Event Schema
+# (https://docs.userpilot.com/api-references/import/event-schema): user_id, hostname and
+# pathname are required strings; there is no url field; user_agent appears only in its example.
+IMPORT_PAGE_VIEW = Action(
+    name="import_page_view",
+    method="POST",
+    path="v1/imports",
+    fields={
+        "user_id": ID,
+        "hostname": ID,
+        "pathname": ID,
+        "user_agent": OPTIONAL_ID,
+        "inserted_at": INSERTED_AT,
+    },
+    identity=("user_id",),
+    constants=_import_constants("page_view"),
+    bulk=_import_upload(),
+)
 BULK_IDENTIFY = Action(
     name="bulk_identify",
     method="POST",
@@ -155,6 +192,26 @@ BULK_COMPANY = Action(
     bulk=_bulk_upload("v1/companies/bulk_identify", "companies"),
     stage=0,
 )
+DELETE_USERS = Action(
+    name="delete_users",
+    method="DELETE",
+    path="v1/users",
+    fields={"user_id": ID},
+    identity=("user_id",),
+    bulk=_delete_upload("v1/users", "users"),
+    destructive=True,
+    stage=4,
+)
+DELETE_COMPANIES = Action(
+    name="delete_companies",
+    method="DELETE",
+    path="v1/companies",
+    fields={"company_id": ID},
+    identity=("company_id",),
+    bulk=_delete_upload("v1/companies", "companies"),
+    destructive=True,
+    stage=4,
+)
 ACTIONS = (
     TRACK,
     IDENTIFY,
@@ -162,8 +219,11 @@ ACTIONS = (
     IMPORT_TRACK,
     IMPORT_IDENTIFY,
     IMPORT_COMPANY,
+    IMPORT_PAGE_VIEW,
     BULK_IDENTIFY,
     BULK_COMPANY,
+    DELETE_USERS,
+    DELETE_COMPANIES,
 )
 
 OPTIONS = {

@@ -1,6 +1,6 @@
 """Userpilot for the mock server: live track and identify, Bulk Import and bulk identify jobs.
 
-Research §0-§5 (/work/userpilot-research.md): the key in `Authorization: Token <key>`,
+Its readings are docs/userpilot.md's (each citing the docs.userpilot.com page): the key in `Authorization: Token <key>`,
 `X-API-Version: 2020-09-22` required on track and identify, errors as
 `{"errors": [{"error", "error_code", "message", "details"}]}` (the codes are ours: none is
 documented), 202 on the live calls and bulk identify, 200 on an import. A job runs on the
@@ -34,14 +34,19 @@ from importer.destinations.userpilot.api import API_VERSION, MAX_BULK_ROWS, USER
 TRACK, IDENTIFY, COMPANY = "v1/track", "v1/identify", "v1/companies/identify"
 IMPORTS = "v1/imports"
 BULK_USERS, BULK_COMPANIES = "v1/users/bulk_identify", "v1/companies/bulk_identify"
+# DELETE with {"users": [ids]} / {"companies": [ids]}: 202, the deletion scheduled
+# (https://docs.userpilot.com/api-references/delete/overview).
+DELETE_USERS, DELETE_COMPANIES = "v1/users", "v1/companies"
+DELETES = {DELETE_USERS: "users", DELETE_COMPANIES: "companies"}
 JOBS, JOB = "v1/background_jobs", "v1/background_jobs/{job_id}"
-VERSIONED = frozenset({TRACK, IDENTIFY})  # the guides require X-API-Version only here
+# The guides require X-API-Version here (live calls and deletions).
+VERSIONED = frozenset({TRACK, IDENTIFY, DELETE_USERS, DELETE_COMPANIES})
 # Bulk Import row rules (import/event-schema, import/row-validation): the ids each type needs.
 EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
     "identify_user": ("user_id",),
     "identify_company": ("company_id",),
     "track": ("user_id", "event_name"),
-    "page_view": ("user_id",),
+    "page_view": ("user_id", "hostname", "pathname"),
 }
 SOURCES = frozenset(
     {
@@ -136,7 +141,7 @@ def check_company(body: Mapping[str, Any]) -> str | None:
 
 
 def check_import_row(row: object) -> str | None:
-    """Why Bulk Import would refuse one NDJSON row (research §4), or None."""
+    """Why Bulk Import would refuse one NDJSON row (docs/userpilot.md, Bulk Import), or None."""
     if not isinstance(row, dict):
         return "a row must be a JSON object"
     event_type = row.get("event_type")
@@ -300,7 +305,10 @@ class UserpilotMock:
     def routes(self) -> frozenset[tuple[str, str]]:
         """Every (method, path) served; anything else is a 404."""
         posts = (TRACK, IDENTIFY, COMPANY, IMPORTS, BULK_USERS, BULK_COMPANIES)
-        return frozenset({("POST", path) for path in posts} | {("GET", JOBS), ("GET", JOB)})
+        deletes = {("DELETE", path) for path in DELETES}
+        return frozenset(
+            {("POST", path) for path in posts} | {("GET", JOBS), ("GET", JOB)} | deletes
+        )
 
     def config_defaults(self) -> Mapping[str, object]:
         """Userpilot's documented limit, 600 requests a minute per token for each of track and
@@ -353,6 +361,8 @@ class UserpilotMock:
             return self.create_import(call)
         if call.path in BULK:
             return self.create_bulk(call)
+        if call.method == "DELETE":
+            return self.schedule_deletion(call)
         body = call.body
         if not isinstance(body, dict):
             return _bad("the request body must be a JSON object")
@@ -392,6 +402,19 @@ class UserpilotMock:
         name = call.query.get("filename") or _digest_name(call.raw)
         first_bad = _first_bad(rows, check)
         return self.create_job("bulk", kind, call.path, name, None, len(call.raw), rows, first_bad)
+
+    def schedule_deletion(self, call: MockCall) -> Judgement:
+        """`DELETE v1/users` or `v1/companies`: a non-empty list of ids, scheduled (202)."""
+        key = DELETES[call.path]
+        body = call.body
+        ids = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids:
+            return _bad(f"{key} must be a non-empty JSON array of ids")
+        if not all(isinstance(one, str) and one for one in ids):
+            return _bad(f"{key} must hold only non-empty string ids")
+        self.counters["deletions_scheduled"] += len(ids)
+        message = {"message": f"{len(ids)} {key} have been scheduled for deletion"}
+        return Judgement(202, json.dumps(message).encode(), record={key: ids})
 
     def create_job(
         self,
@@ -460,7 +483,14 @@ class UserpilotMock:
 
     def stats(self) -> dict[str, object]:
         """The job counters for `GET /_mock/stats`."""
-        names = ("jobs_created", "jobs_completed", "jobs_failed", "conflicts", "rows_landed")
+        names = (
+            "jobs_created",
+            "jobs_completed",
+            "jobs_failed",
+            "conflicts",
+            "rows_landed",
+            "deletions_scheduled",
+        )
         return {
             **{name: self.counters[name] for name in names},
             "uploads_by_filename": dict(self.uploads),

@@ -93,6 +93,9 @@ TRACK = Action(
         "extras.check_id": Field(kind="text"),
     },
     identity=("identity.id", "identity.email"),
+    # Seed 003: the identity "must contain an id"; as identify does, an email alone is the id,
+    # so the user an event creates is the user identify made.
+    fallback={"identity.id": ("identity.id", "identity.email")},
     duplicates=Duplicates(
         api="Vero",
         window="its few-minute window",
@@ -136,6 +139,7 @@ DELETE = Action(
     path="users/delete",
     fields={"id": REQUIRED_ID},
     identity=("id",),
+    destructive=True,
     stage=4,
 )
 TAGS = Action(
@@ -145,6 +149,8 @@ TAGS = Action(
     fields={"id": REQUIRED_ID, "add": Field(kind="array"), "remove": Field(kind="array")},
     identity=("id",),
     rules=(AnyPresent(("add", "remove")),),
+    # Seed 002 marks `add` required, and its removal example sends `add=[]`.
+    defaults={"add": "[]"},
     stage=1,
 )
 ACTIONS = (IDENTIFY, TRACK, ALIAS, UNSUBSCRIBE, RESUBSCRIBE, DELETE, TAGS)

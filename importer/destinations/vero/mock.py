@@ -132,6 +132,8 @@ def check_track(body: dict[str, Any]) -> str | None:
     identity = body.get("identity")
     if not isinstance(identity, dict):
         return "identity must be a JSON object with an id or an email"
+    if identity.get("id") in (None, ""):  # seed 003: the identity "must contain an id"
+        return "identity must contain an id"
     problem = _check_user(identity, "identity.")
     if problem is not None:
         return problem
@@ -161,9 +163,11 @@ def check_tags(body: dict[str, Any]) -> str | None:
     problem = _require_id(body)
     if problem is not None:
         return problem
+    if body.get("add") is None:  # seed 002: `add` is required, `[]` when only removing
+        return "add is required (an empty array when only removing tags)"
     for name in ("add", "remove"):
         tags = body.get(name)
-        if tags is None:  # absent: Vero needs only one of the two
+        if tags is None:  # remove is optional
             continue
         if not (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)):
             return f"{name} must be a JSON array of strings"
