@@ -28,6 +28,7 @@ INTERNAL_PREFIXES = (
     "__text:",
     "__kind:",
     "__time_message:",
+    "__epoch:",
     "__t_",
 )
 

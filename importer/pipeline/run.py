@@ -71,6 +71,9 @@ class RunOptions:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     shard: Shard | None = None
     window: Window | None = None
+    # Whether validated rows carry ROUTE even without --shard: --workers > 1 and per-user
+    # order read it (send_inputs sets it from its delivery options).
+    route: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -221,9 +224,15 @@ def _checked(
 ) -> Generator[tuple[Batch, Checked], None, None]:
     """The batches of `source`, each with its validation."""
     state = FileState()
+    route = options.route or options.shard is not None
     for batch in iter_batches(source, batch_rows=options.batch_rows):
         checked = validate_frame(
-            batch.frame, options.mapping, state=state, now=options.now, window=options.window
+            batch.frame,
+            options.mapping,
+            state=state,
+            now=options.now,
+            window=options.window,
+            route=route,
         )
         yield batch, checked
 
@@ -335,6 +344,8 @@ async def send_inputs(
         summary.warnings.extend(warnings)  # a repaired log says so once, here
         sources = [source for source, admission in admitted if admission.kind != "changed"]
         delivery = replace(delivery, fresh=False)  # admit_inputs set the old log aside
+    if needs_route(delivery):
+        options = replace(options, route=True)
     feeds = iter_feeds(options, sources, summary, dedup=dedup, progress=NoProgress())
     total = sum(source.records or source.lines for source in sources)
     action = options.mapping.action
@@ -358,6 +369,12 @@ async def send_inputs(
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def needs_route(delivery: DeliveryOptions) -> bool:
+    """Whether sending reads each row's ROUTE: to pick its sender process, or to keep one
+    user's rows in order (per-user order, --order time)."""
+    return delivery.workers > 1 or delivery.send.per_user_order or delivery.order_time is not None
 
 
 def admit_inputs(
