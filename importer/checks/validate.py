@@ -1,11 +1,28 @@
 """Check a batch against the destination's rules, column-wise, and normalise what passes.
 
-Input: a Batch frame (JSON text cells, see read.py) and a Mapping. Output: a frame with one JSON
-text column per payload path the mapping fills, ready for payload.py, and a rejects frame naming
-line, rule, column and message for every row that fails. The rules come from the action's
-declaration (destinations/base.py): each field's kind and limits, the identity paths, and the
-API's own rules across paths. Each rule is a Polars expression that yields a message where a
-row breaks it; the first failing rule of a row is its reason.
+Input: a Batch frame (JSON text cells, see inputs/reader.py) and a Mapping. Output: a frame
+with one JSON text column per payload path the mapping fills, ready for payloads/build.py, and
+a rejects frame naming line, rule, column and message for every row that fails. The rules come
+from the action's declaration (destinations/base.py): each field's kind and limits, the
+identity paths, and the API's own rules across paths. Each rule is a Polars expression that
+yields a message where a row breaks it; the first failing rule of a row is its reason.
+
+The whole batch is one lazy query, collected once (validate_frame), in stages per source column:
+
+    source     pl.col(column): the cell as read (JSON text)
+    normalise  [types] conversion (checks/coerce.py), with its rule; then the column's plain
+               text (text_of) and JSON kind (kind_of), which every later stage reads
+    check      per path its field's rules (_field_rules), times parsed (checks/times.py),
+               then rules across paths; each rule a message expression
+    value      the JSON text each path sends (`outputs`), objects merged from their members
+
+A repair from the mapping joins this pipeline as expressions, never as a pass of its own: a
+nested source path or a coalesce of columns replaces `pl.col(column)` at the source (as an
+absent column is a null literal there now); a null marker, trim or lower-casing rewrites the
+column in the normalise stage, next to the [types] conversion, before text_of and kind_of are
+taken, so every check and value sees the repaired cell; a time format feeds parse_times; a row
+filter is one more boolean in the verdict, counted like the --since/--until window (`__outside`)
+rather than rejected. The original frame stays untouched: a reject shows the row as it was read.
 """
 
 from __future__ import annotations

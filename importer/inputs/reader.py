@@ -49,8 +49,13 @@ from importer.inputs.locate import (
 from importer.inputs.parquet import iter_parquet, open_parquet
 
 
-def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFile:
+def open_input(
+    path: Path, *, probes: Collection[int] | None = None, pinned: Collection[str] = ()
+) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
+
+    `pinned` names CSV columns whose type the mapping's [types] fixes: the profile does not
+    look for their lossless type (their cells are read as text, which [types] converts).
 
     `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
     first bytes, so that a grown input is known without reading it again (`prefixes`)."""
@@ -96,7 +101,7 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
         return facts
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
-    return profile_csv(facts)
+    return profile_csv(facts, pinned=pinned)
 
 
 def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:

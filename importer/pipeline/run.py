@@ -137,7 +137,7 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it again.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
-    sources = open_sources(options.inputs, probes=probes)
+    sources = open_sources(options.inputs, probes=probes, pinned=options.mapping.types.keys())
     for source in sources:
         if not source.columns:
             continue
