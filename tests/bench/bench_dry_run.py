@@ -108,9 +108,11 @@ def send_command(source: Path, url: str, temp: Path, concurrency: int) -> list[s
     ]
 
 
-def run_measured(command: list[str]) -> tuple[int, float]:
+def run_measured(
+    command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, float]:
     """Run `command`; its exit code and its own peak RSS in MB (wait4 reports that child only)."""
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=env, cwd=cwd)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     return process.returncode, usage.ru_maxrss / 1024

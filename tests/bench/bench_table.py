@@ -1,7 +1,7 @@
 """Benchmark: every line of issue 10's performance table, measured in one run, printed as ratios.
 
     python tests/bench/bench_table.py [--rows 200000] [--dry-rows 1000000] [--skip-big]
-        [--big-rows 20000000] [--latency-seconds 20] [--only 1 5 ...]
+        [--big-rows 20000000] [--latency-seconds 20] [--only 1 5 ...] [--before REF]
 
 Each line compares the importer with a reference measured here, on the same machine, file and
 sink, so only the ratio counts (the machine is small and noisy). Every side runs as its own
@@ -10,7 +10,9 @@ its own inner time, that rate is printed too. The sinks listen on 127.0.0.1 only
 (answers at once, or after --delay-ms) and, where installed, nginx; every one is stopped in a
 finally block. Lines: 1 send CPU-bound, 2 send all cores (wrk), 3 send latency-bound,
 4 against requests loops, 5 dry run vs bare Polars, 6 dry run vs csv+json loop, 7 memory,
-8 checkpoint cost, 9 start-up.
+8 checkpoint cost, 9 start-up. With --before REF, the dry-run lines (5, 6, 7) also time the
+importer of git commit REF (extracted with `git archive`) on the same file, in the same run, so
+a change is measured before and after side by side.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ wrk.body = [==[{body}]==]
 # Flat: the 20M-row peak within a quarter of the 1M-row one (the allocator and Polars' pools
 # wobble by that much at equal work).
 FLAT = 1.25
+# The dry run's peak RSS, at either size (issue 22).
+MEMORY_MB = 400
 
 
 @dataclass
@@ -161,11 +165,12 @@ class Bench:
         return self.files[key]
 
 
-def measure(command: list[str], rows: int, result: Path | None = None) -> Run:
+def measure(command: list[str], rows: int, result: Path | None = None, *, root: Path = ROOT) -> Run:
     """Run `command` to its end: wall clock from spawn to exit, its own peak RSS, and the JSON
-    figures it wrote to `result` if any."""
+    figures it wrote to `result` if any. `root` is the checkout whose importer it runs."""
+    env = {**os.environ, "PYTHONPATH": str(root)} if root != ROOT else None
     started = time.perf_counter()
-    returncode, peak_mb = run_measured(command)
+    returncode, peak_mb = run_measured(command, env=env, cwd=root if root != ROOT else None)
     seconds = time.perf_counter() - started
     inner = json.loads(result.read_text()) if result is not None and result.exists() else {}
     return Run(returncode, seconds, peak_mb, rows, inner)
@@ -201,12 +206,13 @@ def importer_at_raw_sink(bench: Bench, url: str) -> Run:
     return bench.runs["send"]
 
 
-def dry_run(bench: Bench, source: Path, rows: int, out: Path) -> Run:
-    """`importer run --dry-run --out`, the dry run every dry-run line times."""
+def dry_run(bench: Bench, source: Path, rows: int, out: Path, *, root: Path = ROOT) -> Run:
+    """`importer run --dry-run --out`, the dry run every dry-run line times (of the importer
+    in `root`: this checkout, or the --before one)."""
     command = [sys.executable, "-m", "importer", "run", str(source), "--mapping", str(MAPPING)]
     command += ["--dry-run", "--quiet", "--out", str(out)]
     command += ["--report", str(bench.scratch("report.json"))]
-    run = measure(command, rows)
+    run = measure(command, rows, root=root)
     check(run, "importer dry run")
     return run
 
@@ -423,14 +429,47 @@ def line_users(bench: Bench) -> list[Result]:
     return results
 
 
-def importer_dry(bench: Bench) -> Run:
-    """The dry run with --out of the dry-run file, shared by lines 5, 6 and 7: once."""
-    if "dry" not in bench.runs:
+def importer_dry(bench: Bench, *, before: bool = False) -> Run:
+    """The dry run with --out of the dry-run file, shared by lines 5, 6 and 7: once (and once
+    with the --before importer)."""
+    key = "dry-before" if before else "dry"
+    if key not in bench.runs:
         out = bench.scratch("payloads.jsonl")
         rows = bench.args.dry_rows
-        bench.runs["dry"] = dry_run(bench, bench.events(rows), rows, out)
+        root = before_root(bench) if before else ROOT
+        bench.runs[key] = dry_run(bench, bench.events(rows), rows, out, root=root)
         out.unlink()
-    return bench.runs["dry"]
+    return bench.runs[key]
+
+
+def before_root(bench: Bench) -> Path:
+    """The --before commit's importer (its package and schemas), extracted once."""
+    root = bench.temp / "before"
+    if not root.exists():
+        root.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", bench.args.before, "importer", "schemas"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root
+
+
+def dry_results(
+    bench: Bench, baseline: Run, name: str, against: str, target: float, unit: str
+) -> list[Result]:
+    """A dry-run line against `baseline`: this importer's ratio, and the --before one's."""
+    results = []
+    for before in (False, True) if bench.args.before else (False,):
+        importer = importer_dry(bench, before=before)
+        ratio = importer.rate / baseline.rate
+        what = f"dry run, before ({bench.args.before})" if before else "dry run"
+        raw = [rates(f"{what} --out", importer), rates(name, baseline)]
+        shown = f"≥ {target:g}{unit}"
+        results.append(Result(what, against, shown, ratio, ratio >= target, raw))
+    return results
 
 
 def baseline_dry(bench: Bench, name: str) -> Run:
@@ -446,34 +485,35 @@ def baseline_dry(bench: Bench, name: str) -> Run:
 
 def line_dry_polars(bench: Bench) -> list[Result]:
     """5: the dry run vs a bare Polars pipeline over the same file."""
-    importer = importer_dry(bench)
+    importer_dry(bench)
     bare = baseline_dry(bench, "bare-polars")
-    ratio = importer.rate / bare.rate
-    raw = [rates("importer dry run --out", importer), rates("bare Polars", bare)]
     against = "bare Polars: collect_batches + struct.json_encode + write (process)"
-    return [Result("dry run", against, "≥ 0.5", ratio, ratio >= 0.5, raw)]
+    return dry_results(bench, bare, "bare Polars", against, 0.5, "")
 
 
 def line_dry_csv(bench: Bench) -> list[Result]:
     """6: the dry run vs a csv.DictReader + json.dumps loop."""
-    importer = importer_dry(bench)
+    importer_dry(bench)
     naive = baseline_dry(bench, "csv-loop")
-    ratio = importer.rate / naive.rate
-    raw = [rates("importer dry run --out", importer), rates("csv + json.dumps loop", naive)]
     against = "csv.DictReader + json.dumps loop writing lines (process)"
-    return [Result("dry run", against, "≥ 5x", ratio, ratio >= 5, raw)]
+    return dry_results(bench, naive, "csv + json.dumps loop", against, 4, "x")
 
 
 def line_memory(bench: Bench) -> list[Result]:
     """7: peak RSS of the dry run with --out, small file vs big file."""
     small = importer_dry(bench)
     raw = [f"{small.rows:,} rows: peak RSS {small.peak_mb:,.0f} MB ({small.seconds:,.1f} s)"]
+    if bench.args.before:
+        before = importer_dry(bench, before=True)
+        raw.append(
+            f"before ({bench.args.before}), {before.rows:,} rows: peak RSS {before.peak_mb:,.0f} MB"
+        )
     if bench.args.skip_big:
         raw.append(f"{bench.args.big_rows:,} rows: skipped (--skip-big)")
-        met = small.peak_mb <= 500
+        met = small.peak_mb <= MEMORY_MB
         what = f"memory ({small.rows:,} rows only)"
         against = "peak RSS of the dry run with --out"
-        return [Result(what, against, "≤ 500 MB, flat", None, met, raw)]
+        return [Result(what, against, f"≤ {MEMORY_MB} MB, flat", None, met, raw)]
     source = bench.events(bench.args.big_rows, "big")
     out = bench.scratch("payloads.jsonl")
     big = dry_run(bench, source, bench.args.big_rows, out)
@@ -482,9 +522,10 @@ def line_memory(bench: Bench) -> list[Result]:
     ratio = big.peak_mb / small.peak_mb
     raw.append(f"{big.rows:,} rows: peak RSS {big.peak_mb:,.0f} MB ({big.seconds:,.1f} s)")
     raw.append(f"big ÷ small = {ratio:.2f} (flat: ≤ {FLAT})")
-    met = max(big.peak_mb, small.peak_mb) <= 500 and ratio <= FLAT
+    met = max(big.peak_mb, small.peak_mb) <= MEMORY_MB and ratio <= FLAT
     against = f"peak RSS at {small.rows:,} rows (ratio = big ÷ small)"
-    return [Result(f"memory ({big.rows:,} rows)", against, "≤ 500 MB, flat", ratio, met, raw)]
+    target = f"≤ {MEMORY_MB} MB, flat"
+    return [Result(f"memory ({big.rows:,} rows)", against, target, ratio, met, raw)]
 
 
 def line_checkpoint(bench: Bench) -> list[Result]:
@@ -601,6 +642,9 @@ def main() -> None:
         help="skip the bare client's reference figure on the latency-bound lines",
     )
     parser.add_argument("--only", type=int, nargs="+", choices=sorted(LINES), metavar="LINE")
+    parser.add_argument(
+        "--before", metavar="REF", help="also time the dry-run lines with git REF's importer"
+    )
     args = parser.parse_args()
     os.environ["VERO_AUTH_TOKEN"] = TOKEN
     # `python -m importer` then runs this checkout's importer, whatever the caller's folder.
