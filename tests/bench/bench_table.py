@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from baselines import TOKEN, event_loop_name
-from bench_dry_run import generate_in_child, run_measured, send_command
+from bench_dry_run import generate_in_child, run_usage, send_command
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -88,6 +88,7 @@ class Run:
     peak_mb: float
     rows: int
     inner: dict[str, object] = field(default_factory=dict)
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -170,10 +171,10 @@ def measure(command: list[str], rows: int, result: Path | None = None, *, root: 
     figures it wrote to `result` if any. `root` is the checkout whose importer it runs."""
     env = {**os.environ, "PYTHONPATH": str(root)} if root != ROOT else None
     started = time.perf_counter()
-    returncode, peak_mb = run_measured(command, env=env, cwd=root if root != ROOT else None)
+    returncode, peak_mb, cpu_s = run_usage(command, env=env, cwd=root if root != ROOT else None)
     seconds = time.perf_counter() - started
     inner = json.loads(result.read_text()) if result is not None and result.exists() else {}
-    return Run(returncode, seconds, peak_mb, rows, inner)
+    return Run(returncode, seconds, peak_mb, rows, inner, cpu_s)
 
 
 def check(run: Run, what: str, codes: tuple[int, ...] = (0,)) -> None:
@@ -467,6 +468,11 @@ def dry_results(
         ratio = importer.rate / baseline.rate
         what = f"dry run, before ({bench.args.before})" if before else "dry run"
         raw = [rates(f"{what} --out", importer), rates(name, baseline)]
+        cpu = baseline.cpu_s / importer.cpu_s
+        raw.append(
+            f"CPU seconds (user + system): {importer.cpu_s:.2f} vs {baseline.cpu_s:.2f}, "
+            f"ratio {cpu:.2f} (the same work's cost, whatever else ran on the machine)"
+        )
         shown = f"≥ {target:g}{unit}"
         results.append(Result(what, against, shown, ratio, ratio >= target, raw))
     return results
