@@ -708,6 +708,11 @@ UNUSABLE = (
             f"header names '__naive', '__t_text', '__text:a' {UNUSABLE}",
             id="internal-prefixes",
         ),
+        pytest.param(
+            "a,__outside,__epoch:a",
+            f"header names '__epoch:a', '__outside' {UNUSABLE}",
+            id="validation-columns",
+        ),
         pytest.param("^a.*$,ab", f"header names '^a.*$' {UNUSABLE}", id="regex"),
         pytest.param("a,*", f"header names '*' {UNUSABLE}", id="wildcard"),
     ],

@@ -24,6 +24,7 @@ INTERNAL_PREFIXES = (
     COLUMN,
     "__extra_fields",
     "__naive",
+    "__outside",
     "__message",
     "__text:",
     "__kind:",
