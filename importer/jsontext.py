@@ -40,12 +40,33 @@ def json_kind(value: pl.Expr) -> pl.Expr:
 
 
 def json_as_text(value: pl.Expr) -> pl.Expr:
-    """A scalar JSON text cell as plain text: strings decoded, numbers and booleans as written."""
-    kind = json_kind(value)
-    decoded = pl.when(kind == "string").then(value).str.json_decode(pl.String)
+    """A scalar JSON text cell as plain text: strings decoded, numbers and booleans as written.
+
+    A string literal without a backslash has no escape, so its text is what lies between its
+    quotes; only the others go through the JSON decoder, which is given null for the rest. The
+    tests are on the first character, not json_kind: this runs on every cell that is read.
+    """
+    quoted = value.str.starts_with('"')
+    escaped = value.str.contains("\\", literal=True)
+    decoded = pl.when(quoted & escaped).then(value).str.json_decode(pl.String)
+    nested = value.str.starts_with("{") | value.str.starts_with("[") | (value == "null")
     return (
-        pl.when(kind == "string").then(decoded).when(kind.is_in(["number", "boolean"])).then(value)
+        pl.when(quoted & ~escaped)
+        .then(value.str.head(-1).str.tail(-1))
+        .when(quoted)
+        .then(decoded)
+        .when(~nested)
+        .then(value)
     )
+
+
+def json_text_of(value: pl.Expr, text: pl.Expr) -> pl.Expr:
+    """`text` (the plain text of the JSON text cell `value`, or null) as a JSON string literal:
+    the cell itself where it is a string without escapes (the literal Polars' encoder would
+    write again), else encoded. The encoder is given only the rows that need it."""
+    as_is = value.str.starts_with('"') & ~value.str.contains("\\", literal=True)
+    reuse = text.is_not_null() & as_is
+    return pl.when(reuse).then(value).otherwise(json_string(pl.when(~reuse).then(text)))
 
 
 def json_object(members: list[tuple[str, pl.Expr]]) -> pl.Expr:

@@ -99,7 +99,7 @@ def run_file(
     valid, rejects, bodies, lines = [], [], [], []
     naive = 0
     for batch in iter_batches(source, batch_rows=batch_rows):
-        checked = validate_frame(batch.frame, mapping, state=state, now=now)
+        checked = validate_frame(batch.frame, mapping, state=state, now=now, route=True)
         valid.append(checked.valid)
         rejects.extend([batch.rejects, checked.rejects])
         naive += checked.naive_times

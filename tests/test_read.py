@@ -731,6 +731,11 @@ UNUSABLE = (
             f"header names '__naive', '__t_text', '__text:a' {UNUSABLE}",
             id="internal-prefixes",
         ),
+        pytest.param(
+            "a,__outside,__epoch:a",
+            f"header names '__epoch:a', '__outside' {UNUSABLE}",
+            id="validation-columns",
+        ),
         pytest.param("^a.*$,ab", f"header names '^a.*$' {UNUSABLE}", id="regex"),
         pytest.param("a,*", f"header names '*' {UNUSABLE}", id="wildcard"),
     ],
@@ -1518,3 +1523,60 @@ def test_a_nul_beyond_the_first_block_is_found(
     result = read_bytes(tmp_path, "in.csv", "a,b\n" + "\n".join(rows) + "\n")
     assert {line: r[RULE] for line, r in result.rejects.items()} == {52: "nul"}
     assert len(result.rows) == 50
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "quoted"])
+@pytest.mark.parametrize(
+    ("type_name", "cells"),
+    [
+        pytest.param("integer", ["42", "-7", "", "9007199254740993"], id="integer"),
+        pytest.param("number", ["1.5", "2", ""], id="number"),
+        pytest.param("boolean", ["true", "false", ""], id="boolean"),
+        pytest.param("string", ["12", "-3", ""], id="string"),
+    ],
+)
+def test_a_column_the_mapping_pins_is_not_profiled_and_validates_the_same(
+    tmp_path: Path, type_name: str, cells: list[str], plain: bool
+) -> None:
+    """[types] fixes the column's type, so the profile skips it (read as text) and the values
+    sent are what the profiled read gives."""
+    from pipeline_helpers import NOW, make_mapping
+
+    from importer.checks.validate import FileState, validate_frame
+
+    event = "E" if plain else '"E"'  # a quote anywhere: the file goes through Python's csv
+    rows = [f"u{index},{event},2024-01-01T00:00:00Z,{cell}" for index, cell in enumerate(cells)]
+    path = tmp_path / "in.csv"
+    path.write_text("user_id,event,t,n\n" + "\n".join(rows) + "\n")
+    fields = {
+        "identity.id": "user_id",
+        "event_name": "event",
+        "extras.created_at": "t",
+        "data": "*",
+    }
+    mapping = make_mapping(fields=fields, types={"n": type_name})
+    profiled, pinned = open_input(path), open_input(path, pinned={"n"})
+    assert profiled.plain is plain
+    assert pinned.column_kinds["n"] == "string"
+    assert profiled.column_kinds["n"] == (type_name if type_name != "string" else "integer")
+    assert pinned.column_kinds["user_id"] == profiled.column_kinds["user_id"]
+    sent = [
+        validate_frame(batch.frame, mapping, state=FileState(), now=NOW).valid
+        for source in (profiled, pinned)
+        for batch in iter_batches(source)
+    ]
+    assert sent[0].equals(sent[1])
+
+
+def test_a_run_opens_its_inputs_with_the_mappings_pinned_columns(tmp_path: Path) -> None:
+    from pipeline_helpers import make_mapping
+
+    from importer.pipeline.run import RunOptions, open_inputs
+
+    path = tmp_path / "in.csv"
+    path.write_text("user_id,event,t,n\nu1,E,2024-01-01T00:00:00Z,42\n")
+    fields = {"identity.id": "user_id", "event_name": "event", "extras.created_at": "t"}
+    mapping = make_mapping(fields=fields, types={"n": "integer"})
+    (source,) = open_inputs(RunOptions(inputs=(path,), mapping=mapping))
+    assert source.column_kinds["n"] == "string"
+    assert open_input(path).column_kinds["n"] == "integer"

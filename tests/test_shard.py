@@ -23,6 +23,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from pipeline_helpers import (
+    NOW,
     ROOT,
     doc_text,
     make_mapping,
@@ -36,8 +37,9 @@ from importer.cli import app as cli
 from importer.cli import options
 from importer.cli.app import main
 from importer.columns import ROUTE
+from importer.delivery.options import DeliveryOptions, SendOptions
 from importer.errors import MappingError
-from importer.pipeline.run import RunOptions
+from importer.pipeline.run import RunOptions, needs_route
 
 TRACK = str(ROOT / "schemas" / "vero-track.toml")
 EVENTS_CSV = str(ROOT / "samples" / "events.csv")
@@ -455,3 +457,48 @@ def test_the_readme_one_liner_finds_a_users_shard() -> None:
 @pytest.mark.parametrize("text", ["1/3", " 1/3", "1/3 ", "1 /3", "1/ 3", " 1 / 3 ", "\t1/3\n"])
 def test_blanks_around_either_part_of_a_shard_are_ignored(text: str) -> None:
     assert parse_shard(text) == Shard(1, 3)
+
+
+def test_route_is_left_out_where_nothing_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run or a plain send has no use for ROUTE: no user is hashed for it."""
+    from importer.checks import validate
+    from importer.inputs.reader import iter_batches, open_input
+
+    def refuse(ids: pl.Series) -> pl.Series:
+        raise AssertionError("a user was hashed for a ROUTE nothing reads")
+
+    monkeypatch.setattr(validate, "user_hashes", refuse)
+    path = write_jsonl(
+        tmp_path,
+        {"user_id": "u1", "email": "a@example.com", "event": "E", "t": "2024-01-01T00:00:00Z"},
+    )
+    fields = {"identity.id": "user_id", "event_name": "event", "extras.created_at": "t"}
+    mapping = make_mapping(fields=fields)
+    (batch,) = iter_batches(open_input(path))
+    checked = validate.validate_frame(batch.frame, mapping, state=validate.FileState(), now=NOW)
+    assert checked.valid.height == 1
+    assert ROUTE not in checked.valid.columns
+
+
+@pytest.mark.parametrize(
+    ("options", "reads"),
+    [
+        pytest.param({}, False, id="one-process"),
+        pytest.param({"workers": 2}, True, id="workers"),
+        pytest.param({"send": SendOptions(per_user_order=True)}, True, id="per-user-order"),
+        pytest.param(
+            {"send": SendOptions(per_user_order=True), "order_time": "extras.created_at"},
+            True,
+            id="order-time",
+        ),
+    ],
+)
+def test_sending_asks_for_route_where_delivery_reads_it(
+    tmp_path: Path, options: dict[str, Any], reads: bool
+) -> None:
+    delivery = DeliveryOptions(
+        endpoint="http://127.0.0.1:1", token="t", state_dir=tmp_path, **options
+    )
+    assert needs_route(delivery) is reads

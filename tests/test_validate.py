@@ -249,9 +249,10 @@ def test_good_rows_around_a_bad_row_go_on(tmp_path: Path) -> None:
 
 
 def test_an_email_alone_identifies_a_track(tmp_path: Path) -> None:
+    # Seed 003: the identity must contain an id; as identify does, the email is the id.
     bodies, rejects = one_event(tmp_path, ",a@example.com,Login,2023-05-30")
     assert rejects == []
-    assert bodies[0]["identity"] == {"email": "a@example.com"}
+    assert bodies[0]["identity"] == {"id": "a@example.com", "email": "a@example.com"}
 
 
 def test_identify_with_an_email_alone_sends_it_as_the_id(tmp_path: Path) -> None:
@@ -416,8 +417,8 @@ def test_a_blank_id_beside_an_email_is_left_out(tmp_path: Path) -> None:
     )
     outcome = run_file(path, make_mapping())
     assert [body["identity"] for body in outcome.bodies] == [
-        {"email": "a@example.com"},
-        {"email": "b@example.com"},
+        {"id": "a@example.com", "email": "a@example.com"},
+        {"id": "b@example.com", "email": "b@example.com"},
     ]
     # Two users, not one user called "": the dedup key must tell them apart.
     assert outcome.valid["__user"].to_list() == ["a@example.com", "b@example.com"]

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 import polars as pl
 import polars.selectors as cs
 
-from importer.jsontext import json_as_text, json_string
+from importer.columns import LINE
+from importer.jsontext import json_string
 
 MS_THRESHOLD = 1e11  # 1e11 s is the year 5138 and 1e11 ms is 1973: the magnitudes never overlap
 ISO_RE = (
@@ -38,92 +39,119 @@ class FileState:
     epoch_units: dict[str, str] = field(default_factory=dict)
 
 
-def epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
-    """Seconds or milliseconds for the epoch values of `column`, decided once per file by its
-    first epoch value, so the verdict does not depend on how the file is cut into batches."""
+def epoch_unit_is_ms(column: str, state: FileState) -> pl.Expr:
+    """Whether the epoch values of `column` are milliseconds, as a boolean expression: the unit
+    the file's first epoch value decided, or where no batch has decided it yet, this batch's
+    first epoch value (null when it has none). `learn_epoch_units` keeps the verdict."""
     if column in state.epoch_units:
-        return state.epoch_units[column]
-    # Validation has the plain text already; decoding it again was most of this function's time.
-    has_text = text_of(column) in frame.columns
-    text = pl.col(text_of(column)) if has_text else json_as_text(pl.col(column))
-    numbers = frame.select(text.filter(text.str.contains(EPOCH_RE)).cast(pl.Float64)).to_series()
-    if numbers.len() == 0:
-        return "s"
-    unit = "ms" if abs(numbers[0]) >= MS_THRESHOLD else "s"
-    state.epoch_units[column] = unit
-    return unit
+        return pl.lit(state.epoch_units[column] == "ms")
+    text = pl.col(text_of(column))
+    first = text.filter(text.str.contains(EPOCH_RE)).cast(pl.Float64).first()
+    return first.abs() >= MS_THRESHOLD
+
+
+def learn_epoch_units(checked: pl.DataFrame, columns: list[str], state: FileState) -> None:
+    """Keep the epoch unit a batch decided (its `epoch_of` columns, see parse_times) for the
+    batches after it, so the verdict does not depend on how the file is cut into batches."""
+    for column in columns:
+        if column in state.epoch_units:
+            continue
+        verdicts = checked[epoch_of(column)].drop_nulls()
+        if verdicts.len():
+            verdict = verdicts[0]
+            state.epoch_units[column] = "ms" if verdict else "s"
 
 
 def parse_times(
-    work: pl.DataFrame,
+    work: pl.LazyFrame,
     column: str,
     *,
     timezone: str,
-    unit: str,
+    unit_ms: pl.Expr,
     now: datetime,
     required: bool,
     time_format: str,
-) -> pl.DataFrame:
-    """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)` and `time_message_of(column)`.
+    quick: bool = True,
+) -> pl.LazyFrame:
+    """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)`,
+    `time_message_of(column)` and `epoch_of(column)` (the batch's epoch unit, `unit_ms`, on the
+    rows that took the general way). `work` needs LINE, unique in a batch, to put rows together.
 
-    Rows in the UTC_Z form take a short way (a third of the work); the others, all of them when
-    none is in that form, the whole one. Rows keep their order either way.
+    Rows in the UTC_Z form take a short way (a third of the work); the general way is given
+    only the other rows, none when every time is in that form, and joined back by LINE.
+    `quick=False` sends every row the general way (for tests).
     """
     text = pl.col(text_of(column))
     stamp = text.str.to_datetime(UTC_Z_FORMAT, time_unit="ms", strict=False)
-    quick = work.select(
-        stamp.alias("stamp"), (text.str.contains(UTC_Z_RE) & stamp.is_not_null()).alias("ok")
+    ok = (text.str.contains(UTC_Z_RE) & stamp.is_not_null()).fill_null(False)
+    if not quick:
+        ok = pl.lit(False)
+    work = work.with_columns(stamp.alias("__t_stamp"), ok.alias("__t_ok"))
+    rest = work.filter(~pl.col("__t_ok")).select(
+        LINE,
+        pl.col(kind_of(column)),
+        pl.col(column),
+        text.alias("__t_rest"),
+        unit_ms.alias(epoch_of(column)),
     )
-    ok = quick["ok"].fill_null(False)
-    full = {"timezone": timezone, "unit": unit, "now": now, "required": required}
-    if not ok.any():
-        return _parse_any(work, column, time_format=time_format, **full)
-    utc = quick["stamp"]
-    if ok.all():
-        return _utc_z_times(work, column, utc, now=now, time_format=time_format)
-    rest = _parse_any(work.filter(~ok), column, time_format=time_format, **full)
-    quick_part = _utc_z_times(
-        work.filter(ok), column, utc.filter(ok), now=now, time_format=time_format
+    rest = _parse_any(rest, column, timezone=timezone, now=now, required=required).select(
+        LINE, "__t_utc", "__t_naive", "__t_message", epoch_of(column)
     )
-    rows = pl.int_range(work.height, eager=True)
-    # The rows of both parts, back in the order they came in.
-    order = pl.concat([rows.filter(ok), rows.filter(~ok)]).arg_sort()
-    return pl.concat([quick_part.select(rest.columns), rest])[order]
-
-
-def _utc_z_times(
-    work: pl.DataFrame, column: str, utc: pl.Series, *, now: datetime, time_format: str
-) -> pl.DataFrame:
-    """parse_times for rows whose text is in the UTC_Z form and a real time (`utc`): never naive,
-    and the only rule they may break is the future one."""
+    work = work.join(rest, on=LINE, how="left", maintain_order="left")
+    quick_ok = pl.col("__t_ok")
+    stamp = pl.col("__t_stamp")
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
-    timed = work.with_columns(utc.alias("__t_utc"))
-    return timed.with_columns(
-        pl.lit(False).alias(naive_of(column)),
-        pl.when(pl.col("__t_utc") > pl.lit(now_naive))
-        .then(pl.format("{} is in the future", pl.col(text_of(column))))
-        .otherwise(pl.lit(None, pl.String))
+    quick_text = _quick_json_time(text, time_format)
+    if quick_text is None:
+        utc = pl.when(quick_ok).then(stamp).otherwise(pl.col("__t_utc"))
+        sent = _json_time(utc, time_format)
+    else:  # strftime only for the general way's rows (null on the others, which is free)
+        sent = (
+            pl.when(quick_ok).then(quick_text).otherwise(_json_time(pl.col("__t_utc"), time_format))
+        )
+    future = pl.when(stamp > pl.lit(now_naive)).then(pl.format("{} is in the future", text))
+    work = work.with_columns(
+        pl.when(quick_ok)
+        .then(pl.lit(False))
+        .otherwise(pl.col("__t_naive"))
+        .alias(naive_of(column)),
+        pl.when(quick_ok)
+        .then(future)
+        .otherwise(pl.col("__t_message"))
         .alias(time_message_of(column)),
-        _json_time(pl.col("__t_utc"), time_format).alias(column),
-    ).drop("__t_utc")
+        sent.alias(column),
+    )
+    return work.drop(cs.starts_with("__t_"))
+
+
+# A format that starts with the UTC_Z form's fields, then milliseconds or not, then characters
+# of its own: what the short way can write from the text, which it matched field by field.
+_WHOLE_SECONDS = "%Y-%m-%dT%H:%M:%S"
+
+
+def _quick_json_time(text: pl.Expr, time_format: str) -> pl.Expr | None:
+    """The JSON text of a time in the UTC_Z form in `time_format`, cut from its text (its first
+    19 characters are the fields, in order; it has no fraction); None for a format that needs
+    strftime."""
+    if not time_format.startswith(_WHOLE_SECONDS):
+        return None
+    rest = time_format[len(_WHOLE_SECONDS) :]
+    if rest.startswith("%.3f"):
+        rest = ".000" + rest[len("%.3f") :]
+    if "%" in rest or json.dumps(rest, ensure_ascii=False) != f'"{rest}"':
+        return None
+    return pl.concat_str(pl.lit('"'), text.str.head(19), pl.lit(rest + '"'))
 
 
 def _parse_any(
-    work: pl.DataFrame,
-    column: str,
-    *,
-    timezone: str,
-    unit: str,
-    now: datetime,
-    required: bool,
-    time_format: str,
-) -> pl.DataFrame:
-    """parse_times for times in any form it reads.
+    work: pl.LazyFrame, column: str, *, timezone: str, now: datetime, required: bool
+) -> pl.LazyFrame:
+    """The general way, on the text in `__t_rest`: adds `__t_utc` (naive UTC), `__t_naive` and
+    `__t_message`. Times in any form it reads; the epoch unit is `epoch_of(column)`.
 
-    Done in stages of materialised columns: an eager frame does not share subexpressions, and
-    the regex groups feed several later expressions.
+    Done in stages of materialised columns, as the regex groups feed several later expressions.
     """
-    text = pl.col(text_of(column)).str.strip_chars()
+    text = pl.col("__t_rest").str.strip_chars()
     work = work.with_columns(
         text.str.extract_groups(ISO_RE).alias("__t_iso"),
         text.str.contains(EPOCH_RE).fill_null(False).alias("__t_is_epoch"),
@@ -160,9 +188,10 @@ def _parse_any(
                 + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
             )
         ).alias("__t_offset"),
-        (group[1].is_not_null() & zone.is_null()).alias(naive_of(column)),
+        (group[1].is_not_null() & zone.is_null()).alias("__t_naive"),
     )
     local = pl.col("__t_local")
+    naive = pl.col("__t_naive")
     if timezone == "UTC":
         naive_utc = local
     else:
@@ -171,14 +200,15 @@ def _parse_any(
             .dt.convert_time_zone("UTC")
             .dt.replace_time_zone(None)
         )
-    factor = 1000.0 if unit == "s" else 1.0
+    unit_ms = pl.col(epoch_of(column)).fill_null(False)
+    factor = pl.when(unit_ms).then(pl.lit(1.0)).otherwise(pl.lit(1000.0))
     from_epoch = pl.from_epoch(
         (pl.col("__t_epoch") * factor).cast(pl.Int64, strict=False), time_unit="ms"
     )
     work = work.with_columns(
         pl.when(pl.col("__t_is_epoch"))
         .then(from_epoch)
-        .when(pl.col(naive_of(column)))
+        .when(naive)
         .then(naive_utc)
         .otherwise(local - pl.duration(minutes=pl.col("__t_offset")))
         .alias("__t_utc")
@@ -186,7 +216,7 @@ def _parse_any(
     utc = pl.col("__t_utc")
     is_epoch = pl.col("__t_is_epoch")
     text = pl.col("__t_text")
-    wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != (unit == "ms"))
+    wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != unit_ms)
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
     message = (
         pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
@@ -210,7 +240,7 @@ def _parse_any(
             pl.format(
                 "epoch {} does not look like {} as the column's first epoch value does",
                 text,
-                pl.lit("milliseconds" if unit == "ms" else "seconds"),
+                pl.when(unit_ms).then(pl.lit("milliseconds")).otherwise(pl.lit("seconds")),
             )
         )
         .when(group[1].is_not_null() & local.is_null())
@@ -223,18 +253,14 @@ def _parse_any(
                 group[3],
             )
         )
-        .when(utc.is_null() & pl.col(naive_of(column)) & local.is_not_null())
+        .when(utc.is_null() & naive & local.is_not_null())
         .then(pl.format("{} does not exist in {} (a daylight-saving gap)", text, pl.lit(timezone)))
         .when(utc.is_null())
         .then(pl.format("{} is not a time (ISO 8601, epoch seconds or milliseconds)", text))
         .when(utc > pl.lit(now_naive))
         .then(pl.format("{} is in the future", text))
     )
-    work = work.with_columns(
-        message.alias(time_message_of(column)),
-        _json_time(utc, time_format).alias(column),
-    )
-    return work.drop(cs.starts_with("__t_"))
+    return work.with_columns(message.alias("__t_message"))
 
 
 def _json_time(utc: pl.Expr, time_format: str) -> pl.Expr:
@@ -264,3 +290,9 @@ def naive_of(column: str) -> str:
 def time_message_of(column: str) -> str:
     """Name of the message column of the time rule on `column`."""
     return f"__time_message:{column}"
+
+
+def epoch_of(column: str) -> str:
+    """Name of the flag: the batch read the epoch values of `column` as milliseconds (null:
+    it had none and the file's unit is still open)."""
+    return f"__epoch:{column}"

@@ -1,11 +1,28 @@
 """Check a batch against the destination's rules, column-wise, and normalise what passes.
 
-Input: a Batch frame (JSON text cells, see inputs/reader.py) and a Mapping. Output: a frame with one JSON
-text column per payload path the mapping fills, ready for payloads/build.py, and a rejects frame naming
-line, rule, column and message for every row that fails. The rules come from the action's
-declaration (destinations/base.py): each field's kind and limits, the identity paths, and the
-API's own rules across paths. Each rule is a Polars expression that yields a message where a
-row breaks it; the first failing rule of a row is its reason.
+Input: a Batch frame (JSON text cells, see inputs/reader.py) and a Mapping. Output: a frame
+with one JSON text column per payload path the mapping fills, ready for payloads/build.py, and
+a rejects frame naming line, rule, column and message for every row that fails. The rules come
+from the action's declaration (destinations/base.py): each field's kind and limits, the
+identity paths, and the API's own rules across paths. Each rule is a Polars expression that
+yields a message where a row breaks it; the first failing rule of a row is its reason.
+
+The whole batch is one lazy query, collected once (validate_frame), in stages per source column:
+
+    source     pl.col(column): the cell as read (JSON text)
+    normalise  [types] conversion (checks/coerce.py), with its rule; then the column's plain
+               text (text_of) and JSON kind (kind_of), which every later stage reads
+    check      per path its field's rules (_field_rules), times parsed (checks/times.py),
+               then rules across paths; each rule a message expression
+    value      the JSON text each path sends (`outputs`), objects merged from their members
+
+A repair from the mapping joins this pipeline as expressions, never as a pass of its own: a
+nested source path or a coalesce of columns replaces `pl.col(column)` at the source (as an
+absent column is a null literal there now); a null marker, trim or lower-casing rewrites the
+column in the normalise stage, next to the [types] conversion, before text_of and kind_of are
+taken, so every check and value sees the repaired cell; a time format feeds parse_times; a row
+filter is one more boolean in the verdict, counted like the --since/--until window (`__outside`)
+rather than rejected. The original frame stays untouched: a reject shows the row as it was read.
 """
 
 from __future__ import annotations
@@ -20,8 +37,10 @@ from importer.checks.coerce import INT_RE, coerce
 from importer.checks.shard import user_hashes
 from importer.checks.times import (
     FileState,
-    epoch_unit,
+    epoch_of,
+    epoch_unit_is_ms,
     kind_of,
+    learn_epoch_units,
     naive_of,
     parse_times,
     text_of,
@@ -38,6 +57,7 @@ from importer.jsontext import (
     json_object,
     json_outside_strings,
     json_string,
+    json_text_of,
 )
 from importer.mapping.file import ALL_COLUMNS, Mapping
 
@@ -117,19 +137,20 @@ def validate_frame(
     state: FileState,
     now: datetime,
     window: Window | None = None,
+    route: bool = False,
 ) -> Checked:
     """Split `frame` into normalised good rows and rejects, following the mapping's action;
-    with `window`, rows whose time lies outside it are neither (only counted)."""
+    with `window`, rows whose time lies outside it are neither (only counted); with `route`,
+    the good rows carry ROUTE (for --shard, --workers and per-user order; it costs a hash of
+    every distinct user, so it is left out where nothing reads it)."""
     action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
-    original = frame
     paths = filled_paths(mapping, columns)
-    work = frame.with_columns(
-        [pl.lit(None, pl.String).alias(c) for c in mapping.source_columns if c not in columns]
-    )
+    absent = [c for c in mapping.source_columns if c not in columns]
+    work = frame.lazy().with_columns(pl.lit(None, pl.String).alias(c) for c in absent)
     rules: list[_Rule] = []
 
-    def add_rules(new_rules: list[_Rule], *converted: pl.Expr) -> pl.DataFrame:
+    def add_rules(work: pl.LazyFrame, new_rules: list[_Rule], *converted: pl.Expr) -> pl.LazyFrame:
         # Messages are materialised next to the conversion, so both see the value as it was.
         first = len(rules)
         named = [r.message.alias(f"__message{first + i}") for i, r in enumerate(new_rules)]
@@ -139,16 +160,18 @@ def validate_frame(
         )
         return work.with_columns(*named, *converted)
 
+    # 1. normalise: [types] conversions (repairs would join them here, see the module docstring)
     for column, type_name in mapping.types.items():
         if type_name != "timestamp":
             converted, message = coerce(pl.col(column), type_name)
-            work = add_rules([_Rule("type", column, message)], converted.alias(column))
+            work = add_rules(work, [_Rule("type", column, message)], converted.alias(column))
     read = list(dict.fromkeys([*mapping.source_columns, *paths.values()]))
     work = work.with_columns(
         *[json_as_text(pl.col(c)).alias(text_of(c)) for c in read],
         *[json_kind(pl.col(c)).alias(kind_of(c)) for c in read],
     )
 
+    # 2. times: parsed, replaced by the time as sent, with their rule's message
     # A required time may never be empty (it would be sent as "now"); other times may.
     times = {c: action.field_of(p).required for p, c in paths.items() if _kind(action, p) == "time"}
     for column, type_name in mapping.types.items():
@@ -160,7 +183,7 @@ def validate_frame(
             work,
             column,
             timezone=mapping.timezone,
-            unit=epoch_unit(work, column, state),
+            unit_ms=epoch_unit_is_ms(column, state),
             now=now,
             required=times[column],
             time_format=mapping.destination.time_format,
@@ -168,6 +191,7 @@ def validate_frame(
         naive.append(pl.col(naive_of(column)))
         rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
 
+    # 3. checks and values: each path's rules and the JSON text it sends, then rules across paths
     outputs: dict[str, pl.Expr] = {}
     checks: list[_Rule] = []
     for path, column in paths.items():
@@ -189,20 +213,20 @@ def validate_frame(
         if merged is not None:
             outputs[object_path] = merged
     checks.extend(_requires_rules(mapping, paths, outputs))
-    work = add_rules(checks)
+    work = add_rules(work, checks)
     for path, sources in action.fallback.items():
         found_sources = [outputs[p] for p in sources if p in outputs]
         if found_sources:
             outputs[path] = pl.coalesce(found_sources)
 
+    # 4. verdict: a row's first failing rule, and whether the window leaves it out
     nothing = pl.lit(None, pl.String)
-    work = work.with_columns(
+    verdict = [
         pl.coalesce([r.message for r in rules] or [nothing]).alias(ERROR),
         pl.coalesce([_when(r.message, pl.lit(r.name)) for r in rules] or [nothing]).alias(RULE),
         pl.coalesce([_when(r.message, pl.lit(r.column)) for r in rules] or [nothing]).alias(COLUMN),
         pl.any_horizontal(naive).alias("__naive") if naive else pl.lit(False).alias("__naive"),
-    )
-    outside = 0
+    ]
     if window is not None:
         column = window_column(mapping)
         if column is None:
@@ -212,25 +236,39 @@ def validate_frame(
         when = json_as_text(pl.col(column)).str.to_datetime(
             mapping.destination.time_format, time_unit="ms", strict=False
         )
-        excluded = work.select(window.excludes(when).fill_null(False)).to_series()
-        outside = int(excluded.sum())
-        if outside:
-            work, original = work.filter(~excluded), original.filter(~excluded)
-    is_bad = work[ERROR].is_not_null()
+        verdict.append(window.excludes(when).fill_null(False).alias("__outside"))
+    else:
+        verdict.append(pl.lit(False).alias("__outside"))
+    result = (
+        work.with_columns(verdict)
+        .select(
+            LINE,
+            ERROR,
+            RULE,
+            COLUMN,
+            "__naive",
+            "__outside",
+            *[pl.col(epoch_of(c)) for c in sorted(times)],
+            *[expr.alias(path) for path, expr in outputs.items()],
+            *_duplicate_keys(mapping, paths),
+            *(_route(mapping, paths) if route else []),
+        )
+        .collect()
+    )
+    learn_epoch_units(result, sorted(times), state)
+
+    outside = int(result["__outside"].sum())
+    is_bad = result[ERROR].is_not_null() & ~result["__outside"]
     rejects = pl.concat(
         [
-            work.filter(is_bad).select(LINE, RULE, COLUMN, ERROR),
-            original.filter(is_bad).select(columns),
+            result.filter(is_bad).select(LINE, RULE, COLUMN, ERROR),
+            frame.filter(is_bad).select(columns),
         ],
         how="horizontal",
     )
-    good = work.filter(~is_bad)
-    valid = good.select(
-        LINE,
-        *[expr.alias(path) for path, expr in outputs.items()],
-        *_duplicate_keys(mapping, paths),
-        *_route(mapping, paths),
-    )
+    good = result.filter(result[ERROR].is_null() & ~result["__outside"])
+    kept = [c for c in good.columns if c not in (ERROR, RULE, COLUMN, "__naive", "__outside")]
+    valid = good.select(c for c in kept if not c.startswith("__epoch:"))
     return Checked(
         valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()), outside=outside
     )
@@ -339,7 +377,7 @@ def _field_rules(
         rules.extend(_text_rules(path, column, field, mapping))
         if path in mapping.action.identity or path in mapping.action.fallback:
             text = _present(text)  # "" or "  " identifies nobody: leave it out
-        return rules, json_string(text)
+        return rules, json_text_of(value, text)
     if field.kind == "object":
         rules.append(_Rule("data_object", column, _object_message(value, path)))
         return rules, value

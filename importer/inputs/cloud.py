@@ -89,17 +89,19 @@ def open_sources(
     *,
     probes: Collection[int] | None,
     whole: Whole | None = None,
+    pinned: Collection[str] = (),
 ) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
     `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
-    `probes` and `whole` as for `open_input`."""
+    `probes`, `whole` and `pinned` as for `open_input`."""
     sources: list[InputFile] = []
     downloads: _Downloads | None = None
     for path in paths:
         url = cloud_url(path)
         if url is None:
             sources += [
-                open_input(item, probes=probes, whole=whole) for item in expand_inputs((path,))
+                open_input(item, probes=probes, whole=whole, pinned=pinned)
+                for item in expand_inputs((path,))
             ]
             continue
         store = _store(url)
@@ -111,7 +113,7 @@ def open_sources(
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
             checksum = _download(store, found, copy)
-            source = _open_copy(found, copy, downloads, probes, whole)
+            source = _open_copy(found, copy, downloads, probes, whole, pinned)
             # The store's checksum of the bytes downloaded tells the object again next time
             # without downloading it; else the quick fingerprint of the copy does.
             if checksum:
@@ -240,10 +242,11 @@ def _open_copy(
     downloads: _Downloads,
     probes: Collection[int] | None,
     whole: Whole | None,
+    pinned: Collection[str] = (),
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes, whole=whole)
+        source = open_input(copy, probes=probes, whole=whole, pinned=pinned)
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}

@@ -25,10 +25,12 @@ INTERNAL_PREFIXES = (
     COLUMN,
     "__extra_fields",
     "__naive",
+    "__outside",
     "__message",
     "__text:",
     "__kind:",
     "__time_message:",
+    "__epoch:",
     "__t_",
 )
 

@@ -8,7 +8,7 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -42,15 +42,16 @@ from importer.jsontext import json_string
 csv.field_size_limit(1 << 30)
 
 
-def profile_csv(facts: InputFile) -> InputFile:
-    """Find the header, the records with a wrong field count, and each column's lossless type."""
+def profile_csv(facts: InputFile, *, pinned: Collection[str] = ()) -> InputFile:
+    """Find the header, the records with a wrong field count, and each column's lossless type;
+    a `pinned` column (its type fixed by the mapping) is text without a look at its cells."""
     separator = SEPARATORS[facts.format]
-    found = _profile_plain(facts.path, separator) if facts.plain else None
+    found = _profile_plain(facts.path, separator, pinned) if facts.plain else None
     if found is None:
         header, records, bad, blank, offsets = _check_records(facts.path, separator)
         if not header:
             return facts
-        stats: dict[str, bool] = {}
+        stats = _pinned_stats(header, pinned)
         for chunk in _iter_chunks(facts.path, header, separator, offsets, records, step=10):
             checks = _kind_checks([pl.col(column) for column in header], stats)
             if checks:
@@ -105,6 +106,17 @@ def _kind_checks(
     return checks
 
 
+def _pinned_stats(header: list[str], pinned: Collection[str]) -> dict[str, bool]:
+    """The kind checks of the `pinned` columns, ruled out before any cell is looked at: their
+    type is the mapping's, so they are read as text and cost the profile nothing."""
+    return {
+        f"{index}\x00{kind}": False
+        for index, column in enumerate(header)
+        if column in pinned
+        for kind in KINDS
+    }
+
+
 def _and_stats(stats: dict[str, bool], part: pl.DataFrame) -> dict[str, bool]:
     """The kind checks so far and one more slice's: a kind holds only if it held in every slice."""
     return {**stats, **{name: bool(ok) for name, ok in part.row(0, named=True).items()}}
@@ -116,7 +128,7 @@ PLAIN_PIECE_BYTES = 2 * common.CHUNK_BYTES
 
 
 def _profile_plain(
-    path: Path, separator: str
+    path: Path, separator: str, pinned: Collection[str] = ()
 ) -> tuple[list[str], int, dict[int, int], list[int], tuple[int, ...], dict[str, bool]] | None:
     """What _check_records and the kinds pass find, for a file without quotes or lone CRs, in
     one pass of Polars string expressions; None when the first line is blank (left to them).
@@ -136,7 +148,7 @@ def _profile_plain(
         offsets = [raw.tell()]
         width = len(header)
         values = [pl.col(f"field_{index}") for index in range(width)]
-        stats = {}
+        stats = _pinned_stats(header, pinned)
         records = 0
         base = offsets[0]  # where the next piece starts
         bad: dict[int, int] = {}

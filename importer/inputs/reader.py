@@ -56,9 +56,16 @@ Whole = Mapping[tuple[int, str], tuple[str, int, bytes]]
 
 
 def open_input(
-    path: Path, *, probes: Collection[int] | None = None, whole: Whole | None = None
+    path: Path,
+    *,
+    probes: Collection[int] | None = None,
+    whole: Whole | None = None,
+    pinned: Collection[str] = (),
 ) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
+
+    `pinned` names CSV columns whose type the mapping's [types] fixes: the profile does not
+    look for their lossless type (their cells are read as text, which [types] converts).
 
     `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
     first bytes, so that a grown input is known without reading it again (`prefixes`). `whole`
@@ -125,7 +132,7 @@ def open_input(
         return facts
     if input_format == "jsonl":
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
-    return profile_csv(facts)
+    return profile_csv(facts, pinned=pinned)
 
 
 def _known_whole(

@@ -75,6 +75,9 @@ class RunOptions:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     shard: Shard | None = None
     window: Window | None = None
+    # Whether validated rows carry ROUTE even without --shard: --workers > 1 and per-user
+    # order read it (send_inputs sets it from its delivery options).
+    route: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
@@ -141,7 +144,9 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     """
     probes = None if state_dir is None else known_sizes(state_dir)
     whole = None if state_dir is None else known_whole(state_dir)
-    sources = open_sources(options.inputs, probes=probes, whole=whole)
+    sources = open_sources(
+        options.inputs, probes=probes, whole=whole, pinned=options.mapping.types.keys()
+    )
     for source in sources:
         if not source.columns:
             continue
@@ -232,9 +237,15 @@ def _checked(
 ) -> Generator[tuple[Batch, Checked], None, None]:
     """The batches of `source`, each with its validation."""
     state = FileState()
+    route = options.route or options.shard is not None
     for batch in iter_batches(source, batch_rows=options.batch_rows):
         checked = validate_frame(
-            batch.frame, options.mapping, state=state, now=options.now, window=options.window
+            batch.frame,
+            options.mapping,
+            state=state,
+            now=options.now,
+            window=options.window,
+            route=route,
         )
         yield batch, checked
 
@@ -359,6 +370,8 @@ async def send_inputs(
     sources = [s for s, admission in admitted if _to_read(s, admission)]
     read_whole: dict[str, int] = {}
     quick = {s.fingerprint: (s.quick, s.disk_size, s.blocks[:1]) for s in sources}
+    if needs_route(delivery):
+        options = replace(options, route=True)
     feeds = iter_feeds(
         options, sources, summary, dedup=dedup, progress=NoProgress(), read_whole=read_whole
     )
@@ -392,6 +405,12 @@ async def send_inputs(
     summary.dedup = dedup.report() if dedup.applies else None
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def needs_route(delivery: DeliveryOptions) -> bool:
+    """Whether sending reads each row's ROUTE: to pick its sender process, or to keep one
+    user's rows in order (per-user order, --order time)."""
+    return delivery.workers > 1 or delivery.send.per_user_order or delivery.order_time is not None
 
 
 def admit_inputs(

@@ -108,12 +108,23 @@ def send_command(source: Path, url: str, temp: Path, concurrency: int) -> list[s
     ]
 
 
-def run_measured(command: list[str]) -> tuple[int, float]:
+def run_measured(
+    command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, float]:
     """Run `command`; its exit code and its own peak RSS in MB (wait4 reports that child only)."""
-    process = subprocess.Popen(command)
+    returncode, peak_mb, _ = run_usage(command, env=env, cwd=cwd)
+    return returncode, peak_mb
+
+
+def run_usage(
+    command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, float, float]:
+    """run_measured, and the CPU seconds (user + system, all its threads) the child used: on a
+    machine shared with other work, a steadier measure of the work done than the wall clock."""
+    process = subprocess.Popen(command, env=env, cwd=cwd)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss / 1024
+    return process.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

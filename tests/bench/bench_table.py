@@ -3,7 +3,7 @@ printed as ratios.
 
     python tests/bench/bench_table.py [--rows 200000] [--dry-rows 1000000] [--skip-big]
         [--big-rows 20000000] [--latency-seconds 20] [--memory-rows 1000000]
-        [--night-rows 20000] [--only 1 5 ...]
+        [--night-rows 20000] [--only 1 5 ...] [--before REF]
 
 Each line compares the importer with a reference measured here, on the same machine, file and
 sink, so only the ratio counts (the machine is small and noisy). Every side runs as its own
@@ -14,6 +14,9 @@ finally block. Lines: 1 send CPU-bound (asyncio both, and uvloop both), 2 send a
 (wrk), 3 send latency-bound, 4 against requests loops, 5 dry run vs bare Polars, 6 dry run vs
 csv+json loop, 7 memory of the dry run, 8 checkpoint cost, 9 start-up, 10 a night over
 delivered files plus one new, 11 memory of the send and of --order time.
+With --before REF, the dry-run lines (5, 6, 7) also time the importer of git commit REF
+(extracted with `git archive`) on the same file, in the same run, so a change is measured
+before and after side by side.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from baselines import TOKEN, event_loop_name
-from bench_dry_run import generate_in_child, run_measured, send_command
+from bench_dry_run import generate_in_child, run_usage, send_command
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -91,6 +94,7 @@ class Run:
     peak_mb: float
     rows: int
     inner: dict[str, object] = field(default_factory=dict)
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -182,14 +186,15 @@ def event_loop(name: str) -> Iterator[None]:
             os.environ["IMPORTER_EVENT_LOOP"] = before
 
 
-def measure(command: list[str], rows: int, result: Path | None = None) -> Run:
+def measure(command: list[str], rows: int, result: Path | None = None, *, root: Path = ROOT) -> Run:
     """Run `command` to its end: wall clock from spawn to exit, its own peak RSS, and the JSON
-    figures it wrote to `result` if any."""
+    figures it wrote to `result` if any. `root` is the checkout whose importer it runs."""
+    env = {**os.environ, "PYTHONPATH": str(root)} if root != ROOT else None
     started = time.perf_counter()
-    returncode, peak_mb = run_measured(command)
+    returncode, peak_mb, cpu_s = run_usage(command, env=env, cwd=root if root != ROOT else None)
     seconds = time.perf_counter() - started
     inner = json.loads(result.read_text()) if result is not None and result.exists() else {}
-    return Run(returncode, seconds, peak_mb, rows, inner)
+    return Run(returncode, seconds, peak_mb, rows, inner, cpu_s)
 
 
 def check(run: Run, what: str, codes: tuple[int, ...] = (0,)) -> None:
@@ -226,12 +231,13 @@ def importer_at_raw_sink(bench: Bench, url: str) -> Run:
     return bench.runs[key]
 
 
-def dry_run(bench: Bench, source: Path, rows: int, out: Path) -> Run:
-    """`importer run --dry-run --out`, the dry run every dry-run line times."""
+def dry_run(bench: Bench, source: Path, rows: int, out: Path, *, root: Path = ROOT) -> Run:
+    """`importer run --dry-run --out`, the dry run every dry-run line times (of the importer
+    in `root`: this checkout, or the --before one)."""
     command = [sys.executable, "-m", "importer", "run", str(source), "--mapping", str(MAPPING)]
     command += ["--dry-run", "--quiet", "--out", str(out)]
     command += ["--report", str(bench.scratch("report.json"))]
-    run = measure(command, rows)
+    run = measure(command, rows, root=root)
     check(run, "importer dry run")
     return run
 
@@ -470,14 +476,52 @@ def line_users(bench: Bench) -> list[Result]:
     return results
 
 
-def importer_dry(bench: Bench) -> Run:
-    """The dry run with --out of the dry-run file, shared by lines 5, 6 and 7: once."""
-    if "dry" not in bench.runs:
+def importer_dry(bench: Bench, *, before: bool = False) -> Run:
+    """The dry run with --out of the dry-run file, shared by lines 5, 6 and 7: once (and once
+    with the --before importer)."""
+    key = "dry-before" if before else "dry"
+    if key not in bench.runs:
         out = bench.scratch("payloads.jsonl")
         rows = bench.args.dry_rows
-        bench.runs["dry"] = dry_run(bench, bench.events(rows), rows, out)
+        root = before_root(bench) if before else ROOT
+        bench.runs[key] = dry_run(bench, bench.events(rows), rows, out, root=root)
         out.unlink()
-    return bench.runs["dry"]
+    return bench.runs[key]
+
+
+def before_root(bench: Bench) -> Path:
+    """The --before commit's importer (its package and schemas), extracted once."""
+    root = bench.temp / "before"
+    if not root.exists():
+        root.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", bench.args.before, "importer", "schemas"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root
+
+
+def dry_results(
+    bench: Bench, baseline: Run, name: str, against: str, target: float, unit: str
+) -> list[Result]:
+    """A dry-run line against `baseline`: this importer's ratio, and the --before one's."""
+    results = []
+    for before in (False, True) if bench.args.before else (False,):
+        importer = importer_dry(bench, before=before)
+        ratio = importer.rate / baseline.rate
+        what = f"dry run, before ({bench.args.before})" if before else "dry run"
+        raw = [rates(f"{what} --out", importer), rates(name, baseline)]
+        cpu = baseline.cpu_s / importer.cpu_s
+        raw.append(
+            f"CPU seconds (user + system): {importer.cpu_s:.2f} vs {baseline.cpu_s:.2f}, "
+            f"ratio {cpu:.2f} (the same work's cost, whatever else ran on the machine)"
+        )
+        shown = f"≥ {target:g}{unit}"
+        results.append(Result(what, against, shown, ratio, ratio >= target, raw))
+    return results
 
 
 def baseline_dry(bench: Bench, name: str) -> Run:
@@ -493,28 +537,29 @@ def baseline_dry(bench: Bench, name: str) -> Run:
 
 def line_dry_polars(bench: Bench) -> list[Result]:
     """5: the dry run vs a bare Polars pipeline over the same file."""
-    importer = importer_dry(bench)
+    importer_dry(bench)
     bare = baseline_dry(bench, "bare-polars")
-    ratio = importer.rate / bare.rate
-    raw = [rates("importer dry run --out", importer), rates("bare Polars", bare)]
     against = "bare Polars: collect_batches + struct.json_encode + write (process)"
-    return [Result("dry run", against, "≥ 0.5", ratio, ratio >= 0.5, raw)]
+    return dry_results(bench, bare, "bare Polars", against, 0.5, "")
 
 
 def line_dry_csv(bench: Bench) -> list[Result]:
     """6: the dry run vs a csv.DictReader + json.dumps loop."""
-    importer = importer_dry(bench)
+    importer_dry(bench)
     naive = baseline_dry(bench, "csv-loop")
-    ratio = importer.rate / naive.rate
-    raw = [rates("importer dry run --out", importer), rates("csv + json.dumps loop", naive)]
     against = "csv.DictReader + json.dumps loop writing lines (process)"
-    return [Result("dry run", against, "≥ 4x", ratio, ratio >= 4, raw)]
+    return dry_results(bench, naive, "csv + json.dumps loop", against, 4, "x")
 
 
 def line_memory(bench: Bench) -> list[Result]:
     """7: peak RSS of the dry run with --out, small file vs big file."""
     small = importer_dry(bench)
     raw = [f"{small.rows:,} rows: peak RSS {small.peak_mb:,.0f} MB ({small.seconds:,.1f} s)"]
+    if bench.args.before:
+        before = importer_dry(bench, before=True)
+        raw.append(
+            f"before ({bench.args.before}), {before.rows:,} rows: peak RSS {before.peak_mb:,.0f} MB"
+        )
     if bench.args.skip_big:
         raw.append(f"{bench.args.big_rows:,} rows: skipped (--skip-big)")
         met = small.peak_mb <= CEILING_MB
@@ -732,6 +777,9 @@ def main() -> None:
         help="skip the bare client's reference figure on the latency-bound lines",
     )
     parser.add_argument("--only", type=int, nargs="+", choices=sorted(LINES), metavar="LINE")
+    parser.add_argument(
+        "--before", metavar="REF", help="also time the dry-run lines with git REF's importer"
+    )
     args = parser.parse_args()
     os.environ["VERO_AUTH_TOKEN"] = TOKEN
     # `python -m importer` then runs this checkout's importer, whatever the caller's folder.
