@@ -558,15 +558,32 @@ def test_a_directory(tmp_path: Path) -> None:
     assert str(input_error(path)) == f"{path}: is a directory, not a file"
 
 
-@pytest.mark.parametrize(
-    "name", ["in.txt", "in.json", "in", "in.gz", "in.txt.zst", "in.parquet.gz"]
-)
+@pytest.mark.parametrize("name", ["in.txt", "in.jsn", "in", "in.gz", "in.txt.zst", "in.parquet.gz"])
 def test_an_unknown_ending(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, name, "a,b\n1,2\n")
     assert str(input_error(path)) == (
-        f"{path}: cannot tell the format from the name (known endings: .csv, .jsonl, .ndjson, "
-        ".parquet, .tsv; text formats also compressed, as .gz/.zst)"
+        f"{path}: cannot tell the format from the name (known endings: .csv, .json, .jsonl, "
+        ".ndjson, .parquet, .tsv; text formats also compressed, as .gz/.zst)"
     )
+
+
+@pytest.mark.parametrize("name", ["export.json", "export.json.gz"])
+def test_a_named_json_file_is_read_as_json_lines(tmp_path: Path, name: str) -> None:
+    # Amplitude's export: .json.gz files holding one JSON object per line.
+    text = '{"user_id":"u1","n":1}\n{"user_id":"u2","n":2}\n'
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    source = open_input(path)
+    assert source.format == "jsonl"
+    frame = pl.concat([b.frame for b in iter_batches(source)])
+    assert frame["user_id"].to_list() == ['"u1"', '"u2"']
+
+
+@pytest.mark.parametrize("first", ["[", "{"])
+def test_a_json_document_is_refused_saying_it_is_not_json_lines(tmp_path: Path, first: str) -> None:
+    body = '[{"a": 1}]\n' if first == "[" else '{\n  "a": 1\n}\n'
+    path = write(tmp_path, "dump.json", body)
+    assert "not JSON lines" in str(input_error(path))
 
 
 def test_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

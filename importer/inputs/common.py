@@ -40,6 +40,10 @@ FORMATS = {
     ".tsv": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    # Amplitude and others export JSON lines under `.json`: read so when a file or a glob names
+    # one. A directory does not pick them up (locate.KNOWN_ENDINGS): manifests and reports
+    # beside the data end in .json too.
+    ".json": "jsonl",
     ".parquet": "parquet",
 }
 

@@ -44,6 +44,7 @@ from importer.inputs.jsonl import iter_jsonl, jsonl_keys
 from importer.inputs.locate import (
     COMPRESSED_ENDINGS,
     compression_of,
+    open_bytes,
     text_ending,
 )
 from importer.inputs.parquet import iter_parquet, open_parquet
@@ -95,8 +96,23 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
     if scan.blank:
         return facts
     if input_format == "jsonl":
+        if text_ending(path) == ".json":
+            _refuse_json_document(path)
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
     return profile_csv(facts)
+
+
+def _refuse_json_document(path: Path) -> None:
+    """A `.json` input is read as JSON lines; one document (an array, or an object over many
+    lines) is not, and every line of it would be a reject: say so once instead."""
+    with open_bytes(path) as handle:
+        first = handle.readline().lstrip(b"\xef\xbb\xbf").strip()
+    if first.startswith(b"[") or first == b"{":
+        raise InputError(
+            f"{path}: line 1 starts one JSON document ({first[:1].decode()}...), not JSON lines: "
+            "a .json input must hold one JSON object per line (convert it with "
+            "`jq -c '.[]' FILE > FILE.jsonl`)"
+        )
 
 
 def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
