@@ -11,12 +11,13 @@ row breaks it; the first failing rule of a row is its reason.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 
 from importer.checks.coerce import INT_RE, coerce
+from importer.checks.repairs import repair_frame
 from importer.checks.shard import user_hashes
 from importer.checks.times import (
     FileState,
@@ -61,6 +62,9 @@ class Checked:
     rejects: pl.DataFrame
     naive_times: int
     outside: int = 0
+    # The mapping's repairs (checks/repairs.py): rows its filter left out, cells each changed.
+    filtered: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +127,14 @@ def validate_frame(
     with `window`, rows whose time lies outside it are neither (only counted)."""
     action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
-    original = frame
+    # ---- repairs (issue 20): the one place they join validation. The rows the filter leaves
+    # out go from both frames; `original` stays the batch as read, for the rejects file.
+    repaired = repair_frame(frame, mapping, state)
+    frame, original = repaired.frame, repaired.original
+    # ---- end of repairs
     paths = filled_paths(mapping, columns)
     work = frame.with_columns(
-        [pl.lit(None, pl.String).alias(c) for c in mapping.source_columns if c not in columns]
+        [pl.lit(None, pl.String).alias(c) for c in mapping.source_columns if c not in frame.columns]
     )
     rules: list[_Rule] = []
 
@@ -233,7 +241,12 @@ def validate_frame(
         *_route(mapping, paths),
     )
     return Checked(
-        valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()), outside=outside
+        valid=valid,
+        rejects=rejects,
+        naive_times=int(good["__naive"].sum()),
+        outside=outside,
+        filtered=repaired.filtered,
+        repairs=dict(repaired.counts),
     )
 
 

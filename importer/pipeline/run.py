@@ -197,6 +197,8 @@ def iter_valid(
                 summary.rows_valid += checked.valid.height
                 summary.naive_times += checked.naive_times
                 summary.rows_outside_window += checked.outside
+                summary.rows_filtered += checked.filtered  # issue 20: the mapping's repairs
+                summary.repairs.update(checked.repairs)
                 valid = checked.valid
                 if options.shard is not None:
                     mine = valid.filter(options.shard.mask(pl.col(ROUTE)))
