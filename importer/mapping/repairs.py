@@ -85,7 +85,7 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
         else:
             try:
                 where_columns(where)
-            except Exception as exc:  # Polars' SQL parser raises several kinds  # noqa: BLE001
+            except Exception as exc:  # Polars' SQL parser raises several kinds
                 problems.append(f"where = {where!r} is not an SQL condition Polars reads: {exc}")
                 where = None
     table = raw.get("repairs", {})
