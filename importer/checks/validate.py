@@ -204,6 +204,13 @@ def validate_frame(
         if found_sources:
             outputs[path] = pl.coalesce(found_sources)
 
+    # ---- field policy (issue 20, repairs.drop_invalid): an optional value that breaks its rule
+    # leaves the row, which goes without it, instead of rejecting the row.
+    dropped = 0
+    droppable = set(mapping.repairs.drop_invalid)
+    if droppable and rules:
+        rules, work, dropped = drop_invalid_values(work, rules, droppable)
+    # ---- end of field policy
     nothing = pl.lit(None, pl.String)
     work = work.with_columns(
         pl.coalesce([r.message for r in rules] or [nothing]).alias(ERROR),
@@ -246,8 +253,32 @@ def validate_frame(
         naive_times=int(good["__naive"].sum()),
         outside=outside,
         filtered=repaired.filtered,
-        repairs=dict(repaired.counts),
+        repairs=dict(repaired.counts) | ({"dropped": dropped} if dropped else {}),
     )
+
+
+def drop_invalid_values(
+    work: pl.DataFrame, rules: list[_Rule], droppable: set[str]
+) -> tuple[list[_Rule], pl.DataFrame, int]:
+    """The rules that still reject a row, the frame with each droppable column emptied where
+    its rules fail, and how many values that empties in rows nothing else rejects."""
+    kept = [r for r in rules if r.column not in droppable]
+    failing: dict[str, list[pl.Expr]] = {}
+    for rule in rules:
+        if rule.column in droppable:
+            failing.setdefault(rule.column, []).append(rule.message.is_not_null())
+    bad = {column: pl.any_horizontal(found) for column, found in failing.items()}
+    rejected = pl.any_horizontal([r.message.is_not_null() for r in kept]) if kept else pl.lit(False)
+    count = work.select(
+        pl.sum_horizontal([(b & ~rejected).cast(pl.Int64) for b in bad.values()]).sum()
+    ).item()
+    emptied = [
+        pl.when(b).then(None).otherwise(pl.col(name)).alias(name)
+        for column, b in bad.items()
+        for name in (column, text_of(column), kind_of(column))
+        if name in work.columns
+    ]
+    return kept, work.with_columns(emptied), int(count or 0)
 
 
 def window_refusal(mapping: Mapping) -> str:
@@ -403,13 +434,29 @@ def _text_rules(path: str, column: str, field: Field, mapping: Mapping) -> list[
                 field.pattern_rule,
                 column,
                 pl.when(bad).then(
-                    pl.format(
-                        "{} {} {}", pl.lit(path), pl.col(column), pl.lit(field.pattern_message)
+                    pl.concat_str(
+                        pl.format(
+                            "{} {} {}", pl.lit(path), pl.col(column), pl.lit(field.pattern_message)
+                        ),
+                        _reason(text, field),
+                        ignore_nulls=True,
                     )
                 ),
             )
         )
     return rules
+
+
+def _reason(text: pl.Expr, field: Field) -> pl.Expr:
+    """Why a text breaks its field's pattern, as ": <reason>", null when no reason fits."""
+    if not field.pattern_reasons:
+        return pl.lit(None, pl.String)
+    return pl.coalesce(
+        [
+            pl.when(text.str.contains(rx)).then(pl.lit(f": {why}"))
+            for rx, why in field.pattern_reasons
+        ]
+    )
 
 
 def _object_message(value: pl.Expr, path: str) -> pl.Expr:

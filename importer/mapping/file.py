@@ -181,11 +181,11 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             fields[s] for sources in action.fallback.values() for s in sources if s in fields
         }
         identity |= {c for column in identity for c in repairs.coalesce.get(column, ())}
-        optional = {
-            column
-            for p, column in fields.items()
-            if action.accepts(p) and column not in identity and not action.field_of(p).required
+        # Any column but one a required field takes: a column "*" puts in an object is optional.
+        required = {
+            c for p, c in fields.items() if action.accepts(p) and action.field_of(p).required
         }
+        optional = {c for c in repairs.drop_invalid if c not in identity and c not in required}
         check_repairs(
             repairs, identity_columns=identity, optional_columns=optional, problems=problems
         )

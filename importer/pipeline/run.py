@@ -210,6 +210,12 @@ def iter_valid(
             progress.end()
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
+        if summary.repairs.get("dropped"):  # issue 20: the mapping's field policy
+            summary.warnings.append(
+                f"{summary.repairs['dropped']:,} invalid value(s) of "
+                f"{', '.join(options.mapping.repairs.drop_invalid)} left out of rows sent "
+                "without them (repairs.drop_invalid)"
+            )
         note = receipt_time_note(options.mapping, summary.rows_valid - summary.rows_other_shards)
         if note is not None:
             summary.notes.append(note)
