@@ -45,7 +45,8 @@ def repair_frame(frame: pl.DataFrame, mapping: Mapping, state: FileState) -> Rep
     repairs = mapping.repairs
     counts: Counter[str] = Counter()
     for column, unit in repairs.epoch_units.items():
-        state.epoch_units.setdefault(column, unit)  # declared, not guessed from the first value
+        state.epoch_units[column] = unit  # declared, not guessed from the first value
+        state.declared.add(column)
     original = frame
     columns = [c for c in frame.columns if c != LINE]
 

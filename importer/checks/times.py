@@ -36,6 +36,9 @@ class FileState:
     """What validation learns about one input as its batches go by (epoch unit per column)."""
 
     epoch_units: dict[str, str] = field(default_factory=dict)
+    # Columns whose unit the mapping declares (repairs.epoch_units): then every number is an
+    # epoch in it, and neither its magnitude nor eight digits make it doubtful.
+    declared: set[str] = field(default_factory=set)
 
 
 def epoch_unit(frame: pl.DataFrame, column: str, state: FileState) -> str:
@@ -63,6 +66,7 @@ def parse_times(
     now: datetime,
     required: bool,
     time_format: str,
+    declared: bool = False,
 ) -> pl.DataFrame:
     """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)` and `time_message_of(column)`.
 
@@ -75,7 +79,13 @@ def parse_times(
         stamp.alias("stamp"), (text.str.contains(UTC_Z_RE) & stamp.is_not_null()).alias("ok")
     )
     ok = quick["ok"].fill_null(False)
-    full = {"timezone": timezone, "unit": unit, "now": now, "required": required}
+    full = {
+        "timezone": timezone,
+        "unit": unit,
+        "now": now,
+        "required": required,
+        "declared": declared,
+    }
     if not ok.any():
         return _parse_any(work, column, time_format=time_format, **full)
     utc = quick["stamp"]
@@ -117,6 +127,7 @@ def _parse_any(
     now: datetime,
     required: bool,
     time_format: str,
+    declared: bool = False,
 ) -> pl.DataFrame:
     """parse_times for times in any form it reads.
 
@@ -187,6 +198,9 @@ def _parse_any(
     is_epoch = pl.col("__t_is_epoch")
     text = pl.col("__t_text")
     wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != (unit == "ms"))
+    eight_digits = is_epoch & text.str.contains(r"^\d{8}$")
+    if declared:
+        wrong_unit = eight_digits = pl.lit(False)
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
     message = (
         pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
@@ -197,7 +211,7 @@ def _parse_any(
             if required
             else pl.lit(None, pl.String)
         )
-        .when(is_epoch & text.str.contains(r"^\d{8}$"))
+        .when(eight_digits)
         .then(
             pl.format(
                 "{} is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "

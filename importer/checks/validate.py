@@ -173,6 +173,7 @@ def validate_frame(
             now=now,
             required=times[column],
             time_format=mapping.destination.time_format,
+            declared=column in state.declared,  # issue 20: repairs.epoch_units
         )
         naive.append(pl.col(naive_of(column)))
         rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
