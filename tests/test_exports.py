@@ -237,18 +237,28 @@ def test_a_member_keeps_its_json_kind_and_star_leaves_out_members_mapped_elsewhe
 ) -> None:
     data = write_jsonl(
         tmp_path,
-        {"event": "A", "props": {"uid": "12", "at": AT, "n": 12, "s": "12", "deep": {"other": 1}}},
-        {"event": "B", "props": {"uid": 7, "at": AT, "flag": True, "token": "t"}},
+        {
+            "event": "A",
+            "props": {
+                "uid": "12",
+                "at": AT,
+                "n": 12,
+                "s": "12",
+                "code": "007",
+                "deep": {"other": 1},
+            },
+        },
+        {"event": "B", "props": {"uid": 7, "at": AT, "flag": True, "token": "t", "code": 7}},
     )
     mapping = track(
         user="props.uid",
         time="props.at",
-        rest='[repairs]\nexclude = ["props.token"]\n',
+        rest='"data.code" = "props.code"\n[repairs]\nexclude = ["props.token"]\n',
     )
     bodies, _ = send(tmp_path, data, mapping)
     assert bodies == in_order(
-        event("12", "A", SENT_AT, {"n": 12, "s": "12", "deep": {"other": 1}}),
-        event("7", "B", SENT_AT, {"flag": True}),
+        event("12", "A", SENT_AT, {"n": 12, "s": "12", "deep": {"other": 1}, "code": "007"}),
+        event("7", "B", SENT_AT, {"flag": True, "code": 7}),
     )
 
 
