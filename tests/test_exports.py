@@ -390,3 +390,13 @@ def test_repairs_are_part_of_the_fingerprint(
     filtered = tmp_path / "filtered.toml"
     filtered.write_text(track(top="where = \"kind = 'track'\""), encoding="utf-8")
     assert load_mapping(plain).fingerprint != load_mapping(filtered).fingerprint
+
+
+def test_a_semicolon_separated_csv_as_a_spreadsheet_exports_it(tmp_path: Path) -> None:
+    # Decimal commas beside ";": read with a comma, every row would have the wrong field count.
+    data = write_csv(
+        tmp_path, "user;event;at;price", f"u1;Bought;{AT};1,50", f"u2;Bought;{AT};2,00"
+    )
+    bodies, report = send(tmp_path, data, track(data="*", rest='[repairs]\nseparator = ";"\n'))
+    assert sorted(b["data"]["price"] for b in bodies) == ["1,50", "2,00"]
+    assert report["rows_rejected"] == 0

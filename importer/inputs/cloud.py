@@ -84,7 +84,9 @@ def place_of(source: InputFile) -> str:
     return source.url if isinstance(source, CloudInput) else str(source.path.resolve())
 
 
-def open_sources(paths: Iterable[Path], *, probes: Collection[int] | None) -> list[InputFile]:
+def open_sources(
+    paths: Iterable[Path], *, probes: Collection[int] | None, separator: str = ""
+) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
     `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy."""
     sources: list[InputFile] = []
@@ -92,14 +94,17 @@ def open_sources(paths: Iterable[Path], *, probes: Collection[int] | None) -> li
     for path in paths:
         url = cloud_url(path)
         if url is None:
-            sources += [open_input(item, probes=probes) for item in expand_inputs((path,))]
+            sources += [
+                open_input(item, probes=probes, separator=separator)
+                for item in expand_inputs((path,))
+            ]
             continue
         store = _store(url)
         for found in expand_url(store, url):
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
             _download(store, found, copy)
-            sources.append(_open_copy(found, copy, downloads, probes))
+            sources.append(_open_copy(found, copy, downloads, probes, separator))
     return sources
 
 
@@ -177,11 +182,11 @@ def _download(store: _Store, url: str, copy: Path) -> None:
 
 
 def _open_copy(
-    url: str, copy: Path, downloads: _Downloads, probes: Collection[int] | None
+    url: str, copy: Path, downloads: _Downloads, probes: Collection[int] | None, separator: str
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes)
+        source = open_input(copy, probes=probes, separator=separator)
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}

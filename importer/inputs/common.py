@@ -146,6 +146,9 @@ class InputFile:
     # content is longer than (None: not asked; Parquet is never probed: it does not grow by
     # appending).
     prefixes: dict[int, Prefix] | None = None
+    # The mapping's declared separator (repairs.separator, a spreadsheet's ";"); "" = the
+    # format's own (SEPARATORS).
+    separator: str = ""
 
     @property
     def name(self) -> str:

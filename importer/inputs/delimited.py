@@ -43,7 +43,7 @@ csv.field_size_limit(1 << 30)
 
 def profile_csv(facts: InputFile) -> InputFile:
     """Find the header, the records with a wrong field count, and each column's lossless type."""
-    separator = SEPARATORS[facts.format]
+    separator = facts.separator or SEPARATORS[facts.format]
     found = _profile_plain(facts.path, separator) if facts.plain else None
     if found is None:
         header, records, bad, blank, offsets = _check_records(facts.path, separator)
@@ -423,7 +423,7 @@ def _disagreement(path: Path, separator: str, detail: str) -> InputError:
 
 
 def iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
-    separator = SEPARATORS[source.format]
+    separator = source.separator or SEPARATORS[source.format]
     encode = [_json_text(column, source.column_kinds[column]) for column in source.columns]
     bad_lines = pl.DataFrame(
         {

@@ -50,11 +50,14 @@ from importer.inputs.locate import (
 from importer.inputs.parquet import iter_parquet, open_parquet
 
 
-def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFile:
+def open_input(
+    path: Path, *, probes: Collection[int] | None = None, separator: str = ""
+) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
 
     `probes` are sizes (of inputs sent before) at which the byte pass also hashes the content's
-    first bytes, so that a grown input is known without reading it again (`prefixes`)."""
+    first bytes, so that a grown input is known without reading it again (`prefixes`).
+    `separator` replaces a CSV's comma (a mapping's repairs.separator)."""
     refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -99,7 +102,7 @@ def open_input(path: Path, *, probes: Collection[int] | None = None) -> InputFil
         if text_ending(path) == ".json":
             _refuse_json_document(path)
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
-    return profile_csv(facts)
+    return profile_csv(replace(facts, separator=separator))
 
 
 def _refuse_json_document(path: Path) -> None:

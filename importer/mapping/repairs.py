@@ -26,6 +26,7 @@ REPAIR_KEYS = frozenset(
         "drop_invalid",
         "normalise_identity",
         "exclude",
+        "separator",
     }
 )
 NORMALISERS = ("trim", "lower")
@@ -48,6 +49,8 @@ class Repairs:
     normalise_identity: bool = False
     # Members `properties.*` leaves out besides those mapped elsewhere (an export's envelope).
     exclude: tuple[str, ...] = ()
+    # A CSV's separator when it is not a comma (a spreadsheet's ";"); "" = the format's own.
+    separator: str = ""
 
     def canonical(self) -> dict[str, object]:
         """The repairs as plain values, without the ones left empty (for the fingerprint)."""
@@ -128,6 +131,13 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
                 f"repairs.exclude: {source!r} does not name a member of an object column "
                 'such as "properties.token"'
             )
+    separator = table.get("separator", "")
+    if not isinstance(separator, str) or len(separator) > 1 or separator in ('"', "\n", "\r"):
+        problems.append(
+            f'repairs.separator = {separator!r} must be one character such as ";" '
+            "(not a quote or a line break)"
+        )
+        separator = ""
     identity = table.get("normalise_identity", False)
     if not isinstance(identity, bool):
         problems.append("repairs.normalise_identity must be true or false")
@@ -143,6 +153,7 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
         drop_invalid=drop,
         normalise_identity=identity,
         exclude=exclude,
+        separator=separator,
     )
 
 

@@ -134,7 +134,9 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     inputs its checkpoint knows, so that `send_inputs` knows a grown file without reading it again.
     """
     probes = None if state_dir is None else known_sizes(state_dir)
-    sources = open_sources(options.inputs, probes=probes)
+    # issue 20: a mapping may declare a CSV's separator (a spreadsheet's ";").
+    separator = options.mapping.repairs.separator
+    sources = open_sources(options.inputs, probes=probes, separator=separator)
     for source in sources:
         if not source.columns:
             continue
