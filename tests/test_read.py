@@ -641,7 +641,15 @@ def test_bytes_that_are_not_utf8(
     path = write(tmp_path, name, data)
     error = input_error(path)
     assert str(error) == f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8"
-    assert error.hint == "re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)"
+    assert error.hint.startswith("re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
+    assert "iconv -f CP1252 -t UTF-8" in error.hint
+
+
+def test_a_windows_1252_export_is_named_with_what_its_bytes_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", "id,name\n1,Müller café\n".encode("cp1252"))
+    error = input_error(path)
+    assert "in Windows-1252, as spreadsheets export, the bytes read 'ü'" in error.hint
+    assert "iconv -f CP1252 -t UTF-8 in.csv > utf8-in.csv" in error.hint
 
 
 def test_bad_bytes_beyond_the_first_megabyte_name_their_line(tmp_path: Path) -> None:
