@@ -204,3 +204,17 @@ def test_recent_times_or_none_keep_userpilot_live_track(tmp_path: Path) -> None:
     path.write_text(json.dumps(line) + "\n")
     made = invoke("init", path, "--destination", "userpilot")
     assert tomllib.loads(made.stdout)["action"] == "import_track"
+
+
+def test_a_posthog_export_is_known_by_its_keys(tmp_path: Path) -> None:
+    line = {"uuid": "0189-a", "event": "$pageview", "distinct_id": "u9",
+            "timestamp": "2023-05-01T10:00:00Z", "properties": {"$current_url": "/x"}}  # fmt: skip
+    path = tmp_path / "posthog.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    mapping = tomllib.loads(invoke("init", path).stdout)
+    assert mapping["fields"] == {
+        "identity.id": "distinct_id",
+        "event_name": "event",
+        "extras.created_at": "timestamp",
+        "data": "properties.*",
+    }
