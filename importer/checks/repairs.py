@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from importer.checks.times import FileState
-from importer.columns import LINE
+from importer.checks.times import FileState, kind_of, text_of
+from importer.columns import COLUMN, ERROR, LINE, RULE
 from importer.jsontext import json_as_text, json_kind, json_string
 from importer.mapping.file import ALL_COLUMNS, Mapping
 from importer.mapping.repairs import MEMBERS, object_of
@@ -183,6 +183,56 @@ def _strptime(text: pl.Expr, pattern: str) -> pl.Expr:
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         return json_string(parsed.dt.strftime(_ISO_NAIVE + "Z"))
     return json_string(parsed.dt.strftime(_ISO_NAIVE))
+
+
+def drop_invalid(
+    work: pl.DataFrame, rules: list[tuple[str | None, pl.Expr]], droppable: set[str]
+) -> tuple[list[bool], pl.DataFrame, int]:
+    """The field policy (repairs.drop_invalid), given validation's rules as (column, message):
+    which rules still reject a row, the frame with each droppable column emptied where its
+    rules fail (so the row is sent without it), and how many values that empties in rows
+    nothing else rejects."""
+    keep = [column not in droppable for column, _ in rules]
+    failing: dict[str, list[pl.Expr]] = {}
+    for column, message in rules:
+        if column in droppable:
+            failing.setdefault(column, []).append(message.is_not_null())
+    bad = {column: pl.any_horizontal(found) for column, found in failing.items()}
+    kept = [message.is_not_null() for (_, message), k in zip(rules, keep, strict=True) if k]
+    rejected = pl.any_horizontal(kept) if kept else pl.lit(False)
+    count = work.select(
+        pl.sum_horizontal([(b & ~rejected).cast(pl.Int64) for b in bad.values()]).sum()
+    ).item()
+    emptied = [
+        pl.when(b).then(None).otherwise(pl.col(name)).alias(name)
+        for column, b in bad.items()
+        for name in (column, text_of(column), kind_of(column))
+        if name in work.columns
+    ]
+    return keep, work.with_columns(emptied), int(count or 0)
+
+
+def with_reasons(
+    bad: pl.DataFrame, patterns: list[tuple[str, str, tuple[tuple[str, str], ...]]]
+) -> pl.DataFrame:
+    """Rejected rows with the reason a value breaks its field's pattern added to the message
+    ("... is not a valid email address: non-ASCII local part"); `patterns` are (rule, column,
+    (regular expression, reason) pairs). On the rejected rows alone: nothing on rows that pass."""
+    if bad.height == 0:
+        return bad
+    for rule, column, reasons in patterns:
+        hit = (pl.col(RULE) == rule) & (pl.col(COLUMN) == column)
+        text = pl.col(text_of(column))
+        reason = pl.coalesce(
+            [pl.when(text.str.contains(rx)).then(pl.lit(f": {why}")) for rx, why in reasons]
+        )
+        bad = bad.with_columns(
+            pl.when(hit)
+            .then(pl.concat_str(pl.col(ERROR), reason, ignore_nulls=True))
+            .otherwise(pl.col(ERROR))
+            .alias(ERROR)
+        )
+    return bad
 
 
 def _present(value: pl.Expr) -> pl.Expr:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from importer.checks.coerce import INT_RE, coerce
-from importer.checks.repairs import repair_frame
+from importer.checks.repairs import drop_invalid, repair_frame, with_reasons
 from importer.checks.shard import user_hashes
 from importer.checks.times import (
     FileState,
@@ -210,7 +210,8 @@ def validate_frame(
     dropped = 0
     droppable = set(mapping.repairs.drop_invalid)
     if droppable and rules:
-        rules, work, dropped = drop_invalid_values(work, rules, droppable)
+        keep, work, dropped = drop_invalid(work, [(r.column, r.message) for r in rules], droppable)
+        rules = [rule for rule, kept in zip(rules, keep, strict=True) if kept]
     # ---- end of field policy
     nothing = pl.lit(None, pl.String)
     work = work.with_columns(
@@ -236,7 +237,10 @@ def validate_frame(
     is_bad = work[ERROR].is_not_null()
     rejects = pl.concat(
         [
-            _with_reasons(work.filter(is_bad), mapping, paths).select(LINE, RULE, COLUMN, ERROR),
+            # issue 20: the reason a value breaks its pattern, found on the rejected rows alone
+            with_reasons(work.filter(is_bad), _patterns(mapping, paths)).select(
+                LINE, RULE, COLUMN, ERROR
+            ),
             original.filter(is_bad).select(columns),
         ],
         how="horizontal",
@@ -256,30 +260,6 @@ def validate_frame(
         filtered=repaired.filtered,
         repairs=dict(repaired.counts) | ({"dropped": dropped} if dropped else {}),
     )
-
-
-def drop_invalid_values(
-    work: pl.DataFrame, rules: list[_Rule], droppable: set[str]
-) -> tuple[list[_Rule], pl.DataFrame, int]:
-    """The rules that still reject a row, the frame with each droppable column emptied where
-    its rules fail, and how many values that empties in rows nothing else rejects."""
-    kept = [r for r in rules if r.column not in droppable]
-    failing: dict[str, list[pl.Expr]] = {}
-    for rule in rules:
-        if rule.column in droppable:
-            failing.setdefault(rule.column, []).append(rule.message.is_not_null())
-    bad = {column: pl.any_horizontal(found) for column, found in failing.items()}
-    rejected = pl.any_horizontal([r.message.is_not_null() for r in kept]) if kept else pl.lit(False)
-    count = work.select(
-        pl.sum_horizontal([(b & ~rejected).cast(pl.Int64) for b in bad.values()]).sum()
-    ).item()
-    emptied = [
-        pl.when(b).then(None).otherwise(pl.col(name)).alias(name)
-        for column, b in bad.items()
-        for name in (column, text_of(column), kind_of(column))
-        if name in work.columns
-    ]
-    return kept, work.with_columns(emptied), int(count or 0)
 
 
 def window_refusal(mapping: Mapping) -> str:
@@ -444,33 +424,16 @@ def _text_rules(path: str, column: str, field: Field, mapping: Mapping) -> list[
     return rules
 
 
-def _with_reasons(bad: pl.DataFrame, mapping: Mapping, paths: dict[str, str]) -> pl.DataFrame:
-    """The rejected rows with the reason a value breaks its field's pattern added to the message
-    ("... is not a valid email address: non-ASCII local part"). Found on the rejected rows alone:
-    the patterns cost nothing on the rows that pass."""
+def _patterns(
+    mapping: Mapping, paths: dict[str, str]
+) -> list[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """(rule, column, reasons) of each mapped field whose pattern says why a value breaks it."""
+    found = []
     for path, column in paths.items():
-        field = mapping.action.field_of(path)
-        if not field.pattern_reasons or bad.height == 0:
-            continue
-        hit = (pl.col(RULE) == field.pattern_rule) & (pl.col(COLUMN) == column)
-        reason = _reason(pl.col(text_of(column)), field)
-        bad = bad.with_columns(
-            pl.when(hit)
-            .then(pl.concat_str(pl.col(ERROR), reason, ignore_nulls=True))
-            .otherwise(pl.col(ERROR))
-            .alias(ERROR)
-        )
-    return bad
-
-
-def _reason(text: pl.Expr, field: Field) -> pl.Expr:
-    """Why a text breaks its field's pattern, as ": <reason>", null when no reason fits."""
-    return pl.coalesce(
-        [
-            pl.when(text.str.contains(rx)).then(pl.lit(f": {why}"))
-            for rx, why in field.pattern_reasons
-        ]
-    )
+        spec = mapping.action.field_of(path)
+        if spec.pattern_reasons:
+            found.append((spec.pattern_rule, column, spec.pattern_reasons))
+    return found
 
 
 def _object_message(value: pl.Expr, path: str) -> pl.Expr:
