@@ -51,15 +51,17 @@ class Repairs:
     exclude: tuple[str, ...] = ()
     # A CSV's separator when it is not a comma (a spreadsheet's ";"); "" = the format's own.
     separator: str = ""
+    # The columns `where` reads, found once when the mapping is parsed (not part of its meaning).
+    where_reads: tuple[str, ...] = ()
 
     def canonical(self) -> dict[str, object]:
         """The repairs as plain values, without the ones left empty (for the fingerprint)."""
-        return {key: value for key, value in asdict(self).items() if value}
+        return {k: v for k, v in asdict(self).items() if v and k != "where_reads"}
 
     def read_columns(self) -> list[str]:
         """Source columns the repairs read beyond those mapped: fallbacks and the filter's."""
         fallbacks = [c for columns in self.coalesce.values() for c in columns]
-        return list(dict.fromkeys([*fallbacks, *where_columns(self.where)]))
+        return list(dict.fromkeys([*fallbacks, *self.where_reads]))
 
 
 def where_columns(where: str | None) -> list[str]:
@@ -81,20 +83,21 @@ def object_of(source: str) -> tuple[str, str] | None:
 def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
     """Read `where` and the [repairs] table of a mapping, adding every problem to `problems`."""
     where = raw.get("where")
+    reads: list[str] = []
     if where is not None:
         if not isinstance(where, str) or not where.strip():
             problems.append("where must be an SQL condition such as \"type = 'track'\"")
             where = None
         else:
             try:
-                where_columns(where)
+                reads = where_columns(where)
             except Exception as exc:  # Polars' SQL parser raises several kinds
                 problems.append(f"where = {where!r} is not an SQL condition Polars reads: {exc}")
                 where = None
     table = raw.get("repairs", {})
     if not isinstance(table, dict):
         problems.append("[repairs] must be a table")
-        return Repairs(where=where if isinstance(where, str) else None)
+        return Repairs(where=where if isinstance(where, str) else None, where_reads=tuple(reads))
     for key in sorted(set(table) - REPAIR_KEYS):
         problems.append(f"unknown key repairs.{key} (known: {', '.join(sorted(REPAIR_KEYS))})")
     markers = _strings(table.get("null_markers", []), "repairs.null_markers", problems)
@@ -154,6 +157,7 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
         normalise_identity=identity,
         exclude=exclude,
         separator=separator,
+        where_reads=tuple(reads),
     )
 
 
