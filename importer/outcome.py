@@ -45,6 +45,10 @@ class Summary:
     rows_other_shards: int = 0
     # Rows whose time lies outside --since/--until: neither sent nor rejected.
     rows_outside_window: int = 0
+    # Rows the mapping's `where` left out: neither sent nor rejected.
+    rows_filtered: int = 0
+    # Cells each of the mapping's repairs changed (null_marker, coalesce, normalise, ...).
+    repairs: Counter[str] = field(default_factory=Counter)
     rows_sent: int = 0
     rows_skipped: int = 0
     # Rows not sent because an earlier run dead-lettered them (not "done before").
@@ -135,6 +139,8 @@ class Summary:
             shard=self.shard,
             rows_other_shards=self.rows_other_shards,
             rows_outside_window=self.rows_outside_window,
+            rows_filtered=self.rows_filtered,
+            repairs=dict(sorted(self.repairs.items())),
             blank_lines=self.blank_lines,
             naive_times=self.naive_times,
             rejects_by_rule=dict(self.rejects_by_rule),
@@ -169,6 +175,7 @@ COUNTERS = (
     "naive_times",
     "rows_outside_window",
     "rows_other_shards",
+    "rows_filtered",
 )
 
 
@@ -241,6 +248,7 @@ class JobSummary:
             for name in COUNTERS:
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.rejects_by_rule.update(part.rejects_by_rule)
+            total.repairs.update(part.repairs)
             for rule, examples in part.reject_examples.items():
                 kept = total.reject_examples.setdefault(rule, [])
                 kept.extend(examples[: EXAMPLES_PER_RULE - len(kept)])

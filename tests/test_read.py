@@ -580,15 +580,32 @@ def test_a_directory(tmp_path: Path) -> None:
     assert str(input_error(path)) == f"{path}: is a directory, not a file"
 
 
-@pytest.mark.parametrize(
-    "name", ["in.txt", "in.json", "in", "in.gz", "in.txt.zst", "in.parquet.gz"]
-)
+@pytest.mark.parametrize("name", ["in.txt", "in.jsn", "in", "in.gz", "in.txt.zst", "in.parquet.gz"])
 def test_an_unknown_ending(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, name, "a,b\n1,2\n")
     assert str(input_error(path)) == (
-        f"{path}: cannot tell the format from the name (known endings: .csv, .jsonl, .ndjson, "
-        ".parquet, .tsv; text formats also compressed, as .gz/.zst)"
+        f"{path}: cannot tell the format from the name (known endings: .csv, .json, .jsonl, "
+        ".ndjson, .parquet, .tsv; text formats also compressed, as .gz/.zst)"
     )
+
+
+@pytest.mark.parametrize("name", ["export.json", "export.json.gz"])
+def test_a_named_json_file_is_read_as_json_lines(tmp_path: Path, name: str) -> None:
+    # Amplitude's export: .json.gz files holding one JSON object per line.
+    text = '{"user_id":"u1","n":1}\n{"user_id":"u2","n":2}\n'
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    source = open_input(path)
+    assert source.format == "jsonl"
+    frame = pl.concat([b.frame for b in iter_batches(source)])
+    assert frame["user_id"].to_list() == ['"u1"', '"u2"']
+
+
+@pytest.mark.parametrize("first", ["[", "{"])
+def test_a_json_document_is_refused_saying_it_is_not_json_lines(tmp_path: Path, first: str) -> None:
+    body = '[{"a": 1}]\n' if first == "[" else '{\n  "a": 1\n}\n'
+    path = write(tmp_path, "dump.json", body)
+    assert "not JSON lines" in str(input_error(path))
 
 
 def test_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -646,7 +663,15 @@ def test_bytes_that_are_not_utf8(
     path = write(tmp_path, name, data)
     error = input_error(path)
     assert str(error) == f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8"
-    assert error.hint == "re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)"
+    assert error.hint.startswith("re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
+    assert "iconv -f CP1252 -t UTF-8" in error.hint
+
+
+def test_a_windows_1252_export_is_named_with_what_its_bytes_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", "id,name\n1,Müller café\n".encode("cp1252"))
+    error = input_error(path)
+    assert "in Windows-1252, as spreadsheets export, the bytes read 'ü'" in error.hint
+    assert "iconv -f CP1252 -t UTF-8 in.csv > utf8-in.csv" in error.hint
 
 
 def test_bad_bytes_beyond_the_first_megabyte_name_their_line(tmp_path: Path) -> None:

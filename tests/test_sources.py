@@ -315,6 +315,16 @@ def test_a_directory_is_its_input_files_sorted_by_name_not_recursive(tmp_path: P
     ]
 
 
+def test_a_directory_leaves_json_files_but_a_glob_names_them(tmp_path: Path) -> None:
+    # .json files beside the data are manifests and reports; named by a glob they are inputs.
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for name in ("manifest.json", "part-1.json.gz", "part-2.jsonl"):
+        (folder / name).write_text("{}\n")
+    assert [p.name for p in expand_inputs([folder])] == ["part-2.jsonl"]
+    assert [p.name for p in expand_inputs([folder / "*.json.gz"])] == ["part-1.json.gz"]
+
+
 def test_a_glob_is_its_matches_sorted_and_a_file_is_itself(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     named = folder / "notes.txt"

@@ -37,6 +37,9 @@ class FileState:
     """What validation learns about one input as its batches go by (epoch unit per column)."""
 
     epoch_units: dict[str, str] = field(default_factory=dict)
+    # Columns whose unit the mapping declares (repairs.epoch_units): then every number is an
+    # epoch in it, and neither its magnitude nor eight digits make it doubtful.
+    declared: set[str] = field(default_factory=set)
 
 
 def epoch_unit_is_ms(column: str, state: FileState) -> pl.Expr:
@@ -72,6 +75,7 @@ def parse_times(
     required: bool,
     time_format: str,
     quick: bool = True,
+    declared: bool = False,
 ) -> pl.LazyFrame:
     """Replace `column` with the UTC time as JSON text in `time_format`; add `naive_of(column)`,
     `time_message_of(column)` and `epoch_of(column)` (the batch's epoch unit, `unit_ms`, on the
@@ -79,7 +83,8 @@ def parse_times(
 
     Rows in the UTC_Z form take a short way (a third of the work); the general way is given
     only the other rows, none when every time is in that form, and joined back by LINE.
-    `quick=False` sends every row the general way (for tests).
+    `quick=False` sends every row the general way (for tests). `declared`: the mapping declares
+    the column's epoch unit, so neither a number's magnitude nor eight digits make it doubtful.
     """
     text = pl.col(text_of(column))
     stamp = text.str.to_datetime(UTC_Z_FORMAT, time_unit="ms", strict=False)
@@ -94,9 +99,9 @@ def parse_times(
         text.alias("__t_rest"),
         unit_ms.alias(epoch_of(column)),
     )
-    rest = _parse_any(rest, column, timezone=timezone, now=now, required=required).select(
-        LINE, "__t_utc", "__t_naive", "__t_message", epoch_of(column)
-    )
+    rest = _parse_any(
+        rest, column, timezone=timezone, now=now, required=required, declared=declared
+    ).select(LINE, "__t_utc", "__t_naive", "__t_message", epoch_of(column))
     work = work.join(rest, on=LINE, how="left", maintain_order="left")
     quick_ok = pl.col("__t_ok")
     stamp = pl.col("__t_stamp")
@@ -144,7 +149,13 @@ def _quick_json_time(text: pl.Expr, time_format: str) -> pl.Expr | None:
 
 
 def _parse_any(
-    work: pl.LazyFrame, column: str, *, timezone: str, now: datetime, required: bool
+    work: pl.LazyFrame,
+    column: str,
+    *,
+    timezone: str,
+    now: datetime,
+    required: bool,
+    declared: bool = False,
 ) -> pl.LazyFrame:
     """The general way, on the text in `__t_rest`: adds `__t_utc` (naive UTC), `__t_naive` and
     `__t_message`. Times in any form it reads; the epoch unit is `epoch_of(column)`.
@@ -217,6 +228,9 @@ def _parse_any(
     is_epoch = pl.col("__t_is_epoch")
     text = pl.col("__t_text")
     wrong_unit = is_epoch & ((pl.col("__t_epoch").abs() >= MS_THRESHOLD) != unit_ms)
+    eight_digits = is_epoch & text.str.contains(r"^\d{8}$")
+    if declared:
+        wrong_unit = eight_digits = pl.lit(False)
     now_naive = now.astimezone(UTC).replace(tzinfo=None)
     message = (
         pl.when(pl.col(kind_of(column)).is_in(["object", "array", "boolean"]))
@@ -227,7 +241,7 @@ def _parse_any(
             if required
             else pl.lit(None, pl.String)
         )
-        .when(is_epoch & text.str.contains(r"^\d{8}$"))
+        .when(eight_digits)
         .then(
             pl.format(
                 "{} is ambiguous: a date written as YYYYMMDD, or epoch seconds in 1970-73; "

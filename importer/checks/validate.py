@@ -28,12 +28,13 @@ rather than rejected. The original frame stays untouched: a reject shows the row
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 
 from importer.checks.coerce import INT_RE, coerce
+from importer.checks.repairs import DROPPED, drop_invalid, repair_frame, with_reasons
 from importer.checks.shard import user_hashes
 from importer.checks.times import (
     FileState,
@@ -80,6 +81,9 @@ class Checked:
     rejects: pl.DataFrame
     naive_times: int
     outside: int = 0
+    # The mapping's repairs (checks/repairs.py): rows its filter left out, cells each changed.
+    filtered: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +149,12 @@ def validate_frame(
     every distinct user, so it is left out where nothing reads it)."""
     action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
+    # Repairs (checks/repairs.py) come first: the rows the mapping's filter leaves out go from
+    # both frames, and `original` stays the batch as read, for the rejects file.
+    repaired = repair_frame(frame, mapping, state)
+    frame, original = repaired.frame, repaired.original
     paths = filled_paths(mapping, columns)
-    absent = [c for c in mapping.source_columns if c not in columns]
+    absent = [c for c in mapping.source_columns if c not in frame.columns]
     work = frame.lazy().with_columns(pl.lit(None, pl.String).alias(c) for c in absent)
     rules: list[_Rule] = []
 
@@ -187,6 +195,7 @@ def validate_frame(
             now=now,
             required=times[column],
             time_format=mapping.destination.time_format,
+            declared=column in state.declared,  # issue 20: repairs.epoch_units
         )
         naive.append(pl.col(naive_of(column)))
         rules.append(_Rule("timestamp", column, pl.col(time_message_of(column))))
@@ -219,7 +228,18 @@ def validate_frame(
         if found_sources:
             outputs[path] = pl.coalesce(found_sources)
 
+    # The field policy (repairs.drop_invalid): an optional value that breaks its rule leaves
+    # the row, which goes without it, instead of rejecting the row.
+    droppable = set(mapping.repairs.drop_invalid)
+    if droppable and rules:
+        keep, work = drop_invalid(work, [(r.column, r.message) for r in rules], droppable)
+        rules = [rule for rule, kept in zip(rules, keep, strict=True) if kept]
+    else:
+        work = work.with_columns(pl.lit(0, pl.Int64).alias(DROPPED))
+
     # 4. verdict: a row's first failing rule, and whether the window leaves it out
+    patterns = _patterns(mapping, paths)  # to say why a rejected value breaks its pattern
+    reason_texts = list(dict.fromkeys(text_of(column) for _, column, _ in patterns))
     nothing = pl.lit(None, pl.String)
     verdict = [
         pl.coalesce([r.message for r in rules] or [nothing]).alias(ERROR),
@@ -252,25 +272,35 @@ def validate_frame(
             *[expr.alias(path) for path, expr in outputs.items()],
             *_duplicate_keys(mapping, paths),
             *(_route(mapping, paths) if route else []),
+            DROPPED,
+            *reason_texts,
         )
         .collect()
     )
     learn_epoch_units(result, sorted(times), state)
+    dropped = int(result.filter(result[ERROR].is_null() & ~result["__outside"])[DROPPED].sum())
 
     outside = int(result["__outside"].sum())
     is_bad = result[ERROR].is_not_null() & ~result["__outside"]
     rejects = pl.concat(
         [
-            result.filter(is_bad).select(LINE, RULE, COLUMN, ERROR),
-            frame.filter(is_bad).select(columns),
+            # the reason a value breaks its pattern, found on the rejected rows alone
+            with_reasons(result.filter(is_bad), patterns).select(LINE, RULE, COLUMN, ERROR),
+            original.filter(is_bad).select(columns),
         ],
         how="horizontal",
     )
     good = result.filter(result[ERROR].is_null() & ~result["__outside"])
-    kept = [c for c in good.columns if c not in (ERROR, RULE, COLUMN, "__naive", "__outside")]
+    working = {ERROR, RULE, COLUMN, "__naive", "__outside", DROPPED, *reason_texts}
+    kept = [c for c in good.columns if c not in working]
     valid = good.select(c for c in kept if not c.startswith("__epoch:"))
     return Checked(
-        valid=valid, rejects=rejects, naive_times=int(good["__naive"].sum()), outside=outside
+        valid=valid,
+        rejects=rejects,
+        naive_times=int(good["__naive"].sum()),
+        outside=outside,
+        filtered=repaired.filtered,
+        repairs=dict(repaired.counts) | ({"dropped": dropped} if dropped else {}),
     )
 
 
@@ -434,6 +464,18 @@ def _text_rules(path: str, column: str, field: Field, mapping: Mapping) -> list[
             )
         )
     return rules
+
+
+def _patterns(
+    mapping: Mapping, paths: dict[str, str]
+) -> list[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """(rule, column, reasons) of each mapped field whose pattern says why a value breaks it."""
+    found = []
+    for path, column in paths.items():
+        spec = mapping.action.field_of(path)
+        if spec.pattern_reasons:
+            found.append((spec.pattern_rule, column, spec.pattern_reasons))
+    return found
 
 
 def _object_message(value: pl.Expr, path: str) -> pl.Expr:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,8 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
     """
     from importer.files import write_atomic
     from importer.inputs.reader import open_input
-    from importer.pipeline.guess import guess_mapping  # only this command needs it
+    from importer.pipeline.exports import check_sample, describe_check
+    from importer.pipeline.guess import SAMPLE_ROWS, guess_mapping  # only this command needs it
 
     try:
         target = get_destination(destination)
@@ -64,7 +66,8 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
         if out is not None and out.exists():
             raise ImporterError(f"{out} exists: the mapping is not written over it")
         check_outputs({"--out": out}, inputs=(input_path,), mapping=None, state_dir=None)
-        text = guess_mapping(open_input(input_path), target, chosen)
+        source = open_input(input_path)
+        text = guess_mapping(source, target, chosen)
         if out is None:
             click.echo(text, nl=False)
         else:
@@ -72,5 +75,14 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
             click.echo(
                 f"wrote {out}: check it, then: importer validate {input_path} --mapping {out}"
             )
+        # The mapping tried on the file's first rows, so a wrong guess shows before a run.
+        try:
+            found = check_sample(source, text, now=datetime.now(UTC), rows=SAMPLE_ROWS)
+        except ImporterError as exc:
+            click.echo(
+                f"the mapping could not be checked on the file's first rows: {exc}", err=True
+            )
+        else:
+            click.echo(describe_check(found), err=True)
     except ImporterError as exc:
         fail(exc)

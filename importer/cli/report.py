@@ -68,6 +68,9 @@ def format_summary(summary: Summary) -> str:
         rows.append(("left to other shards", summary.rows_other_shards))
     if summary.rows_outside_window:
         rows.append(("outside --since/--until", summary.rows_outside_window))
+    if summary.rows_filtered:
+        rows.append(("filtered (mapping's where)", summary.rows_filtered))
+    rows += [(f"repaired: {name}", count) for name, count in sorted(summary.repairs.items())]
     if not summary.dry_run and (
         summary.requests or summary.rows_skipped or summary.rows_sent or summary.rows_failed_before
     ):

@@ -45,6 +45,9 @@ class Field:
     pattern: str | None = None
     pattern_rule: str = "format"
     pattern_message: str = "is not valid"
+    # Why a value breaks `pattern`: (regular expression the bad value matches, reason), the
+    # first that matches appended to the message ("... is not a valid email address: no @").
+    pattern_reasons: tuple[tuple[str, str], ...] = ()
     minimum: int | None = None
     maximum: int | None = None
     required: bool = False

@@ -376,9 +376,15 @@ def _check_utf8(path: Path, piece: bytes, lines_before: int) -> None:
             line_start += len(codecs.BOM_UTF8)  # the BOM is not a character the user sees
         column = len(piece[line_start : exc.start].decode("utf-8", "replace")) + 1
         bad = piece[exc.start : exc.end].hex(" ")
+        # Spreadsheets export Windows-1252 (a superset of Latin-1's letters): show what the bytes
+        # mean there, so the user sees the file's encoding, and the command that converts it.
+        as_1252 = piece[exc.start : exc.end].decode("cp1252", "replace")
         raise InputError(
             f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8",
-            hint="re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)",
+            hint="re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8); in Windows-1252, "
+            f"as spreadsheets export, the bytes read {as_1252!r}: convert such an export with "
+            f"iconv -f CP1252 -t UTF-8 {path.name} > utf8-{path.name} (the importer reads UTF-8 "
+            "only; a mapping cannot declare another encoding)",
         ) from None
 
 

@@ -90,6 +90,7 @@ def open_sources(
     probes: Collection[int] | None,
     whole: Whole | None = None,
     pinned: Collection[str] = (),
+    separator: str = "",
 ) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
     `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
@@ -100,7 +101,7 @@ def open_sources(
         url = cloud_url(path)
         if url is None:
             sources += [
-                open_input(item, probes=probes, whole=whole, pinned=pinned)
+                open_input(item, probes=probes, whole=whole, pinned=pinned, separator=separator)
                 for item in expand_inputs((path,))
             ]
             continue
@@ -113,7 +114,7 @@ def open_sources(
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
             checksum = _download(store, found, copy)
-            source = _open_copy(found, copy, downloads, probes, whole, pinned)
+            source = _open_copy(found, copy, downloads, probes, whole, pinned, separator)
             # The store's checksum of the bytes downloaded tells the object again next time
             # without downloading it; else the quick fingerprint of the copy does.
             if checksum:
@@ -243,10 +244,11 @@ def _open_copy(
     probes: Collection[int] | None,
     whole: Whole | None,
     pinned: Collection[str] = (),
+    separator: str = "",
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes, whole=whole, pinned=pinned)
+        source = open_input(copy, probes=probes, whole=whole, pinned=pinned, separator=separator)
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}

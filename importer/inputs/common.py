@@ -43,6 +43,10 @@ FORMATS = {
     ".tsv": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    # Amplitude and others export JSON lines under `.json`: read so when a file or a glob names
+    # one. A directory does not pick them up (locate.KNOWN_ENDINGS): manifests and reports
+    # beside the data end in .json too.
+    ".json": "jsonl",
     ".parquet": "parquet",
 }
 
@@ -155,6 +159,9 @@ class InputFile:
     # without the byte pass. "" when there is none.
     quick: str = ""
     disk_size: int = 0
+    # The mapping's declared separator (repairs.separator, a spreadsheet's ";"); "" = the
+    # format's own (SEPARATORS).
+    separator: str = ""
 
     @property
     def name(self) -> str:

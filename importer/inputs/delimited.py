@@ -45,7 +45,7 @@ csv.field_size_limit(1 << 30)
 def profile_csv(facts: InputFile, *, pinned: Collection[str] = ()) -> InputFile:
     """Find the header, the records with a wrong field count, and each column's lossless type;
     a `pinned` column (its type fixed by the mapping) is text without a look at its cells."""
-    separator = SEPARATORS[facts.format]
+    separator = facts.separator or SEPARATORS[facts.format]
     found = _profile_plain(facts.path, separator, pinned) if facts.plain else None
     if found is None:
         header, records, bad, blank, offsets = _check_records(facts.path, separator)
@@ -436,7 +436,7 @@ def _disagreement(path: Path, separator: str, detail: str) -> InputError:
 
 
 def iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
-    separator = SEPARATORS[source.format]
+    separator = source.separator or SEPARATORS[source.format]
     encode = [_json_text(column, source.column_kinds[column]) for column in source.columns]
     bad_lines = pl.DataFrame(
         {

@@ -45,6 +45,7 @@ from importer.inputs.jsonl import iter_jsonl, jsonl_keys
 from importer.inputs.locate import (
     COMPRESSED_ENDINGS,
     compression_of,
+    open_bytes,
     text_ending,
 )
 from importer.inputs.parquet import iter_parquet, open_parquet
@@ -61,6 +62,7 @@ def open_input(
     probes: Collection[int] | None = None,
     whole: Whole | None = None,
     pinned: Collection[str] = (),
+    separator: str = "",
 ) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
 
@@ -71,7 +73,8 @@ def open_input(
     first bytes, so that a grown input is known without reading it again (`prefixes`). `whole`
     are the contents every row of which a checkpoint knows as handled: a file of the same size
     on disk is hashed with the quick fingerprint first, and when it is one of them, it is not
-    scanned or profiled (`whole_before`): its rows are not read again."""
+    scanned or profiled (`whole_before`): its rows are not read again.
+    `separator` replaces a CSV's comma (a mapping's repairs.separator)."""
     refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -131,8 +134,10 @@ def open_input(
     if scan.blank:
         return facts
     if input_format == "jsonl":
+        if text_ending(path) == ".json":
+            _refuse_json_document(path)
         return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
-    return profile_csv(facts, pinned=pinned)
+    return profile_csv(replace(facts, separator=separator), pinned=pinned)
 
 
 def _known_whole(
@@ -145,6 +150,19 @@ def _known_whole(
     quick = quick_fingerprint(path)
     found = whole.get((disk_size, quick))
     return None if found is None else (quick, found)
+
+
+def _refuse_json_document(path: Path) -> None:
+    """A `.json` input is read as JSON lines; one document (an array, or an object over many
+    lines) is not, and every line of it would be a reject: say so once instead."""
+    with open_bytes(path) as handle:
+        first = handle.readline().lstrip(b"\xef\xbb\xbf").strip()
+    if first.startswith(b"[") or first == b"{":
+        raise InputError(
+            f"{path}: line 1 starts one JSON document ({first[:1].decode()}...), not JSON lines: "
+            "a .json input must hold one JSON object per line (convert it with "
+            "`jq -c '.[]' FILE > FILE.jsonl`)"
+        )
 
 
 def iter_batches(source: InputFile, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:

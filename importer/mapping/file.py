@@ -18,11 +18,12 @@ from pathlib import Path
 from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.destinations.base import options_of
 from importer.errors import ImporterError, MappingError
+from importer.mapping.repairs import MEMBERS, Repairs, check_repairs, object_of, parse_repairs
 
 ALL_COLUMNS = "*"
 COLUMN_TYPES = frozenset({"string", "integer", "number", "boolean", "timestamp", "json"})
 TOP_LEVEL_KEYS = frozenset(
-    {"destination", "action", "timezone", "fields", "types", "split", "dedup"}
+    {"destination", "action", "timezone", "fields", "types", "split", "dedup", "where", "repairs"}
 )
 DEDUP_KEYS = frozenset({"data_key", "time_key", "accept_drops"})
 
@@ -54,12 +55,15 @@ class Mapping:
     # The destination's own top-level keys (a region, say), every one
     # the destination declares, with its default where the file leaves it out.
     options: dict[str, object] = field(default_factory=dict)
+    # Filter and repairs for files as systems export them (mapping/repairs.py).
+    repairs: Repairs = field(default_factory=Repairs)
 
     @property
     def source_columns(self) -> list[str]:
-        """The named source columns the mapping reads (without `"*"`), in mapping order."""
+        """The named source columns the mapping reads (without `"*"`), in mapping order; a
+        member of an object column (`properties.time`) is named as the mapping names it."""
         named = [column for column in self.fields.values() if column != ALL_COLUMNS]
-        return list(dict.fromkeys([*named, *self.types]))
+        return list(dict.fromkeys([*named, *self.types, *self.repairs.read_columns()]))
 
     @property
     def star_path(self) -> str | None:
@@ -69,7 +73,11 @@ class Mapping:
     def check_columns(self, columns: Iterable[str], *, source: str) -> None:
         """Raise when a column the mapping names is not among `columns` of the input `source`."""
         present = set(columns)
-        missing = [column for column in self.source_columns if column not in present]
+        missing = [
+            column
+            for column in self.source_columns
+            if column not in present and (object_of(column) or ("",))[0] not in present
+        ]
         if missing:
             where = ", ".join(f"{_key_of(self, column)} = {column!r}" for column in missing)
             raise MappingError(
@@ -166,6 +174,21 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             problems.append(f"split.{column}: only a column mapped to a list (array) is split")
 
     data_key, time_key, accept_drops = _dedup_options(raw, action, problems)
+    repairs = parse_repairs(raw, problems)
+    if action is not None:
+        identity = {fields[p] for p in action.identity if p in fields}
+        identity |= {
+            fields[s] for sources in action.fallback.values() for s in sources if s in fields
+        }
+        identity |= {c for column in identity for c in repairs.coalesce.get(column, ())}
+        # Any column but one a required field takes: a column "*" puts in an object is optional.
+        required = {
+            c for p, c in fields.items() if action.accepts(p) and action.field_of(p).required
+        }
+        optional = {c for c in repairs.drop_invalid if c not in identity and c not in required}
+        check_repairs(
+            repairs, identity_columns=identity, optional_columns=optional, problems=problems
+        )
 
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
@@ -184,6 +207,7 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
             "split": split,
             # Only when there are any: state directories of mappings without options stay valid.
             **({"options": options} if options else {}),
+            **({"repairs": repairs.canonical()} if repairs.canonical() else {}),
         },
         sort_keys=True,
     )
@@ -200,6 +224,7 @@ def parse_mapping(raw: dict[str, object], *, path: Path) -> Mapping:
         dedup_time_key=time_key,
         accept_drops=accept_drops,
         options=options,
+        repairs=repairs,
     )
 
 
@@ -269,9 +294,11 @@ def _check_fields(action: Action, fields: dict[str, str]) -> list[str]:
                 f"fields.{payload_path!r}: the {action.name} payload has no such path "
                 f"(it has: {', '.join(action.paths_shown())})"
             )
-        elif column == ALL_COLUMNS and payload_path not in action.object_fields:
+        elif (
+            column == ALL_COLUMNS or column.endswith(MEMBERS)
+        ) and payload_path not in action.object_fields:
             problems.append(
-                f'fields.{payload_path!r} = "*" is only allowed for an object such as '
+                f"fields.{payload_path!r} = {json.dumps(column)} is only allowed for an object such as "
                 f"{' or '.join(sorted(action.object_fields)) or '(none in this action)'}"
             )
     stars = [p for p, column in fields.items() if column == ALL_COLUMNS]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 
 import polars as pl
@@ -22,6 +23,7 @@ from importer.inputs.common import InputFile
 from importer.inputs.reader import iter_batches
 from importer.jsontext import json_as_text
 from importer.mapping.file import ALL_COLUMNS
+from importer.pipeline.exports import dump_repairs, dump_values, export_mapping, recognise
 
 SAMPLE_ROWS = 1_000
 # A column is taken for what its values look like when this share of its values does.
@@ -137,6 +139,13 @@ def _event_paths(action: Action) -> list[str]:
 
 def guess_mapping(source: InputFile, destination: Destination, action: Action | None) -> str:
     """A commented mapping of `source` for `action` (guessed when None), as TOML text."""
+    # A known export (by its keys) gets the mapping written for it (pipeline/exports.py).
+    first = next(islice(iter_batches(source, batch_rows=SAMPLE_ROWS), 1), None)
+    sample = first.frame if first is not None else pl.DataFrame()
+    shape = recognise(list(source.columns), sample)
+    if shape is not None:
+        return export_mapping(source, destination, action, shape, sample, datetime.now(UTC))
+    markers, formats = dump_values(sample, list(source.columns))
     columns = read_columns(source)
     action = action or choose_action(destination, columns)
     fields: dict[str, tuple[str, str]] = {}  # path -> (column, why)
@@ -180,11 +189,14 @@ def guess_mapping(source: InputFile, destination: Destination, action: Action | 
     star = next((path for path in action.fields if path in action.object_fields), None)
     left = [name for name in columns.names if name not in used]
     typed = [name for name in columns.times if name not in used]
+    typed += [name for name in formats if name not in used and name not in typed]
     dedup = action.duplicates
     time_key = None
     if dedup is not None and dedup.time in fields and star == dedup.data:
         time_key = _free_key(fields[dedup.time][0], left)
-    return _render(source, destination, action, fields, star, left, typed, time_key)
+    emails = list(columns.emails)  # mapped or sent among the properties, trimmed either way
+    repairs = dump_repairs(markers, formats, emails)
+    return _render(source, destination, action, fields, star, left, typed, time_key) + repairs
 
 
 def _free_key(name: str, taken: list[str]) -> str:

@@ -145,7 +145,11 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
     probes = None if state_dir is None else known_sizes(state_dir)
     whole = None if state_dir is None else known_whole(state_dir)
     sources = open_sources(
-        options.inputs, probes=probes, whole=whole, pinned=options.mapping.types.keys()
+        options.inputs,
+        probes=probes,
+        whole=whole,
+        pinned=options.mapping.types.keys(),
+        separator=options.mapping.repairs.separator,  # a spreadsheet's ";", when declared
     )
     for source in sources:
         if not source.columns:
@@ -211,6 +215,8 @@ def iter_valid(
                 summary.rows_valid += checked.valid.height
                 summary.naive_times += checked.naive_times
                 summary.rows_outside_window += checked.outside
+                summary.rows_filtered += checked.filtered  # issue 20: the mapping's repairs
+                summary.repairs.update(checked.repairs)
                 valid = checked.valid
                 if options.shard is not None:
                     mine = valid.filter(options.shard.mask(pl.col(ROUTE)))
@@ -224,6 +230,12 @@ def iter_valid(
                 read_whole[source.fingerprint] = summary.rows_read - rows_before
             if summary.rows_read == rows_before:
                 summary.warnings.append(f"{source.name} has no rows: nothing to send")
+        if summary.repairs.get("dropped"):  # issue 20: the mapping's field policy
+            summary.warnings.append(
+                f"{summary.repairs['dropped']:,} invalid value(s) of "
+                f"{', '.join(options.mapping.repairs.drop_invalid)} left out of rows sent "
+                "without them (repairs.drop_invalid)"
+            )
         note = receipt_time_note(options.mapping, summary.rows_valid - summary.rows_other_shards)
         if note is not None:
             summary.notes.append(note)

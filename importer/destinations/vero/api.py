@@ -37,6 +37,16 @@ EMAIL = Field(
     pattern=EMAIL_RE,
     pattern_rule="email",
     pattern_message="is not a valid email address",
+    pattern_reasons=(
+        (r"^\s|\s$", 'surrounding spaces (repairs.normalise <column> = ["trim"] removes them)'),
+        (r"^[^@]*$", "no @"),
+        (r"@.*@", "more than one @"),
+        (r"^@", "nothing before the @"),
+        (r"^[^@]*[^\x00-\x7F][^@]*@", "non-ASCII local part"),
+        (r"@.*[^\x00-\x7F]", "non-ASCII domain (write it as punycode, xn--...)"),
+        (r"\s", "a space inside"),
+        (r"@[^.]*$", "no dot in the domain"),
+    ),
 )
 DATA = Field(kind="object")
 
