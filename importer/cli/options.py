@@ -42,6 +42,21 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 # --shard's value when the option is not given: a Kubernetes Indexed Job or an Airflow mapped
 # task sets it per copy, where each copy's command line is the same.
 SHARD_ENV = "IMPORTER_SHARD"
+# Every option of run, validate and replay may come from IMPORTER_<OPTION> (IMPORTER_ENDPOINT,
+# IMPORTER_LOG_FORMAT, ...), one name whichever command uses it, so a cron line or a container
+# can set them once; a flag wins. Not click's auto_envvar_prefix: it puts the command's name in
+# the variable (IMPORTER_RUN_ENDPOINT). Options that set state aside or send again (--fresh,
+# --resend-changed, --past-failed) and the hidden benchmark switches have none: a variable left
+# in a cron environment must never re-send a migration.
+ENV_PREFIX = "IMPORTER_"
+LOG_FORMAT_ENV = f"{ENV_PREFIX}LOG_FORMAT"
+
+
+def from_env(option: str) -> dict[str, Any]:
+    """click.option's keywords that read `--some-option` from IMPORTER_SOME_OPTION, shown in
+    --help."""
+    name = ENV_PREFIX + option.removeprefix("--").replace("-", "_").upper()
+    return {"envvar": name, "show_envvar": True}
 
 
 # A directory is its files with a known ending, and a quoted glob its matches (sources.py).
@@ -53,14 +68,17 @@ mapping_option = click.option(
     "--schema",
     "mapping_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]. "
-    "Presets for every action are in schemas/. (--schema is the old name, still accepted.) "
+    **from_env("--mapping"),
+    help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]; or "
+    "the name of a preset (vero-track, userpilot-identify, ...: `importer presets` lists them), "
+    "used when no file has that name. (--schema is the old name, still accepted.) "
     "Required unless the one input is a job file (JOB.toml), which names each step's mapping.",
 )
 
 
 rejects_option = click.option(
     "--rejects",
+    **from_env("--rejects"),
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write rejected rows here with _file, _line, _rule, _error and the row's own columns: "
     "CSV when the name ends in .csv (.tsv: tab-separated), JSONL otherwise.",
@@ -69,18 +87,20 @@ rejects_option = click.option(
 
 report_option = click.option(
     "--report",
+    **from_env("--report"),
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write a JSON summary here (rows_read, rows_valid, rows_rejected, ...).",
 )
 
 
 quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="Print only errors; no progress bar."
+    "--quiet", "-q", is_flag=True, help="Print only errors; no progress bar.", **from_env("--quiet")
 )
 
 
 batch_option = click.option(
     "--batch-rows",
+    **from_env("--batch-rows"),
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_ROWS,
     show_default=True,
@@ -133,6 +153,7 @@ def log_options(fn: FC) -> FC:
         (
             click.option(
                 "--log-format",
+                **from_env("--log-format"),
                 type=click.Choice(FORMATS),
                 default=TEXT,
                 show_default=True,
@@ -146,6 +167,7 @@ def log_options(fn: FC) -> FC:
             ),
             click.option(
                 "--progress-every",
+                **from_env("--progress-every"),
                 type=click.FloatRange(min=0),
                 default=DEFAULT_PROGRESS_S,
                 show_default=True,
@@ -193,11 +215,13 @@ def window_options(fn: FC) -> FC:
         (
             click.option(
                 "--since",
+                **from_env("--since"),
                 type=TimeType(),
                 help=f"Keep only rows whose time is at or after this {what}",
             ),
             click.option(
                 "--until",
+                **from_env("--until"),
                 type=TimeType(),
                 help=f"Keep only rows whose time is before this {what}",
             ),
@@ -238,6 +262,7 @@ def destination_option(help_text: str) -> Callable[[FC], FC]:
     """--destination, one of the destinations the importer knows; commands differ in why."""
     return click.option(
         "--destination",
+        **from_env("--destination"),
         type=click.Choice(sorted(DESTINATIONS)),
         default="vero",
         show_default=True,
@@ -247,6 +272,7 @@ def destination_option(help_text: str) -> Callable[[FC], FC]:
 
 endpoint_option = click.option(
     "--endpoint",
+    **from_env("--endpoint"),
     help="Base URL of the API (default: the destination's production URL), or 'embedded' to "
     "start the built-in mock server on a free loopback port and send there.",
 )
@@ -256,6 +282,7 @@ state_option = click.option(
     "--state",
     "state_dir",
     type=click.Path(path_type=Path, file_okay=False),
+    **from_env("--state"),
     default=DEFAULT_STATE,
     show_default=True,
     help="Checkpoint directory: running the same command again resumes from it.",
@@ -269,6 +296,7 @@ fresh_option = click.option(
 
 token_file_option = click.option(
     "--token-file",
+    **from_env("--token-file"),
     type=click.Path(path_type=Path),
     help="Read the API token from this file (default: the destination's environment variable, "
     "VERO_AUTH_TOKEN or USERPILOT_API_KEY).",
@@ -277,6 +305,7 @@ token_file_option = click.option(
 
 concurrency_option = click.option(
     "--concurrency",
+    **from_env("--concurrency"),
     type=click.IntRange(min=1, max=1024),
     default=32,
     show_default=True,
@@ -286,6 +315,7 @@ concurrency_option = click.option(
 
 rate_option = click.option(
     "--rate",
+    **from_env("--rate"),
     type=click.FloatRange(min=0, min_open=True),
     help="At most this many requests per second, across the run (default: the limit the "
     "destination documents; Vero documents none).",
@@ -294,6 +324,7 @@ rate_option = click.option(
 
 retries_option = click.option(
     "--max-retries",
+    **from_env("--max-retries"),
     type=click.IntRange(min=0),
     default=8,
     show_default=True,
@@ -303,6 +334,7 @@ retries_option = click.option(
 
 timeout_option = click.option(
     "--timeout",
+    **from_env("--timeout"),
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
@@ -312,6 +344,7 @@ timeout_option = click.option(
 
 dead_letter_option = click.option(
     "--dead-letter",
+    **from_env("--dead-letter"),
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write undeliverable requests here (payload JSONL with status and error; default: "
     "STATE/dead-letters.jsonl). Fix them and send them again with `importer replay`.",
@@ -320,6 +353,7 @@ dead_letter_option = click.option(
 
 workers_option = click.option(
     "--workers",
+    **from_env("--workers"),
     type=click.IntRange(min=1, max=MAX_WORKERS),
     help="Sender processes. Each user's rows all go through one of them; --concurrency and "
     f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,6 +20,7 @@ from importer.cli.events import (
     current_event_log,
 )
 from importer.cli.exit_codes import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
+from importer.cli.options import LOG_FORMAT_ENV
 from importer.cli.progress import BarDelivery, EventDelivery, tick
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.loops import run as run_loop
@@ -82,12 +84,15 @@ def exit_code(summary: Summary | JobSummary) -> int:
 
 
 def _asks_json(args: list[str]) -> bool:
-    """Whether the command line asks for --log-format json, read before click parsed it."""
-    pairs = zip(args, [*args[1:], ""], strict=True)
-    return any(
-        arg == f"--log-format={JSON}" or (arg == "--log-format" and value == JSON)
-        for arg, value in pairs
-    )
+    """Whether the command asks for --log-format json, read before click parsed it: the last
+    --log-format on the command line, else IMPORTER_LOG_FORMAT (as click will read them)."""
+    asked = os.environ.get(LOG_FORMAT_ENV)
+    for arg, value in zip(args, [*args[1:], ""], strict=True):
+        if arg.startswith("--log-format="):
+            asked = arg.partition("=")[2]
+        elif arg == "--log-format":
+            asked = value
+    return asked == JSON
 
 
 class LoggedCommand(click.Command):
