@@ -39,6 +39,7 @@ import yarl
 from importer.columns import BODY, LINE
 from importer.delivery.deliver import DeliveryControl, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
+from importer.delivery.proxy import client_session
 from importer.delivery.record import DeadLetters
 from importer.destinations.base import Action, BulkUpload, Destination
 from importer.errors import ImporterError
@@ -557,10 +558,11 @@ async def deliver_uploads(
     )
     client: _UploadClient | None = None
     try:
-        async with _session() as session:
+        base = check_endpoint(options.endpoint) + "/"
+        async with _session(base) as session:
             client = _UploadClient(
                 session,
-                base=check_endpoint(options.endpoint) + "/",
+                base=base,
                 token=options.real_token,
                 destination=destination,
                 batch=batch,
@@ -723,9 +725,11 @@ def _kept_bodies(path: Path, rows: int) -> list[bytes]:
 
 
 @contextlib.asynccontextmanager
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=2), cookie_jar=aiohttp.DummyCookieJar()
+async def _session(base: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session(
+        base,
+        connector=aiohttp.TCPConnector(limit=2),
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         yield session
 

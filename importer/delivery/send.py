@@ -31,6 +31,7 @@ from importer.delivery.options import (
     SendOptions,
     check_endpoint,
 )
+from importer.delivery.proxy import client_session
 from importer.delivery.scrub import clip, make_scrubber
 from importer.delivery.throttle import (
     AdaptiveLimit,
@@ -106,7 +107,8 @@ async def send_all(
     started = time.monotonic()
     own_session = session is None
     if session is None:
-        session = aiohttp.ClientSession(
+        session = client_session(
+            base,
             connector=aiohttp.TCPConnector(limit=options.concurrency),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client has no use for cookies
         )
