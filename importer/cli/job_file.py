@@ -18,6 +18,7 @@ from importer.cli.events import (
 )
 from importer.cli.options import (
     check_window,
+    report_html_output,
 )
 from importer.cli.progress import delivery_progress, read_progress
 from importer.cli.report import (
@@ -80,7 +81,7 @@ def _check_job_outputs(job: JobFile, outputs: dict[str, Path | None], state_dir:
     kept = [job.path, *(path for step in job.steps for path in step.inputs)]
     for step in job.steps:
         named = {
-            option: path if option == "--report" else per_step(path, step.name)
+            option: path if option in ("--report", "--report-html") else per_step(path, step.name)
             for option, path in outputs.items()
         }
         check_outputs(
@@ -127,7 +128,9 @@ def validate_job(
         for step in job.steps:
             check_window(window, step.mapping, step.name)
         state = DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name
-        _check_job_outputs(job, {"--rejects": rejects, "--report": report}, state)
+        _check_job_outputs(
+            job, {"--rejects": rejects, "--report": report, **report_html_output()}, state
+        )
         start_event("validate", (job_path,), job=job, window=window)
         summary = check_steps(
             job,

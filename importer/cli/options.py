@@ -85,12 +85,36 @@ rejects_option = click.option(
 )
 
 
-report_option = click.option(
-    "--report",
-    **from_env("--report"),
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write a JSON summary here (rows_read, rows_valid, rows_rejected, ...).",
-)
+REPORT_HTML_KEY = "importer.report_html"
+
+
+def _keep_report_html(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta[REPORT_HTML_KEY] = value
+
+
+def report_option(fn: FC) -> FC:
+    """--report (the JSON summary, a parameter of the command) and --report-html (the same as
+    a page; kept in the context, for the report writer and the output guard)."""
+    fn = click.option(
+        "--report-html",
+        **from_env("--report-html"),
+        type=click.Path(path_type=Path, dir_okay=False),
+        expose_value=False,
+        callback=_keep_report_html,
+        help="Write the report as one self-contained HTML page here: outcomes, rejects by "
+        "rule with examples, rows a second and retries/429s over time, dead letters by reason.",
+    )(fn)
+    return click.option(
+        "--report",
+        **from_env("--report"),
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Write a JSON summary here (rows_read, rows_valid, rows_rejected, ...).",
+    )(fn)
+
+
+def report_html_output() -> dict[str, Path | None]:
+    """--report-html for the output guard (pipeline/outputs.py), beside the other outputs."""
+    return {"--report-html": click.get_current_context().meta.get(REPORT_HTML_KEY)}
 
 
 quiet_option = click.option(

@@ -35,6 +35,7 @@ from importer.cli.options import (
     quiet_option,
     rate_option,
     rejects_option,
+    report_html_output,
     report_option,
     retries_option,
     shard_option,
@@ -219,6 +220,7 @@ def run(
                 "--report": report,
                 "--out": out,
                 "--dead-letter": dead_letter,
+                **report_html_output(),
             },
             dry_run=dry_run,
             state_dir=state_dir,
@@ -255,7 +257,13 @@ def run(
     try:
         accept_interrupts()
         check_outputs(
-            {"--rejects": rejects, "--report": report, "--out": out, "--dead-letter": dead_letter},
+            {
+                "--rejects": rejects,
+                "--report": report,
+                "--out": out,
+                "--dead-letter": dead_letter,
+                **report_html_output(),
+            },
             inputs=inputs,
             mapping=mapping_path,
             state_dir=state_dir,

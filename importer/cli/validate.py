@@ -21,6 +21,7 @@ from importer.cli.options import (
     mapping_option,
     quiet_option,
     rejects_option,
+    report_html_output,
     report_option,
     shard_option,
     window_of,
@@ -95,7 +96,7 @@ def validate(
     try:
         accept_interrupts()
         check_outputs(
-            {"--rejects": rejects, "--report": report},
+            {"--rejects": rejects, "--report": report, **report_html_output()},
             inputs=inputs,
             mapping=mapping_path,
             state_dir=DEFAULT_STATE if shard is None else DEFAULT_STATE / shard.state_name,

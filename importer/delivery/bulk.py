@@ -46,7 +46,7 @@ from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
-from importer.progress import DeliveryProgress
+from importer.progress import DeliveryProgress, record_timeline
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import ChunkState, RunIdentity
 from importer.state.layout import CHUNKS_DIR, JOBS_DIR
@@ -534,7 +534,7 @@ async def deliver_uploads(
     batch = action.bulk
     if batch is None:
         raise AssertionError("deliver_uploads is for actions delivered as jobs")
-    progress = progress or DeliveryProgress()
+    progress = record_timeline(progress, summary)
     control = control or DeliveryControl()
     polling = UploadPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
     checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)

@@ -34,7 +34,7 @@ from importer.delivery.record import DeadLetters, Recorder
 from importer.destinations import Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.outcome import Summary
-from importer.progress import DeliveryProgress
+from importer.progress import DeliveryProgress, record_timeline
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import RunIdentity
 from importer.state.layout import ORDER_SPILL_NAME
@@ -97,7 +97,7 @@ async def deliver(
     `summary.stop` is set when the API ended the run (a TokenRefusedError for a refused token,
     an ImporterError for a redirect); `summary.interrupted` when the caller set `control.stop`.
     """
-    progress = progress or DeliveryProgress()
+    progress = record_timeline(progress, summary)
     control = control or DeliveryControl()
     checkpoint: CheckpointLog | None = None
     if options.checkpoint:
