@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import urllib.request
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import aiohttp
 
 from importer.delivery.options import is_loopback
 from importer.errors import MappingError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 def proxy_for(base_url: str) -> str | None:
@@ -29,6 +30,8 @@ def proxy_for(base_url: str) -> str | None:
 def client_session(base_url: str, **settings: Any) -> aiohttp.ClientSession:
     """aiohttp.ClientSession(**settings) whose requests to `base_url` go through the
     environment's proxy, when there is one to use."""
+    import aiohttp  # here: api/settings.py checks the proxy for commands that send nothing
+
     proxy, user = _proxy(base_url)
     if proxy is None:
         return aiohttp.ClientSession(**settings)
