@@ -9,7 +9,6 @@ proxy alone and never into a message.
 
 from __future__ import annotations
 
-import urllib.request
 import warnings
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -46,6 +45,8 @@ def client_session(base_url: str, **settings: Any) -> aiohttp.ClientSession:
 
 def _proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None]:
     """The proxy without its credentials, and the credentials (user, password) if any."""
+    import urllib.request  # its imports (http.client, email) only for a run that sends
+
     parts = urlsplit(base_url)
     host = parts.hostname or ""
     if not host or is_loopback(host) or urllib.request.proxy_bypass(host):
