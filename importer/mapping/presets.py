@@ -1,6 +1,6 @@
 """The presets: a mapping for every action, shipped inside the package, found by name.
 
-`--mapping vero-track` (or `mapping="vero-track"` from Python) names a preset: a file that
+`--mapping NAME` (or `mapping="NAME"` from Python) names a preset: a file that
 exists wins, and only a bare name (no `/`, no `.toml`) is looked up here, so a path the user
 meant is never silently replaced by a preset. The files are importer/presets/, a copy of the
 repository's schemas/ that tests/test_presets.py keeps identical.
@@ -20,7 +20,8 @@ REPORT_SCHEMA = "report.schema.json"
 
 @dataclass(frozen=True, slots=True)
 class Preset:
-    """One preset: its name (`vero-track`), its file, and the first sentence of its comment."""
+    """One preset: its name (its file's, without .toml), its file, and the first sentence of
+    its comment."""
 
     name: str
     path: Path
