@@ -28,6 +28,49 @@ REASON_CHARS = 120
 DEAD_REASONS = 20
 OTHER_REASONS = "(other reasons)"
 DEAD_REASONS_SHOWN = 5
+# The timeline keeps at most this many intervals: past it, neighbours merge and the interval
+# doubles, so an hour-long migration and a ten-second run both draw as a readable chart.
+TIMELINE_POINTS = 240
+TIMELINE_FIELDS = ("sent", "failed", "retries", "throttled")
+
+
+@dataclass(slots=True)
+class Timeline:
+    """The sending over time, per interval from its start: rows delivered (`sent`) and
+    dead-lettered (`failed`), retries, and how many of those were 429s (`throttled`)."""
+
+    interval_s: float = 1.0
+    points: list[list[int]] = field(default_factory=list)
+
+    def add(self, elapsed_s: float, field_index: int) -> None:
+        """Count one event of TIMELINE_FIELDS[field_index] at `elapsed_s` into the sending."""
+        index = int(max(elapsed_s, 0.0) // self.interval_s)
+        while index >= TIMELINE_POINTS:
+            self._coarsen()
+            index = int(max(elapsed_s, 0.0) // self.interval_s)
+        while len(self.points) <= index:
+            self.points.append([0] * len(TIMELINE_FIELDS))
+        self.points[index][field_index] += 1
+
+    def _coarsen(self) -> None:
+        pairs = zip(
+            self.points[0::2], [*self.points[1::2], [0] * len(TIMELINE_FIELDS)], strict=False
+        )
+        self.points = [[a + b for a, b in zip(x, y, strict=True)] for x, y in pairs]
+        self.interval_s *= 2
+
+    def as_report(self) -> dict[str, Any]:
+        """`timeline` in the JSON report: the interval and one object per interval."""
+        return {
+            "interval_s": self.interval_s,
+            "points": [
+                {
+                    "t_s": round(i * self.interval_s, 3),
+                    **dict(zip(TIMELINE_FIELDS, point, strict=True)),
+                }
+                for i, point in enumerate(self.points)
+            ],
+        }
 
 
 @dataclass(slots=True)
@@ -78,6 +121,7 @@ class Summary:
     # Jobs of an action delivered as jobs: file, job id, rows, final state, rows completed.
     jobs: list[dict[str, Any]] = field(default_factory=list)
     shard: str | None = None  # `K/N` with --shard
+    timeline: Timeline | None = None  # what was sent over time; None when nothing was
 
     @property
     def stopped(self) -> str | None:
@@ -156,6 +200,7 @@ class Summary:
             jobs=self.jobs,
             warnings=self.warnings,
             notes=self.notes,
+            timeline=self.timeline.as_report() if self.timeline is not None else None,
         )
         return report
 

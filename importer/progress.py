@@ -3,7 +3,16 @@ its JSON events, a Python caller's callback) implements to see a run move."""
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from importer.outcome import TIMELINE_FIELDS, Summary, Timeline
+
+SENT, FAILED, RETRIES, THROTTLED = range(len(TIMELINE_FIELDS))
+# A retry's message names the status first (delivery/send.py and bulk.py: "HTTP 429: ...").
+TOO_MANY = re.compile(r"\bHTTP 429\b")
 
 
 class DeliveryProgress:
@@ -53,3 +62,61 @@ class NoProgress:
 
     def end(self) -> None:
         """Ignore."""
+
+
+class TimelineProgress(DeliveryProgress):
+    """Passes every callback on to `inner` and counts it into the summary's timeline: the
+    sending over time is recorded here, out of the sender's hot path, the same way for every
+    front end (bar, JSON events, a Python caller)."""
+
+    def __init__(
+        self,
+        inner: DeliveryProgress,
+        timeline: Timeline,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._timeline = timeline
+        self._clock = clock
+        self._start = clock()
+
+    def begin(self, total: int | None) -> None:
+        """The timeline starts with the sending."""
+        self._start = self._clock()
+        self._inner.begin(total)
+
+    def result(self, *, delivered: bool, retries: int) -> None:
+        """One row delivered or dead-lettered, in this interval."""
+        self._timeline.add(self._clock() - self._start, SENT if delivered else FAILED)
+        self._inner.result(delivered=delivered, retries=retries)
+
+    def retry(self, message: str) -> None:
+        """One retry in this interval; a 429 counts as throttled too."""
+        elapsed = self._clock() - self._start
+        self._timeline.add(elapsed, RETRIES)
+        if TOO_MANY.search(message):
+            self._timeline.add(elapsed, THROTTLED)
+        self._inner.retry(message)
+
+    def skip(self, rows: int, *, rejected: int = 0, blank: int = 0, failed: int = 0) -> None:
+        """Pass on."""
+        self._inner.skip(rows, rejected=rejected, blank=blank, failed=failed)
+
+    def notice(self, message: str) -> None:
+        """Pass on."""
+        self._inner.notice(message)
+
+    def end(self) -> None:
+        """Pass on."""
+        self._inner.end()
+
+    def __getattr__(self, name: str) -> Any:
+        # whatever else the front end's progress offers
+        return getattr(self._inner, name)
+
+
+def record_timeline(progress: DeliveryProgress | None, summary: Summary) -> DeliveryProgress:
+    """`progress` (or none) with the sending counted into `summary.timeline`."""
+    if summary.timeline is None:
+        summary.timeline = Timeline()
+    return TimelineProgress(progress or DeliveryProgress(), summary.timeline)

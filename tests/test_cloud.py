@@ -319,7 +319,7 @@ def test_without_boto3_the_error_says_what_to_install(
     code, said = run(tmp_path / "state", "s3://bucket/exports/*.csv")
     assert code == 1, said
     assert "Error: s3://bucket/exports/*.csv: s3:// inputs need boto3" in said
-    assert "pip install 'importer[cloud]'" in said
+    assert "pip install '.[cloud]'" in said
 
 
 def test_without_google_cloud_storage_the_error_says_what_to_install(
@@ -329,7 +329,7 @@ def test_without_google_cloud_storage_the_error_says_what_to_install(
     code, said = run(tmp_path / "state", "gs://bucket/exports/*.csv")
     assert code == 1, said
     assert "Error: gs://bucket/exports/*.csv: gs:// inputs need google-cloud-storage" in said
-    assert "pip install 'importer[cloud]'" in said
+    assert "pip install '.[cloud]'" in said
 
 
 def test_no_credentials_is_one_clear_error(

@@ -88,7 +88,10 @@ def embedded_commands() -> list[tuple[str, str]]:
     found = []
     for page in PAGES:
         for block in re.findall(
-            r"^```[a-z]*\n(.*?)^```", page.read_text(encoding="utf-8"), re.DOTALL | re.M
+            # ```text blocks are output (docs/cli.md's --help), not commands
+            r"^```(?!text)[a-z]*\n(.*?)^```",
+            page.read_text(encoding="utf-8"),
+            re.DOTALL | re.M,
         ):
             for line in block.replace("\\\n", " ").splitlines():
                 is_command = line.startswith(("importer ", ".venv/bin/importer "))

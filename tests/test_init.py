@@ -80,6 +80,7 @@ def test_a_file_without_what_an_action_needs_is_one_clear_error(tmp_path: Path) 
     assert made.exit_code == 1
     assert "no column looks like" in made.output
     assert "write the mapping by hand" in made.output
+    assert "importer init --preset NAME" in made.output  # presets travel with the package
 
 
 def test_init_never_writes_over_a_file(tmp_path: Path) -> None:

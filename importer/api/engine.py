@@ -39,7 +39,11 @@ def validate_summary(reading: Reading, front: Front) -> Summary | JobSummary:
     if reading.mapping is None:
         raise AssertionError("job_file_path refuses inputs without a mapping")
     check_outputs(
-        {"--rejects": reading.rejects, "--report": reading.report},
+        {
+            "--rejects": reading.rejects,
+            "--report": reading.report,
+            "--report-html": reading.report_html,
+        },
         inputs=reading.inputs,
         mapping=reading.mapping,
         state_dir=default_state(reading.shard),
@@ -69,6 +73,7 @@ def run_summary(
     outputs = {
         "--rejects": reading.rejects,
         "--report": reading.report,
+        "--report-html": reading.report_html,
         "--out": out,
         "--dead-letter": sending.dead_letter,
     }
@@ -138,6 +143,7 @@ def replay_summary(
     state_dir: Path,
     rejects: Path | None = None,
     report: Path | None = None,
+    report_html: Path | None = None,
 ) -> Summary:
     """`importer replay`: a payload file sent as it is, resumable like a run; for
     `destination`, or (None) the one whose calls the file's lines name."""
@@ -148,7 +154,12 @@ def replay_summary(
     )
     delivery = sending.for_replay(target.name, state_dir)
     check_outputs(
-        {"--rejects": rejects, "--report": report, "--dead-letter": delivery.dead_letter_path},
+        {
+            "--rejects": rejects,
+            "--report": report,
+            "--report-html": report_html,
+            "--dead-letter": delivery.dead_letter_path,
+        },
         inputs=[payloads],
         state_dir=state_dir,
     )

@@ -33,7 +33,7 @@ def _check_job_outputs(job: JobFile, outputs: dict[str, Path | None], state_dir:
     kept = [job.path, *(path for step in job.steps for path in step.inputs)]
     for step in job.steps:
         named = {
-            option: path if option == "--report" else per_step(path, step.name)
+            option: path if option in ("--report", "--report-html") else per_step(path, step.name)
             for option, path in outputs.items()
         }
         check_outputs(
@@ -84,7 +84,11 @@ def validate_job(job_path: Path, reading: Reading, front: Front) -> JobSummary:
     job = load_job(job_path)
     for step in job.steps:
         check_window(reading.window, step.mapping, step.name)
-    outputs = {"--rejects": reading.rejects, "--report": reading.report}
+    outputs = {
+        "--rejects": reading.rejects,
+        "--report": reading.report,
+        "--report-html": reading.report_html,
+    }
     _check_job_outputs(job, outputs, default_state(reading.shard))
     front.start("validate", (job_path,), job=job, window=reading.window)
     return check_steps(

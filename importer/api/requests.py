@@ -230,6 +230,8 @@ class Reading:
     mapping: Path | None = None
     rejects: Path | None = None
     report: Path | None = None
+    # The one-page HTML picture of the run (--report-html), guarded like the other outputs.
+    report_html: Path | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
     shard: Shard | None = None
     window: Window | None = None

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from importer.api.credentials import resolve_token
 from importer.delivery.feed import order_time_path
 from importer.delivery.options import DeliveryOptions, SendOptions, check_endpoint, is_loopback
+from importer.delivery.proxy import proxy_for
 from importer.destinations import Action, Destination
 from importer.destinations.base import endpoint_of, rate_window_of, throttle_floor_of
 from importer.errors import OptionError
@@ -61,6 +62,7 @@ def delivery_options(
         endpoint = endpoint_of(destination, options or {})
     if endpoint != EMBEDDED:
         endpoint = check_endpoint(endpoint)
+        proxy_for(endpoint)  # a proxy it cannot use is an error now, not in a sender process
     rate = rate if rate is not None else destination.default_rate
     return DeliveryOptions(
         endpoint=endpoint,

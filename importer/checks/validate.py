@@ -668,7 +668,7 @@ def _primitive(
 ) -> tuple[list[_Rule], pl.Expr | None, list[tuple[str, str, pl.Expr]]]:
     """An object whose members may only be primitives: a nested object or array is a reject
     (rule `nested`) unless the mapping's `nested = "json"` sends it as its JSON text; numbers
-    and booleans travel as they were typed (docs/userpilot.md, "Metadata types") and a JSON null
+    and booleans travel as they were typed (the destination's docs say which; see docs/) and a JSON null
     is left out. Returns the rules and the object column
     and members as they are then sent."""
     as_json = mapping.options.get("nested") == "json"

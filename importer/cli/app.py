@@ -6,7 +6,7 @@
     options.py      the options several commands share, one decorator per family
     progress.py     bars and progress events; events.py the --log-format json writer
     report.py       the summary printed after a run; status.py the state's status
-    validate.py run.py replay.py status.py init.py mock_server.py   one module per command
+    validate.py run.py replay.py status.py init.py mock_server.py presets.py   one a command
     job_file.py     a job file's steps, for run and validate
 
 Exit codes (exit_codes.py, the contract in DESIGN.md): 0 all good; 1 a fatal error the user can
@@ -21,6 +21,7 @@ import click
 from importer import __version__
 from importer.cli.init import init
 from importer.cli.mock_server import mock_server
+from importer.cli.presets import presets
 from importer.cli.replay import replay
 from importer.cli.run import run
 from importer.cli.status import status
@@ -40,5 +41,5 @@ def main() -> None:
     """
 
 
-for command in (validate, run, replay, status, mock_server, init):
+for command in (validate, run, replay, status, mock_server, init, presets):
     main.add_command(command)

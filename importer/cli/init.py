@@ -13,6 +13,7 @@ from importer.cli.shell import (
 )
 from importer.destinations import DESTINATIONS, get_destination
 from importer.errors import ImporterError
+from importer.mapping.presets import get_preset
 from importer.pipeline.outputs import check_outputs
 
 if TYPE_CHECKING:
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument(
+    "input_path",
+    metavar="[INPUT]",
+    required=False,
+    type=click.Path(path_type=Path, dir_okay=False),
+)
 @click.option(
     "--destination",
     type=click.Choice(sorted(DESTINATIONS)),
@@ -38,22 +44,43 @@ if TYPE_CHECKING:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the mapping here (an existing file is never overwritten); default: print it.",
 )
-def init(input_path: Path, destination: str, action: str | None, out: Path | None) -> None:
+@click.option(
+    "--preset",
+    metavar="NAME",
+    help="Start from this preset (`importer presets` lists them) instead of guessing from an "
+    "INPUT: its text, comments and all, to edit.",
+)
+def init(
+    input_path: Path | None,
+    destination: str,
+    action: str | None,
+    out: Path | None,
+    preset: str | None,
+) -> None:
     """Write a commented mapping for INPUT, guessed from its header and first rows: which
     columns hold the user's id, the email, the event's name and its time (by their names and
-    values). It loads as written; read it through before a run.
+    values); or, with --preset NAME, a copy of that preset. It loads as written; read it
+    through before a run.
 
     \b
     Example:
       importer init samples/events.csv --out events.toml
+      importer init --preset vero-track --out events.toml
       importer validate samples/events.csv --mapping events.toml
     """
-    from importer.files import write_atomic
     from importer.inputs.reader import open_input
     from importer.pipeline.exports import check_sample, describe_check
     from importer.pipeline.guess import SAMPLE_ROWS, guess_mapping  # only this command needs it
 
+    if (input_path is None) == (preset is None):
+        raise click.UsageError(
+            "give an INPUT to guess a mapping from, or --preset NAME to start from a preset"
+        )
     try:
+        if preset is not None:
+            _write(get_preset(preset).path.read_text(encoding="utf-8"), out, input_path)
+            return
+        assert input_path is not None  # one of the two, checked above
         target = get_destination(destination)
         chosen = None
         if action is not None:
@@ -68,13 +95,7 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
         check_outputs({"--out": out}, inputs=(input_path,), mapping=None, state_dir=None)
         source = open_input(input_path)
         text = guess_mapping(source, target, chosen)
-        if out is None:
-            click.echo(text, nl=False)
-        else:
-            write_atomic(out, text.encode())
-            click.echo(
-                f"wrote {out}: check it, then: importer validate {input_path} --mapping {out}"
-            )
+        _write(text, out, input_path)
         # The mapping tried on the file's first rows, so a wrong guess shows before a run.
         try:
             found = check_sample(source, text, now=datetime.now(UTC), rows=SAMPLE_ROWS)
@@ -86,3 +107,18 @@ def init(input_path: Path, destination: str, action: str | None, out: Path | Non
             click.echo(describe_check(found), err=True)
     except ImporterError as exc:
         fail(exc)
+
+
+def _write(text: str, out: Path | None, input_path: Path | None) -> None:
+    """Print the mapping, or write it to --out and say what to run next."""
+    from importer.files import write_atomic
+
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    if out.exists():
+        raise ImporterError(f"{out} exists: the mapping is not written over it")
+    write_atomic(out, text.encode())
+    click.echo(
+        f"wrote {out}: check it, then: importer validate {input_path or 'INPUT'} --mapping {out}"
+    )

@@ -20,7 +20,6 @@ from importer.api.settings import (
 )
 from importer.checks.shard import Shard, parse_shard
 from importer.checks.validate import Window
-from importer.cli.early import LOG_FORMAT_ENV
 from importer.cli.events import (
     DEFAULT_PROGRESS_S,
     EVENTS_KEY,
@@ -45,6 +44,20 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 # --shard's value when the option is not given: a Kubernetes Indexed Job or an Airflow mapped
 # task sets it per copy, where each copy's command line is the same.
 SHARD_ENV = "IMPORTER_SHARD"
+# Every option of run, validate and replay may come from IMPORTER_<OPTION> (IMPORTER_ENDPOINT,
+# IMPORTER_LOG_FORMAT, ...), one name whichever command uses it, so a cron line or a container
+# can set them once; a flag wins. Not click's auto_envvar_prefix: it puts the command's name in
+# the variable (IMPORTER_RUN_ENDPOINT). Options that set state aside or send again (--fresh,
+# --resend-changed, --past-failed) and the hidden benchmark switches have none: a variable left
+# in a cron environment must never re-send a migration.
+ENV_PREFIX = "IMPORTER_"
+
+
+def from_env(option: str) -> dict[str, Any]:
+    """click.option's keywords that read `--some-option` from IMPORTER_SOME_OPTION, shown in
+    --help."""
+    name = ENV_PREFIX + option.removeprefix("--").replace("-", "_").upper()
+    return {"envvar": name, "show_envvar": True}
 
 
 # A directory is its files with a known ending, and a quoted glob its matches (inputs/locate.py).
@@ -56,34 +69,63 @@ mapping_option = click.option(
     "--schema",
     "mapping_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]. "
-    "Presets for every action are in schemas/. (--schema is the old name, still accepted.) "
+    **from_env("--mapping"),
+    help="Mapping file (TOML): destination, action, [fields], [types], [split], [dedup]; or "
+    "the name of a preset (vero-track, userpilot-identify, ...: `importer presets` lists them), "
+    "used when no file has that name. (--schema is the old name, still accepted.) "
     "Required unless the one input is a job file (JOB.toml), which names each step's mapping.",
 )
 
 
 rejects_option = click.option(
     "--rejects",
+    **from_env("--rejects"),
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write rejected rows here with _file, _line, _rule, _error and the row's own columns: "
     "CSV when the name ends in .csv (.tsv: tab-separated), JSONL otherwise.",
 )
 
 
-report_option = click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write a JSON summary here (rows_read, rows_valid, rows_rejected, ...).",
-)
+REPORT_HTML_KEY = "importer.report_html"
+
+
+def _keep_report_html(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta[REPORT_HTML_KEY] = value
+
+
+def report_option(fn: FC) -> FC:
+    """--report (the JSON summary, a parameter of the command) and --report-html (the same as
+    a page; kept in the context, for the report writer and the output guard)."""
+    fn = click.option(
+        "--report-html",
+        **from_env("--report-html"),
+        type=click.Path(path_type=Path, dir_okay=False),
+        expose_value=False,
+        callback=_keep_report_html,
+        help="Write the report as one self-contained HTML page here: outcomes, rejects by "
+        "rule with examples, rows a second and retries/429s over time, dead letters by reason.",
+    )(fn)
+    return click.option(
+        "--report",
+        **from_env("--report"),
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Write a JSON summary here (rows_read, rows_valid, rows_rejected, ...).",
+    )(fn)
+
+
+def report_html_output() -> dict[str, Path | None]:
+    """--report-html for the output guard (pipeline/outputs.py), beside the other outputs."""
+    return {"--report-html": click.get_current_context().meta.get(REPORT_HTML_KEY)}
 
 
 quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="Print only errors; no progress bar."
+    "--quiet", "-q", is_flag=True, help="Print only errors; no progress bar.", **from_env("--quiet")
 )
 
 
 batch_option = click.option(
     "--batch-rows",
+    **from_env("--batch-rows"),
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_ROWS,
     show_default=True,
@@ -136,12 +178,11 @@ def log_options(fn: FC) -> FC:
         (
             click.option(
                 "--log-format",
+                **from_env("--log-format"),
                 type=click.Choice(FORMATS),
                 default=TEXT,
                 show_default=True,
                 is_eager=True,  # before the other options, so their usage errors are events too
-                envvar=LOG_FORMAT_ENV,
-                show_envvar=True,
                 expose_value=False,
                 callback=_set_log_format,
                 help="text: a progress bar and messages for people on stderr. json: one JSON "
@@ -151,6 +192,7 @@ def log_options(fn: FC) -> FC:
             ),
             click.option(
                 "--progress-every",
+                **from_env("--progress-every"),
                 type=click.FloatRange(min=0),
                 default=DEFAULT_PROGRESS_S,
                 show_default=True,
@@ -198,11 +240,13 @@ def window_options(fn: FC) -> FC:
         (
             click.option(
                 "--since",
+                **from_env("--since"),
                 type=TimeType(),
                 help=f"Keep only rows whose time is at or after this {what}",
             ),
             click.option(
                 "--until",
+                **from_env("--until"),
                 type=TimeType(),
                 help=f"Keep only rows whose time is before this {what}",
             ),
@@ -234,6 +278,7 @@ def destination_option(help_text: str, *, default: str | None = "vero") -> Calla
     `replay` in its default: none, the payload file tells)."""
     return click.option(
         "--destination",
+        **from_env("--destination"),
         type=click.Choice(sorted(DESTINATIONS)),
         default=default,
         show_default=default is not None,
@@ -243,6 +288,7 @@ def destination_option(help_text: str, *, default: str | None = "vero") -> Calla
 
 endpoint_option = click.option(
     "--endpoint",
+    **from_env("--endpoint"),
     help="Base URL of the API (default: the destination's production URL), or 'embedded' to "
     "start the built-in mock server on a free loopback port and send there.",
 )
@@ -252,6 +298,7 @@ state_option = click.option(
     "--state",
     "state_dir",
     type=click.Path(path_type=Path),  # a file there is a fatal error (1), said by the run
+    **from_env("--state"),
     default=DEFAULT_STATE,
     show_default=True,
     help="Checkpoint directory: running the same command again resumes from it.",
@@ -265,6 +312,7 @@ fresh_option = click.option(
 
 token_file_option = click.option(
     "--token-file",
+    **from_env("--token-file"),
     type=click.Path(path_type=Path),
     help="Read the API token from this file (default: the destination's environment variable, "
     "VERO_AUTH_TOKEN or USERPILOT_API_KEY).",
@@ -273,6 +321,7 @@ token_file_option = click.option(
 
 concurrency_option = click.option(
     "--concurrency",
+    **from_env("--concurrency"),
     type=click.IntRange(min=1, max=1024),
     default=32,
     show_default=True,
@@ -282,6 +331,7 @@ concurrency_option = click.option(
 
 rate_option = click.option(
     "--rate",
+    **from_env("--rate"),
     type=click.FloatRange(min=0, min_open=True),
     help="At most this many requests per second, across the run (default: the limit the "
     "destination documents; Vero documents none).",
@@ -290,6 +340,7 @@ rate_option = click.option(
 
 retries_option = click.option(
     "--max-retries",
+    **from_env("--max-retries"),
     type=click.IntRange(min=0),
     default=8,
     show_default=True,
@@ -299,6 +350,7 @@ retries_option = click.option(
 
 timeout_option = click.option(
     "--timeout",
+    **from_env("--timeout"),
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
@@ -308,6 +360,7 @@ timeout_option = click.option(
 
 dead_letter_option = click.option(
     "--dead-letter",
+    **from_env("--dead-letter"),
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write undeliverable requests here (payload JSONL with status and error; default: "
     "STATE/dead-letters.jsonl). Fix them and send them again with `importer replay`.",
@@ -316,6 +369,7 @@ dead_letter_option = click.option(
 
 workers_option = click.option(
     "--workers",
+    **from_env("--workers"),
     type=click.IntRange(min=1, max=MAX_WORKERS),
     help="Sender processes. Each user's rows all go through one of them; --concurrency and "
     f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "

@@ -20,6 +20,7 @@ from importer.cli.options import (
     quiet_option,
     rate_option,
     rejects_option,
+    report_html_output,
     report_option,
     retries_option,
     state_option,
@@ -100,6 +101,7 @@ def replay(
             state_dir=state_dir,
             rejects=rejects,
             report=report,
+            report_html=report_html_output()["--report-html"],
         )
     except ImporterError as exc:
         fail(exc)

@@ -15,6 +15,7 @@ from importer.cli.events import (
     current_event_log,
     summary_event,
 )
+from importer.cli.options import REPORT_HTML_KEY
 from importer.cli.shell import (
     exit_code,
     fail,
@@ -168,12 +169,17 @@ def _dedup_lines(dedup: DedupReport | None) -> list[str]:
     return lines
 
 
-def _write_report(report: Path | None, summary: Summary | JobSummary) -> None:
-    """Write --report after the summary was printed, so a bad path loses nothing else."""
-    if report is None:
-        return
+def _write_report(report: Path | None, summary: Summary | JobSummary, code: int) -> None:
+    """Write --report and --report-html after the summary was printed, so a bad path loses
+    nothing else."""
+    page = click.get_current_context().meta.get(REPORT_HTML_KEY)
     try:
-        write_report(report, summary)
+        if report is not None:
+            write_report(report, summary)
+        if page is not None:
+            from importer.pipeline.report_page import write_report_page  # only when asked for
+
+            write_report_page(page, summary, exit_code=code)
     except ImporterError as exc:
         fail(exc)
 
@@ -182,7 +188,7 @@ def finish(summary: Summary, *, report: Path | None, quiet: bool) -> None:
     code = check_exit_code(summary)
     if not quiet:
         click.echo(format_summary(summary))
-    _write_report(report, summary)
+    _write_report(report, summary, code)
     summary_event(summary, code)
     sys.exit(code)
 
@@ -197,7 +203,7 @@ def finish_job(summary: JobSummary, *, report: Path | None, quiet: bool) -> NoRe
     elif summary.blocked and current_event_log() is None:  # else among the summary event's warnings
         for message in summary.blocked:
             click.echo(f"stopped early: {message}", err=True)
-    _write_report(report, summary)
+    _write_report(report, summary, code)
     summary_event(summary, code)
     if summary.stop is not None:
         fail(summary.stop)
@@ -208,7 +214,7 @@ def finish_delivery(summary: Summary, *, report: Path | None, quiet: bool) -> No
     code = exit_code(summary)
     if not quiet or summary.stop is not None:
         click.echo(format_summary(summary))
-    _write_report(report, summary)
+    _write_report(report, summary, code)
     summary_event(summary, code)
     if summary.stop is not None:
         fail(summary.stop)

@@ -18,6 +18,7 @@ from importer.cli.options import (
     dead_letter_option,
     endpoint_option,
     fresh_option,
+    from_env,
     inputs_argument,
     log_options,
     mapping_option,
@@ -25,6 +26,7 @@ from importer.cli.options import (
     quiet_option,
     rate_option,
     rejects_option,
+    report_html_output,
     report_option,
     retries_option,
     shard_option,
@@ -59,11 +61,15 @@ from importer.outcome import JobSummary
 @state_option
 @fresh_option
 @click.option(
-    "--dry-run", is_flag=True, help="Read, validate and build every payload; send nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Read, validate and build every payload; send nothing.",
+    **from_env("--dry-run"),
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
+    **from_env("--out"),
     help="With --dry-run: write the payloads here as JSONL (no credentials), for review or replay.",
 )
 @rejects_option
@@ -78,6 +84,7 @@ from importer.outcome import JobSummary
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.05),
+    **from_env("--poll-interval"),
     help="Actions delivered as jobs (import_*, bulk_*): seconds before the first look at a "
     "job's state, then 1.5 times longer each time up to 30 s. Default: 1 s; 0.1 s for a "
     "loopback endpoint or embedded (at least 1 s unless the endpoint is loopback).",
@@ -85,6 +92,7 @@ from importer.outcome import JobSummary
 @click.option(
     "--job-wait",
     type=click.FloatRange(min=1.0),
+    **from_env("--job-wait"),
     default=3600.0,
     show_default=True,
     help="Actions delivered as jobs: seconds to keep waiting while another job holds the API key "
@@ -93,12 +101,14 @@ from importer.outcome import JobSummary
 @click.option(
     "--per-user-order",
     is_flag=True,
+    **from_env("--per-user-order"),
     help="Send one user's rows one at a time, in order (--order); users still go in parallel, "
     "but one user with most of the rows makes the run as slow as sending them one by one.",
 )
 @click.option(
     "--order",
     type=click.Choice(["file", "time"]),
+    **from_env("--order"),
     default="file",
     show_default=True,
     help="With --per-user-order: each user's rows in input order, or by the action's time "
@@ -179,6 +189,7 @@ def run(
                 mapping=mapping_path,
                 rejects=rejects,
                 report=report,
+                report_html=report_html_output()["--report-html"],
                 batch_rows=batch_rows,
                 shard=shard,
                 window=window,

@@ -41,6 +41,7 @@ import yarl
 from importer.delivery.chunks import Chunk, Chunker, built_ahead, upload_body
 from importer.delivery.deliver import DeliveryControl, rate_dir_of, stop_error
 from importer.delivery.options import DeliveryOptions, Feed, check_endpoint, is_loopback
+from importer.delivery.proxy import client_session
 from importer.delivery.record import DeadLetters
 from importer.delivery.throttle import RateWindows, remember_starts
 from importer.destinations.base import Action, BulkUpload, Destination
@@ -48,7 +49,7 @@ from importer.errors import ImporterError
 from importer.files import write_atomic
 from importer.model import Request, Result, Verdict
 from importer.outcome import Summary
-from importer.progress import DeliveryProgress
+from importer.progress import DeliveryProgress, record_timeline
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import ChunkState, RunIdentity
 from importer.state.layout import CHUNKS_DIR, JOBS_DIR
@@ -173,7 +174,7 @@ class _UploadClient:
     ) -> tuple[int | None, bytes, str | None, str]:
         """One request: (status or None, its answer up to `limit` bytes, Retry-After, a message
         when no answer came). Redirects are never followed."""
-        from importer.delivery.send import read_capped
+        from importer.delivery.answers import read_capped
 
         url = yarl.URL(self._base + path, encoded=True)
         window = self.windows.of(path)
@@ -419,7 +420,7 @@ async def deliver_uploads(
     batch = action.bulk
     if batch is None:
         raise AssertionError("deliver_uploads is for actions delivered as jobs")
-    progress = progress or DeliveryProgress()
+    progress = record_timeline(progress, summary)
     control = control or DeliveryControl()
     polling = UploadPolling(poll_s=options.poll_s, busy_wait_s=options.busy_wait_s)
     checkpoint = CheckpointLog.open(options.state_dir, job=identity, fresh=options.fresh)
@@ -443,10 +444,11 @@ async def deliver_uploads(
     )
     client: _UploadClient | None = None
     try:
-        async with _session() as session:
+        base = check_endpoint(options.endpoint) + "/"
+        async with _session(base) as session:
             client = _UploadClient(
                 session,
-                base=check_endpoint(options.endpoint) + "/",
+                base=base,
                 token=options.real_token,
                 destination=destination,
                 batch=batch,
@@ -518,7 +520,7 @@ async def _deliver_chunk(chunk: Chunk, client: _UploadClient, settle: _Settle) -
         path.unlink(missing_ok=True)
         return
     if job == NO_JOB:
-        # Accepted (Userpilot's deletions: "scheduled"): no job to follow, the rows are done.
+        # Accepted (a deletion the API schedules): no job to follow, the rows are done.
         client.counts.jobs.append(
             {"file": chunk.file, "job": NO_JOB, "rows": state.rows, "state": "accepted"}
         )
@@ -632,9 +634,11 @@ def _kept_bodies(path: Path, rows: int) -> list[bytes]:
 
 
 @contextlib.asynccontextmanager
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=2), cookie_jar=aiohttp.DummyCookieJar()
+async def _session(base: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session(
+        base,
+        connector=aiohttp.TCPConnector(limit=2),
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         yield session
 

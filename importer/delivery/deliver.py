@@ -36,7 +36,7 @@ from importer.delivery.throttle import remember_starts
 from importer.destinations import Destination
 from importer.errors import ImporterError, TokenRefusedError
 from importer.outcome import Summary
-from importer.progress import DeliveryProgress
+from importer.progress import DeliveryProgress, record_timeline
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import RunIdentity
 from importer.state.layout import ORDER_SPILL_NAME
@@ -99,7 +99,7 @@ async def deliver(
     `summary.stop` is set when the API ended the run (a TokenRefusedError for a refused token,
     an ImporterError for a redirect); `summary.interrupted` when the caller set `control.stop`.
     """
-    progress = progress or DeliveryProgress()
+    progress = record_timeline(progress, summary)
     control = control or DeliveryControl()
     checkpoint: CheckpointLog | None = None
     if options.checkpoint:

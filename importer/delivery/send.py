@@ -27,10 +27,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from importer.delivery.answers import ANSWER_BYTES, describe_answer, read_capped
 from importer.delivery.options import (
     SendOptions,
     check_endpoint,
 )
+from importer.delivery.proxy import client_session
 from importer.delivery.refusals import RefusalGuard
 from importer.delivery.scrub import clip, make_scrubber
 from importer.delivery.throttle import (
@@ -50,9 +52,6 @@ _sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
-# An answer's body is read up to this many bytes: enough for any API message, and a server (or
-# a proxy) that answers with megabytes of HTML cannot fill memory, the log or the dead letters.
-ANSWER_BYTES = 64 * 1024
 # An acknowledgement up to this long is judged once, and up to this many different ones are kept.
 _REMEMBERED_BYTES = 1024
 _REMEMBERED_ANSWERS = 64
@@ -107,7 +106,8 @@ async def send_all(
     started = time.monotonic()
     own_session = session is None
     if session is None:
-        session = aiohttp.ClientSession(
+        session = client_session(
+            base,
             connector=aiohttp.TCPConnector(limit=options.concurrency),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client has no use for cookies
         )
@@ -488,7 +488,7 @@ class _Sender:
                 if stop_is_set():
                     self._interrupt()
                     return
-                reason = _describe(status, message)
+                reason = describe_answer(status, message)
                 if (status is None and failed > max_retries) or throttled > max_retries:
                     # Never answered, or only ever refused: the endpoint is down or out of quota,
                     # not this row wrong. Stopping leaves the row unmarked, so the next run sends
@@ -566,30 +566,8 @@ class _Sender:
         return None if seconds is None else min(seconds, self.options.retry_after_cap_s)
 
 
-async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """At most `limit` bytes of the body; releasing the response drops the rest with the socket."""
-    if response.content_length is not None and response.content_length <= limit:
-        return await response.read()  # the common case, in one step
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await response.content.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
 def _never() -> bool:
     return False
-
-
-def _describe(status: int | None, message: str) -> str:
-    """A retry reason that always names the HTTP status when there was one."""
-    if status is None or message.startswith(f"HTTP {status}"):
-        return message
-    return f"HTTP {status}: {message}"
 
 
 async def close_source(iterable: object) -> None:

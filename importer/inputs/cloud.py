@@ -37,7 +37,9 @@ from importer.inputs.reader import Whole, open_input
 URL = re.compile(r"^(?P<scheme>s3|gs):/+(?P<rest>.*)$", re.S)
 GLOB_CHARS = re.compile(r"[*?\[]")
 CHUNK_BYTES = 1 << 20  # what one read of an object's body holds in memory
-INSTALL_HINT = "pip install 'importer[cloud]'"
+# The distribution is engage-importer ("importer" on the package index is another project);
+# until it is published, the extra installs from the checkout.
+INSTALL_HINT = "install the cloud extra: pip install '.[cloud]' in the checkout"
 
 
 class _Downloads:

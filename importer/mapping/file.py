@@ -18,6 +18,7 @@ from pathlib import Path
 from importer.destinations import DESTINATIONS, Action, Destination, get_destination
 from importer.destinations.base import options_of
 from importer.errors import ImporterError, MappingError
+from importer.mapping.presets import resolve_mapping
 from importer.mapping.repairs import MEMBERS, Repairs, check_repairs, object_of, parse_repairs
 
 ALL_COLUMNS = "*"
@@ -94,8 +95,10 @@ def _key_of(mapping: Mapping, column: str) -> str:
     return f"types.{column}"
 
 
-def load_mapping(path: Path) -> Mapping:
-    """Read and check the mapping at `path`; raise MappingError listing every problem found."""
+def load_mapping(path: Path | str) -> Mapping:
+    """Read and check the mapping at `path` (or the preset a bare name names); raise
+    MappingError listing every problem found."""
+    path = resolve_mapping(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except FileNotFoundError:

@@ -183,7 +183,8 @@ def guess_mapping(source: InputFile, destination: Destination, action: Action | 
         raise MappingError(
             f"{source.name}: no column looks like {', '.join(missing)} of {action.name} "
             f"(columns: {_names(columns.names)}); write the mapping by hand, "
-            "starting from a preset in schemas/"
+            "starting from a preset (importer presets lists them; importer init --preset NAME "
+            "copies one)"
         )
     # The first object the action declares: its properties (not, say, a company's).
     star = next((path for path in action.fields if path in action.object_fields), None)

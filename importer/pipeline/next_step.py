@@ -25,7 +25,7 @@ def replay_command(
 ) -> str:
     """`importer replay FILE [--endpoint URL] --destination NAME --state STATE/replay`:
     `--endpoint` only when the run did not use the destination's default (a replay has no
-    mapping, so Userpilot's region is not known to it); never a token or a token file. The
+    mapping, so an API's region option is not known to it); never a token or a token file. The
     replay keeps its checkpoint (and its own dead letters) beside the run's, in the run's state
     directory: the run's log belongs to the run's mapping and refuses another job."""
     args = ["importer", "replay", str(dead_letters)]

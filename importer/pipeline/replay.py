@@ -29,8 +29,8 @@ SCAN_BYTES = 1 << 20
 
 
 def destination_of_payloads(path: Path) -> Destination | None:
-    """The destination whose calls the first lines of the payload file name (Vero's and
-    Userpilot's paths differ: `events/track`, `v1/track`); None when no line names one (an
+    """The destination whose calls the first lines of the payload file name (destinations'
+    paths differ); None when no line names one (an
     empty or unreadable file: the caller's default stands, and replay reports the file)."""
     calls = {
         (action.method, action.path): destination
