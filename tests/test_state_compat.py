@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
 import uuid
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,42 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 
 def copy_case(name: str, tmp_path: Path) -> Path:
-    """The fixture case copied as a user would copy it: new paths and modification times."""
-    return Path(shutil.copytree(FIXTURES / name, tmp_path / name, copy_function=shutil.copy))
+    """The fixture case copied as a user would copy it: new paths and modification times; and
+    the port of the endpoint it was written against moved to a free one, so that cases run in
+    parallel (the checkpoint binds a state to its endpoint, port included)."""
+    case = Path(shutil.copytree(FIXTURES / name, tmp_path / name, copy_function=shutil.copy))
+    _move_port(case, _free_port())
+    return case
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _move_port(case: Path, port: int) -> None:
+    """Point every record of the old state that names its endpoint at `port`: the job record of
+    each checkpoint log (its CRC made anew, as the log's format has it) and the job file's
+    record. Nothing else of the old state changes."""
+    for log in case.rglob("checkpoint.log"):
+        lines = log.read_bytes().splitlines(keepends=True)
+        job = json.loads(lines[0].split(b" ", 1)[1])
+        job["endpoint"] = _with_port(job["endpoint"], port)
+        payload = json.dumps(job, separators=(",", ":")).encode()
+        lines[0] = b"%08x %s\n" % (zlib.crc32(payload), payload)
+        log.write_bytes(b"".join(lines))
+    for record in case.rglob("job.json"):
+        job_record = json.loads(record.read_text())
+        for step in job_record.get("steps", []):
+            if "endpoint" in step:
+                step["endpoint"] = _with_port(step["endpoint"], port)
+        record.write_text(json.dumps(job_record, indent=2) + "\n")
+
+
+def _with_port(endpoint: str, port: int) -> str:
+    parts = urlsplit(endpoint)
+    return parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
 
 
 def endpoint_of(state: Path) -> str:
