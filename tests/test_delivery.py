@@ -295,7 +295,8 @@ def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path, wo
         ids = mock.check_ids()
     assert len(ids) == 2000
     # In flight (4), plus, across processes, the answers on their way from a sender to the
-    # main process when it died: never more than twice --concurrency in these runs.
+    # main process when it died: a sender starts a request only while fewer than twice its
+    # share of --concurrency are unacknowledged, so never more than twice --concurrency.
     assert sum(ids.values()) - 2000 <= (4 if workers == "1" else 8)
 
 

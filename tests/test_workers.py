@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import pickle
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from importer.api.settings import AUTO_WORKERS_CAP, auto_workers, delivery_optio
 from importer.cli.app import main
 from importer.delivery.options import SendOptions
 from importer.delivery.send import SendStats, send_all
+from importer.delivery.sender_process import frame, read_frame
 from importer.delivery.workers import _Pool, _Sender, send_across_workers, share
 from importer.destinations import get_destination
 from importer.destinations.mocking import MockConfig
@@ -375,3 +377,98 @@ def test_there_are_never_more_senders_than_requests_in_flight() -> None:
         workers=8,
     )
     assert options.workers == 2
+
+
+class _ClosedGate:
+    """A start gate with room for `size` starts that never gets an acknowledgement; the first
+    request that has to wait stops the run."""
+
+    def __init__(self, size: int, stop: asyncio.Event) -> None:
+        self.size = size
+        self.stop = stop
+        self.started = 0
+
+    def take(self) -> bool:
+        if self.started < self.size:
+            self.started += 1
+            return True
+        return False
+
+    async def wait_take(self) -> None:
+        self.stop.set()
+        await asyncio.Event().wait()
+
+
+def test_send_all_starts_no_request_the_gate_holds_back() -> None:
+    config = MockConfig(token=TOKEN, dedup_window_s=0)
+
+    async def main() -> tuple[SendStats, dict[str, object]]:
+        stop = asyncio.Event()
+        async with embedded_mock(config) as mock:
+            stats = await send_all(
+                _requests(20),
+                endpoint=mock.url,
+                token=TOKEN,
+                destination=VERO,
+                options=SendOptions(concurrency=2),
+                on_result=lambda result: None,
+                stop=stop,
+                gate=_ClosedGate(3, stop),
+            )
+            return stats, mock.state.stats()
+
+    stats, seen = asyncio.run(main())
+    assert stats.requests == 3
+    assert seen["accepted"] == 3
+
+
+def test_a_sender_starts_at_most_twice_its_concurrency_ahead_of_its_parents_acks() -> None:
+    """What a kill -9 of the parent can lose (and a resumed run send again) is bounded by the
+    acknowledgements, however slow the parent is to read the answers."""
+    config = MockConfig(token=TOKEN, dedup_window_s=0)
+    batch = [(r.line, r.method, r.path, r.route, r.body) for r in _requests(40)]
+
+    async def results_until(reader: asyncio.StreamReader, count: int, seen: list[int]) -> None:
+        while len(seen) < count:
+            message = await read_frame(reader)
+            assert message is not None
+            if message[0] == "results":
+                seen.extend(seq for seq, *_ in message[1])
+
+    async def main() -> tuple[list[int], dict[str, object], dict[str, object]]:
+        async with embedded_mock(config) as mock:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "importer.delivery.sender_process",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert process.stdin is not None
+            assert process.stdout is not None
+            start = {
+                "endpoint": mock.url,
+                "token": TOKEN,
+                "destination": "vero",
+                "options": SendOptions(concurrency=2),
+            }
+            process.stdin.write(frame(("start", start)) + frame(("batch", batch)))
+            seen: list[int] = []
+            await results_until(process.stdout, 4, seen)
+            process.stdin.write(frame(("ack", 2)))
+            await results_until(process.stdout, 6, seen)
+            process.stdin.write(frame(("stop",)))
+            while (message := await read_frame(process.stdout)) is not None:
+                if message[0] == "results":
+                    seen.extend(seq for seq, *_ in message[1])
+                elif message[0] == "done":
+                    stats = message[1]
+            process.stdin.close()
+            await process.wait()
+            return seen, stats, mock.state.stats()
+
+    seen, stats, received = asyncio.run(main())
+    # Concurrency 2: four starts before any acknowledgement, two more for the two acknowledged.
+    assert stats["requests"] == 6
+    assert len(seen) == 6
+    assert received["accepted"] == 6

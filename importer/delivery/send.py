@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -55,6 +55,18 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # An acknowledgement up to this long is judged once, and up to this many different ones are kept.
 _REMEMBERED_BYTES = 1024
 _REMEMBERED_ANSWERS = 64
+
+
+class StartGate(Protocol):
+    """What a request waits for before its first try, beyond the concurrency limit."""
+
+    def take(self) -> bool:
+        """Let one request start now, if there is room; False if it must wait."""
+        ...
+
+    async def wait_take(self) -> None:
+        """Wait until there is room, then let one request start."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +105,7 @@ async def send_all(
     on_retry: Callable[[Request, str], None] | None = None,
     stop: asyncio.Event | None = None,
     session: aiohttp.ClientSession | None = None,
+    gate: StartGate | None = None,
 ) -> SendStats:
     """Send every request and report each delivered or dead one through `on_result`.
 
@@ -100,7 +113,9 @@ async def send_all(
     API says STOP (401, a redirect) or `stop` is set, no new request starts, those in flight get
     `options.drain_s` to finish, and the rest are dropped unreported (counted in `abandoned`). A generator given as
     `requests` is closed when the run ends before it is exhausted. An exception from the input
-    or a callback ends the run the same way and is raised after the drain.
+    or a callback ends the run the same way and is raised after the drain. `gate`, when given,
+    is passed by every request before its first try (a sender process's bound on answers its
+    parent has not recorded yet).
     """
     base = check_endpoint(endpoint) + "/"
     started = time.monotonic()
@@ -125,6 +140,7 @@ async def send_all(
         session=session,
         on_result=guard.record,
         on_retry=on_retry,
+        gate=gate,
     )
     try:
         await sender.run(requests, stop)
@@ -162,8 +178,10 @@ class _Sender:
         session: aiohttp.ClientSession,
         on_result: Callable[[Result], None],
         on_retry: Callable[[Request, str], None] | None,
+        gate: StartGate | None = None,
     ) -> None:
         self.base = base
+        self.gate = gate
         self.token = token
         self.destination = destination
         self.options = options
@@ -373,6 +391,9 @@ class _Sender:
         between the run stops, as when the API does not answer.
         """
         waiting = unanswered = reported = False  # a try is out now; one got no answer
+        gate = self.gate
+        if gate is not None and not gate.take():
+            await gate.wait_take()
         try:
             body, headers = self.destination.authorize(request.body, self.token)
             url = self.urls.get(request.path) or self._url(request.path)

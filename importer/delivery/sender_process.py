@@ -4,10 +4,15 @@
 
 It reads length-prefixed pickled frames on stdin: first ("start", config) with the endpoint,
 the token, the destination's name and this sender's share of the send options; then
-("batch", [(seq, method, path, route, body), ...]), ("end",) when no more will come, or
-("stop",) to drain and finish. It answers on stdout with ("results", [(seq, delivered, status, error, attempts)]),
+("batch", [(seq, method, path, route, body), ...]), ("end",) when no more will come,
+("ack", n) when the parent has recorded n more results, or ("stop",) to drain and finish. It answers on stdout with ("results", [(seq, delivered, status, error, attempts)]),
 ("retry", [(seq, message)]), and last ("done", stats) or ("error", text, hint, is_importer_error).
 When stdin ends (the parent was killed) it exits at once: nobody would record what it sent.
+
+A request starts only while fewer than twice this sender's concurrency are started and not yet
+acknowledged: answers on their way to a parent that is killed are lost to its checkpoint, and
+the resumed run sends them again, so what a kill -9 can make the API receive twice stays twice
+--concurrency across senders, however far behind the parent is in reading them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,34 @@ from importer.errors import ImporterError
 from importer.model import Request, Result
 
 _HEADER = struct.Struct(">I")
+
+
+class AckWindow:
+    """The starts a sender may make ahead of what its parent has recorded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.started = 0
+        self.acked = 0
+        self._room = asyncio.Event()
+
+    def take(self) -> bool:
+        """Count one start, if the window has room."""
+        if self.started - self.acked < self.size:
+            self.started += 1
+            return True
+        return False
+
+    async def wait_take(self) -> None:
+        """Wait for the parent's acknowledgements to make room, then count one start."""
+        while not self.take():
+            self._room.clear()
+            await self._room.wait()
+
+    def ack(self, count: int) -> None:
+        """The parent has recorded `count` more results."""
+        self.acked += count
+        self._room.set()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -65,6 +98,7 @@ async def _serve() -> None:
     config = first[1]
     incoming: asyncio.Queue[list[tuple[int, str, str, int, bytes]] | None] = asyncio.Queue()
     stop = asyncio.Event()
+    window = AckWindow(2 * config["options"].concurrency)
     results: list[tuple[int, bool, int | None, str | None, int]] = []
     retries: list[tuple[int, str]] = []
     scheduled = False
@@ -104,6 +138,8 @@ async def _serve() -> None:
             kind = message[0]
             if kind == "batch":
                 await incoming.put(message[1])
+            elif kind == "ack":
+                window.ack(message[1])
             elif kind == "end":
                 await incoming.put(None)
             elif kind == "stop":
@@ -134,6 +170,7 @@ async def _serve() -> None:
             on_result=on_result,
             on_retry=on_retry,
             stop=stop,
+            gate=window,
         )
     except ImporterError as exc:
         flush()

@@ -242,6 +242,9 @@ class _Pool:
                 )
             except Exception as exc:
                 self.fail(exc)
+        # After the recorder's write of these marks, which it scheduled first: the sender
+        # starts more only once they are in the checkpoint (sender_process.AckWindow).
+        asyncio.get_running_loop().call_soon(sender.send, ("ack", len(results)))
         if sender.outstanding < sender.window:
             sender.room.set()
 
