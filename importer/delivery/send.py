@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -39,6 +39,7 @@ from importer.delivery.throttle import (
     AdaptiveLimit,
     AdaptiveRate,
     RateWindows,
+    StartGate,
     backoff_delay,
     floor_backoff,
     parse_retry_after,
@@ -55,18 +56,6 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # An acknowledgement up to this long is judged once, and up to this many different ones are kept.
 _REMEMBERED_BYTES = 1024
 _REMEMBERED_ANSWERS = 64
-
-
-class StartGate(Protocol):
-    """What a request waits for before its first try, beyond the concurrency limit."""
-
-    def take(self) -> bool:
-        """Let one request start now, if there is room; False if it must wait."""
-        ...
-
-    async def wait_take(self) -> None:
-        """Wait until there is room, then let one request start."""
-        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

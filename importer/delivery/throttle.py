@@ -1,5 +1,6 @@
 """How hard to push: the backoff after a failure, Retry-After, and the limits that adapt to the
-API's answers (concurrency, rate, and a window of at most N request starts in W seconds)."""
+API's answers (concurrency, rate, and a window of at most N request starts in W seconds), and
+the gate a sender process holds its starts to (delivery/sender_process.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Protocol
 
 from importer.delivery.options import SendOptions
 from importer.destinations.base import Destination, rate_family_of
@@ -21,6 +23,18 @@ from importer.state.rate_log import StartLog, read_starts
 # The wall clock, which the API's window and the state's rate log keep to; looked up at call
 # time, so a test in virtual time can put its clock here.
 _wall: Callable[[], float] = time.time
+
+
+class StartGate(Protocol):
+    """What a request waits for before its first try, beyond the concurrency limit."""
+
+    def take(self) -> bool:
+        """Let one request start now, if there is room; False if it must wait."""
+        ...
+
+    async def wait_take(self) -> None:
+        """Wait until there is room, then let one request start."""
+        ...
 
 
 def parse_retry_after(value: str, *, now: datetime) -> float | None:
