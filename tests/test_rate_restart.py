@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_userpilot_e2e import mock_server
 from test_userpilot_kill import DEADLINE_S, env, wait_for
 
@@ -27,6 +28,7 @@ event_name = "event"
 """
 
 
+@pytest.mark.long
 def test_a_rerun_right_after_a_kill_honours_the_window_the_killed_run_filled(
     tmp_path: Path,
 ) -> None:

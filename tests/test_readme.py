@@ -36,6 +36,7 @@ def test_the_tests_command_is_the_one_ci_runs() -> None:
     assert '-e ".[test]"' in ci
 
 
+@pytest.mark.long
 def test_the_main_job_command_works_as_written(tmp_path: Path) -> None:
     *install, job = readme_command("--endpoint embedded")
     assert install == ["python3 -m venv .venv", ".venv/bin/pip install -e ."]
@@ -73,34 +74,45 @@ USERPILOT_DELIVERED = {
 }
 
 
-def test_every_userpilot_sample_command_works_as_written(tmp_path: Path) -> None:
-    commands = [
-        line
-        for line in doc_text("userpilot.md").splitlines()
-        if line.startswith(".venv/bin/importer run samples/userpilot-")
-    ]
-    presets = [shlex.split(line)[shlex.split(line).index("--mapping") + 1] for line in commands]
-    assert sorted(Path(preset).name for preset in presets) == sorted(USERPILOT_DELIVERED)
+USERPILOT_COMMANDS = [
+    line
+    for line in doc_text("userpilot.md").splitlines()
+    if line.startswith(".venv/bin/importer run samples/userpilot-")
+]
+
+
+def _preset(line: str) -> str:
+    args = shlex.split(line)
+    return Path(args[args.index("--mapping") + 1]).name
+
+
+def test_every_userpilot_preset_has_its_sample_command() -> None:
+    assert sorted(_preset(line) for line in USERPILOT_COMMANDS) == sorted(USERPILOT_DELIVERED)
+
+
+# One test per command, so that the test workers share them.
+@pytest.mark.parametrize("line", USERPILOT_COMMANDS, ids=_preset)
+def test_every_userpilot_sample_command_works_as_written(tmp_path: Path, line: str) -> None:
     for folder in ("samples", "schemas"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    for line, preset in zip(commands, presets, strict=True):
-        args = shlex.split(line)
-        assert args[0] == ".venv/bin/importer"
-        done = subprocess.run(
-            [sys.executable, "-m", "importer", *args[1:]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 3, (line, done.stdout, done.stderr)
-        delivered = USERPILOT_DELIVERED[Path(preset).name]
-        assert re.search(rf"delivered +{delivered}\n", done.stdout), (line, done.stdout)
-        if "import" in preset or "bulk" in preset:
-            assert "jobs: 1 (1 completed)" in done.stdout, done.stdout
-        if "delete" in preset:
-            assert "jobs: 1 (1 accepted)" in done.stdout, done.stdout
+    args = shlex.split(line)
+    assert args[0] == ".venv/bin/importer"
+    done = subprocess.run(
+        [sys.executable, "-m", "importer", *args[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, (line, done.stdout, done.stderr)
+    preset = _preset(line)
+    delivered = USERPILOT_DELIVERED[preset]
+    assert re.search(rf"delivered +{delivered}\n", done.stdout), (line, done.stdout)
+    if "import" in preset or "bulk" in preset:
+        assert "jobs: 1 (1 completed)" in done.stdout, done.stdout
+    if "delete" in preset:
+        assert "jobs: 1 (1 accepted)" in done.stdout, done.stdout
 
 
 def quick_start(destination: str) -> list[list[str]]:
@@ -110,6 +122,7 @@ def quick_start(destination: str) -> list[list[str]]:
     return [shlex.split(line) for line in section.splitlines() if line.startswith(".venv/bin/")]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("destination", ["Vero", "Userpilot"])
 def test_the_quick_start_works_as_written(tmp_path: Path, destination: str) -> None:
     *local, send = quick_start(destination)
