@@ -19,7 +19,7 @@ from importer.checks.shard import Shard
 from importer.checks.validate import Window, window_column, window_refusal
 from importer.delivery.deliver import DeliveryControl
 from importer.delivery.options import DeliveryOptions
-from importer.destinations import get_destination
+from importer.destinations import Destination, get_destination
 from importer.errors import OptionError
 from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.jobfile.parse import Step, is_job_file
@@ -105,14 +105,17 @@ class Sending:
 
     def _options(
         self,
-        mapping: Mapping,
+        destination: Destination,
         state_dir: Path,
         dead_letter: Path | None,
-        workers: int | None,
+        *,
+        workers: int | None = 1,
+        checkpoint: bool = True,
+        mapping_options: dict[str, object] | None = None,
     ) -> DeliveryOptions:
         return delivery_options(
             endpoint=self.endpoint,
-            destination=mapping.destination,
+            destination=destination,
             token_file=self.token_file,
             token=self.token,
             state_dir=state_dir,
@@ -123,8 +126,20 @@ class Sending:
             max_retries=self.max_retries,
             timeout=self.timeout,
             workers=workers,
+            checkpoint=checkpoint,
+            options=mapping_options,
+        )
+
+    def _mapping_options(
+        self, mapping: Mapping, state_dir: Path, dead_letter: Path | None
+    ) -> DeliveryOptions:
+        return self._options(
+            mapping.destination,
+            state_dir,
+            dead_letter,
+            workers=self.workers,
             checkpoint=self.checkpoint,
-            options=mapping.options,
+            mapping_options=mapping.options,
         )
 
     def for_run(self, mapping: Mapping, state_dir: Path) -> DeliveryOptions:
@@ -132,7 +147,7 @@ class Sending:
         order_time = order_time_for(
             mapping.action, per_user_order=self.per_user_order, order=self.order
         )
-        delivery = self._options(mapping, state_dir, self.dead_letter, self.workers)
+        delivery = self._mapping_options(mapping, state_dir, self.dead_letter)
         return dataclasses.replace(
             delivery,
             poll_s=self.poll_interval or default_poll_s(delivery.endpoint),
@@ -144,11 +159,8 @@ class Sending:
     def for_step(self, step: Step, state_dir: Path) -> DeliveryOptions:
         """The delivery of one step of a job file kept in `state_dir`: its own state directory
         and dead letters, and the order kept where its action can keep it."""
-        delivery = self._options(
-            step.mapping,
-            step_state(state_dir, step.name),
-            per_step(self.dead_letter, step.name),
-            self.workers,
+        delivery = self._mapping_options(
+            step.mapping, step_state(state_dir, step.name), per_step(self.dead_letter, step.name)
         )
         return ordered(
             dataclasses.replace(
@@ -164,19 +176,7 @@ class Sending:
 
     def for_replay(self, destination: str, state_dir: Path) -> DeliveryOptions:
         """The delivery of a payload file for `destination` (one sender process)."""
-        return delivery_options(
-            endpoint=self.endpoint,
-            destination=get_destination(destination),
-            token_file=self.token_file,
-            token=self.token,
-            state_dir=state_dir,
-            fresh=self.fresh,
-            dead_letter=self.dead_letter,
-            concurrency=self.concurrency,
-            rate=self.rate,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-        )
+        return self._options(get_destination(destination), state_dir, self.dead_letter)
 
 
 def window_of(since: datetime | None, until: datetime | None) -> Window | None:
