@@ -558,3 +558,28 @@ def test_a_damaged_job_record_is_a_warning_and_every_step_runs_again(tmp_path: P
         "again, each sending only what its checkpoint has not" in again.stderr
     )
     assert "skipped (done before)" in again.output  # the step's checkpoint: 1 row done before
+
+
+def test_a_changed_input_of_a_step_is_left_out_unless_resend_changed(tmp_path: Path) -> None:
+    """A step admits its inputs as `importer run` does: a file at a known path whose sent rows
+    were edited is left out (exit 3), and --resend-changed sends it whole, in a job file too."""
+    job = two_step_job(tmp_path)
+    state = tmp_path / "state"
+    with vero_mock(tmp_path) as mock:
+        args = ("run", job, "--endpoint", mock.url, "--state", state)
+        assert invoke(*args).exit_code == 0
+        users = tmp_path / "users.csv"
+        users.write_text(users.read_text().replace("u0@example.com", "u0@example.org"))
+        left_out = invoke(*args)
+        assert left_out.exit_code == 3, left_out.output
+        assert f"{users} changed since" in left_out.stderr + left_out.output
+        assert len(read_jsonl(mock.record)) == USERS + EVENTS
+        # not taken for done: the next run reads it again and says so again
+        again = invoke(*args)
+        assert again.exit_code == 3, again.output
+        assert f"{users} changed since" in again.stderr + again.output
+        resent = invoke(*args, "--resend-changed")
+        assert resent.exit_code == 0, resent.output
+        received = read_jsonl(mock.record)
+        assert len(received) == 2 * USERS + EVENTS
+        assert {"id": "u0", "email": "u0@example.org"}.items() <= received[-USERS].items()

@@ -87,6 +87,7 @@ def run_summary(
             state_dir=state_dir,
             dry_run=dry_run,
             past_failed=past_failed,
+            resend_changed=resend_changed,
         )
     if reading.mapping is None:
         raise AssertionError("job_file_path refuses inputs without a mapping")

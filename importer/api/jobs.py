@@ -124,6 +124,7 @@ def run_job(
     state_dir: Path,
     dry_run: bool,
     past_failed: bool = False,
+    resend_changed: bool = False,
 ) -> JobSummary:
     """`run JOB.toml` (or with `dry_run`): each step as `importer run INPUTS --mapping M` would
     run it, with STATE/steps/<name>/ as its state directory."""
@@ -195,6 +196,7 @@ def run_job(
             progress=front.delivery,
             control=control,
             past_failed=past_failed,
+            resend_changed=resend_changed,
         )
     )
     return summary

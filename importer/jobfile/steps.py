@@ -187,13 +187,15 @@ async def send_steps(
     progress: DeliveryProgress | None = None,
     control: DeliveryControl | None = None,
     past_failed: bool = False,
+    resend_changed: bool = False,
 ) -> JobSummary:
     """Send each planned step in turn (one event loop, one `control` for the whole job), note
     each outcome in the job record, and stop where a step's outcome says to.
 
     A step is failed when, over all its runs, none of its rows was delivered and some failed:
     a rerun, which sends nothing of it, does not make it done. `past_failed` runs the steps
-    that wait for it anyway (after its dead letters were replayed)."""
+    that wait for it anyway (after its dead letters were replayed); `resend_changed` sends a
+    step's changed inputs as new ones, as `importer run --resend-changed` does."""
     control = control or DeliveryControl()
     result = JobSummary(job_file=str(job.path))
     moved = adopt_renamed(planned, record)
@@ -225,7 +227,12 @@ async def send_steps(
         try:
             _check_step_state(item)
             summary = await send_inputs(
-                item.options, item.sources, item.delivery, progress=progress, control=control
+                item.options,
+                item.sources,
+                item.delivery,
+                progress=progress,
+                control=control,
+                resend_changed=resend_changed,
             )
         except ImporterError as exc:
             # The job ends here, but what the earlier steps did is still reported.
@@ -256,10 +263,13 @@ async def send_steps(
         result.steps.append(_step_summary(step, status, summary))
         details: dict[str, Any] = {}
         if status == DONE:
+            # A changed input left out keeps the step from being skipped: each run reads it
+            # again and says so, as a nightly run does, until --resend-changed sends it.
+            left_out = any(entry.get("status") == "changed" for entry in summary.inputs)
             details = {
                 "mapping_fingerprint": item.options.run_fingerprint,
                 "endpoint": item.delivery.endpoint,
-                "inputs": item.stats,
+                "inputs": None if left_out else item.stats,
                 "rows_rejected": summary.rows_rejected,
                 "rows_failed": summary.rows_failed,
                 "problems": summary.has_problems,
