@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from pipeline_helpers import ROOT, write_csv
 from test_userpilot_actions import run
 
+import importer.delivery.bulk as bulk_module
 from importer.cli.app import main
 from importer.delivery.bulk import upload_body
-from importer.destinations.userpilot.api import USERPILOT
+from importer.destinations.userpilot.api import DELETE_INTERVAL_S, MAX_DELETE_IDS, USERPILOT
 from importer.mapping.file import load_mapping
 
 SCHEMAS, SAMPLES = ROOT / "schemas", ROOT / "samples"
@@ -141,3 +142,28 @@ def test_vero_delete_needs_yes_too(tmp_path: Path) -> None:
     assert "delete deletes users in Vero" in err
     assert invoke(*args, "--yes")[0] == 0
     assert [body["id"] for body in received(state)] == ["u1"]
+
+
+def test_deletion_requests_go_two_seconds_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "1 request every 2 seconds" (docs.userpilot.com/api-references/delete/overview): the
+    second chunk of ids waits for the rest of the two seconds (the wait is recorded here,
+    not slept)."""
+    waits: list[float] = []
+
+    async def recorded(self: object, seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(bulk_module._UploadClient, "wait", recorded)
+    ids = [f"u{i}" for i in range(MAX_DELETE_IDS + 500)]
+    path = write_csv(tmp_path, "user_id", *ids)
+    state = tmp_path / "state"
+    code, _, err = invoke(
+        "run", str(path), "--mapping", str(SCHEMAS / "userpilot-delete-users.toml"),
+        "--endpoint", "embedded", "--state", str(state), "-q", "--yes",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [len(body["users"]) for body in received(state)] == [MAX_DELETE_IDS, 500]
+    assert waits[0] == 0.0
+    assert 1.0 < max(waits) <= DELETE_INTERVAL_S
