@@ -583,3 +583,26 @@ def test_a_changed_input_of_a_step_is_left_out_unless_resend_changed(tmp_path: P
         received = read_jsonl(mock.record)
         assert len(received) == 2 * USERS + EVENTS
         assert {"id": "u0", "email": "u0@example.org"}.items() <= received[-USERS].items()
+
+
+def test_a_job_with_a_delete_step_needs_yes_before_any_step_sends(tmp_path: Path) -> None:
+    """Asked once, up front: without --yes not even the steps before the deletion run."""
+    text = step("users", "identify.toml") + step("delete", "vero-delete", '["gone.csv"]')
+    files = {
+        "users.csv": "user_id,email\nu1,u1@example.com\nu2,u2@example.com\n",
+        "gone.csv": "user_id\nu2\n",
+        "identify.toml": IDENTIFY,
+    }
+    job = write_job(tmp_path, text, files)
+    state = tmp_path / "state"
+    with vero_mock(tmp_path) as mock:
+        args = ("run", job, "--endpoint", mock.url, "--state", state)
+        refused = invoke(*args)
+        assert refused.exit_code == 2, refused.output
+        assert "cannot be undone: add --yes" in refused.stderr
+        assert not mock.record.exists() or read_jsonl(mock.record) == []
+        done = invoke(*args, "--yes")
+        assert done.exit_code == 0, done.output
+        received = read_jsonl(mock.record)
+    assert [body.get("id") for body in received] == ["u1", "u2", "u2"]
+    assert received[-1]["_path"].endswith("delete")
