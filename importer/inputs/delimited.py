@@ -230,14 +230,10 @@ def _check_records(
         if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             raw.seek(0)
         # Binary lines split at LF only; a lone CR splits a line for Python's csv as it reads
-        # text, so such a file goes through the (slower) text reader to keep its meaning.
-        position = _TextPosition(raw, encoding) if _has_lone_cr(raw) else None
-        if position:
-            lines: Iterator[str] = position.lines()
-        elif encoding:
-            lines = (line.decode(encoding) for line in raw)
-        else:
-            lines = map(bytes.decode, raw)
+        # text, so such a file goes through the (slower) text reader to keep its meaning. So
+        # does a file in a declared encoding: decoding it line by line is slower still.
+        position = _TextPosition(raw, encoding) if encoding or _has_lone_cr(raw) else None
+        lines = position.lines() if position else map(bytes.decode, raw)
         tell = position.tell if position else raw.tell
         rows = csv.reader(lines, delimiter=separator, strict=True)
         lengths: Counter[int] = Counter()
@@ -286,14 +282,14 @@ class _TextPosition:
     def __init__(self, raw: IO[bytes], encoding: str = "") -> None:
         self._start = raw.tell()
         self._consumed = 0
-        self._encoding = encoding or "utf-8"
-        self._text = io.TextIOWrapper(raw, encoding=self._encoding, newline="")
+        self._single = bool(encoding)  # a declared encoding: one byte a character
+        self._text = io.TextIOWrapper(raw, encoding=encoding or "utf-8", newline="")
 
     def lines(self) -> Iterator[str]:
         """Each line; the byte pass checked the text, so a line's encoding is exactly the bytes
         it came from."""
         for line in iter(self._text.readline, ""):
-            self._consumed += len(line.encode(self._encoding))
+            self._consumed += len(line) if self._single else len(line.encode())
             yield line
 
     def tell(self) -> int:
