@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +489,7 @@ def test_an_undeclared_windows_1252_file_is_refused_with_the_line_that_declares_
         pytest.param('"utf-16"', id="utf16"),
         pytest.param('"ascii"', id="ascii"),
         pytest.param('"klingon"', id="unknown"),
+        pytest.param('"utf\\u0000"', id="nul"),
         pytest.param("5", id="not-a-string"),
     ],
 )
@@ -496,10 +498,10 @@ def test_an_encoding_not_read_here_is_a_mapping_problem(tmp_path: Path, value: s
     path.write_text(track(rest=f"[repairs]\nencoding = {value}\n"), encoding="utf-8")
     with pytest.raises(MappingError) as caught:
         load_mapping(path)
-    shown = value.strip('"') if value != "5" else "5"
+    shown = "5" if value == "5" else repr(tomllib.loads(f"v = {value}")["v"])
     assert str(caught.value) == (
         f"mapping file {path} has 1 problem(s):\n  - repairs.encoding = "
-        f"{shown if value == '5' else repr(shown)} is not an encoding read here (known: "
+        f"{shown} is not an encoding read here (known: "
         '"utf-8"; "cp1252" (or "windows-1252"); "latin-1" (or "iso-8859-1"))'
     )
 

@@ -4,8 +4,9 @@ A row filter (`where`, an SQL condition such as `type = 'track'`), null markers 
 for every column or per column, strftime patterns and epoch units per time column, normalisers
 (trim, lower), fallbacks (`userId` else `anonymousId`), the columns whose value is dropped
 from a row, not the row rejected, when it breaks its rule, and how the file is written: a CSV's
-separator and the text's encoding (a spreadsheet's `;` and Windows-1252). Source columns may name a member of a
-JSON object column (`properties.revenue`), or every member of one (`properties.*`).
+separator and the text's encoding (a spreadsheet's `;` and Windows-1252). Source columns may
+name a member of a JSON object column (`properties.revenue`), or every member of one
+(`properties.*`).
 checks/repairs.py turns these into Polars expressions; here they are only read and checked, each
 problem added to the mapping's list so that all are reported together.
 """
@@ -215,7 +216,7 @@ def _encoding(value: object, problems: list[str]) -> str:
         return ""
     try:
         name = codecs.lookup(value).name if isinstance(value, str) else None
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name holding NUL
         name = None
     if name not in ENCODINGS:
         problems.append(
