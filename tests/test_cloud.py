@@ -357,3 +357,39 @@ def test_no_gs_credentials_is_one_clear_error(
     assert code == 1, said
     assert "Error: gs://bucket/a.csv: no credentials for the store" in said
     assert "GOOGLE_APPLICATION_CREDENTIALS" in said
+
+
+SHEET_MAPPING = """destination = "vero"
+action = "track"
+[fields]
+"identity.id" = "user_id"
+"identity.email" = "email"
+event_name = "event"
+"extras.created_at" = "occurred_at"
+data = "*"
+[repairs]
+separator = ";"
+encoding = "cp1252"
+"""
+
+
+def test_an_object_in_a_declared_encoding_is_read_in_it(bucket: Bucket, tmp_path: Path) -> None:
+    scheme, put = bucket("sheets")
+    sheet = HEADER.replace(",", ";").replace("\n", ";name\n") + "".join(
+        f"{i};u{i};u{i}@example.com;Viewed;2024-01-01T00:00:0{i}Z;{name}\n"
+        for i, name in ((1, "Müller"), (2, "“5 €”"))
+    )
+    put("sheet.csv.gz", gzip.compress(sheet.encode("cp1252")))
+    mapping = tmp_path / "sheet.toml"
+    mapping.write_text(SHEET_MAPPING, encoding="utf-8")
+    state = tmp_path / "state"
+    for _ in range(2):  # the rerun knows the object by its own bytes: nothing is sent again
+        args = ["run", f"{scheme}://sheets/sheet.csv.gz", "--mapping", str(mapping),
+                "--endpoint", "embedded", "--state", str(state)]  # fmt: skip
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.stdout + result.stderr
+        sent = [json.loads(line)["data"] for line in (state / RECORD).read_text().splitlines()]
+        assert sorted((body["row_id"], body["name"]) for body in sent) == [
+            (1, "Müller"),
+            (2, "“5 €”"),
+        ]

@@ -5,7 +5,9 @@ units, the field policy). Each test reads what the mock recorded, not what the i
 
 from __future__ import annotations
 
+import gzip
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +402,160 @@ def test_a_semicolon_separated_csv_as_a_spreadsheet_exports_it(tmp_path: Path) -
     bodies, report = send(tmp_path, data, track(data="*", rest='[repairs]\nseparator = ";"\n'))
     assert sorted(b["data"]["price"] for b in bodies) == ["1,50", "2,00"]
     assert report["rows_rejected"] == 0
+
+
+# ------------------------------------------------- the separator and encoding a sheet is written in
+
+SHEET_ROWS = (
+    "user;event;at;name;price",
+    f"u1;Bought;{AT};Müller;1,50 €",
+    f"u2;Bought;{AT};Straße “Nord”;2,00 €",
+    "u3;Bought;démain;Renée;3,00 €",
+    f"u4;Bought;{AT};Zoë;4,00 €",
+)
+SHEET_MAPPING = '[repairs]\nseparator = ";"\nencoding = "{encoding}"\n'
+
+
+def sheet_file(tmp_path: Path, kind: str) -> Path:
+    """The sheet's rows in Windows-1252: as they are, with a quoted field (read by Python's csv
+    rather than split at the separator), or gzip-compressed."""
+    rows = list(SHEET_ROWS)
+    if kind == "quoted":
+        rows[4] = f'u4;Bought;{AT};"Zoë; jr.";4,00 €'
+    data = ("\n".join(rows) + "\n").encode("cp1252")
+    path = tmp_path / ("sheet.csv.gz" if kind == "gzip" else "sheet.csv")
+    path.write_bytes(gzip.compress(data) if kind == "gzip" else data)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["plain", "quoted", "gzip"])
+@pytest.mark.parametrize("encoding", ["cp1252", "windows-1252"])
+def test_a_windows_1252_spreadsheet_export_declared_in_the_mapping(
+    tmp_path: Path, kind: str, encoding: str
+) -> None:
+    data = sheet_file(tmp_path, kind)
+    mapping = track(data="*", rest=SHEET_MAPPING.format(encoding=encoding))
+    bodies, report = send(tmp_path, data, mapping)
+    fourth = "Zoë; jr." if kind == "quoted" else "Zoë"
+    assert [(b["identity"]["id"], b["data"]) for b in bodies] == [
+        ("u1", {"name": "Müller", "price": "1,50 €"}),
+        ("u2", {"name": "Straße “Nord”", "price": "2,00 €"}),
+        ("u4", {"name": fourth, "price": "4,00 €"}),
+    ]
+    # The reject names the row a spreadsheet shows, with the value as the file means it.
+    assert report["reject_examples"] == {
+        "timestamp": [
+            f"{data}, line 4: démain is not a time (ISO 8601, epoch seconds or milliseconds)"
+        ]
+    }
+
+
+def test_latin1_json_lines_declared_in_the_mapping(tmp_path: Path) -> None:
+    rows = [
+        {"user": "u1", "event": "Café", "at": AT, "props": {"city": "Zürich", "note": "½ à ¾"}},
+        {"user": "u2", "event": "Crème", "at": AT, "props": {"city": "Nîmes"}},
+    ]
+    data = tmp_path / "in.jsonl"
+    text = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n"
+    data.write_bytes(text.encode("latin-1"))
+    bodies, report = send(tmp_path, data, track(rest='[repairs]\nencoding = "latin-1"\n'))
+    assert bodies == in_order(
+        event("u1", "Café", SENT_AT, {"city": "Zürich", "note": "½ à ¾"}),
+        event("u2", "Crème", SENT_AT, {"city": "Nîmes"}),
+    )
+    assert report["rows_sent"] == 2
+
+
+def test_an_undeclared_windows_1252_file_is_refused_with_the_line_that_declares_it(
+    tmp_path: Path,
+) -> None:
+    data = sheet_file(tmp_path, "plain")
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(track(data="*", rest='[repairs]\nseparator = ";"\n'), encoding="utf-8")
+    result = invoke("validate", data, "--mapping", mapping)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {data}, line 2, column 33: bytes fc are not UTF-8\n"
+        "Hint: in Windows-1252, as spreadsheets export, the bytes read 'ü': declare the file's "
+        'encoding with the line encoding = "cp1252" in the mapping\'s [repairs] table '
+        '(encoding = "latin-1" for ISO-8859-1), or convert the file to UTF-8: '
+        "iconv -f CP1252 -t UTF-8 sheet.csv > utf8-sheet.csv\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param('"utf-16"', id="utf16"),
+        pytest.param('"ascii"', id="ascii"),
+        pytest.param('"klingon"', id="unknown"),
+        pytest.param('"utf\\u0000"', id="nul"),
+        pytest.param("5", id="not-a-string"),
+    ],
+)
+def test_an_encoding_not_read_here_is_a_mapping_problem(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(track(rest=f"[repairs]\nencoding = {value}\n"), encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    shown = "5" if value == "5" else repr(tomllib.loads(f"v = {value}")["v"])
+    assert str(caught.value) == (
+        f"mapping file {path} has 1 problem(s):\n  - repairs.encoding = "
+        f"{shown} is not an encoding read here (known: "
+        '"utf-8"; "cp1252" (or "windows-1252"); "latin-1" (or "iso-8859-1"))'
+    )
+
+
+# Computed by main before repairs.encoding existed (45a9fbe): a state directory of a mapping
+# without the key must still resume under it.
+FINGERPRINTS = {
+    "": "dd16442639a5cd31e02d1629aac39d29",
+    '[repairs]\nseparator = ";"\n': "718356de7248dfa6e9eebcc2f63b8be2",
+}
+
+
+def test_encoding_is_part_of_the_fingerprint_only_when_not_utf8(tmp_path: Path) -> None:
+    def fingerprint(rest: str) -> str:
+        path = tmp_path / "m.toml"
+        path.write_text(track(data="*", rest=rest), encoding="utf-8")
+        return load_mapping(path).fingerprint
+
+    for rest, before in FINGERPRINTS.items():
+        assert fingerprint(rest) == before
+    separator = '[repairs]\nseparator = ";"\n'
+    assert fingerprint(f'{separator}encoding = "UTF-8"\n') == FINGERPRINTS[separator]
+    cp1252 = fingerprint(f'{separator}encoding = "cp1252"\n')
+    assert cp1252 == fingerprint(f'{separator}encoding = "Windows-1252"\n')
+    assert cp1252 not in FINGERPRINTS.values()
+    assert fingerprint(f'{separator}encoding = "latin-1"\n') not in (*FINGERPRINTS.values(), cp1252)
+
+
+def test_a_declared_file_sent_before_is_known_again_by_its_own_bytes(tmp_path: Path) -> None:
+    data = sheet_file(tmp_path, "gzip")
+    mapping = track(data="*", rest=SHEET_MAPPING.format(encoding="cp1252"))
+    first, report = send(tmp_path, data, mapping)
+    assert report["rows_sent"] == 3
+    again, report = send(tmp_path, data, mapping)
+    assert (again, report["rows_sent"]) == (first, 0)
+
+
+def test_a_key_only_later_lines_have_is_found_in_the_declared_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mapping is checked against the first lines' keys; a mapped key they lack sends the
+    # check through the whole file (here from line 2 on), which reads it in its encoding too.
+    monkeypatch.setattr("importer.inputs.reader.SAMPLE_LINES", 1)
+    monkeypatch.setattr("importer.pipeline.run.SAMPLE_LINES", 1)
+    rows = [
+        {"user": "u1", "event": "Café", "at": AT, "props": {}},
+        {"user": "u2", "event": "Crème", "at": AT, "props": {}, "plan": "Größe"},
+    ]
+    data = tmp_path / "in.jsonl"
+    text = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n"
+    data.write_bytes(text.encode("latin-1"))
+    mapping = track(rest='"data.plan" = "plan"\n[repairs]\nencoding = "latin-1"\n')
+    bodies, _ = send(tmp_path, data, mapping)
+    assert sorted((b["identity"]["id"], b.get("data")) for b in bodies) == [
+        ("u1", None),
+        ("u2", {"plan": "Größe"}),
+    ]

@@ -63,9 +63,9 @@ def test_a_plain_csv_is_profiled_as_pythons_csv_module_profiles_it(
     record_pass = delimited._check_records
     passes: list[Path] = []
 
-    def counting(path: Path, separator: str) -> Any:
+    def counting(path: Path, separator: str, encoding: str = "") -> Any:
         passes.append(path)
-        return record_pass(path, separator)
+        return record_pass(path, separator, encoding)
 
     monkeypatch.setattr(delimited, "_check_records", counting)
     rng = random.Random(20261201)

@@ -271,3 +271,73 @@ def test_a_posthog_export_is_known_by_its_keys(tmp_path: Path) -> None:
         "extras.created_at": "timestamp",
         "data": "properties.*",
     }
+
+
+# A spreadsheet's export in a comma-decimal locale: `;` between fields, Windows-1252 bytes.
+SHEET = (
+    "user_id;email;event;occurred_at;name;price\n"
+    "u1;ann@example.com;Bought;2024-01-02T03:04:05Z;Müller “Nord”;1,50 €\n"
+    "u2;bob@example.com;Bought;2024-01-03T03:04:05Z;Straße;2,00 €\n"
+)
+
+
+def test_init_writes_how_a_spreadsheet_export_is_written_and_it_imports(tmp_path: Path) -> None:
+    path = tmp_path / "sheet.csv"
+    path.write_bytes(SHEET.encode("cp1252"))
+    mapping = tmp_path / "guessed.toml"
+    made = invoke("init", path, "--out", mapping)
+    assert made.exit_code == 0, made.output
+    assert "0 (0%) would be rejected" in made.output
+    text = mapping.read_text(encoding="utf-8")
+    assert (
+        "[repairs]\n# the file's separator (a spreadsheet's, in a comma-decimal locale)\nseparator = \";\"\n"
+        in text
+    )
+    assert 'encoding = "cp1252"\n' in text
+    state = tmp_path / "state"
+    run = CliRunner().invoke(
+        main,
+        ["run", str(path), "--mapping", str(mapping), "--endpoint", "embedded", "--state", str(state), "-q"],
+        env={"VERO_AUTH_TOKEN": "t0ken-vero"},
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    received = [
+        json.loads(line) for line in (state / "embedded-received.jsonl").read_text().splitlines()
+    ]
+    assert sorted((r["data"]["name"], r["data"]["price"]) for r in received) == [
+        ("Müller “Nord”", "1,50 €"),
+        ("Straße", "2,00 €"),
+    ]
+
+
+def test_init_on_a_known_export_in_windows_1252_declares_it(tmp_path: Path) -> None:
+    line = {"type": "track", "messageId": "m1", "anonymousId": "a1", "userId": "u1",
+            "event": "Café bu", "timestamp": "2024-01-02T03:04:05Z", "properties": {"à": "é"}}  # fmt: skip
+    path = tmp_path / "segment.jsonl"
+    path.write_bytes((json.dumps(line, ensure_ascii=False) + "\n").encode("cp1252"))
+    made = invoke("init", path)
+    assert made.exit_code == 0, made.output
+    mapping = tomllib.loads(made.stdout)
+    assert mapping["repairs"]["encoding"] == "cp1252"
+    assert "separator" not in mapping["repairs"]
+
+
+def test_init_on_a_utf8_semicolon_file_writes_only_the_separator(tmp_path: Path) -> None:
+    path = tmp_path / "sheet.csv"
+    path.write_bytes(SHEET.encode("utf-8"))
+    made = invoke("init", path)
+    assert made.exit_code == 0, made.output
+    assert tomllib.loads(made.stdout)["repairs"]["separator"] == ";"
+    assert "encoding" not in tomllib.loads(made.stdout)["repairs"]
+
+
+def test_init_on_bytes_neither_utf8_nor_windows_1252_names_the_latin1_line(tmp_path: Path) -> None:
+    path = tmp_path / "sheet.csv"
+    path.write_bytes(SHEET.encode("cp1252").replace(b"Bought", b"Bo\x81ght", 1))
+    out = tmp_path / "guessed.toml"
+    made = invoke("init", path, "--out", out)
+    assert made.exit_code == 1
+    assert made.stderr.startswith(f"Error: {path}, line 2, column 22: bytes 81 are not UTF-8\n")
+    assert 'with the line encoding = "latin-1" in the mapping\'s [repairs] table' in made.stderr
+    assert not out.exists()

@@ -663,15 +663,30 @@ def test_bytes_that_are_not_utf8(
     path = write(tmp_path, name, data)
     error = input_error(path)
     assert str(error) == f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8"
-    assert error.hint.startswith("re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
-    assert "iconv -f CP1252 -t UTF-8" in error.hint
+    assert 'the line encoding = "cp1252" in the mapping\'s [repairs] table' in error.hint
+    assert f"iconv -f CP1252 -t UTF-8 {name} > utf8-{name}" in error.hint
 
 
 def test_a_windows_1252_export_is_named_with_what_its_bytes_read(tmp_path: Path) -> None:
     path = write(tmp_path, "in.csv", "id,name\n1,Müller café\n".encode("cp1252"))
     error = input_error(path)
-    assert "in Windows-1252, as spreadsheets export, the bytes read 'ü'" in error.hint
-    assert "iconv -f CP1252 -t UTF-8 in.csv > utf8-in.csv" in error.hint
+    assert error.hint == (
+        "in Windows-1252, as spreadsheets export, the bytes read 'ü': declare the file's "
+        'encoding with the line encoding = "cp1252" in the mapping\'s [repairs] table '
+        '(encoding = "latin-1" for ISO-8859-1), or convert the file to UTF-8: '
+        "iconv -f CP1252 -t UTF-8 in.csv > utf8-in.csv"
+    )
+
+
+def test_bytes_windows_1252_leaves_undefined_are_offered_as_latin1(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", b"id,name\n1,a\x81b\n")  # 0x81: a C1 control in Latin-1
+    error = input_error(path)
+    assert str(error) == f"{path}, line 2, column 4: bytes 81 are not UTF-8"
+    assert error.hint == (
+        "they are not Windows-1252 either: declare the file's encoding with the line "
+        'encoding = "latin-1" in the mapping\'s [repairs] table, or convert the file to UTF-8: '
+        "iconv -f LATIN1 -t UTF-8 in.csv > utf8-in.csv"
+    )
 
 
 def test_bad_bytes_beyond_the_first_megabyte_name_their_line(tmp_path: Path) -> None:

@@ -68,9 +68,12 @@ def init(
       importer init --preset vero-track --out events.toml
       importer validate samples/events.csv --mapping events.toml
     """
-    from importer.inputs.reader import open_input
     from importer.pipeline.exports import check_sample, describe_check
-    from importer.pipeline.guess import SAMPLE_ROWS, guess_mapping  # only this command needs it
+    from importer.pipeline.guess import (  # only this command needs them
+        SAMPLE_ROWS,
+        guess_mapping,
+        open_to_guess,
+    )
 
     if (input_path is None) == (preset is None):
         raise click.UsageError(
@@ -93,7 +96,7 @@ def init(
         if out is not None and out.exists():
             raise ImporterError(f"{out} exists: the mapping is not written over it")
         check_outputs({"--out": out}, inputs=(input_path,), mapping=None, state_dir=None)
-        source = open_input(input_path)
+        source = open_to_guess(input_path)
         text = guess_mapping(source, target, chosen)
         _write(text, out, input_path)
         # The mapping tried on the file's first rows, so a wrong guess shows before a run.

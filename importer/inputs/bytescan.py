@@ -1,6 +1,9 @@
-"""The byte pass over an input: refuse what cannot be read (pipes, UTF-16, CR-only, non-UTF-8,
-damaged compression), fingerprint the content, hash its first bytes at given sizes, and check each
-block again as the batches read it."""
+"""The byte pass over an input: refuse what cannot be read (pipes, UTF-16, CR-only, text not in
+its encoding (UTF-8 unless the mapping declares another), damaged compression), fingerprint the
+content, hash its first bytes at given sizes, and check each block again as the batches read it.
+
+The fingerprint, sizes, lines and blocks are always the file's own bytes' (decompressed), never
+a transcoding's: a state directory knows the file whatever the mapping says it is written in."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import io
 import os
 import re
 import stat
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -56,6 +59,11 @@ def refuse_special(path: Path) -> None:
         "(first to fingerprint it, so that a run can resume), which only a file allows",
         hint="save it to a file first (e.g. `... > events.csv`) and import that file",
     )
+
+
+class NotUtf8Error(InputError):
+    """An input's bytes are not UTF-8 and the mapping declares no other encoding: `importer
+    init` then reads it as Windows-1252, and writes that into the mapping it guesses."""
 
 
 class _Scan(NamedTuple):
@@ -140,8 +148,9 @@ def _line_ends(before: bytes, after: bytes) -> bool:
     return before == b"\n" or after[:1] == b"\n" or after[:2] == b"\r\n"
 
 
-def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
-    """One pass over the bytes: refuse UTF-16, CR-only, compressed and non-UTF-8 files; hash,
+def scan_bytes(path: Path, probes: Collection[int] = (), *, encoding: str = "") -> _Scan:
+    """One pass over the bytes: refuse UTF-16, CR-only, compressed files and text that is not in
+    `encoding` (codecs' name of the mapping's declared one; "" = UTF-8); hash,
     count lines, and tell whether there is anything but whitespace, whether a NUL byte, and
     whether the text is plain (no quote, no lone CR: see InputFile.plain); hash the first bytes
     at each of `probes` (sizes) too.
@@ -160,12 +169,19 @@ def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
     nul_bytes = False
     plain = True
     prober = _Probes(probes)
+    check_text = _check_utf8 if not encoding else _declared_check(encoding)
     with open_bytes(path) as handle:
         try:
             first = handle.read(common.CHUNK_BYTES)
         except CorruptInput as exc:
             raise _corrupt(exc, lines) from None
         _check_start(path, first)
+        if encoding and first.startswith(codecs.BOM_UTF8):
+            raise InputError(
+                f"{path}: the file starts with UTF-8's byte order mark: it is UTF-8, not "
+                f"{encoding} as the mapping declares (repairs.encoding)",
+                hint="remove the `encoding` line from the mapping's [repairs] table",
+            )
         chunk = first
         while chunk:
             quick.update(chunk)
@@ -178,18 +194,19 @@ def scan_bytes(path: Path, probes: Collection[int] = ()) -> _Scan:
             nul_bytes = nul_bytes or b"\x00" in chunk  # memchr: a few ms a 100 MB
             size += len(chunk)
             buffer = pending + chunk
-            # UTF-8 never puts a newline byte inside a character, so line-aligned pieces decode
-            # on their own and an error's position maps straight onto a line and column.
+            # UTF-8 never puts a newline byte inside a character (nor does a declared encoding),
+            # so line-aligned pieces decode on their own and an error's position maps straight
+            # onto a line and column.
             cut = buffer.rfind(b"\n") + 1
             piece, pending = buffer[:cut], buffer[cut:]
-            _check_utf8(path, piece, lines)
+            check_text(path, piece, lines)
             plain = plain and _is_plain(piece)
             lines += piece.count(b"\n")
             try:
                 chunk = handle.read(common.CHUNK_BYTES)
             except CorruptInput as exc:
                 raise _corrupt(exc, lines) from None
-        _check_utf8(path, pending, lines)
+        check_text(path, pending, lines)
         plain = plain and _is_plain(pending)
     return _Scan(
         digest.hexdigest(),
@@ -370,22 +387,60 @@ def _check_utf8(path: Path, piece: bytes, lines_before: int) -> None:
     try:
         piece.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = piece.rfind(b"\n", 0, exc.start) + 1
-        line = lines_before + piece.count(b"\n", 0, exc.start) + 1
+        line, line_start = _line_of(piece, exc.start, lines_before)
         if line == 1 and piece.startswith(codecs.BOM_UTF8):
             line_start += len(codecs.BOM_UTF8)  # the BOM is not a character the user sees
         column = len(piece[line_start : exc.start].decode("utf-8", "replace")) + 1
-        bad = piece[exc.start : exc.end].hex(" ")
-        # Spreadsheets export Windows-1252 (a superset of Latin-1's letters): show what the bytes
-        # mean there, so the user sees the file's encoding, and the command that converts it.
-        as_1252 = piece[exc.start : exc.end].decode("cp1252", "replace")
-        raise InputError(
-            f"{path}, line {line}, column {column}: bytes {bad} are not UTF-8",
-            hint="re-export the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8); in Windows-1252, "
-            f"as spreadsheets export, the bytes read {as_1252!r}: convert such an export with "
-            f"iconv -f CP1252 -t UTF-8 {path.name} > utf8-{path.name} (the importer reads UTF-8 "
-            "only; a mapping cannot declare another encoding)",
+        bad = piece[exc.start : exc.end]
+        raise NotUtf8Error(
+            f"{path}, line {line}, column {column}: bytes {bad.hex(' ')} are not UTF-8",
+            hint=_declare_hint(path, bad),
         ) from None
+
+
+def _declare_hint(path: Path, bad: bytes) -> str:
+    """How to read a file whose `bad` bytes are not UTF-8: the mapping line that declares its
+    encoding, or the command that converts it. Spreadsheets export Windows-1252 (a superset of
+    Latin-1's letters): what the bytes read there shows the user the file's encoding."""
+    as_1252 = bad.decode("cp1252", "replace")
+    if "\ufffd" in as_1252:  # a byte Windows-1252 leaves undefined: Latin-1, if anything
+        said, declared, command = "they are not Windows-1252 either", "latin-1", "LATIN1"
+        other = ""
+    else:
+        said = f"in Windows-1252, as spreadsheets export, the bytes read {as_1252!r}"
+        declared, command, other = "cp1252", "CP1252", ' (encoding = "latin-1" for ISO-8859-1)'
+    return (
+        f'{said}: declare the file\'s encoding with the line encoding = "{declared}" in the '
+        f"mapping's [repairs] table{other}, or convert the file to UTF-8: "
+        f"iconv -f {command} -t UTF-8 {path.name} > utf8-{path.name}"
+    )
+
+
+def _declared_check(encoding: str) -> Callable[[Path, bytes, int], None]:
+    """The check that a piece is text in `encoding`, the mapping's declared one (one byte a
+    character: a column is a count of bytes)."""
+
+    def check(path: Path, piece: bytes, lines_before: int) -> None:
+        try:
+            piece.decode(encoding)
+        except UnicodeDecodeError as exc:
+            line, line_start = _line_of(piece, exc.start, lines_before)
+            bad = piece[exc.start : exc.end].hex(" ")
+            raise InputError(
+                f"{path}, line {line}, column {exc.start - line_start + 1}: bytes {bad} are not "
+                f"{encoding}, the encoding the mapping declares (repairs.encoding)",
+                hint='if the file is ISO-8859-1, declare encoding = "latin-1" instead; if it is '
+                "UTF-8, remove the `encoding` line from the mapping",
+            ) from None
+
+    return check
+
+
+def _line_of(piece: bytes, start: int, lines_before: int) -> tuple[int, int]:
+    """The line of the byte at `start` of `piece` (which starts a line `lines_before` lines into
+    the file), and where in `piece` that line starts."""
+    line_start = piece.rfind(b"\n", 0, start) + 1
+    return lines_before + piece.count(b"\n", 0, start) + 1, line_start
 
 
 def read_prefixes(source: InputFile, sizes: Collection[int]) -> dict[int, Prefix]:

@@ -93,17 +93,25 @@ def open_sources(
     whole: Whole | None = None,
     pinned: Collection[str] = (),
     separator: str = "",
+    encoding: str = "",
 ) -> list[InputFile]:
     """Open every input `paths` name, in order: local directories and globs expanded as
     `expand_inputs` does, cloud URLs and patterns listed, downloaded and opened from the copy.
-    `probes`, `whole` and `pinned` as for `open_input`."""
+    `probes`, `whole`, `pinned`, `separator` and `encoding` as for `open_input`."""
     sources: list[InputFile] = []
     downloads: _Downloads | None = None
     for path in paths:
         url = cloud_url(path)
         if url is None:
             sources += [
-                open_input(item, probes=probes, whole=whole, pinned=pinned, separator=separator)
+                open_input(
+                    item,
+                    probes=probes,
+                    whole=whole,
+                    pinned=pinned,
+                    separator=separator,
+                    encoding=encoding,
+                )
                 for item in expand_inputs((path,))
             ]
             continue
@@ -116,7 +124,7 @@ def open_sources(
             downloads = downloads or _Downloads()
             copy = downloads.place(found)
             checksum = _download(store, found, copy)
-            source = _open_copy(found, copy, downloads, probes, whole, pinned, separator)
+            source = _open_copy(found, copy, downloads, probes, whole, pinned, separator, encoding)
             # The store's checksum of the bytes downloaded tells the object again next time
             # without downloading it; else the quick fingerprint of the copy does.
             if checksum:
@@ -247,10 +255,18 @@ def _open_copy(
     whole: Whole | None,
     pinned: Collection[str] = (),
     separator: str = "",
+    encoding: str = "",
 ) -> CloudInput:
     """Open the downloaded copy of `url`; its checks' messages name the URL, not the copy."""
     try:
-        source = open_input(copy, probes=probes, whole=whole, pinned=pinned, separator=separator)
+        source = open_input(
+            copy,
+            probes=probes,
+            whole=whole,
+            pinned=pinned,
+            separator=separator,
+            encoding=encoding,
+        )
     except InputError as exc:
         raise InputError(str(exc).replace(str(copy), url), hint=exc.hint) from None
     facts = {item.name: getattr(source, item.name) for item in fields(source)}

@@ -162,6 +162,9 @@ class InputFile:
     # The mapping's declared separator (repairs.separator, a spreadsheet's ";"); "" = the
     # format's own (SEPARATORS).
     separator: str = ""
+    # The mapping's declared encoding (repairs.encoding: "cp1252", "iso8859-1"); "" = UTF-8.
+    # Every fact above is the file's own bytes'; only what a parser reads is transcoded.
+    encoding: str = ""
 
     @property
     def name(self) -> str:
@@ -181,6 +184,18 @@ class Batch:
     frame: pl.DataFrame
     rejects: pl.DataFrame
     blank_lines: int = 0
+
+
+def utf8_of(data: bytes, encoding: str) -> bytes:
+    """`data` as UTF-8 for a parser: itself for a UTF-8 input (`encoding` ""), else decoded from
+    the input's declared encoding, which the byte pass checked it is written in.
+
+    The encodings a mapping may declare (mapping/repairs.ENCODINGS) take one byte a character,
+    LF, CR, quotes and separators their ASCII bytes: a slice cut at a line's end decodes on its
+    own, and a line, a byte offset and a column are the same in the file and in its text. So
+    every pass works on the file's bytes, and only the slices a parser reads are transcoded,
+    one at a time: memory stays bounded by a slice."""
+    return data.decode(encoding).encode() if encoding else data
 
 
 _END = object()

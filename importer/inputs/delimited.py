@@ -1,5 +1,9 @@
 """CSV and TSV: the record pass, the type profile and the batches, with every record's line as a
-spreadsheet numbers it."""
+spreadsheet numbers it.
+
+A file in a declared encoding (Windows-1252, Latin-1: one byte a character) is read as its bytes
+by every pass, offsets and all; Python's csv reads its text decoded line by line, and Polars each
+slice transcoded to UTF-8 (common.utf8_of)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from importer.inputs.common import (
     InputFile,
     split_nul,
     unusable_names,
+    utf8_of,
     without_meta,
 )
 from importer.inputs.locate import (
@@ -46,13 +51,17 @@ def profile_csv(facts: InputFile, *, pinned: Collection[str] = ()) -> InputFile:
     """Find the header, the records with a wrong field count, and each column's lossless type;
     a `pinned` column (its type fixed by the mapping) is text without a look at its cells."""
     separator = facts.separator or SEPARATORS[facts.format]
-    found = _profile_plain(facts.path, separator, pinned) if facts.plain else None
+    encoding = facts.encoding
+    found = _profile_plain(facts.path, separator, pinned, encoding) if facts.plain else None
     if found is None:
-        header, records, bad, blank, offsets = _check_records(facts.path, separator)
+        header, records, bad, blank, offsets = _check_records(facts.path, separator, encoding)
         if not header:
             return facts
         stats = _pinned_stats(header, pinned)
-        for chunk in _iter_chunks(facts.path, header, separator, offsets, records, step=10):
+        chunks = _iter_chunks(
+            facts.path, header, separator, offsets, records, step=10, encoding=encoding
+        )
+        for chunk in chunks:
             checks = _kind_checks([pl.col(column) for column in header], stats)
             if checks:
                 stats = _and_stats(stats, chunk.select(checks))
@@ -128,19 +137,20 @@ PLAIN_PIECE_BYTES = 2 * common.CHUNK_BYTES
 
 
 def _profile_plain(
-    path: Path, separator: str, pinned: Collection[str] = ()
+    path: Path, separator: str, pinned: Collection[str] = (), encoding: str = ""
 ) -> tuple[list[str], int, dict[int, int], list[int], tuple[int, ...], dict[str, bool]] | None:
     """What _check_records and the kinds pass find, for a file without quotes or lone CRs, in
     one pass of Polars string expressions; None when the first line is blank (left to them).
 
     Without quotes Python's csv splits records at LF (dropping a CR before it) and fields at
     the separator, so a line's field count is its separators plus one and an empty line is a
-    blank record. Offsets come from the lines' byte lengths.
+    blank record. Offsets come from the lines' byte lengths (in a declared encoding, their
+    lengths in characters: one byte each in the file).
     """
     with open_bytes(path) as raw:
         if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             raw.seek(0)
-        first = raw.readline().decode("utf-8").removesuffix("\n").removesuffix("\r")
+        first = raw.readline().decode(encoding or "utf-8").removesuffix("\n").removesuffix("\r")
         if not first:
             return None
         header = first.split(separator)
@@ -164,12 +174,15 @@ def _profile_plain(
                 pending = data  # a line longer than a piece
                 continue
             piece, pending = data[:cut], data[cut:]
-            # The byte pass checked the UTF-8; split leaves an empty string after the last LF.
-            lines = pl.Series("line", [piece], pl.Binary).cast(pl.String).str.split("\n")
-            frame = lines.explode().to_frame()
+            # The byte pass checked the text; split leaves an empty string after the last LF.
+            text = pl.Series("line", [utf8_of(piece, encoding)], pl.Binary).cast(pl.String)
+            frame = text.str.split("\n").explode().to_frame()
             if piece.endswith(b"\n"):
                 frame = frame.head(-1)
-            length = pl.col("line").str.len_bytes().cast(pl.Int64)
+            line_bytes = (
+                pl.col("line").str.len_chars() if encoding else pl.col("line").str.len_bytes()
+            )
+            length = line_bytes.cast(pl.Int64)
             fields = pl.col("line").str.count_matches(separator, literal=True) + 1
             counted = frame.select(
                 pl.int_range(records, records + pl.len(), dtype=pl.Int64).alias("index"),
@@ -203,7 +216,7 @@ def _profile_plain(
 
 
 def _check_records(
-    path: Path, separator: str
+    path: Path, separator: str, encoding: str = ""
 ) -> tuple[list[str], int, dict[int, int], list[int], tuple[int, ...]]:
     """The header, the record count, records with the wrong field count, blank records, and the
     byte offset of every common.CHUNK_RECORDS-th record (the first after the header, the last the end).
@@ -217,8 +230,9 @@ def _check_records(
         if raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             raw.seek(0)
         # Binary lines split at LF only; a lone CR splits a line for Python's csv as it reads
-        # text, so such a file goes through the (slower) text reader to keep its meaning.
-        position = _TextPosition(raw) if _has_lone_cr(raw) else None
+        # text, so such a file goes through the (slower) text reader to keep its meaning. So
+        # does a file in a declared encoding: decoding it line by line is slower still.
+        position = _TextPosition(raw, encoding) if encoding or _has_lone_cr(raw) else None
         lines = position.lines() if position else map(bytes.decode, raw)
         tell = position.tell if position else raw.tell
         rows = csv.reader(lines, delimiter=separator, strict=True)
@@ -242,7 +256,7 @@ def _check_records(
                 offsets.append(tell())
         except csv.Error as exc:
             line = rows.line_num
-            broken = _find_broken_record(path, separator)
+            broken = _find_broken_record(path, separator, encoding)
             raise broken or _csv_error(path, line, str(exc)) from None
     if not header:
         return [], 0, {}, [], ()
@@ -251,7 +265,7 @@ def _check_records(
         return header, records, {}, [], tuple(offsets)
     bad: dict[int, int] = {}
     blank: list[int] = []
-    with _text(path) as text:
+    with _text(path, encoding) as text:
         rows = csv.reader(text, delimiter=separator, strict=True)
         next(rows)
         for index, record in enumerate(rows):
@@ -265,15 +279,17 @@ def _check_records(
 class _TextPosition:
     """Text lines split as Python's text mode splits them, with the byte offset reached."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], encoding: str = "") -> None:
         self._start = raw.tell()
         self._consumed = 0
-        self._text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        self._single = bool(encoding)  # a declared encoding: one byte a character
+        self._text = io.TextIOWrapper(raw, encoding=encoding or "utf-8", newline="")
 
     def lines(self) -> Iterator[str]:
-        """Each line; UTF-8 was checked, so a line's encoding is exactly the bytes it came from."""
+        """Each line; the byte pass checked the text, so a line's encoding is exactly the bytes
+        it came from."""
         for line in iter(self._text.readline, ""):
-            self._consumed += len(line.encode())
+            self._consumed += len(line) if self._single else len(line.encode())
             yield line
 
     def tell(self) -> int:
@@ -296,8 +312,8 @@ def _has_lone_cr(raw: IO[bytes]) -> bool:
     return found
 
 
-def _text(path: Path) -> io.TextIOWrapper:
-    return io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", newline="")
+def _text(path: Path, encoding: str) -> io.TextIOWrapper:
+    return io.TextIOWrapper(open_bytes(path), encoding=encoding or "utf-8-sig", newline="")
 
 
 def _csv_error(path: Path, line: int, reason: str) -> InputError:
@@ -309,7 +325,7 @@ def _csv_error(path: Path, line: int, reason: str) -> InputError:
     )
 
 
-def _find_broken_record(path: Path, separator: str) -> InputError | None:
+def _find_broken_record(path: Path, separator: str, encoding: str) -> InputError | None:
     """The first record that is not RFC 4180 CSV, named by the line (as an editor counts) it
     starts on; None if every record is well formed.
 
@@ -329,7 +345,7 @@ def _find_broken_record(path: Path, separator: str) -> InputError | None:
             yield line
 
     start = 1
-    with _text(path) as handle:
+    with _text(path, encoding) as handle:
         records = csv.reader(lines(handle), delimiter=separator, strict=True)
         while True:
             try:
@@ -381,6 +397,7 @@ def _iter_chunks(
     *,
     step: int,
     checked: InputFile | None = None,
+    encoding: str = "",
 ) -> Iterator[pl.DataFrame]:
     """The records of `path`, `step` offsets (step x common.CHUNK_RECORDS records) at a time, as text;
     with `checked`, read through a check against its byte pass (see CheckedReader).
@@ -405,7 +422,7 @@ def _iter_chunks(
             expected = min(last * common.CHUNK_RECORDS, records) - first * common.CHUNK_RECORDS
             try:
                 chunk = pl.read_csv(
-                    data,
+                    utf8_of(data, encoding),
                     has_header=False,
                     separator=separator,
                     schema=schema,
@@ -416,11 +433,12 @@ def _iter_chunks(
                     row_index_offset=first * common.CHUNK_RECORDS + 2,
                 )
             except pl.exceptions.PolarsError as exc:
-                raise _disagreement(path, separator, f"{exc}") from exc
+                raise _disagreement(path, separator, encoding, f"{exc}") from exc
             if chunk.height != expected:
                 raise _disagreement(
                     path,
                     separator,
+                    encoding,
                     f"two CSV parsers disagree on the number of records from row "
                     f"{first * common.CHUNK_RECORDS + 2} ({expected} vs {chunk.height}); "
                     "the file's quoting is probably broken",
@@ -428,8 +446,8 @@ def _iter_chunks(
             yield chunk
 
 
-def _disagreement(path: Path, separator: str, detail: str) -> InputError:
-    broken = _find_broken_record(path, separator)
+def _disagreement(path: Path, separator: str, encoding: str, detail: str) -> InputError:
+    broken = _find_broken_record(path, separator, encoding)
     if broken is not None:
         return broken
     return InputError(f"{path}: cannot be parsed as CSV: {detail}")
@@ -457,6 +475,7 @@ def iter_csv(source: InputFile, batch_rows: int) -> Iterator[Batch]:
         source.records,
         step=step,
         checked=source,
+        encoding=source.encoding,
     )
     for chunk in chunks:
         for start in range(0, chunk.height, batch_rows):

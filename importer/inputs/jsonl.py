@@ -56,14 +56,15 @@ def iter_jsonl(source: InputFile, batch_rows: int) -> Iterator[Batch]:
         yield _jsonl_batch(source, numbers, texts, blanks)
 
 
-def jsonl_keys(path: Path, *, limit: int | None = None) -> tuple[str, ...]:
+def jsonl_keys(path: Path, *, limit: int | None = None, encoding: str = "") -> tuple[str, ...]:
     """The keys of the objects on the first `limit` lines (all lines: None), in first-seen order,
-    without a rejects file's own columns; for checking a mapping before any row is read."""
+    without a rejects file's own columns; for checking a mapping before any row is read.
+    `encoding`: the file's declared one (codecs' name), "" for UTF-8."""
     keys: dict[str, None] = {}
     with open_bytes(path) as handle:
         for raw in islice(handle, limit):
             try:
-                value = DECODER.decode(raw.decode("utf-8").lstrip("\ufeff"))
+                value = DECODER.decode(raw.decode(encoding or "utf-8").lstrip("\ufeff"))
             except (ValueError, RecursionError):
                 continue  # a bad line is a reject later, with its line number
             if isinstance(value, dict):
@@ -76,10 +77,11 @@ def _jsonl_batch(source: InputFile, numbers: list[int], texts: list[bytes], blan
     rows: list[dict[str, str]] = []
     bad: list[tuple[int, str, str, str]] = []
     encode = ENCODER.encode
+    # The byte pass checked the file is in it (json.loads(bytes) would guess one per line).
+    encoding = source.encoding or "utf-8"
     for number, raw in zip(numbers, texts, strict=True):
-        # The file is known to be UTF-8 (json.loads(bytes) would guess an encoding per line);
-        # without its line ending, an error's column is the column in the line.
-        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        # Without its line ending, an error's column is the column in the line.
+        text = raw.decode(encoding).removesuffix("\n").removesuffix("\r")
         try:
             if text.startswith("\ufeff"):  # json.loads says so; JSONDecoder alone does not
                 raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)

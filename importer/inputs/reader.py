@@ -63,6 +63,7 @@ def open_input(
     whole: Whole | None = None,
     pinned: Collection[str] = (),
     separator: str = "",
+    encoding: str = "",
 ) -> InputFile:
     """Check `path` can be read (format, encoding, line endings, CSV structure) and profile it.
 
@@ -74,7 +75,9 @@ def open_input(
     are the contents every row of which a checkpoint knows as handled: a file of the same size
     on disk is hashed with the quick fingerprint first, and when it is one of them, it is not
     scanned or profiled (`whole_before`): its rows are not read again.
-    `separator` replaces a CSV's comma (a mapping's repairs.separator)."""
+    `separator` replaces a CSV's comma (a mapping's repairs.separator); `encoding` (codecs'
+    name, a mapping's repairs.encoding) is a text input's, when not UTF-8 (""). Parquet's text
+    is UTF-8 by its format: one declared for it is refused."""
     refuse_special(path)
     input_format = FORMATS.get(text_ending(path))
     if input_format == "parquet" and path.suffix.lower() in COMPRESSED_ENDINGS:
@@ -91,6 +94,13 @@ def open_input(
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file")
     if input_format == "parquet":
+        if encoding:
+            raise InputError(
+                f"{path}: the mapping declares the encoding {encoding} (repairs.encoding), but "
+                "a Parquet file's text is UTF-8 by its format; the encoding is a CSV, TSV or "
+                "JSON lines file's",
+                hint="import the Parquet file with a mapping without the `encoding` line",
+            )
         parquet = open_parquet(path)
         return parquet if probes is None else replace(parquet, prefixes={})
     try:
@@ -112,7 +122,7 @@ def open_input(
                 quick=quick,
                 disk_size=disk_size,
             )
-        scan = scan_bytes(path, probes or ())
+        scan = scan_bytes(path, probes or (), encoding=encoding)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     facts = InputFile(
@@ -130,13 +140,14 @@ def open_input(
         prefixes=None if probes is None else scan.prefixes,
         quick=scan.quick,
         disk_size=disk_size,
+        encoding=encoding,
     )
     if scan.blank:
         return facts
     if input_format == "jsonl":
         if text_ending(path) == ".json":
             _refuse_json_document(path)
-        return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES))
+        return replace(facts, columns=jsonl_keys(path, limit=SAMPLE_LINES, encoding=encoding))
     return profile_csv(replace(facts, separator=separator), pinned=pinned)
 
 

@@ -2,15 +2,18 @@
 
 A row filter (`where`, an SQL condition such as `type = 'track'`), null markers (`\\N`, `n/a`)
 for every column or per column, strftime patterns and epoch units per time column, normalisers
-(trim, lower), fallbacks (`userId` else `anonymousId`), and the columns whose value is dropped
-from a row, not the row rejected, when it breaks its rule. Source columns may name a member of a
-JSON object column (`properties.revenue`), or every member of one (`properties.*`).
+(trim, lower), fallbacks (`userId` else `anonymousId`), the columns whose value is dropped
+from a row, not the row rejected, when it breaks its rule, and how the file is written: a CSV's
+separator and the text's encoding (a spreadsheet's `;` and Windows-1252). Source columns may
+name a member of a JSON object column (`properties.revenue`), or every member of one
+(`properties.*`).
 checks/repairs.py turns these into Polars expressions; here they are only read and checked, each
 problem added to the mapping's list so that all are reported together.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -27,11 +30,20 @@ REPAIR_KEYS = frozenset(
         "normalise_identity",
         "exclude",
         "separator",
+        "encoding",
     }
 )
 NORMALISERS = ("trim", "lower")
 EPOCH_UNITS = ("s", "ms")
 MEMBERS = ".*"  # `properties.*`: every member of the object column `properties`
+# The encodings a text input may be declared in, by the name codecs gives them, with the names
+# messages list: UTF-8 (the default, read as it is) and the single-byte ones spreadsheets and
+# old systems export. inputs/ relies on each being one byte a character (see common.utf8_of).
+ENCODINGS = {
+    "utf-8": '"utf-8"',
+    "cp1252": '"cp1252" (or "windows-1252")',
+    "iso8859-1": '"latin-1" (or "iso-8859-1")',
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,9 @@ class Repairs:
     exclude: tuple[str, ...] = ()
     # A CSV's separator when it is not a comma (a spreadsheet's ";"); "" = the format's own.
     separator: str = ""
+    # The text's encoding as codecs names it ("cp1252", "iso8859-1"); "" = UTF-8, which alone
+    # is read without transcoding and, being the default, is no part of the fingerprint.
+    encoding: str = ""
     # The columns `where` reads, found once when the mapping is parsed (not part of its meaning).
     where_reads: tuple[str, ...] = ()
 
@@ -141,6 +156,7 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
             "(not a quote or a line break)"
         )
         separator = ""
+    encoding = _encoding(table.get("encoding", ""), problems)
     identity = table.get("normalise_identity", False)
     if not isinstance(identity, bool):
         problems.append("repairs.normalise_identity must be true or false")
@@ -157,6 +173,7 @@ def parse_repairs(raw: dict[str, object], problems: list[str]) -> Repairs:
         normalise_identity=identity,
         exclude=exclude,
         separator=separator,
+        encoding=encoding,
         where_reads=tuple(reads),
     )
 
@@ -190,6 +207,23 @@ def check_repairs(
             "normalising it may make another user (lower-casing an email id does): set "
             "repairs.normalise_identity = true to do it anyway"
         )
+
+
+def _encoding(value: object, problems: list[str]) -> str:
+    """A declared encoding by codecs' name ("" for UTF-8), or "" with a problem added."""
+    known = "; ".join(ENCODINGS.values())
+    if value == "":
+        return ""
+    try:
+        name = codecs.lookup(value).name if isinstance(value, str) else None
+    except (LookupError, ValueError):  # ValueError: a name holding NUL
+        name = None
+    if name not in ENCODINGS:
+        problems.append(
+            f"repairs.encoding = {value!r} is not an encoding read here (known: {known})"
+        )
+        return ""
+    return "" if name == "utf-8" else name
 
 
 def _strings(value: object, name: str, problems: list[str]) -> tuple[str, ...]:

@@ -165,7 +165,7 @@ def export_mapping(
     if data is not None:
         lines.append("# the event's properties, without the export's envelope")
         lines.append(f"{_q(data)} = {_q(shape.properties)}")
-    repairs: list[str] = []
+    repairs = written_as(source)
     if shape.exclude:
         repairs.append(f"exclude = [{', '.join(map(_q, shape.exclude))}]")
     tables: list[str] = []
@@ -237,12 +237,30 @@ def dump_values(frame: pl.DataFrame, columns: list[str]) -> tuple[list[str], dic
     return found, formats
 
 
-def dump_repairs(found: list[str], formats: dict[str, str], emails: list[str]) -> str:
-    """The [repairs] a dump's values call for, as TOML text ("" for none): its null markers,
-    trimmed emails, and the patterns of its times."""
+def written_as(source: InputFile) -> list[str]:
+    """The [repairs] lines that say how `source` is written where it is not as its format's
+    default: the separator and the encoding it was opened with (a spreadsheet's `;` and
+    Windows-1252)."""
     lines: list[str] = []
-    if found:
-        lines += ["", "[repairs]"]
+    if source.separator:
+        lines.append("# the file's separator (a spreadsheet's, in a comma-decimal locale)")
+        lines.append(f"separator = {_q(source.separator)}")
+    if source.encoding:
+        lines.append("# the file's bytes are not UTF-8 but read as Windows-1252, as spreadsheets")
+        lines.append("# export: check a few names with accents in the rows sent")
+        lines.append(f"encoding = {_q(source.encoding)}")
+    return lines
+
+
+def dump_repairs(
+    found: list[str], formats: dict[str, str], emails: list[str], written: list[str]
+) -> str:
+    """The [repairs] a dump's values call for, as TOML text ("" for none): how the file is
+    `written` (see written_as), its null markers, trimmed emails, and the patterns of its
+    times."""
+    lines: list[str] = []
+    if found or written:
+        lines += ["", "[repairs]", *written]
     if found:
         lines.append("# the dump writes a missing value as this text: it is no value")
         lines.append(f"null_markers = [{', '.join(map(_q, found))}]")

@@ -13,17 +13,26 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
+from pathlib import Path
 
 import polars as pl
 
 from importer.checks.times import EPOCH_RE, ISO_RE
 from importer.destinations import Action, Destination
-from importer.errors import MappingError
-from importer.inputs.common import InputFile
-from importer.inputs.reader import iter_batches
+from importer.errors import ImporterError, InputError, MappingError
+from importer.inputs.bytescan import NotUtf8Error
+from importer.inputs.common import FORMATS, InputFile
+from importer.inputs.locate import open_bytes, text_ending
+from importer.inputs.reader import iter_batches, open_input
 from importer.jsontext import json_as_text
 from importer.mapping.file import ALL_COLUMNS
-from importer.pipeline.exports import dump_repairs, dump_values, export_mapping, recognise
+from importer.pipeline.exports import (
+    dump_repairs,
+    dump_values,
+    export_mapping,
+    recognise,
+    written_as,
+)
 
 SAMPLE_ROWS = 1_000
 # A column is taken for what its values look like when this share of its values does.
@@ -53,6 +62,33 @@ class Columns:
     events: list[str] = field(default_factory=list)
     times: list[str] = field(default_factory=list)
     why: dict[str, str] = field(default_factory=dict)
+
+
+def open_to_guess(path: Path) -> InputFile:
+    """Open `path` as a spreadsheet may have written it: a CSV whose header has more `;` than
+    `,` with the separator `;`, and bytes that are not UTF-8 but read as Windows-1252 in that
+    encoding; the mapping guessed then says both (see exports.written_as)."""
+    separator = ";" if _semicolons(path) else ""
+    try:
+        return open_input(path, separator=separator)
+    except NotUtf8Error as exc:
+        try:
+            return open_input(path, separator=separator, encoding="cp1252")
+        except InputError:
+            raise exc from None  # not Windows-1252 either: the hint says what else to try
+
+
+def _semicolons(path: Path) -> bool:
+    """Whether `path` is a CSV whose first line has more `;` than `,` (the same bytes in every
+    encoding a mapping may declare)."""
+    if FORMATS.get(text_ending(path)) != "csv":
+        return False
+    try:
+        with open_bytes(path) as handle:
+            first = handle.readline(1 << 16)
+    except (OSError, ImporterError):
+        return False  # opening it says why
+    return first.count(b";") > first.count(b",")
 
 
 def read_columns(source: InputFile) -> Columns:
@@ -196,7 +232,7 @@ def guess_mapping(source: InputFile, destination: Destination, action: Action | 
     if dedup is not None and dedup.time in fields and star == dedup.data:
         time_key = _free_key(fields[dedup.time][0], left)
     emails = list(columns.emails)  # mapped or sent among the properties, trimmed either way
-    repairs = dump_repairs(markers, formats, emails)
+    repairs = dump_repairs(markers, formats, emails, written_as(source))
     return _render(source, destination, action, fields, star, left, typed, time_key) + repairs
 
 

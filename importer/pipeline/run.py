@@ -149,6 +149,7 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
         whole=whole,
         pinned=options.mapping.types.keys(),
         separator=options.mapping.repairs.separator,  # a spreadsheet's ";", when declared
+        encoding=options.mapping.repairs.encoding,  # and its Windows-1252
     )
     for source in sources:
         if not source.columns:
@@ -161,7 +162,7 @@ def open_inputs(options: RunOptions, *, state_dir: Path | None = None) -> list[I
         ):
             # JSONL has no header: a key the first lines lack may still come later. Only then
             # is the whole file read for its keys.
-            columns = jsonl_keys(source.path)
+            columns = jsonl_keys(source.path, encoding=source.encoding)
         options.mapping.check_columns(columns, source=source.name)
         _check_data_keys(options.mapping, source, columns)
     return sources
