@@ -134,3 +134,22 @@ def test_parquet_refuses_a_declared_encoding(tmp_path: Path) -> None:
         "file's text is UTF-8 by its format; the encoding is a CSV, TSV or JSON lines file's"
     )
     assert open_input(path).columns == ("user", "name")
+
+
+def test_a_utf8_file_without_a_bom_is_not_read_as_windows_1252(tmp_path: Path) -> None:
+    """Every byte valid UTF-8 and some not ASCII: "Müller" would go out as "MÃ¼ller"."""
+    path = tmp_path / "in.csv"
+    path.write_bytes("id;name\n1;ab\n2;Müller\n".encode())
+    with pytest.raises(InputError) as caught:
+        open_input(path, separator=";", encoding="cp1252")
+    assert str(caught.value) == (
+        f"{path}, line 3, column 4: the file is UTF-8 ('ü' there would read as 'Ã¼' in cp1252, "
+        "the encoding the mapping declares (repairs.encoding))"
+    )
+    assert caught.value.hint == "remove the `encoding` line from the mapping's [repairs] table"
+
+
+def test_an_ascii_file_declared_windows_1252_reads(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id;name\n1;ab\n")
+    assert open_input(path, separator=";", encoding="cp1252").fingerprint

@@ -170,6 +170,7 @@ def scan_bytes(path: Path, probes: Collection[int] = (), *, encoding: str = "") 
     plain = True
     prober = _Probes(probes)
     check_text = _check_utf8 if not encoding else _declared_check(encoding)
+    utf8 = _Utf8Watch() if encoding else None
     with open_bytes(path) as handle:
         try:
             first = handle.read(common.CHUNK_BYTES)
@@ -200,6 +201,8 @@ def scan_bytes(path: Path, probes: Collection[int] = (), *, encoding: str = "") 
             cut = buffer.rfind(b"\n") + 1
             piece, pending = buffer[:cut], buffer[cut:]
             check_text(path, piece, lines)
+            if utf8 is not None:
+                utf8.update(piece, lines)
             plain = plain and _is_plain(piece)
             lines += piece.count(b"\n")
             try:
@@ -208,6 +211,9 @@ def scan_bytes(path: Path, probes: Collection[int] = (), *, encoding: str = "") 
                 raise _corrupt(exc, lines) from None
         check_text(path, pending, lines)
         plain = plain and _is_plain(pending)
+        if utf8 is not None:
+            utf8.update(pending, lines)
+            utf8.refuse(path, encoding)
     return _Scan(
         digest.hexdigest(),
         size,
@@ -434,6 +440,45 @@ def _declared_check(encoding: str) -> Callable[[Path, bytes, int], None]:
             ) from None
 
     return check
+
+
+class _Utf8Watch:
+    """Whether a file declared in a one-byte encoding is UTF-8 after all: every byte valid
+    UTF-8 and some not ASCII. Read as cp1252, such a file would send "MÃ¼ller" for "Müller";
+    a real cp1252 text whose every accented letter happens to form a UTF-8 sequence is not
+    met in practice, so the file is refused rather than garbled."""
+
+    def __init__(self) -> None:
+        self.valid = True
+        self.first: tuple[int, int, str] | None = None  # line, column, the character
+
+    def update(self, piece: bytes, lines_before: int) -> None:
+        """Take the next line-aligned piece of the file."""
+        if not self.valid or piece.isascii():
+            return
+        try:
+            piece.decode("utf-8")
+        except UnicodeDecodeError:
+            self.valid = False
+            return
+        if self.first is None:
+            at = next(i for i, byte in enumerate(piece) if byte > 0x7F)
+            line, line_start = _line_of(piece, at, lines_before)
+            character = piece[at : at + 4].decode("utf-8", "ignore")[:1]
+            self.first = (line, at - line_start + 1, character)
+
+    def refuse(self, path: Path, encoding: str) -> None:
+        """Refuse the file if, read whole, it was UTF-8 with a character beyond ASCII."""
+        if not self.valid or self.first is None:
+            return
+        line, column, character = self.first
+        misread = character.encode("utf-8").decode(encoding, "replace")
+        raise InputError(
+            f"{path}, line {line}, column {column}: the file is UTF-8 ({character!r} there would "
+            f"read as {misread!r} in {encoding}, the encoding the mapping declares "
+            "(repairs.encoding))",
+            hint="remove the `encoding` line from the mapping's [repairs] table",
+        )
 
 
 def _line_of(piece: bytes, start: int, lines_before: int) -> tuple[int, int]:
