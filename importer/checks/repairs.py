@@ -142,16 +142,16 @@ def _filter(work: pl.LazyFrame, where: str | None, names: set[str]) -> pl.LazyFr
         return work.with_columns(pl.lit(False).alias(FILTERED))
     condition = pl.sql_expr(where)
     roots = list(dict.fromkeys(condition.meta.root_names()))
-    kept = {c: f"{_REPAIR}where:{c}" for c in roots if c in names}
+    copies = {c: f"{_REPAIR}where:{c}" for c in roots if c in names}
     absent = [c for c in roots if c not in names]
-    work = work.with_columns(pl.col(c).alias(saved) for c, saved in kept.items())
+    work = work.with_columns(pl.col(c).alias(copy) for c, copy in copies.items())
     work = work.with_columns(
-        *(json_as_text(pl.col(c)).alias(c) for c in kept),
+        *(json_as_text(pl.col(c)).alias(c) for c in copies),
         *(pl.lit(None, pl.String).alias(c) for c in absent),
     )
     work = work.with_columns((~condition.fill_null(False)).alias(FILTERED))
-    work = work.with_columns(pl.col(saved).alias(c) for c, saved in kept.items())
-    return work.drop(*kept.values(), *absent)
+    work = work.with_columns(pl.col(copy).alias(c) for c, copy in copies.items())
+    return work.drop(*copies.values(), *absent)
 
 
 def _members(mapping: Mapping, present: set[str]) -> list[pl.Expr]:
