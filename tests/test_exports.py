@@ -217,6 +217,59 @@ def test_where_counts_other_rows_as_filtered_not_rejected(tmp_path: Path) -> Non
     assert (report["rows_filtered"], report["rows_rejected"]) == (1, 0)
 
 
+def test_a_reject_shows_its_row_as_read_before_the_repairs(tmp_path: Path) -> None:
+    data = write_csv(
+        tmp_path,
+        "kind,user,email,event,at,plan",
+        "page,u0, bad ,P,03/14/2024 09:30,\\N",  # filtered out, though it would be rejected
+        "track,u1,  łukasz@example.pl ,A,03/14/2024 09:30,\\N",
+        "track,u2,  ok@example.com ,B,03/14/2024 09:30,\\N",
+    )
+    mapping = track(
+        top="where = \"kind = 'track'\"",
+        data="*",
+        rest=(
+            '"identity.email" = "email"\n'
+            '[repairs]\nnull_markers = ["\\\\N"]\n'
+            '[repairs.normalise]\nemail = ["trim"]\n'
+            '[repairs.time_formats]\nat = ["%m/%d/%Y %H:%M"]\n'
+        ),
+    )
+    rejects, report = tmp_path / "rejects.jsonl", tmp_path / "report.json"
+    (tmp_path / "m.toml").write_text(mapping, encoding="utf-8")
+    result = invoke(
+        "run", data, "--mapping", tmp_path / "m.toml", "--endpoint", "embedded",
+        "--state", tmp_path / "state", "--rejects", rejects, "--report", report, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    # Null markers count on every row read; the repairs after the filter on the rows it keeps.
+    counts = json.loads(report.read_text())
+    assert (counts["rows_filtered"], counts["rows_rejected"], counts["rows_sent"]) == (1, 1, 1)
+    assert counts["repairs"] == {"null_marker": 3, "normalise": 2, "time_format": 2}
+    [reject] = [json.loads(line) for line in rejects.read_text(encoding="utf-8").splitlines()]
+    assert reject["_line"] == 3
+    assert reject["_rule"] == "email"
+    row = {k: v for k, v in reject.items() if not k.startswith("_")}
+    assert row == {
+        "kind": "track",
+        "user": "u1",
+        "email": "  łukasz@example.pl ",
+        "event": "A",
+        "at": "03/14/2024 09:30",
+        "plan": "\\N",
+    }
+
+
+def test_a_filtered_row_does_not_decide_the_epoch_unit(tmp_path: Path) -> None:
+    # The batch's first epoch value decides seconds or milliseconds: the first the filter keeps.
+    data = write_csv(
+        tmp_path, "kind,user,event,at", "page,u0,P,1710408413000", "track,u1,A,1710408413"
+    )
+    bodies, report = send(tmp_path, data, track(data="*", top="where = \"kind = 'track'\""))
+    assert [b["extras"]["created_at"] for b in bodies] == ["2024-03-14T09:26:53+0000"]
+    assert (report["rows_filtered"], report["rows_rejected"]) == (1, 0)
+
+
 def test_null_markers_per_file_and_per_column(tmp_path: Path) -> None:
     data = write_csv(
         tmp_path,

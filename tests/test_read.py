@@ -776,6 +776,11 @@ UNUSABLE = (
             f"header names '__epoch:a', '__outside' {UNUSABLE}",
             id="validation-columns",
         ),
+        pytest.param(
+            "a,__filtered,__dropped,__repair:a",
+            f"header names '__dropped', '__filtered', '__repair:a' {UNUSABLE}",
+            id="repair-columns",
+        ),
         pytest.param("^a.*$,ab", f"header names '^a.*$' {UNUSABLE}", id="regex"),
         pytest.param("a,*", f"header names '*' {UNUSABLE}", id="wildcard"),
     ],

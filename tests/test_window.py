@@ -54,6 +54,15 @@ def test_rows_outside_the_window_are_neither_valid_nor_rejected(tmp_path: Path) 
     assert checked.outside == 3
 
 
+def test_a_row_the_mappings_filter_leaves_out_is_filtered_not_outside(tmp_path: Path) -> None:
+    # Both the filter and the window leave out the rows of u1 (line 2) and u6 (line 7).
+    filtered = {**TRACK, "where": "user_id NOT IN ('u1', 'u6', 'u8')"}
+    checked = _check(tmp_path, filtered, ROWS, Window(since=MAY_1, until=MAY_2))
+    assert checked.valid[LINE].to_list() == [3, 4, 5, 10]
+    assert dict(checked.rejects.select(LINE, RULE).iter_rows()) == {8: "email"}
+    assert (checked.filtered, checked.outside) == (3, 1)
+
+
 def test_each_end_may_be_open(tmp_path: Path) -> None:
     since = _check(tmp_path, TRACK, ROWS, Window(since=MAY_1))
     assert since.valid[LINE].to_list() == [3, 4, 5, 6, 10]

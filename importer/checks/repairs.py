@@ -1,10 +1,15 @@
-"""A mapping's repairs (mapping/repairs.py) applied to a batch as read, before its checks.
+"""A mapping's repairs (mapping/repairs.py) as the first stage of validation's lazy query.
 
-Every repair is a Polars expression over the batch's JSON text cells (no pass over rows in
-Python), and every one is counted, so that nothing changes silently: cells a null marker emptied,
-members taken out of an object column, rows the filter left out, fallbacks used, values trimmed or
-lower-cased, times read by a declared pattern. validate.py calls `repair_frame` in one marked
-place; the frames it returns line up row for row (`original` is the batch as read, filtered).
+Every repair is a Polars expression over the batch's JSON text cells, added to the query that
+validate.py collects once per batch (no pass of its own, no pass over rows in Python), in this
+order: null markers, object members, the row filter, fallbacks, normalisers, time patterns. Each
+repaired cell replaces its column, so every later stage sees it; the batch as read stays apart,
+for the rejects file. The filter removes no row: FILTERED marks those it leaves out, which the
+verdict counts as neither sent nor rejected (as it does the --since/--until window's), so the
+query's rows line up with the batch's. Every repair is counted, so that nothing changes
+silently: each adds a column of how many cells it changed in the row, summed once the query is
+collected (Repaired.counted). Null markers are counted on every row read, the repairs after the
+filter on the rows it keeps (rejected ones too), `dropped` (the field policy) on the rows sent.
 """
 
 from __future__ import annotations
@@ -23,100 +28,130 @@ from importer.mapping.file import ALL_COLUMNS, Mapping
 from importer.mapping.repairs import MEMBERS, object_of
 
 # A JSON scalar as the reader writes it (compact): a string literal, or a number or literal.
-# The values a row's field policy emptied (validation's working column, summed per batch).
-DROPPED = "__dropped"
 _SCALAR = r'"(?:[^"\\]|\\.)*"|[^,{}\[\]"]+'
 # A repaired time, naive ISO text that times.py reads in the mapping's timezone, or UTC with Z.
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.3f"
+# Validation's working columns from the repairs: the values a row's field policy emptied, the
+# rows the filter leaves out, and the prefix of each repair's count column and of the cells the
+# filter's condition reads.
+DROPPED = "__dropped"
+FILTERED = "__filtered"
+_REPAIR = "__repair:"
 
 
 @dataclass(frozen=True, slots=True)
 class Repaired:
-    """A batch after its repairs: `frame` to check, `original` (as read) for rejects, the rows
-    the filter left out, and how many cells each repair changed."""
+    """A batch's query with its repairs: the repaired cells under their `columns` (the batch's
+    and the object members read), FILTERED, and the count columns, named in `counts` with the
+    repair each counts."""
 
-    frame: pl.DataFrame
-    original: pl.DataFrame
-    filtered: int
-    counts: Counter[str]
+    work: pl.LazyFrame
+    columns: frozenset[str]
+    counts: dict[str, str]
+
+    def counted(self, result: pl.DataFrame, *, sent: pl.Series) -> dict[str, int]:
+        """The cells each repair changed in the collected query (its count columns summed),
+        with `dropped` on the rows `sent` alone; the repairs that changed nothing left out."""
+        found: Counter[str] = Counter()
+        for name, repair in self.counts.items():
+            found[repair] += int(result[name].sum())
+        found["dropped"] += int(result[DROPPED].filter(sent).sum())
+        return dict(+found)
 
 
-def repair_frame(frame: pl.DataFrame, mapping: Mapping, state: FileState) -> Repaired:
-    """Apply the mapping's repairs to `frame` (JSON text cells); the filter last but one, so a
-    condition sees the values as read with their nulls and members, then the normalisers."""
+def repair_frame(work: pl.LazyFrame, mapping: Mapping, state: FileState) -> Repaired:
+    """Add the mapping's repairs to `work` (JSON text cells); the filter after the null markers
+    and members, so a condition sees the values as read with those, before the normalisers."""
     repairs = mapping.repairs
-    counts: Counter[str] = Counter()
     for column, unit in repairs.epoch_units.items():
         state.epoch_units[column] = unit  # declared, not guessed from the first value
         state.declared.add(column)
-    original = frame
-    columns = [c for c in frame.columns if c != LINE]
+    read_columns = work.collect_schema().names()
+    names = set(read_columns)
+    counts: dict[str, str] = {}
 
-    markers = {c: repairs.null_markers for c in columns}
+    def count_of(repair: str, changed: list[pl.Expr], *, kept: bool = True) -> list[pl.Expr]:
+        # The filter's verdict is not there yet for the null markers (`kept=False`).
+        name = f"{_REPAIR}{repair}:{len(counts)}"
+        counts[name] = repair
+        cells = pl.sum_horizontal([c.fill_null(False).cast(pl.UInt32) for c in changed])
+        return [(cells * (~pl.col(FILTERED)).cast(pl.UInt32) if kept else cells).alias(name)]
+
+    markers = {c: repairs.null_markers for c in read_columns if c != LINE}
     for column, extra in repairs.nulls.items():
         markers[column] = (*markers.get(column, ()), *extra)
     replaced = {
         c: pl.col(c).is_in([json.dumps(m, ensure_ascii=False) for m in found])
         for c, found in markers.items()
-        if found and c in frame.columns
+        if found and c in names
     }
     if replaced:
-        hits = frame.select(pl.sum_horizontal([e.fill_null(False) for e in replaced.values()]))
-        counts["null_marker"] += int(hits.to_series().sum())
-        frame = frame.with_columns(
-            pl.when(e).then(None).otherwise(pl.col(c)).alias(c) for c, e in replaced.items()
+        work = work.with_columns(
+            *count_of("null_marker", list(replaced.values()), kept=False),
+            *(pl.when(e).then(None).otherwise(pl.col(c)).alias(c) for c, e in replaced.items()),
         )
 
-    frame = frame.with_columns(_members(mapping, set(frame.columns)))
-
-    if repairs.where is not None:
-        condition = pl.sql_expr(repairs.where)
-        roots = condition.meta.root_names()
-        plain = frame.select(
-            [json_as_text(pl.col(c)).alias(c) if c in frame.columns else _absent(c) for c in roots]
-        )
-        keep = plain.select(condition.fill_null(False)).to_series()
-        filtered = int((~keep).sum())
-        if filtered:
-            frame, original = frame.filter(keep), original.filter(keep)
-    else:
-        filtered = 0
+    members = _members(mapping, names)
+    work = work.with_columns(members)
+    names |= {e.meta.output_name() for e in members}
+    work = _filter(work, repairs.where, names)
 
     for column, fallbacks in repairs.coalesce.items():
-        chain = [_present(pl.col(c)) for c in (column, *fallbacks) if c in frame.columns]
-        if column not in frame.columns or len(chain) < 2:
+        chain = [_present(pl.col(c)) for c in (column, *fallbacks) if c in names]
+        if column not in names or len(chain) < 2:
             continue
-        used = frame.select((chain[0].is_null() & pl.coalesce(chain[1:]).is_not_null()).sum())
-        counts["coalesce"] += int(used.item())
-        frame = frame.with_columns(pl.coalesce(chain).alias(column))
+        used = chain[0].is_null() & pl.coalesce(chain[1:]).is_not_null()
+        # One column at a time: a later fallback chain may read a column coalesced before it.
+        work = work.with_columns(*count_of("coalesce", [used]), pl.coalesce(chain).alias(column))
 
+    normalised: dict[str, pl.Expr] = {}
+    changes: list[pl.Expr] = []
     for column, steps in repairs.normalise.items():
-        if column not in frame.columns:
+        if column not in names:
             continue
         text = json_as_text(pl.col(column))
         new = text
         for step in steps:
             new = new.str.strip_chars() if step == "trim" else new.str.to_lowercase()
-        is_string = json_kind(pl.col(column)) == "string"
-        changed = is_string & (new != text)
-        counts[_NORMALISED] += int(frame.select(changed.fill_null(False).sum()).item())
-        frame = frame.with_columns(
-            pl.when(changed).then(json_string(new)).otherwise(pl.col(column)).alias(column)
+        changed = (json_kind(pl.col(column)) == "string") & (new != text)
+        changes.append(changed)
+        normalised[column] = pl.when(changed).then(json_string(new)).otherwise(pl.col(column))
+    if normalised:
+        work = work.with_columns(
+            *count_of("normalise", changes), *(e.alias(c) for c, e in normalised.items())
         )
 
+    read: dict[str, pl.Expr] = {}
     for column, patterns in repairs.time_formats.items():
-        if column not in frame.columns:
+        if column not in names:
             continue
         text = json_as_text(pl.col(column)).str.strip_chars()
-        parsed = pl.coalesce([_strptime(text, p) for p in patterns])
-        counts["time_format"] += int(frame.select(parsed.is_not_null().sum()).item())
-        frame = frame.with_columns(
-            pl.when(parsed.is_not_null()).then(parsed).otherwise(pl.col(column)).alias(column)
+        read[column] = pl.coalesce([_strptime(text, p) for p in patterns])
+    if read:
+        work = work.with_columns(
+            *count_of("time_format", [p.is_not_null() for p in read.values()]),
+            *(pl.coalesce(p, pl.col(c)).alias(c) for c, p in read.items()),
         )
-    return Repaired(frame=frame, original=original, filtered=filtered, counts=+counts)
+    return Repaired(work=work, columns=frozenset(names), counts=counts)
 
 
-_NORMALISED = "normalise"
+def _filter(work: pl.LazyFrame, where: str | None, names: set[str]) -> pl.LazyFrame:
+    """FILTERED: true where the mapping's `where` does not keep the row. The condition reads
+    its columns as plain text (an absent one as null): each is swapped for its text around it."""
+    if where is None:
+        return work.with_columns(pl.lit(False).alias(FILTERED))
+    condition = pl.sql_expr(where)
+    roots = list(dict.fromkeys(condition.meta.root_names()))
+    copies = {c: f"{_REPAIR}where:{c}" for c in roots if c in names}
+    absent = [c for c in roots if c not in names]
+    work = work.with_columns(pl.col(c).alias(copy) for c, copy in copies.items())
+    work = work.with_columns(
+        *(json_as_text(pl.col(c)).alias(c) for c in copies),
+        *(pl.lit(None, pl.String).alias(c) for c in absent),
+    )
+    work = work.with_columns((~condition.fill_null(False)).alias(FILTERED))
+    work = work.with_columns(pl.col(copy).alias(c) for c, copy in copies.items())
+    return work.drop(*copies.values(), *absent)
 
 
 def _members(mapping: Mapping, present: set[str]) -> list[pl.Expr]:
@@ -242,7 +277,3 @@ def _present(value: pl.Expr) -> pl.Expr:
     return pl.when(value.is_not_null() & (value != "null") & (text.str.strip_chars() != "")).then(
         value
     )
-
-
-def _absent(column: str) -> pl.Expr:
-    return pl.lit(None, pl.String).alias(column)

@@ -2,10 +2,10 @@
 
 ISO 8601 with or without offset (`Z`, `+02:00`, `UTC`), a space for the `T`, fractional
 seconds, a date alone, or epoch seconds or milliseconds; naive times are read in the mapping's
-timezone. A column's epoch unit is decided once per file by its first epoch value, so the
-verdict does not depend on how the file is cut into batches. The names of the columns that
-validation materialises next to the input's (plain text, JSON kind, naive flag, message) live
-here too.
+timezone. A column's epoch unit is decided once per file by its first epoch value (in a row the
+mapping's filter keeps), so the verdict does not depend on how the file is cut into batches.
+The names of the columns that validation materialises next to the input's (plain text, JSON
+kind, naive flag, message) live here too.
 """
 
 from __future__ import annotations
@@ -42,14 +42,15 @@ class FileState:
     declared: set[str] = field(default_factory=set)
 
 
-def epoch_unit_is_ms(column: str, state: FileState) -> pl.Expr:
+def epoch_unit_is_ms(column: str, state: FileState, *, among: pl.Expr) -> pl.Expr:
     """Whether the epoch values of `column` are milliseconds, as a boolean expression: the unit
     the file's first epoch value decided, or where no batch has decided it yet, this batch's
-    first epoch value (null when it has none). `learn_epoch_units` keeps the verdict."""
+    first epoch value in the rows `among` marks (null when it has none); `learn_epoch_units`
+    keeps the verdict."""
     if column in state.epoch_units:
         return pl.lit(state.epoch_units[column] == "ms")
     text = pl.col(text_of(column))
-    first = text.filter(text.str.contains(EPOCH_RE)).cast(pl.Float64).first()
+    first = text.filter(text.str.contains(EPOCH_RE) & among).cast(pl.Float64).first()
     return first.abs() >= MS_THRESHOLD
 
 

@@ -9,20 +9,20 @@ yields a message where a row breaks it; the first failing rule of a row is its r
 
 The whole batch is one lazy query, collected once (validate_frame), in stages per source column:
 
-    source     pl.col(column): the cell as read (JSON text)
+    repair     the mapping's repairs (checks/repairs.py): null markers, object members, the
+               row filter, fallbacks, trim and lower case, time patterns; each repaired cell
+               replaces pl.col(column), and each repair adds the count of cells it changed
+    source     pl.col(column): the cell as read and repaired (JSON text), an absent one null
     normalise  [types] conversion (checks/coerce.py), with its rule; then the column's plain
                text (text_of) and JSON kind (kind_of), which every later stage reads
     check      per path its field's rules (_field_rules), times parsed (checks/times.py),
                then rules across paths; each rule a message expression
     value      the JSON text each path sends (`outputs`), objects merged from their members
+    verdict    a row's first failing rule; a row the filter (FILTERED) or the --since/--until
+               window (`__outside`) leaves out is neither sent nor rejected, only counted
 
-A repair from the mapping joins this pipeline as expressions, never as a pass of its own: a
-nested source path or a coalesce of columns replaces `pl.col(column)` at the source (as an
-absent column is a null literal there now); a null marker, trim or lower-casing rewrites the
-column in the normalise stage, next to the [types] conversion, before text_of and kind_of are
-taken, so every check and value sees the repaired cell; a time format feeds parse_times; a row
-filter is one more boolean in the verdict, counted like the --since/--until window (`__outside`)
-rather than rejected. The original frame stays untouched: a reject shows the row as it was read.
+No stage removes a row, so the batch as read lines up with the query's result: a reject shows
+the row as it was read, before its repairs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from importer.checks.coerce import INT_RE, coerce
-from importer.checks.repairs import DROPPED, drop_invalid, repair_frame, with_reasons
+from importer.checks.repairs import DROPPED, FILTERED, drop_invalid, repair_frame, with_reasons
 from importer.checks.shard import user_hashes
 from importer.checks.times import (
     FileState,
@@ -149,13 +149,11 @@ def validate_frame(
     every distinct user, so it is left out where nothing reads it)."""
     action = mapping.action
     columns = [c for c in frame.columns if c != LINE]
-    # Repairs (checks/repairs.py) come first: the rows the mapping's filter leaves out go from
-    # both frames, and `original` stays the batch as read, for the rejects file.
-    repaired = repair_frame(frame, mapping, state)
-    frame, original = repaired.frame, repaired.original
+    # 0. repairs (checks/repairs.py): the query starts with them; `frame` stays as read.
+    repaired = repair_frame(frame.lazy(), mapping, state)
     paths = filled_paths(mapping, columns)
-    absent = [c for c in mapping.source_columns if c not in frame.columns]
-    work = frame.lazy().with_columns(pl.lit(None, pl.String).alias(c) for c in absent)
+    absent = [c for c in mapping.source_columns if c not in repaired.columns]
+    work = repaired.work.with_columns(pl.lit(None, pl.String).alias(c) for c in absent)
     rules: list[_Rule] = []
 
     def add_rules(work: pl.LazyFrame, new_rules: list[_Rule], *converted: pl.Expr) -> pl.LazyFrame:
@@ -168,7 +166,7 @@ def validate_frame(
         )
         return work.with_columns(*named, *converted)
 
-    # 1. normalise: [types] conversions (repairs would join them here, see the module docstring)
+    # 1. normalise: [types] conversions, on the repaired cells
     for column, type_name in mapping.types.items():
         if type_name != "timestamp":
             converted, message = coerce(pl.col(column), type_name)
@@ -191,7 +189,7 @@ def validate_frame(
             work,
             column,
             timezone=mapping.timezone,
-            unit_ms=epoch_unit_is_ms(column, state),
+            unit_ms=epoch_unit_is_ms(column, state, among=~pl.col(FILTERED)),
             now=now,
             required=times[column],
             time_format=mapping.destination.time_format,
@@ -268,6 +266,8 @@ def validate_frame(
             COLUMN,
             "__naive",
             "__outside",
+            FILTERED,
+            *repaired.counts,
             *[pl.col(epoch_of(c)) for c in sorted(times)],
             *[expr.alias(path) for path, expr in outputs.items()],
             *_duplicate_keys(mapping, paths),
@@ -277,30 +277,32 @@ def validate_frame(
         )
         .collect()
     )
-    learn_epoch_units(result, sorted(times), state)
-    dropped = int(result.filter(result[ERROR].is_null() & ~result["__outside"])[DROPPED].sum())
-
-    outside = int(result["__outside"].sum())
-    is_bad = result[ERROR].is_not_null() & ~result["__outside"]
+    # Rows the filter leaves out are neither sent nor rejected, whatever else they break.
+    filtered, outside = result[FILTERED], result["__outside"] & ~result[FILTERED]
+    learn_epoch_units(result, sorted(times), state)  # decided among the rows kept (`among`)
+    is_bad = result[ERROR].is_not_null() & ~result["__outside"] & ~filtered
+    is_good = result[ERROR].is_null() & ~result["__outside"] & ~filtered
     rejects = pl.concat(
         [
             # the reason a value breaks its pattern, found on the rejected rows alone
             with_reasons(result.filter(is_bad), patterns).select(LINE, RULE, COLUMN, ERROR),
-            original.filter(is_bad).select(columns),
+            # no row left the query: `frame`, as read, lines up with `result` row for row
+            frame.filter(is_bad).select(columns),
         ],
         how="horizontal",
     )
-    good = result.filter(result[ERROR].is_null() & ~result["__outside"])
-    working = {ERROR, RULE, COLUMN, "__naive", "__outside", DROPPED, *reason_texts}
+    good = result.filter(is_good)
+    working = {ERROR, RULE, COLUMN, "__naive", "__outside", FILTERED, DROPPED, *reason_texts}
+    working |= set(repaired.counts)
     kept = [c for c in good.columns if c not in working]
     valid = good.select(c for c in kept if not c.startswith("__epoch:"))
     return Checked(
         valid=valid,
         rejects=rejects,
         naive_times=int(good["__naive"].sum()),
-        outside=outside,
-        filtered=repaired.filtered,
-        repairs=dict(repaired.counts) | ({"dropped": dropped} if dropped else {}),
+        outside=int(outside.sum()),
+        filtered=int(filtered.sum()),
+        repairs=repaired.counted(result, sent=is_good),
     )
 
 
