@@ -54,7 +54,6 @@ def last_replay_command(stdout: str) -> list[str]:
     return shlex.split(line.split("send them again with: ", 1)[1])
 
 
-@pytest.mark.long
 def test_the_summary_names_the_whole_replay_command(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with refusing_first(2) as url:
@@ -93,7 +92,6 @@ def test_a_shown_endpoint_carries_no_credential(url: str, shown: str) -> None:
     assert public_endpoint(url) == shown
 
 
-@pytest.mark.long
 def test_replay_of_a_userpilot_file_needs_no_vero_token(tmp_path: Path) -> None:
     """The destination comes from the calls the file names; an explicit --destination wins."""
     payloads = tmp_path / "payloads.jsonl"
@@ -134,7 +132,6 @@ def test_replay_of_deletions_needs_yes(tmp_path: Path) -> None:
     assert importer(*args, "--yes", env={VERO.token_env: TOKEN}).returncode == 0
 
 
-@pytest.mark.long
 def test_status_prints_one_line_per_failure_reason_with_a_count(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with refusing_first(3) as url:
@@ -149,7 +146,6 @@ def test_status_prints_one_line_per_failure_reason_with_a_count(tmp_path: Path) 
     assert "line 3" not in shown
 
 
-@pytest.mark.long
 def test_an_endpoint_that_refuses_everything_stops_the_run_and_leaves_the_rows(
     tmp_path: Path,
 ) -> None:
@@ -179,7 +175,6 @@ def test_an_endpoint_that_refuses_everything_stops_the_run_and_leaves_the_rows(
     assert "failed" not in shown.replace("0 failed", "")
 
 
-@pytest.mark.long
 def test_a_400_in_the_apis_own_words_stays_a_rows_problem(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with refusing_first(25) as url:
@@ -193,7 +188,6 @@ def test_a_400_in_the_apis_own_words_stays_a_rows_problem(tmp_path: Path) -> Non
     assert re.search(r"failed \(dead letters\) +25\n", done.stdout), done.stdout
 
 
-@pytest.mark.long
 def test_a_rerun_counts_failed_rows_apart_from_rows_done_before(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with refusing_first(2) as url:

@@ -50,7 +50,6 @@ def track(path: Path, tracker: DedupTracker, *, batch_rows: int) -> list[int]:
     return buffered
 
 
-@pytest.mark.long
 def test_spilled_hashes_count_exactly_what_memory_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

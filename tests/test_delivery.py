@@ -163,7 +163,6 @@ def run_args(events: Path, mock: Mock, state: Path, *extra: str) -> list[str]:
     )
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_every_valid_row_arrives_through_faults(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 1500)
@@ -401,7 +400,6 @@ def test_a_400_becomes_a_dead_letter_and_the_run_goes_on(tmp_path: Path) -> None
     assert reason in done.stdout
 
 
-@pytest.mark.long
 def test_a_reviewed_dry_run_replays_as_it_is(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 40)
     payloads = tmp_path / "payloads.jsonl"
@@ -422,7 +420,6 @@ def test_a_reviewed_dry_run_replays_as_it_is(tmp_path: Path) -> None:
     assert sorted(map(json.dumps, arrived)) == sorted(map(json.dumps, expected))
 
 
-@pytest.mark.long
 def test_retry_after_is_honoured_and_counted(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 20)
     report = tmp_path / "report.json"
@@ -441,7 +438,6 @@ def test_retry_after_is_honoured_and_counted(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.long
 def test_quiet_shows_no_retries(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 5)
     with mock_server(tmp_path, "--status-script", "503") as mock:
@@ -449,7 +445,6 @@ def test_quiet_shows_no_retries(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-@pytest.mark.long
 def test_the_token_is_never_written_anywhere(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 50)
     outputs = tmp_path / "outputs"
@@ -478,7 +473,6 @@ def test_the_token_is_never_written_anywhere(tmp_path: Path) -> None:
         assert TOKEN.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.long
 def test_a_different_mapping_does_not_resume_without_fresh(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 10)
     other = tmp_path / "other.toml"
@@ -519,7 +513,6 @@ def test_a_different_mapping_does_not_resume_without_fresh(tmp_path: Path) -> No
         assert sum(mock.check_ids().values()) == 20
 
 
-@pytest.mark.long
 def test_status_says_how_far_the_job_got(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", 30)
     state = tmp_path / "state"
@@ -572,7 +565,6 @@ def test_a_stop_waits_for_the_batch_being_read_before_returning(tmp_path: Path) 
     assert order == ["batch 2 built", "deliver returned"]
 
 
-@pytest.mark.long
 def test_an_endpoint_that_never_answers_stops_the_run_and_the_next_run_sends_all(
     tmp_path: Path,
 ) -> None:

@@ -54,7 +54,6 @@ def random_plain_csv(rng: random.Random, separator: str) -> str:
     return ("\ufeff" if rng.random() < 0.2 else "") + text
 
 
-@pytest.mark.long
 def test_a_plain_csv_is_profiled_as_pythons_csv_module_profiles_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -253,7 +253,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 SAMPLE_STEPS = {"users": 297, "tags": 98, "unsubscribes": 43, "events": 395}
 
 
-@pytest.mark.long
 def test_the_readme_job_runs_every_step_in_order_and_resumes_by_skipping(tmp_path: Path) -> None:
     args = readme_job_command()
     assert args[0] == ".venv/bin/importer"
@@ -561,7 +560,6 @@ def test_a_damaged_job_record_is_a_warning_and_every_step_runs_again(tmp_path: P
     assert "skipped (done before)" in again.output  # the step's checkpoint: 1 row done before
 
 
-@pytest.mark.long
 def test_a_changed_input_of_a_step_is_left_out_unless_resend_changed(tmp_path: Path) -> None:
     """A step admits its inputs as `importer run` does: a file at a known path whose sent rows
     were edited is left out (exit 3), and --resend-changed sends it whole, in a job file too."""

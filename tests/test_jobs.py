@@ -284,7 +284,6 @@ def test_a_job_left_open_is_settled_for_its_own_rows_when_the_rows_left_change(
     assert read_status(state).open_jobs == ()
 
 
-@pytest.mark.long
 def test_the_next_chunk_is_built_while_a_job_runs(tmp_path: Path) -> None:
     """Reading and cutting the next chunk only once a job ended left the API idle meanwhile.
     Three inputs make three chunks; the third input is read (to end the second chunk) while

@@ -69,7 +69,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.long
 def test_a_damaged_data_page_after_rows_were_sent_ends_with_the_summary_and_report(
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from pipeline_helpers import ROOT, doc_text
 
 PAGE = doc_text("production.md")
@@ -23,7 +22,6 @@ def _block_after(heading: str) -> str:
     return found.group(1)
 
 
-@pytest.mark.long
 def test_the_environment_example_runs_as_written(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "samples", tmp_path / "samples")
     script = _block_after("## Options from the environment")

@@ -937,7 +937,6 @@ def test_a_thousand_line_jsonl_keeps_its_line_numbers(tmp_path: Path) -> None:
     assert result.source.lines == 1000
 
 
-@pytest.mark.long
 def test_csv_files_written_by_python_read_back_exactly(tmp_path: Path) -> None:
     """Seeded random records with separators, quotes, CR/LF and ragged lengths: what Python's csv
     writes and reads back, the reader gives row for row (or rejects, when the length is wrong)."""

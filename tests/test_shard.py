@@ -318,7 +318,6 @@ def recorded(record: Path) -> list[str]:
     ]
 
 
-@pytest.mark.long
 def test_three_shard_processes_send_what_one_run_sends(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", bad_line=True)
     record = tmp_path / "received.jsonl"

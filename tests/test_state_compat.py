@@ -158,7 +158,6 @@ def test_the_fixtures_hold_format_1(log: str) -> None:
     assert job["v"] == OLD_FORMAT
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("input_name", ["renamed.csv", "grown"])
 def test_vero_track_resumes(tmp_path: Path, input_name: str) -> None:
     """56 rows delivered and 4 dead-lettered of the first 100 of events.csv, the run stopped by
@@ -197,7 +196,6 @@ def test_vero_track_resumes(tmp_path: Path, input_name: str) -> None:
     assert summary_count(done.stdout, "failed (dead letters)") == [0]
 
 
-@pytest.mark.long
 def test_status_reads_the_old_states(tmp_path: Path) -> None:
     for name in ("vero-track", "userpilot-import", "job-file"):
         case = copy_case(name, tmp_path)
@@ -244,7 +242,6 @@ def mock_stats(endpoint: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
-@pytest.mark.long
 @pytest.mark.parametrize(
     "input_name",
     ["renamed.csv", "grown"],

@@ -276,7 +276,6 @@ def start_import(mock: Mock, filename: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
-@pytest.mark.long
 def test_a_job_already_running_is_waited_for_then_everything_goes(tmp_path: Path) -> None:
     expected = dry_run_bodies(tmp_path, "import-track")
     report = tmp_path / "r.json"
@@ -299,7 +298,6 @@ def test_a_job_already_running_is_waited_for_then_everything_goes(tmp_path: Path
     assert report_of(report)["retries"] >= 1
 
 
-@pytest.mark.long
 def test_429_without_retry_after_waits_one_then_two_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
