@@ -1,12 +1,17 @@
 """Test order: the tests marked `long` (real waits of many seconds: a rate window, kills and
-resumes) start first, so that the test workers overlap them with the short ones instead of one
-of them ending the suite alone."""
+resumes) start first, the longest (`seconds=`, 10 by default) first among them, so that the
+test workers overlap them with the short ones instead of one of them ending the suite alone."""
 
 from __future__ import annotations
 
 import pytest
 
 
+def _start_order(item: pytest.Item) -> float:
+    long = item.get_closest_marker("long")
+    return 0.0 if long is None else -float(long.kwargs.get("seconds", 10))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, the others in their collected order (the sort is stable)."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Long tests first, longest first; the others in their collected order (a stable sort)."""
+    items.sort(key=_start_order)

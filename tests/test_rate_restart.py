@@ -28,7 +28,7 @@ event_name = "event"
 """
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=70)  # waits out a real 60 s window
 def test_a_rerun_right_after_a_kill_honours_the_window_the_killed_run_filled(
     tmp_path: Path,
 ) -> None:
