@@ -442,6 +442,9 @@ def _declared_check(encoding: str) -> Callable[[Path, bytes, int], None]:
     return check
 
 
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+
 class _Utf8Watch:
     """Whether a file declared in a one-byte encoding is UTF-8 after all: every byte valid
     UTF-8 and some not ASCII. Read as cp1252, such a file would send "MÃ¼ller" for "Müller";
@@ -462,7 +465,7 @@ class _Utf8Watch:
             self.valid = False
             return
         if self.first is None:
-            at = next(i for i, byte in enumerate(piece) if byte > 0x7F)
+            at = _NON_ASCII.search(piece).start()  # the piece is not ASCII: there is one
             line, line_start = _line_of(piece, at, lines_before)
             character = piece[at : at + 4].decode("utf-8", "ignore")[:1]
             self.first = (line, at - line_start + 1, character)
