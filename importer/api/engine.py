@@ -25,12 +25,14 @@ from importer.destinations.base import endpoint_of
 from importer.errors import OptionError
 from importer.mapping.file import load_mapping
 from importer.outcome import JobSummary, Summary
+from importer.pipeline.morsels import polars_morsels
 from importer.pipeline.outputs import check_outputs
 from importer.pipeline.replay import destination_of_payloads, destructive_calls
 from importer.pipeline.run import dry_run as dry_run_inputs
 from importer.pipeline.run import open_inputs, replay_payloads, send_inputs, validate_inputs
 
 
+@polars_morsels()
 def validate_summary(reading: Reading, front: Front) -> Summary | JobSummary:
     """`importer validate`: every check of every row, nothing sent."""
     job_path = job_file_path(reading.inputs, reading.mapping)
@@ -54,6 +56,7 @@ def validate_summary(reading: Reading, front: Front) -> Summary | JobSummary:
     return validate_inputs(reading.options(mapping), progress=front.read)
 
 
+@polars_morsels()
 def run_summary(
     reading: Reading,
     sending: Sending,
@@ -135,6 +138,7 @@ def run_summary(
     return summary
 
 
+@polars_morsels()
 def replay_summary(
     payloads: Path,
     sending: Sending,
