@@ -19,6 +19,7 @@ import pytest
 
 from importer.errors import CheckpointError, MappingError
 from importer.inputs.reader import open_input
+from importer.state import records
 from importer.state.checkpoint import CheckpointLog
 from importer.state.facts import RunIdentity
 from importer.state.layout import CORRUPT_NAME, LOCK_NAME, LOG_NAME, PREV_NAME
@@ -199,6 +200,41 @@ def test_a_flipped_byte_in_the_middle_resends_only_that_record(
     with CheckpointLog.open(tmp_path, job=JOB) as log:
         assert log.warnings == []
         assert done_lines(log, 400) == expected | {400}
+
+
+def test_a_log_read_again_unchanged_is_not_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_log(tmp_path, BATCHES)
+    path = tmp_path / LOG_NAME
+    decoded: list[bytes] = []
+    real = records._decode
+    monkeypatch.setattr(records, "_decode", lambda raw: decoded.append(raw) or real(raw))
+    first, _ = records.load_log(path)
+    assert len(decoded) == len(record_starts(path.read_bytes()))
+    decoded.clear()
+    second, damage = records.load_log(path)
+    assert (decoded, damage) == ([], None)
+    assert second is not first
+    assert second.by_fp[FP].lines.count == first.by_fp[FP].lines.count == 150
+    second.by_fp.clear()  # the caller owns its copy: the next reader is not affected
+    assert records.load_log(path)[0].by_fp[FP].lines.count == 150
+
+
+def test_a_log_changed_in_place_is_read_anew(tmp_path: Path) -> None:
+    """A damaged byte rewritten within the same size (and, as fast as this, the same mtime) is
+    seen: the log is known by its content, not its size and time."""
+    write_log(tmp_path, BATCHES)
+    path = tmp_path / LOG_NAME
+    assert records.load_log(path)[1] is None
+    flip(path, record_starts(path.read_bytes())[2 + 12] + 9)
+    state, damage = records.load_log(path)
+    assert damage is not None
+    assert damage.in_middle
+    assert state.by_fp[FP].lines.count == 145
+    with CheckpointLog.open(tmp_path, job=JOB) as log:  # appends after the rewrite are seen
+        log.mark_done(FP, 400)
+    assert records.load_log(path)[0].by_fp[FP].lines.count == 146
 
 
 def test_a_damaged_input_record_resends_that_inputs_rows(tmp_path: Path) -> None:
