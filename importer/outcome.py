@@ -12,13 +12,14 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from importer.columns import ERROR, LINE, RULE
 from importer.errors import ImporterError, OutputError
 from importer.files import write_atomic
+
+if TYPE_CHECKING:
+    import polars as pl
 
 EXAMPLES_PER_RULE = 3
 # Dead letters are counted by reason (status and the API's message, cut to REASON_CHARS); past

@@ -177,7 +177,7 @@ def test_the_scanner_finds_commands_in_shell_cron_and_scheduler_snippets() -> No
 def test_every_documented_command_parses_against_its_help(page: str, argv: list[str]) -> None:
     """Each documented command line names a command and options that exist, with values they
     take: the snippets a scheduler runs cannot drift from `--help` unnoticed."""
-    command = main.commands.get(argv[0])
+    command = main.get_command(click.Context(main), argv[0])
     assert command is not None, (page, argv)
     try:
         command.make_context(argv[0], argv[1:])

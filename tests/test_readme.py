@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from pipeline_helpers import ROOT, doc_text
 
@@ -23,7 +24,7 @@ def readme_command(marker: str) -> list[str]:
     return [part.strip() for part in line.split("&&")]
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", main.list_commands(click.Context(main)))
 def test_every_command_is_in_the_readme(command: str) -> None:
     assert re.search(rf"^importer {command}\b", README, re.MULTILINE), command
 

@@ -33,9 +33,9 @@ from pipeline_helpers import (
 )
 
 from importer.checks.shard import Shard, parse_shard, shard_of, user_hashes
-from importer.cli import app as cli
 from importer.cli import options
 from importer.cli.app import main
+from importer.cli.run import run as run_command
 from importer.columns import ROUTE
 from importer.delivery.options import DeliveryOptions, SendOptions
 from importer.errors import MappingError
@@ -407,7 +407,7 @@ def test_the_readme_kubernetes_manifest_is_an_indexed_job_of_shards() -> None:
     assert set(values["VERO_AUTH_TOKEN"]["valueFrom"]) == {"secretKeyRef"}
     args = [arg.replace("$(JOB_COMPLETION_INDEX)", "2") for arg in container["args"]]
     assert args[0] == "run"
-    params = cli.run.make_context("run", args[1:]).params
+    params = run_command.make_context("run", args[1:]).params
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts[str(Path(params["state_dir"]).parent)] in {v["name"] for v in pod["volumes"]}
     assert params["state_dir"] == Path("/state/shard-2-of-3")
@@ -434,7 +434,7 @@ def test_the_readme_airflow_task_is_mapped_over_the_shards() -> None:
     options = {k.arg: k.value for k in partial.keywords}
     command = shlex.split(ast.literal_eval(options["bash_command"]))
     assert command[:2] == ["importer", "run"]
-    cli.run.make_context("run", command[2:])
+    run_command.make_context("run", command[2:])
     assert ast.literal_eval(options["append_env"]) is True
 
 

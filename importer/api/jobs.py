@@ -10,16 +10,13 @@ from importer.api.confirm import confirm_destructive
 from importer.api.requests import Front, Reading, Sending, check_window, default_state
 from importer.destinations.base import endpoint_of
 from importer.jobfile.parse import JobFile, Step, load_job
+from importer.jobfile.record import PENDING, SKIPPED, JobRecord, step_state
 from importer.jobfile.steps import (
-    PENDING,
-    SKIPPED,
-    JobRecord,
     PlannedStep,
     check_steps,
     input_stats,
     per_step,
     send_steps,
-    step_state,
 )
 from importer.outcome import JobSummary, Summary
 from importer.pipeline.outputs import check_outputs

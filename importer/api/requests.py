@@ -23,7 +23,8 @@ from importer.destinations import Destination, get_destination
 from importer.errors import OptionError
 from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.jobfile.parse import Step, is_job_file
-from importer.jobfile.steps import per_step, step_state
+from importer.jobfile.record import step_state
+from importer.jobfile.steps import per_step
 from importer.mapping.file import Mapping
 from importer.pipeline.run import (
     RunOptions,

@@ -29,14 +29,13 @@ from urllib.parse import urlsplit
 import click
 
 from importer import __version__
-from importer.checks.validate import Window
 from importer.cli.early import JSON
-from importer.inputs.cloud import cloud_url
-from importer.jobfile.parse import JobFile
 from importer.outcome import JobSummary, Summary
 from importer.progress import DeliveryProgress
 
 if TYPE_CHECKING:
+    from importer.checks.validate import Window
+    from importer.jobfile.parse import JobFile
     from importer.mapping.file import Mapping as MappingFile
 
 TEXT = "text"
@@ -271,6 +270,9 @@ def summary_event(summary: Summary | JobSummary, code: int) -> None:
 
 def _shown_input(path: Path) -> str:
     """An input as the user named it: a cloud URL whole (a Path folds `s3://` into `s3:/`)."""
+    # The readers load Polars: imported by the commands that name inputs, not by every one.
+    from importer.inputs.cloud import cloud_url
+
     return cloud_url(path) or str(path)
 
 

@@ -1,5 +1,9 @@
 """The options several commands share, each family one decorator (as sqlite-utils does), with the
-parameter types they need (a shard, a moment) and the checks that only the command line can make."""
+parameter types they need (a shard, a moment) and the checks that only the command line can make.
+
+`mock-server` and `status` use this module too, so the parts of the core that load Polars (the
+readers, the checks, the API's settings) are imported by the decorators and checks that need
+them, when a command that reads rows applies them (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from importer.api.requests import window_of as api_window_of
-from importer.api.settings import (
-    AUTO_WORKERS_CAP,
-    MAX_WORKERS,
-    ONE_PROCESS_RATE,
-)
-from importer.checks.shard import Shard, parse_shard
-from importer.checks.validate import Window
 from importer.cli.events import (
     DEFAULT_PROGRESS_S,
     EVENTS_KEY,
@@ -31,11 +27,11 @@ from importer.cli.events import (
 )
 from importer.destinations import DESTINATIONS
 from importer.errors import ImporterError, OptionError
-from importer.inputs.common import DEFAULT_BATCH_ROWS
 from importer.state.layout import DEFAULT_STATE
 
 if TYPE_CHECKING:
-    pass
+    from importer.checks.shard import Shard
+    from importer.checks.validate import Window
 
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -123,14 +119,18 @@ quiet_option = click.option(
 )
 
 
-batch_option = click.option(
-    "--batch-rows",
-    **from_env("--batch-rows"),
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_ROWS,
-    show_default=True,
-    help="Rows read per batch; memory grows with this, not with the file.",
-)
+def batch_option(fn: FC) -> FC:
+    """--batch-rows, whose default is the readers'."""
+    from importer.inputs.common import DEFAULT_BATCH_ROWS
+
+    return click.option(
+        "--batch-rows",
+        **from_env("--batch-rows"),
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_ROWS,
+        show_default=True,
+        help="Rows read per batch; memory grows with this, not with the file.",
+    )(fn)
 
 
 class ShardType(click.ParamType):
@@ -140,6 +140,8 @@ class ShardType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """Parse `K/N`; a Shard passes through (a default, or a value converted once already)."""
+        from importer.checks.shard import Shard, parse_shard
+
         if isinstance(value, Shard):
             return value
         try:
@@ -259,6 +261,8 @@ def window_options(fn: FC) -> FC:
 def window_of(since: datetime | None, until: datetime | None) -> Window | None:
     """--since and --until as a Window; None when neither is given; a usage error when no row
     could be kept."""
+    from importer.api.requests import window_of as api_window_of
+
     try:
         return api_window_of(since, until)
     except OptionError as exc:
@@ -367,16 +371,21 @@ dead_letter_option = click.option(
 )
 
 
-workers_option = click.option(
-    "--workers",
-    **from_env("--workers"),
-    type=click.IntRange(min=1, max=MAX_WORKERS),
-    help="Sender processes. Each user's rows all go through one of them; --concurrency and "
-    f"--rate are totals across them. Default: 1 when the API is on this machine (it needs the "
-    f"cores) or --rate is at most {ONE_PROCESS_RATE:g}/s (one process sends that easily), "
-    f"else one per core, at most {AUTO_WORKERS_CAP}; never more than --concurrency. Actions "
-    "delivered as jobs (import_*, bulk_*) use one: the API runs one job at a time.",
-)
+def workers_option(fn: FC) -> FC:
+    """--workers, bounded and explained by the API's settings."""
+    from importer.api.settings import AUTO_WORKERS_CAP, MAX_WORKERS, ONE_PROCESS_RATE
+
+    return click.option(
+        "--workers",
+        **from_env("--workers"),
+        type=click.IntRange(min=1, max=MAX_WORKERS),
+        help="Sender processes. Each user's rows all go through one of them; --concurrency and "
+        f"--rate are totals across them. Default: 1 when the API is on this machine (it needs "
+        f"the cores) or --rate is at most {ONE_PROCESS_RATE:g}/s (one process sends that "
+        f"easily), else one per core, at most {AUTO_WORKERS_CAP}; never more than "
+        "--concurrency. Actions delivered as jobs (import_*, bulk_*) use one: the API runs one "
+        "job at a time.",
+    )(fn)
 
 
 no_checkpoint_option = click.option(

@@ -1,5 +1,8 @@
 """A command's frame: the one place that turns the core's errors and interrupts into messages and
-exit codes, and wires Ctrl-C and SIGTERM to a run's drain."""
+exit codes, and wires Ctrl-C and SIGTERM to a run's drain.
+
+Every command uses it, so the sending machinery (which loads Polars) is imported by the functions
+that start a run, not here: `mock-server` and `status` start without it (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from importer.api.report import delivery_exit_code
-from importer.api.requests import Front
-from importer.api.runner import run_delivery
 from importer.cli.early import asks_json
 from importer.cli.events import (
     EVENTS_KEY,
@@ -30,12 +31,12 @@ from importer.cli.progress import (
     read_progress,
     tick,
 )
-from importer.delivery.deliver import DeliveryControl
 from importer.errors import ImporterError, OptionError
 from importer.outcome import JobSummary, Summary
 
 if TYPE_CHECKING:
-    pass
+    from importer.api.requests import Front
+    from importer.delivery.deliver import DeliveryControl
 
 T = TypeVar("T")
 
@@ -128,6 +129,8 @@ def deliver_with_signals(
 ) -> T:
     """Run a delivery in its own event loop with SIGINT and SIGTERM wired to it: the first lets
     the requests in flight finish and saves; a second saves what was acknowledged and quits."""
+    from importer.api.runner import run_delivery
+
     ticking = isinstance(progress, EventDelivery) and progress.every > 0
     return run_delivery(
         job,
@@ -140,6 +143,8 @@ def deliver_with_signals(
 def cli_front(quiet: bool, *, ask: Callable[[str], bool] | None = None) -> Front:
     """What a command shows of a run: bars or JSON events, the signal frame, and the events of
     its start, its steps and its warnings."""
+    from importer.api.requests import Front
+
     bar = delivery_progress(quiet)
     events = current_event_log()
 

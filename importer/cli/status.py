@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -16,18 +16,13 @@ from importer.cli.shell import (
     fail,
 )
 from importer.errors import ImporterError
-from importer.jobfile.steps import (
+from importer.jobfile.record import (
+    JobStatus,
     is_job_state,
     read_job_status,
 )
 from importer.state.facts import StateStatus
 from importer.state.status import read_status
-
-if TYPE_CHECKING:
-    pass
-
-if TYPE_CHECKING:
-    from importer.jobfile.steps import JobStatus
 
 
 def status_report(state: StateStatus) -> dict[str, Any]:

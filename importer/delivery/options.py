@@ -11,12 +11,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import polars as pl
 
 from importer.errors import MappingError
 from importer.state.layout import DEAD_LETTER_NAME
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # Past timeout_s every request in flight has ended by itself; this covers the scheduling slack.
 DRAIN_MARGIN_S = 5.0

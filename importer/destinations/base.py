@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
-
-import polars as pl
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from importer.model import Verdict
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # text: a JSON string (numbers are sent as text); object: a JSON object, which takes "*" and
 # sub-keys (`data.plan`); array: a JSON array of strings, from a JSON array or a delimited

@@ -8,9 +8,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from importer.state.facts import (
     ChunkState,
@@ -18,6 +16,9 @@ from importer.state.facts import (
     KnownInput,
     RunIdentity,
 )
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _EXAMPLES = 5  # failures kept per input for the status
 MAX_REASONS = 20  # distinct failure reasons counted per input; the rest count as other
@@ -77,6 +78,10 @@ class _LineSet:
 
     def mask(self, lines: pl.Series) -> pl.Series:
         """True where a line falls in a range: one binary search per row, in Polars."""
+        # Here, not at the top: the runs that mask rows have Polars loaded already, and
+        # `importer status`, which only counts them, starts without it.
+        import polars as pl
+
         if not self._starts:
             return pl.repeat(False, len(lines), eager=True).alias(lines.name)
         if self._cache is None:

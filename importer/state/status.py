@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from importer.errors import CheckpointError
-from importer.state.checkpoint import check_paths, unusable_state
 from importer.state.facts import (
     InputStatus,
     StateStatus,
 )
-from importer.state.layout import LOG_NAME, REPLAY_DIR
+from importer.state.layout import LOG_NAME, REPLAY_DIR, check_paths, unusable_state
 from importer.state.records import FORMAT_VERSION, describe_damage, load_log
 from importer.state.rows import InputRows
 
