@@ -1,6 +1,8 @@
 """Test order: the tests marked `long` (real waits of many seconds: a rate window, kills and
 resumes) start first, the longest (`seconds=`, 10 by default) first among them, so that the
-test workers overlap them with the short ones instead of one of them ending the suite alone."""
+test workers overlap them with the short ones instead of one of them ending the suite alone.
+Workers take a test or two at a time (--maxschedchunk 1 in pyproject.toml): in xdist's default
+first chunks, one worker would have been handed every long test at once."""
 
 from __future__ import annotations
 

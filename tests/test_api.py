@@ -244,7 +244,7 @@ print("finished", flush=True)
 """
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=16)
 def test_ctrl_c_drains_raises_keyboard_interrupt_and_a_rerun_sends_the_rest(
     tmp_path: Path,
 ) -> None:

@@ -193,7 +193,7 @@ def test_every_valid_row_arrives_through_faults(tmp_path: Path, workers: str) ->
     assert summary["requests"] == 1500 + summary["retries"]
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=10)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(
     tmp_path: Path, workers: str
@@ -216,7 +216,7 @@ def test_ctrl_c_drains_in_flight_and_resume_sends_no_duplicate(
     assert sum(ids.values()) == 2000  # not one row sent twice
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=10)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_the_whole_process_group_drains_every_sender(
     tmp_path: Path, signum: signal.Signals
@@ -240,7 +240,7 @@ def test_a_signal_to_the_whole_process_group_drains_every_sender(
     assert sum(ids.values()) == 2000  # not one row sent twice
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=10)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_drains_like_ctrl_c(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
@@ -259,7 +259,7 @@ def test_sigterm_drains_like_ctrl_c(tmp_path: Path, workers: str) -> None:
     assert sum(ids.values()) == 2000
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=4)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_second_ctrl_c_quits_at_once_and_the_log_reads_back(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 200)
@@ -280,7 +280,7 @@ def test_a_second_ctrl_c_quits_at_once_and_the_log_reads_back(tmp_path: Path, wo
     assert "0 delivered, 0 failed" in status.stdout
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=12)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_kill_9_resume_resends_at_most_the_requests_in_flight(tmp_path: Path, workers: str) -> None:
     events = write_events(tmp_path / "events.csv", 2000)
@@ -322,7 +322,7 @@ def _wait_gone(pid: int) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=4)
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_torn_or_corrupt_checkpoint_tail_is_survived(tmp_path: Path, damage: str) -> None:
     events = write_events(tmp_path / "events.csv", 600)

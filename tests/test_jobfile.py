@@ -351,7 +351,7 @@ def two_step_job(tmp_path: Path) -> Path:
     return write_job(tmp_path, text, files)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=7)
 def test_a_job_killed_in_its_second_step_does_not_send_the_first_again(tmp_path: Path) -> None:
     job = two_step_job(tmp_path)
     state = tmp_path / "state"

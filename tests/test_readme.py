@@ -37,7 +37,7 @@ def test_the_tests_command_is_the_one_ci_runs() -> None:
     assert '-e ".[test]"' in ci
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=4)
 def test_the_main_job_command_works_as_written(tmp_path: Path) -> None:
     *install, job = readme_command("--endpoint embedded")
     assert install == ["python3 -m venv .venv", ".venv/bin/pip install -e ."]
@@ -123,7 +123,7 @@ def quick_start(destination: str) -> list[list[str]]:
     return [shlex.split(line) for line in section.splitlines() if line.startswith(".venv/bin/")]
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=4)
 @pytest.mark.parametrize("destination", ["Vero", "Userpilot"])
 def test_the_quick_start_works_as_written(tmp_path: Path, destination: str) -> None:
     *local, send = quick_start(destination)

@@ -78,7 +78,7 @@ def test_a_summary_without_sending_has_no_timeline_and_one_with_has_it() -> None
     assert summary.as_report()["timeline"]["points"][0]["sent"] == 1
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=12)
 def test_the_page_and_the_report_tell_the_same_story(tmp_path: Path) -> None:
     # the first requests: one refused for good (a dead letter), two 429s and a 503 (retries)
     script = "400,429,429,503"

@@ -318,6 +318,7 @@ def recorded(record: Path) -> list[str]:
     ]
 
 
+@pytest.mark.long(seconds=12)
 def test_three_shard_processes_send_what_one_run_sends(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", bad_line=True)
     record = tmp_path / "received.jsonl"

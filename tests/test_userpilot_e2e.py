@@ -276,6 +276,7 @@ def start_import(mock: Mock, filename: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
+@pytest.mark.long(seconds=8)
 def test_a_job_already_running_is_waited_for_then_everything_goes(tmp_path: Path) -> None:
     expected = dry_run_bodies(tmp_path, "import-track")
     report = tmp_path / "r.json"

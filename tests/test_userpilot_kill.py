@@ -76,7 +76,7 @@ def wait_for(
 AHEAD = ("--batch-rows", "1000")
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=12)
 @pytest.mark.parametrize(
     ("sig", "jobs_before", "code", "extra"),
     [
