@@ -93,7 +93,7 @@ def test_payloads_and_rejects_are_those_of_whole_batch_morsels(
     outputs = {}
     for morsel in ("small", "whole"):
         if morsel == "whole":
-            monkeypatch.setenv(MORSEL_VARIABLE, "100000")  # a batch is 100,000 rows
+            monkeypatch.setenv(MORSEL_VARIABLE, "100000")  # more than a batch
         out, rejects = tmp_path / f"{morsel}.jsonl", tmp_path / f"{morsel}-rejects.csv"
         report = importer.dry_run([events], mapping=mapping, out=out, rejects=rejects)
         assert report.rows_rejected > 0

@@ -1,7 +1,7 @@
 """How Polars runs the pipeline's queries: in morsels of CHUNK_RECORDS rows, not of a batch.
 
 Polars' streaming engine, the default in Polars 2, cuts a query's input into morsels of
-POLARS_IDEAL_MORSEL_SIZE rows (100,000 unless set) and runs them on its threads. A batch is
+POLARS_IDEAL_MORSEL_SIZE rows (100,000 unless set) and runs them on its threads. A batch was
 100,000 rows (DEFAULT_BATCH_ROWS), so each validation, duplicate and body query was one morsel:
 one core, with every intermediate column of 100,000 rows alive at once. In morsels of 10,000 rows
 both cores of a small machine work and the intermediates are a tenth: the 1M-row dry run took
