@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -127,22 +128,15 @@ def load_log(path: Path) -> tuple[StateRows, Damage | None]:
     trusted, and the caller refuses such a log for want of a job. The caller owns what it is
     given (a copy, when the log's content is what it was when last replayed).
     """
+    # Read whole once: the bytes hashed are the bytes replayed, even while a run appends.
+    data = path.read_bytes()
+    seen = (len(data), hashlib.blake2b(data, digest_size=16).digest())
     key = path.resolve()
-    with path.open("rb") as f:
-        content = hashlib.blake2b(digest_size=16)
-        size = 0
-        while block := f.read(1 << 20):
-            content.update(block)
-            size += len(block)
-        seen = (size, content.digest())
-        with _replays_lock:
-            known = _replays.get(key)
-        if known is not None and known[0] == seen:
-            return copy.deepcopy(known[1])
-        f.seek(0)
-        replayed = _replay_log(f)
-        if f.tell() != size or f.read(1):
-            return replayed  # written to while read: not kept for the next reader
+    with _replays_lock:
+        known = _replays.get(key)
+    if known is not None and known[0] == seen:
+        return copy.deepcopy(known[1])
+    replayed = _replay_log(io.BytesIO(data))
     with _replays_lock:
         _replays[key] = (seen, copy.deepcopy(replayed))
     return replayed
