@@ -4,10 +4,11 @@ Polars' streaming engine, the default in Polars 2, cuts a query's input into mor
 POLARS_IDEAL_MORSEL_SIZE rows (100,000 unless set) and runs them on its threads. A batch was
 100,000 rows (DEFAULT_BATCH_ROWS), so each validation, duplicate and body query was one morsel:
 one core, with every intermediate column of 100,000 rows alive at once. In morsels of 10,000 rows
-both cores of a small machine work and the intermediates are a tenth: the 1M-row dry run took
-about 15% less time and peaked 50 MB lower (docs/performance.md). The setting is Polars' own
-(`pl.Config.set_streaming_chunk_size`), process-wide: it holds while a run does and is put back
-after, and a caller who set the variable keeps their value.
+both cores of a small machine work and the intermediates are a tenth: in batches of 100,000 the
+1M-row dry run took about 8% less time and peaked 57 MB lower (five alternated runs,
+docs/performance.md). The setting is Polars' own (`pl.Config.set_streaming_chunk_size`),
+process-wide: it holds while a run does and is put back after, and a caller who set the
+variable keeps their value.
 """
 
 from __future__ import annotations
